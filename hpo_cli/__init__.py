@@ -1,0 +1,46 @@
+"""hpo-cli: gradient-based hyperparameter optimisation by implicit differentiation.
+
+The library core needs no Hydra, files or plots::
+
+    from hpo_cli import hypergradient, Neumann
+
+    result = hypergradient(train_loss, val_loss, list(model.parameters()),
+                           list(hyper.parameters()), Neumann(terms=10), write_grad=True)
+    hyper_optimizer.step()
+
+See :mod:`hpo_cli.hypergradient` for the maths and the sign convention.
+"""
+
+from hpo_cli.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
+from hpo_cli.curvature import TrainingCurvature, dense_matrix
+from hpo_cli.hypergradient import Hypergradient, HypergradientError, hypergradient
+from hpo_cli.solvers import (
+    ConjugateGradient,
+    Exact,
+    Identity,
+    InverseHVPSolver,
+    Neumann,
+    SingularSystemError,
+    SolveInfo,
+    Status,
+)
+
+__all__ = [
+    "CONSTRAINTS",
+    "ConjugateGradient",
+    "Constraint",
+    "Exact",
+    "Hypergradient",
+    "HypergradientError",
+    "Identity",
+    "InverseHVPSolver",
+    "Neumann",
+    "SingularSystemError",
+    "SolveInfo",
+    "Status",
+    "TrainingCurvature",
+    "constrained_parameter",
+    "constraint",
+    "dense_matrix",
+    "hypergradient",
+]

@@ -1,0 +1,135 @@
+"""Truncated Neumann series for A⁻¹ b (Lorraine, Vicol & Duvenaud, 2020, Algorithm 3).
+
+For a step α with spectral radius ρ(I − αA) < 1,
+
+    A⁻¹ b = α Σ_{k≥0} (I − αA)ᵏ b   ≈   x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b,
+
+using K products with A (term k+1 is term k minus α A·term k). The truncation error is exactly
+A⁻¹ b − x_K = A⁻¹ (I − αA)^{K+1} b, so the error shrinks geometrically with rate ρ(I − αA).
+
+The series diverges when ρ(I − αA) ≥ 1: when α > 2/λmax, or when A has an eigenvalue ≤ 0
+(a non-convex training loss), whatever α. Because A is symmetric, the ratio of successive term
+norms ‖t_{k+1}‖/‖t_k‖ never decreases and is bounded by ρ(I − αA); it is a free power-iteration
+estimate of that spectral radius. The first time it reaches 1 the series provably cannot
+converge, and the solver stops and reports divergence rather than return an exploding sum
+(the failure in seed 000, which had no step α at all).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from hpo_cli.curvature import MatVec
+from hpo_cli.solvers.base import SolveInfo, Status
+from hpo_cli.vectors import TensorList, add, all_finite, dot, norm, scale
+
+
+def estimate_largest_eigenvalue(
+    matvec: MatVec, start: TensorList, iterations: int
+) -> tuple[float, int]:
+    """Power iteration for the eigenvalue of largest magnitude of a symmetric A.
+
+    Returns the Rayleigh quotient vᵀAv/vᵀv of the last iterate (a lower bound on |λ|max that
+    converges to λmax when it dominates; negative when the dominant eigenvalue is negative) and
+    the number of products used.
+    """
+    vector = scale(start, 1.0 / float(norm(start)))
+    estimate = math.nan
+    for step in range(1, iterations + 1):
+        product = matvec(vector)
+        estimate = float(dot(vector, product))
+        product_norm = float(norm(product))
+        if product_norm == 0.0 or not math.isfinite(product_norm):
+            return estimate, step
+        vector = scale(product, 1.0 / product_norm)
+    return estimate, iterations
+
+
+@dataclass(frozen=True)
+class Neumann:
+    """Truncated Neumann series x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b.
+
+    Args:
+        terms: K, the number of products with A (the highest power in the sum).
+        alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max from ``power_iterations``
+            steps of power iteration (which cost extra products).
+        power_iterations: power-iteration steps used by ``alpha="auto"``.
+        tol: stop early once ‖t_k‖ ≤ tol·‖t_0‖ (the remaining terms are negligible); 0 runs all
+            K terms.
+    """
+
+    terms: int = 10
+    alpha: float | str = "auto"
+    power_iterations: int = 20
+    tol: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.terms < 0:
+            raise ValueError(f"neumann.terms must be >= 0, got {self.terms}")
+        if self.alpha != "auto" and not (isinstance(self.alpha, int | float) and self.alpha > 0):
+            raise ValueError(f"neumann.alpha must be > 0 or 'auto', got {self.alpha!r}")
+        if self.power_iterations < 1:
+            raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
+
+    def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
+        extras: dict[str, float] = {}
+        matvecs = 0
+        if self.alpha == "auto":
+            largest, matvecs = estimate_largest_eigenvalue(matvec, b, self.power_iterations)
+            extras["lambda_max_estimate"] = largest
+            if not largest > 0.0:
+                info = SolveInfo(
+                    solver="neumann",
+                    status=Status.DIVERGED,
+                    matvecs=matvecs,
+                    message=(
+                        f"the dominant eigenvalue of H is {largest:.3g} <= 0 (H is not positive "
+                        "definite), so no step α makes the Neumann series converge"
+                    ),
+                    extras=extras,
+                )
+                return [torch.full_like(x, math.nan) for x in b], info
+            alpha = 1.0 / largest
+        else:
+            alpha = float(self.alpha)
+        extras["alpha"] = alpha
+
+        term = scale(b, alpha)
+        solution = list(term)
+        first_norm = last_norm = float(norm(term))
+        status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
+        if first_norm == 0.0:
+            status, message = Status.CONVERGED, "b = 0, so x = 0"
+        for k in range(1, self.terms + 1 if first_norm > 0.0 else 1):
+            term = add(term, matvec(term), alpha=-alpha)
+            matvecs += 1
+            iterations = k
+            term_norm = float(norm(term))
+            extras["spectral_radius_estimate"] = term_norm / last_norm
+            if not math.isfinite(term_norm) or term_norm >= last_norm:
+                status = Status.DIVERGED
+                message = (
+                    f"term {k} grew (‖t_k‖/‖t_(k-1)‖ = {term_norm / last_norm:.3g} >= 1): "
+                    f"ρ(I − αH) >= 1 with α = {alpha:.3g}; take a smaller α (α < 2/λmax), "
+                    "add damping, or use cg"
+                )
+                break
+            solution = add(solution, term)
+            last_norm = term_norm
+            if term_norm <= self.tol * first_norm:
+                status, message = Status.CONVERGED, f"terms fell below tol after {k} terms"
+                break
+        if status != Status.DIVERGED and not all_finite(solution):
+            status, message = Status.DIVERGED, "the partial sum is not finite"
+        info = SolveInfo(
+            solver="neumann",
+            status=status,
+            iterations=iterations,
+            matvecs=matvecs,
+            message=message,
+            extras=extras,
+        )
+        return solution, info
