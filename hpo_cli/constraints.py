@@ -65,8 +65,13 @@ def constraint(name: str) -> Constraint:
 
 
 def constrained_parameter(
-    value: float | torch.Tensor, name: str, shape: tuple[int, ...] = ()
+    value: float | torch.Tensor,
+    name: str,
+    shape: tuple[int, ...] = (),
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.nn.Parameter:
     """An unconstrained parameter θ with f(θ) = ``value`` broadcast to ``shape``."""
-    target = torch.as_tensor(value, dtype=torch.get_default_dtype()).expand(shape).clone()
-    return torch.nn.Parameter(constraint(name).inverse(target))
+    target = torch.as_tensor(value, dtype=dtype or torch.get_default_dtype(), device=device)
+    return torch.nn.Parameter(constraint(name).inverse(target.expand(shape).clone()))

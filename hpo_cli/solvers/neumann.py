@@ -9,10 +9,15 @@ A⁻¹ b − x_K = A⁻¹ (I − αA)^{K+1} b, so the error shrinks geometricall
 
 The series diverges when ρ(I − αA) ≥ 1: when α > 2/λmax, or when A has an eigenvalue ≤ 0
 (a non-convex training loss), whatever α. Because A is symmetric, the ratio of successive term
-norms ‖t_{k+1}‖/‖t_k‖ never decreases and is bounded by ρ(I − αA); it is a free power-iteration
-estimate of that spectral radius. The first time it reaches 1 the series provably cannot
-converge, and the solver stops and reports divergence rather than return an exploding sum
-(the failure in seed 000, which had no step α at all).
+norms ‖t_{k+1}‖/‖t_k‖ never decreases and is bounded by ρ(I − αA): it is a free power-iteration
+estimate of that spectral radius, reported as ``spectral_radius_estimate``.
+
+* ratio ≥ 1 but every term still smaller than the first: the infinite series does not converge,
+  yet the truncated sum is a usable, regularised approximation (typical early in training,
+  when H has small negative eigenvalues). The result is returned; the message says so.
+* a term larger than the first (‖t_k‖ > ‖t_0‖), or a non-finite one: the partial sums are
+  exploding and can only get worse, since the ratios never decrease. The solver stops and
+  reports ``diverged`` rather than return garbage (seed 000's failure: no step α at all).
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ class Neumann:
 
         term = scale(b, alpha)
         solution = list(term)
-        first_norm = last_norm = float(norm(term))
+        first_norm = previous_norm = float(norm(term))
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
         if first_norm == 0.0:
             status, message = Status.CONVERGED, "b = 0, so x = 0"
@@ -108,20 +113,26 @@ class Neumann:
             matvecs += 1
             iterations = k
             term_norm = float(norm(term))
-            extras["spectral_radius_estimate"] = term_norm / last_norm
-            if not math.isfinite(term_norm) or term_norm >= last_norm:
+            ratio = term_norm / previous_norm
+            extras["spectral_radius_estimate"] = ratio
+            if not math.isfinite(term_norm) or term_norm > first_norm:
                 status = Status.DIVERGED
                 message = (
-                    f"term {k} grew (‖t_k‖/‖t_(k-1)‖ = {term_norm / last_norm:.3g} >= 1): "
-                    f"ρ(I − αH) >= 1 with α = {alpha:.3g}; take a smaller α (α < 2/λmax), "
-                    "add damping, or use cg"
+                    f"term {k} outgrew the first (‖t_k‖/‖t_0‖ = {term_norm / first_norm:.3g}, "
+                    f"ρ(I − αH) >= {ratio:.4g}) with α = {alpha:.3g}: the series explodes; "
+                    "take α < 2/λmax, add damping to H, or use cg"
                 )
                 break
             solution = add(solution, term)
-            last_norm = term_norm
+            previous_norm = term_norm
             if term_norm <= self.tol * first_norm:
                 status, message = Status.CONVERGED, f"terms fell below tol after {k} terms"
                 break
+        if status == Status.MAX_ITERATIONS and extras.get("spectral_radius_estimate", 0.0) >= 1:
+            message += (
+                f"; ρ(I − αH) >= {extras['spectral_radius_estimate']:.4g}, so more terms would "
+                "not converge (H has eigenvalues <= 0 or α > 2/λmax)"
+            )
         if status != Status.DIVERGED and not all_finite(solution):
             status, message = Status.DIVERGED, "the partial sum is not finite"
         info = SolveInfo(

@@ -1,0 +1,104 @@
+"""``hpo-run``: the experiment runner.
+
+    hpo-run                                   # the default experiment (digits, offline)
+    hpo-run solver=cg device=cuda             # pick a solver and a device
+    hpo-run -m solver=neumann,cg seed=0,1,2   # a sweep, one run directory per job
+    hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
+
+Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
+checkpoint.pt, PNG plots and Hydra's log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from hpo_cli.config import ConfigError, register_configs, validate
+from hpo_cli.plots import plot_run
+from hpo_cli.summary import write_summary
+from hpo_cli.training import RunFailed, train
+
+log = logging.getLogger("hpo_cli")
+register_configs()
+
+
+def _fail(message: str, code: int) -> None:
+    log.error(message)
+    print(f"hpo-run: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_arguments(arguments: list[str]) -> list[str]:
+    """Command-line overrides for ``resume=DIR``: the original run's own overrides, updated by the
+    new ones, with Hydra writing into DIR again. Other command lines pass through unchanged."""
+    resume = [a.split("=", 1)[1] for a in arguments if _override_key(a) == "resume"]
+    if not resume or resume[-1] in ("null", ""):
+        return arguments
+    if "-m" in arguments or "--multirun" in arguments:
+        _fail("resume= continues one run; it cannot be combined with --multirun", 2)
+    run_dir = Path(resume[-1]).expanduser().resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        _fail(f"resume={resume[-1]} is not an hpo-run run directory (no {saved})", 2)
+    merged = {_override_key(o): o for o in OmegaConf.load(saved)}
+    merged.update({_override_key(a): a for a in arguments})
+    merged["resume"] = f"resume='{run_dir}'"
+    merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
+    return list(merged.values())
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def run(cfg: DictConfig) -> None:
+    """Validate, train, then write summary.json and the plots; one clear line on failure."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    try:
+        validate(cfg)
+        progress = train(cfg, run_dir)
+    except InstantiationException as error:
+        _fail(str(error.__cause__ or error), 2)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    except (RunFailed, KeyboardInterrupt) as error:
+        failed = isinstance(error, RunFailed)
+        status = "failed" if failed else "interrupted"
+        progress = getattr(error, "progress", None)
+        write_summary(
+            run_dir, status=status, progress=progress, overrides=overrides, error=str(error) or None
+        )
+        if cfg.plots and (run_dir / "metrics.csv").exists():
+            plot_run(run_dir)
+        _fail(
+            f"{error or 'interrupted'}; metrics and the last checkpoint are kept in {run_dir} "
+            f"(continue with: hpo-run resume={run_dir})",
+            1 if failed else 130,
+        )
+    summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
+    if cfg.plots:
+        plot_run(run_dir)
+    final = summary["final"]
+    log.info(
+        "done in %.1f s: val error %.3f, test error %.3f; results in %s",
+        summary["time_s"]["total"],
+        final["val_error"],
+        final["test_error"],
+        run_dir,
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    run()

@@ -1,0 +1,120 @@
+"""Datasets as tensors split into training, validation and test sets.
+
+A loader returns :class:`Splits`; :func:`hpo_cli.training` only ever sees that. Small data sets
+live on the chosen device as whole tensors, and mini-batches are index draws from a seeded
+``torch.Generator``, so a run is reproducible and resumable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hpo_cli.config import ConfigError
+
+
+@dataclass
+class Split:
+    """Inputs (n, *input_shape) and targets (n,) of one split."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def sample(self, size: int | None, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """A mini-batch of ``size`` distinct examples drawn uniformly; ``None``: the whole split."""
+        if size is None or size >= len(self):
+            return self.inputs, self.targets
+        index = torch.randperm(len(self), generator=generator)[:size].to(self.inputs.device)
+        return self.inputs[index], self.targets[index]
+
+
+@dataclass
+class Splits:
+    """The three splits of a data set and what a model needs to know about it.
+
+    Attributes:
+        task: ``"classification"`` (integer targets) or ``"regression"`` (real targets).
+        num_outputs: classes, or 1 for regression.
+        input_shape: shape of one input.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    task: str
+    num_outputs: int
+    input_shape: tuple[int, ...]
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Splits:
+        """The same splits with inputs (and real targets) on ``device`` in ``dtype``."""
+
+        def move(split: Split) -> Split:
+            targets = split.targets.to(device)
+            if self.task == "regression":
+                targets = targets.to(dtype)
+            return Split(split.inputs.to(device, dtype), targets)
+
+        return Splits(
+            move(self.train),
+            move(self.val),
+            move(self.test),
+            self.task,
+            self.num_outputs,
+            self.input_shape,
+        )
+
+
+def split_sizes(
+    total: int, train_size: int, val_size: int, test_size: int | None, name: str
+) -> tuple[int, int, int]:
+    """Check the requested sizes against the ``total`` examples available."""
+    for key, size in (("train_size", train_size), ("val_size", val_size)):
+        if size <= 0:
+            raise ConfigError(f"dataset.{key}={size} is invalid: must be > 0")
+    remaining = total - train_size - val_size
+    test = remaining if test_size is None else test_size
+    if test < 0 or test > remaining or (test_size is not None and test_size <= 0):
+        raise ConfigError(
+            f"dataset sizes train_size={train_size} + val_size={val_size} + "
+            f"test_size={test_size} ask for more than the {total} examples of {name}"
+        )
+    return train_size, val_size, test
+
+
+def split_tensors(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    sizes: tuple[int, int, int],
+    seed: int,
+) -> tuple[Split, Split, Split]:
+    """Shuffle with ``seed`` and cut into train/validation/test splits of ``sizes``."""
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))
+    cuts = torch.split(order[: sum(sizes)], list(sizes))
+    return tuple(Split(inputs[index], targets[index]) for index in cuts)
+
+
+def load_digits(
+    train_size: int = 50,
+    val_size: int = 50,
+    test_size: int | None = None,
+    standardize: bool = True,
+    seed: int = 0,
+) -> Splits:
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), offline.
+
+    Pixels (0..16) are mapped to [-1, 1] when ``standardize``; inputs have shape (64,).
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    inputs = torch.as_tensor(bunch.data, dtype=torch.float32)
+    if standardize:
+        inputs = inputs / 8.0 - 1.0
+    targets = torch.as_tensor(bunch.target, dtype=torch.long)
+    sizes = split_sizes(len(targets), train_size, val_size, test_size, "digits")
+    train, val, test = split_tensors(inputs, targets, sizes, seed)
+    return Splits(train, val, test, "classification", 10, (64,))

@@ -1,0 +1,105 @@
+"""Hyperparameter modules: λ as an ``nn.Module`` whose parameters the outer optimiser tunes.
+
+A module says how λ enters the losses. The training loss L_t(w, λ) is what the inner optimiser
+minimises; the validation loss L_v(w, λ) is what the hypergradient descends. A module that
+leaves the validation loss alone (a penalty) has ∂L_v/∂λ = 0; one that enters it gets the direct
+term from :func:`hpo_cli.hypergradient` automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from hpo_cli.constraints import constrained_parameter, constraint
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class HyperModule(nn.Module):
+    """Base class: λ enters the training loss through :meth:`penalty` unless overridden."""
+
+    def training_loss(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: Criterion
+    ) -> torch.Tensor:
+        """L_t(w, λ) on a batch: the data loss plus the penalty."""
+        return criterion(model(inputs), targets) + self.penalty(model)
+
+    def validation_loss(
+        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: Criterion
+    ) -> torch.Tensor:
+        """L_v(w, λ) on a batch: the plain data loss (λ does not enter)."""
+        return criterion(model(inputs), targets)
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        """R(w, λ) added to the training loss."""
+        raise NotImplementedError
+
+    def constrained_values(self) -> torch.Tensor:
+        """Every hyperparameter's constrained value, flattened (for summary statistics)."""
+        raise NotImplementedError
+
+
+class WeightDecay(HyperModule):
+    """L2 penalty R(w, λ) = Σ_t Σ_i c_{t,i} w_{t,i}² with c = f(θ) > 0.
+
+    Args:
+        model: the model whose weights are penalised (all its parameters, biases included).
+        granularity: ``"scalar"`` (one c for all), ``"layer"`` (one c per parameter tensor) or
+            ``"weight"`` (one c per weight: as many hyperparameters as weights).
+        constraint: ``"softplus"`` or ``"exp"``, keeping c > 0.
+        init: starting value of every c.
+        init_noise: add uniform noise in [0, init_noise) to each raw θ (the seed's
+            ``torch.rand`` initialisation is init_noise=1 around softplus(0)).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        granularity: str = "weight",
+        constraint: str = "softplus",
+        init: float = 1e-3,
+        init_noise: float = 0.0,
+    ) -> None:
+        super().__init__()
+        shapes = {
+            "scalar": [()],
+            "layer": [() for _ in model.parameters()],
+            "weight": [tuple(p.shape) for p in model.parameters()],
+        }
+        if granularity not in shapes:
+            raise ValueError(
+                f"hyper.granularity={granularity!r} is unknown; choose scalar, layer or weight"
+            )
+        if constraint not in ("softplus", "exp"):
+            raise ValueError(f"hyper.constraint={constraint!r} must be softplus or exp")
+        reference = next(model.parameters())
+        self.granularity = granularity
+        self.constraint = constraint
+        self.raw = nn.ParameterList()
+        for shape in shapes[granularity]:
+            parameter = constrained_parameter(
+                init, constraint, shape, dtype=reference.dtype, device=reference.device
+            )
+            with torch.no_grad():
+                parameter.add_(init_noise * torch.rand(shape).to(parameter))
+            self.raw.append(parameter)
+
+    def coefficients(self) -> list[torch.Tensor]:
+        """The constrained coefficients c, one tensor per raw parameter."""
+        transform = constraint(self.constraint)
+        return [transform(raw) for raw in self.raw]
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        coefficients = self.coefficients()
+        if self.granularity == "scalar":
+            coefficients = coefficients * len(list(model.parameters()))
+        terms = [
+            (c * w.square()).sum() for c, w in zip(coefficients, model.parameters(), strict=True)
+        ]
+        return torch.stack(terms).sum()
+
+    def constrained_values(self) -> torch.Tensor:
+        return torch.cat([c.detach().reshape(-1) for c in self.coefficients()])

@@ -1,0 +1,334 @@
+"""The inner/outer loop of ``hpo-run``: joint training of weights and hyperparameters.
+
+For each outer step:
+  1. ``inner_steps`` steps of the inner optimiser on training mini-batches of L_t(w, λ);
+  2. one hypergradient dL_v/dλ by the implicit function theorem (:func:`hpo_cli.hypergradient`)
+     on training/validation batches;
+  3. one step of the outer (hyper) optimiser on λ.
+Every ``eval_every`` outer steps a row goes to ``metrics.csv``; every ``checkpoint_every`` a
+checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from hpo_cli.checkpoint import load_checkpoint, save_checkpoint
+from hpo_cli.config import ConfigError
+from hpo_cli.data import Split, Splits
+from hpo_cli.hyper import HyperModule
+from hpo_cli.hypergradient import hypergradient
+from hpo_cli.metrics import MetricsLog
+from hpo_cli.solvers import InverseHVPSolver
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (non-finite loss, diverged solver); files written so far are kept.
+
+    Attributes:
+        progress: where the run stopped.
+    """
+
+    def __init__(self, message: str, progress: Progress) -> None:
+        super().__init__(message)
+        self.progress = progress
+
+
+def resolve_device(kind: str) -> torch.device:
+    """``cpu``, ``cuda`` (an error when absent) or ``auto`` (cuda when available)."""
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device=cuda was requested but CUDA is not available (torch {torch.__version__}, "
+            f"built for CUDA {torch.version.cuda}); use device=cpu or device=auto"
+        )
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(kind)
+
+
+def regression_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(outputs.squeeze(-1), targets)
+
+
+def classification_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (outputs.argmax(dim=-1) != targets).float().mean()
+
+
+CRITERIA = {"classification": F.cross_entropy, "regression": regression_loss}
+ERRORS = {"classification": classification_error, "regression": regression_loss}
+
+
+@dataclass
+class Experiment:
+    """Everything built from a configuration, ready to train."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: Splits
+    model: torch.nn.Module
+    hyper: HyperModule
+    solver: InverseHVPSolver
+    optimizer: torch.optim.Optimizer
+    hyper_optimizer: torch.optim.Optimizer
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    error: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batches: torch.Generator
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        return instantiate(self.cfg.optimizer, self.model.parameters())
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    """Instantiate data, model, hyperparameters, solver and optimisers from ``cfg``."""
+    device = resolve_device(cfg.device.type)
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data = instantiate(cfg.dataset, seed=cfg.seed).to(device, dtype)
+    for key, size, split in (
+        ("batch_size", cfg.batch_size, data.train),
+        ("hyper_train_batch", cfg.hyper_train_batch, data.train),
+        ("hyper_val_batch", cfg.hyper_val_batch, data.val),
+    ):
+        if size is not None and size > len(split):
+            raise ConfigError(f"{key}={size} asks for more than the {len(split)} examples there")
+    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
+    model = model.to(device, dtype)
+    hyper = instantiate(cfg.hyper, model=model)
+    return Experiment(
+        cfg=cfg,
+        device=device,
+        data=data,
+        model=model,
+        hyper=hyper,
+        solver=instantiate(cfg.solver),
+        optimizer=instantiate(cfg.optimizer, model.parameters()),
+        hyper_optimizer=instantiate(cfg.hyper_optimizer, hyper.parameters()),
+        criterion=CRITERIA[data.task],
+        error=ERRORS[data.task],
+        batches=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must carry besides the state dicts."""
+
+    device: str = "cpu"
+    outer_step: int = 0
+    inner_steps: int = 0
+    skipped_hyper_steps: int = 0
+    elapsed_s: float = 0.0
+    phase_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    last_hyper: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def phase(progress: Progress, name: str, device: torch.device) -> Iterator[None]:
+    """Add the wall time of the block to ``progress.phase_s[name]``."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    progress.phase_s[name] += time.perf_counter() - start
+
+
+def inner_step(exp: Experiment) -> torch.Tensor:
+    """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
+    inputs, targets = exp.data.train.sample(exp.cfg.batch_size, exp.batches)
+    loss = exp.hyper.training_loss(exp.model, inputs, targets, exp.criterion)
+    exp.optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=list(exp.model.parameters()))
+    exp.optimizer.step()
+    return loss.detach()
+
+
+def hyper_step(exp: Experiment, progress: Progress) -> None:
+    """Hypergradient on training/validation batches, then one outer-optimiser step on λ."""
+    cfg = exp.cfg
+    train_inputs, train_targets = exp.data.train.sample(cfg.hyper_train_batch, exp.batches)
+    val_inputs, val_targets = exp.data.val.sample(cfg.hyper_val_batch, exp.batches)
+    train_loss = exp.hyper.training_loss(exp.model, train_inputs, train_targets, exp.criterion)
+    val_loss = exp.hyper.validation_loss(exp.model, val_inputs, val_targets, exp.criterion)
+    exp.hyper_optimizer.zero_grad(set_to_none=True)
+    result = hypergradient(
+        train_loss,
+        val_loss,
+        list(exp.model.parameters()),
+        list(exp.hyper.parameters()),
+        exp.solver,
+        raise_on_failure=False,
+        write_grad=True,
+    )
+    progress.last_hyper = {
+        "hypergrad_norm": result.norm,
+        "solver_status": result.solve.status,
+        "solver_iterations": result.solve.iterations,
+        "solver_hvps": result.hvps,
+        "solver_residual": result.residual,
+        "solver_diverged": result.solve.diverged,
+    }
+    if result.failure is None:
+        exp.hyper_optimizer.step()
+    elif cfg.on_failure == "skip":
+        progress.skipped_hyper_steps += 1
+        log.warning("outer step %d: hyper-step skipped: %s", progress.outer_step, result.failure)
+    else:
+        raise RunFailed(f"outer step {progress.outer_step}: {result.failure}", progress)
+
+
+@torch.no_grad()
+def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[float, float]:
+    """Mean data loss and error over a whole split (no penalty)."""
+    loss_sum = error_sum = 0.0
+    for start in range(0, len(split), chunk):
+        inputs = split.inputs[start : start + chunk]
+        targets = split.targets[start : start + chunk]
+        outputs = exp.model(inputs)
+        loss_sum += float(exp.criterion(outputs, targets)) * len(targets)
+        error_sum += float(exp.error(outputs, targets)) * len(targets)
+    return loss_sum / len(split), error_sum / len(split)
+
+
+def evaluation_row(exp: Experiment, progress: Progress, started: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"outer_step": progress.outer_step, "inner_steps": progress.inner_steps}
+    for name in ("train", "val", "test"):
+        row[f"{name}_loss"], row[f"{name}_error"] = evaluate_split(exp, getattr(exp.data, name))
+    values = exp.hyper.constrained_values()
+    row.update(
+        hyper_mean=float(values.mean()),
+        hyper_min=float(values.min()),
+        hyper_max=float(values.max()),
+        skipped_hyper_steps=progress.skipped_hyper_steps,
+        wall_time_s=progress.elapsed_s + time.perf_counter() - started,
+        **progress.last_hyper,
+    )
+    return row
+
+
+def checkpoint_state(exp: Experiment, progress: Progress, started: float) -> dict[str, Any]:
+    return {
+        "progress": {
+            **progress.__dict__,
+            "phase_s": dict(progress.phase_s),
+            "elapsed_s": progress.elapsed_s + time.perf_counter() - started,
+        },
+        "model": exp.model.state_dict(),
+        "hyper": exp.hyper.state_dict(),
+        "optimizer": exp.optimizer.state_dict(),
+        "hyper_optimizer": exp.hyper_optimizer.state_dict(),
+        "batches": exp.batches.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
+    }
+
+
+def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
+    exp.model.load_state_dict(state["model"])
+    exp.hyper.load_state_dict(state["hyper"])
+    exp.optimizer.load_state_dict(state["optimizer"])
+    exp.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+    exp.batches.set_state(state["batches"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    progress = Progress(**state["progress"])
+    progress.phase_s = defaultdict(float, progress.phase_s)
+    return progress
+
+
+def check_finite(value: torch.Tensor, what: str, progress: Progress) -> None:
+    if not math.isfinite(float(value)):
+        message = f"outer step {progress.outer_step}: the {what} is {float(value)}"
+        raise RunFailed(message, progress)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> Progress:
+    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``.
+
+    Raises:
+        RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
+            ``on_failure=skip``); metrics and the last checkpoint stay on disk.
+    """
+    exp = build_experiment(cfg)
+    metrics = MetricsLog(run_dir / "metrics.csv")
+    progress = Progress(device=str(exp.device))
+    started = time.perf_counter()
+    checkpoint = load_checkpoint(run_dir) if cfg.resume else None
+    if checkpoint is not None:
+        progress = restore(exp, checkpoint)
+        progress.device = str(exp.device)
+        metrics.keep_until(progress.outer_step)
+        log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
+    elif metrics.rows() and not cfg.resume:
+        raise ConfigError(f"{run_dir} already holds metrics.csv; pass resume={run_dir}")
+    else:
+        metrics.keep_until(-1)
+        for _ in range(cfg.warmup_inner_steps):
+            inner_step(exp)
+        progress.inner_steps = cfg.warmup_inner_steps
+        metrics.append(evaluation_row(exp, progress, started))
+
+    bar = tqdm(
+        total=cfg.outer_steps,
+        initial=progress.outer_step,
+        desc="outer steps",
+        disable=None if cfg.progress else True,
+        dynamic_ncols=True,
+    )
+    try:
+        with logging_redirect_tqdm(), bar:
+            while progress.outer_step < cfg.outer_steps:
+                progress.outer_step += 1
+                if cfg.reset_inner_optimizer:
+                    exp.optimizer = exp.new_optimizer()
+                with phase(progress, "inner", exp.device):
+                    for _ in range(cfg.inner_steps):
+                        loss = inner_step(exp)
+                    progress.inner_steps += cfg.inner_steps
+                check_finite(loss, "training loss", progress)
+                with phase(progress, "hypergradient", exp.device):
+                    hyper_step(exp, progress)
+                last = progress.outer_step == cfg.outer_steps
+                if progress.outer_step % cfg.eval_every == 0 or last:
+                    with phase(progress, "eval", exp.device):
+                        row = evaluation_row(exp, progress, started)
+                    metrics.append(row)
+                    bar.set_postfix(
+                        train_loss=f"{row['train_loss']:.3g}",
+                        val_err=f"{row['val_error']:.3f}",
+                        test_err=f"{row['test_error']:.3f}",
+                    )
+                    log.info(
+                        "outer %d: train %.4g val %.4g (err %.3f) test err %.3f |dλ| %.3g",
+                        row["outer_step"],
+                        row["train_loss"],
+                        row["val_loss"],
+                        row["val_error"],
+                        row["test_error"],
+                        row["hypergrad_norm"],
+                    )
+                if progress.outer_step % cfg.checkpoint_every == 0 or last:
+                    save_checkpoint(run_dir, checkpoint_state(exp, progress, started))
+                bar.update(1)
+    finally:
+        progress.elapsed_s += time.perf_counter() - started
+    return progress
