@@ -2,9 +2,10 @@
 
 Each YAML file under ``hpo_cli/conf/<group>/`` starts from one of these schemas (its defaults
 list names ``base_<name>``), so a value of the wrong type or a misspelt key fails at start-up with
-Hydra's own message. Objects are built with ``hydra.utils.instantiate`` from ``_target_``: a new
-solver, dataset, model or hyperparameter module is one Python file, one schema here and one YAML
-file.
+Hydra's own message. Objects are built with ``hydra.utils.instantiate`` from ``_target_``. The
+schemas of hpo-cli's own solvers, data sets, models and hyperparameter modules are derived from
+their constructors' signatures (:func:`schema_for`): a new one is its Python file, its YAML file
+and one line in :data:`GROUP_SCHEMAS`.
 
 Range checks that types cannot express (positive learning rates, non-zero step counts) live in
 :func:`validate`, which names the offending key in one line before any training starts.
@@ -12,74 +13,54 @@ Range checks that types cannot express (positive learning rates, non-zero step c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
+
+from hpo_cli.data import load_digits
+from hpo_cli.hyper import WeightDecay
+from hpo_cli.models import MLP
+from hpo_cli.solvers import ConjugateGradient, Exact, Identity, Neumann
 
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the key."""
 
 
-# ---------------------------------------------------------------- dataset / model / hyper
-@dataclass
-class DigitsDataset:
-    _target_: str = "hpo_cli.data.load_digits"
-    train_size: int = 50
-    val_size: int = 50
-    test_size: int | None = None  # None: every remaining example
-    standardize: bool = True
+# ---------------------------------------------------------------- schemas from signatures
+def schema_for(target: Callable[..., Any]) -> type:
+    """A structured-config dataclass that instantiates ``target``.
 
-
-@dataclass
-class MLPModel:
-    _target_: str = "hpo_cli.models.MLP"
-    hidden_sizes: list[int] = field(default_factory=lambda: [64])
-    activation: str = "elu"
-
-
-@dataclass
-class WeightDecayHyper:
-    _target_: str = "hpo_cli.hyper.WeightDecay"
-    granularity: str = "weight"  # scalar | layer | weight
-    constraint: str = "softplus"  # softplus | exp
-    init: float = 1e-3  # constrained starting value of every coefficient
-    init_noise: float = 0.0  # uniform jitter of the raw value, as the seed's torch.rand init
-
-
-# ---------------------------------------------------------------- inverse-HVP solvers
-@dataclass
-class IdentitySolver:
-    _target_: str = "hpo_cli.solvers.Identity"
-    scale: float = 1.0
-
-
-@dataclass
-class NeumannSolver:
-    _target_: str = "hpo_cli.solvers.Neumann"
-    terms: int = 3
-    alpha: Any = "auto"  # a positive float, or "auto" for 1/λmax by power iteration
-    power_iterations: int = 20
-    tol: float = 0.0
-
-
-@dataclass
-class CGSolver:
-    _target_: str = "hpo_cli.solvers.ConjugateGradient"
-    max_iter: int = 20
-    tol: float = 1e-6
-    damping: float = 0.0
-
-
-@dataclass
-class ExactSolver:
-    _target_: str = "hpo_cli.solvers.Exact"
-    damping: float = 0.0
-    method: str = "solve"
-    rtol: float | None = None
-    max_dim: int = 10_000
+    One field per keyword parameter with a default, typed by its annotation (``Any`` where
+    OmegaConf cannot type it, e.g. ``float | str``), plus ``_target_``. Parameters without a
+    default (the model, the data's shapes, the seed) are supplied by the runner. Deriving the
+    schema from the signature keeps the two from drifting apart.
+    """
+    function = target.__init__ if isinstance(target, type) else target
+    hints = typing.get_type_hints(function)
+    fields: list[tuple[str, Any, Any]] = [
+        ("_target_", str, f"{target.__module__}.{target.__qualname__}")
+    ]
+    for name, parameter in inspect.signature(target).parameters.items():
+        if parameter.default is inspect.Parameter.empty:
+            continue
+        default = parameter.default
+        if isinstance(default, list):
+            default = field(default_factory=functools.partial(list, default))
+        kind = hints.get(name, Any)
+        try:
+            OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
+        except ValidationError:  # a type OmegaConf cannot check becomes Any
+            kind = Any
+        fields.append((name, kind, default))
+    return make_dataclass(f"{target.__name__}Config", fields)
 
 
 # ---------------------------------------------------------------- optimisers
@@ -150,19 +131,20 @@ class RunConfig:
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"digits": DigitsDataset},
-    "model": {"mlp": MLPModel},
-    "hyper": {"weight_decay": WeightDecayHyper},
+    "dataset": {"digits": schema_for(load_digits)},
+    "model": {"mlp": schema_for(MLP)},
+    "hyper": {"weight_decay": schema_for(WeightDecay)},
     "solver": {
-        "identity": IdentitySolver,
-        "neumann": NeumannSolver,
-        "cg": CGSolver,
-        "exact": ExactSolver,
+        "identity": schema_for(Identity),
+        "neumann": schema_for(Neumann),
+        "cg": schema_for(ConjugateGradient),
+        "exact": schema_for(Exact),
     },
     "optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
     "hyper_optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
     "device": {"device": DeviceConfig},
 }
+"""Group → option → schema, registered as ``base_<option>``; a new option adds one line."""
 
 
 def register_configs() -> None:

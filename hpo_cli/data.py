@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.config import ConfigError
-
 
 @dataclass
 class Split:
@@ -74,11 +72,11 @@ def split_sizes(
     """Check the requested sizes against the ``total`` examples available."""
     for key, size in (("train_size", train_size), ("val_size", val_size)):
         if size <= 0:
-            raise ConfigError(f"dataset.{key}={size} is invalid: must be > 0")
+            raise ValueError(f"dataset.{key}={size} is invalid: must be > 0")
     remaining = total - train_size - val_size
     test = remaining if test_size is None else test_size
     if test < 0 or test > remaining or (test_size is not None and test_size <= 0):
-        raise ConfigError(
+        raise ValueError(
             f"dataset sizes train_size={train_size} + val_size={val_size} + "
             f"test_size={test_size} ask for more than the {total} examples of {name}"
         )
@@ -102,11 +100,13 @@ def load_digits(
     val_size: int = 50,
     test_size: int | None = None,
     standardize: bool = True,
-    seed: int = 0,
+    *,
+    seed: int,
 ) -> Splits:
     """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), offline.
 
-    Pixels (0..16) are mapped to [-1, 1] when ``standardize``; inputs have shape (64,).
+    Pixels (0..16) are mapped to [-1, 1] when ``standardize``; inputs have shape (64,). The
+    split is a shuffle by ``seed`` (the run's seed, supplied by the runner).
     """
     from sklearn.datasets import load_digits as sklearn_digits
 

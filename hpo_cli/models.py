@@ -23,7 +23,8 @@ class MLP(nn.Sequential):
     Args:
         input_shape: shape of one input; it is flattened to prod(input_shape) features.
         num_outputs: width of the output layer (classes, or 1 for regression).
-        hidden_sizes: widths of the hidden layers (the seeds use [784] and [8, 4]).
+        hidden_sizes: widths of the hidden layers (the seeds use [784] and [8, 4]); ``None``:
+            one hidden layer as wide as the input, as in seed 001.
         activation: a key of :data:`ACTIVATIONS`.
     """
 
@@ -31,13 +32,14 @@ class MLP(nn.Sequential):
         self,
         input_shape: tuple[int, ...],
         num_outputs: int,
-        hidden_sizes: list[int],
+        hidden_sizes: list[int] | None = None,
         activation: str = "elu",
     ) -> None:
         if activation not in ACTIVATIONS:
             choices = ", ".join(ACTIVATIONS)
             raise ValueError(f"model.activation={activation!r} is unknown; choose one of {choices}")
-        widths = [math.prod(input_shape), *hidden_sizes]
+        features = math.prod(input_shape)
+        widths = [features, *(hidden_sizes if hidden_sizes is not None else [features])]
         layers: list[nn.Module] = [nn.Flatten()]
         for fan_in, fan_out in itertools.pairwise(widths):
             layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]

@@ -89,7 +89,7 @@ def test_misspelt_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException) as error:
         compose_config("solver.term=5")
     assert isinstance(error.value.__cause__, ConfigAttributeError | ConfigKeyError)
-    assert "Key 'term' not in 'NeumannSolver'" in str(error.value.__cause__)
+    assert "Key 'term' not in 'NeumannConfig'" in str(error.value.__cause__)
 
 
 def test_forced_unknown_key_fails_before_training():
