@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
@@ -35,6 +36,19 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------- schemas from signatures
+def _checkable_type(kind: Any, name: str, default: Any) -> Any:
+    """``kind`` if OmegaConf can check it, else ``Any``. Unions of several types become ``Any``
+    too: OmegaConf would refuse ``1000`` for ``float | str`` (it does not widen int to float)."""
+    arguments = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(arguments) > 1:
+        return Any
+    try:
+        OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
+    except ValidationError:
+        return Any
+    return kind
+
+
 def schema_for(target: Callable[..., Any]) -> type:
     """A structured-config dataclass that instantiates ``target``.
 
@@ -54,12 +68,7 @@ def schema_for(target: Callable[..., Any]) -> type:
         default = parameter.default
         if isinstance(default, list):
             default = field(default_factory=functools.partial(list, default))
-        kind = hints.get(name, Any)
-        try:
-            OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
-        except ValidationError:  # a type OmegaConf cannot check becomes Any
-            kind = Any
-        fields.append((name, kind, default))
+        fields.append((name, _checkable_type(hints.get(name, Any), name, default), default))
     return make_dataclass(f"{target.__name__}Config", fields)
 
 

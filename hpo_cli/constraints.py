@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,19 @@ class Constraint:
         return self.backward(value)
 
 
+def _softplus(raw: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^θ) accurate in every dtype (``F.softplus`` returns θ itself above θ = 20,
+    which loses float64 precision); its derivative is exactly sigmoid(θ)."""
+    return torch.logaddexp(raw, torch.zeros_like(raw))
+
+
 def _inverse_softplus(value: torch.Tensor) -> torch.Tensor:
     """log(e^c − 1), written to stay accurate for large c."""
     return value + torch.log(-torch.expm1(-value))
 
 
 CONSTRAINTS: dict[str, Constraint] = {
-    "softplus": Constraint("softplus", F.softplus, _inverse_softplus, low=0.0),
+    "softplus": Constraint("softplus", _softplus, _inverse_softplus, low=0.0),
     "exp": Constraint("exp", torch.exp, torch.log, low=0.0),
     "sigmoid": Constraint("sigmoid", torch.sigmoid, torch.logit, low=0.0, high=1.0),
     "identity": Constraint("identity", lambda raw: raw, torch.clone),

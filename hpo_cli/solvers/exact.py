@@ -45,6 +45,12 @@ class Exact:
         if self.damping < 0:
             raise ValueError(f"exact.damping must be >= 0, got {self.damping}")
 
+    @staticmethod
+    def max_residual(dtype: torch.dtype) -> float:
+        """The largest relative residual a direct solve of a non-singular system leaves:
+        √ε of the dtype (1.5e-8 in float64). A singular system leaves a residual of order 1."""
+        return torch.finfo(dtype).eps ** 0.5
+
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
         dim = sum(x.numel() for x in b)
         if dim > self.max_dim:
@@ -67,13 +73,19 @@ class Exact:
                 ) from error
         rhs_norm = float(torch.linalg.vector_norm(rhs))
         residual = float(torch.linalg.vector_norm(matrix @ solution - rhs))
+        relative_residual = residual / rhs_norm if rhs_norm > 0 else 0.0
+        if self.method == "solve" and not relative_residual <= self.max_residual(rhs.dtype):
+            raise SingularSystemError(
+                f"exact solver: the Hessian is numerically singular (‖Ax − b‖/‖b‖ = "
+                f"{relative_residual:.3g} after a direct solve); set damping > 0 or method='pinv'"
+            )
         finite = bool(torch.isfinite(solution).all())
         info = SolveInfo(
             solver="exact",
             status=Status.CONVERGED if finite else Status.DIVERGED,
             iterations=1,
             matvecs=dim,
-            residual=residual / rhs_norm if rhs_norm > 0 else 0.0,
+            residual=relative_residual,
             message=f"dense {self.method} of a {dim}×{dim} system",
             extras={"damping": self.damping},
         )

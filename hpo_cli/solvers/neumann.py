@@ -29,7 +29,7 @@ import torch
 
 from hpo_cli.curvature import MatVec
 from hpo_cli.solvers.base import SolveInfo, Status
-from hpo_cli.vectors import TensorList, add, all_finite, dot, norm, scale
+from hpo_cli.vectors import TensorList, add, all_finite, dot, norm, scale, zeros_like
 
 
 def estimate_largest_eigenvalue(
@@ -82,6 +82,8 @@ class Neumann:
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
         extras: dict[str, float] = {}
         matvecs = 0
+        if float(norm(b)) == 0.0:
+            return zeros_like(b), SolveInfo("neumann", Status.CONVERGED, message="b = 0, so x = 0")
         if self.alpha == "auto":
             largest, matvecs = estimate_largest_eigenvalue(matvec, b, self.power_iterations)
             extras["lambda_max_estimate"] = largest
@@ -106,9 +108,7 @@ class Neumann:
         solution = list(term)
         first_norm = previous_norm = float(norm(term))
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
-        if first_norm == 0.0:
-            status, message = Status.CONVERGED, "b = 0, so x = 0"
-        for k in range(1, self.terms + 1 if first_norm > 0.0 else 1):
+        for k in range(1, self.terms + 1):
             term = add(term, matvec(term), alpha=-alpha)
             matvecs += 1
             iterations = k
