@@ -34,14 +34,12 @@ def norm(xs: TensorList) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(xs))))
 
 
-def add(xs: TensorList, ys: TensorList, alpha: float | torch.Tensor = 1.0) -> list[torch.Tensor]:
+def add(xs: TensorList, ys: TensorList, alpha: float = 1.0) -> list[torch.Tensor]:
     """x + alpha * y."""
-    if isinstance(alpha, torch.Tensor):
-        return list(torch._foreach_add(list(xs), torch._foreach_mul(list(ys), alpha)))
     return list(torch._foreach_add(list(xs), list(ys), alpha=alpha))
 
 
-def scale(xs: TensorList, alpha: float | torch.Tensor) -> list[torch.Tensor]:
+def scale(xs: TensorList, alpha: float) -> list[torch.Tensor]:
     """alpha * x."""
     return list(torch._foreach_mul(list(xs), alpha))
 

@@ -61,7 +61,7 @@ class ConjugateGradient:
         b_norm = float(norm(b))
         z = precondition(residual)
         direction = list(z)
-        rz = dot(residual, z)
+        rz = float(dot(residual, z))
         extras = {"damping": self.damping}
         status, message = Status.MAX_ITERATIONS, ""
         iterations = matvecs = 0
@@ -93,7 +93,7 @@ class ConjugateGradient:
             residual = add(residual, product, alpha=-step)
             residual_norm = float(norm(residual))
             z = precondition(residual)
-            rz_next = dot(residual, z)
+            rz_next = float(dot(residual, z))
             direction = add(z, direction, alpha=rz_next / rz)
             rz = rz_next
             iterations += 1

@@ -68,7 +68,7 @@ class Neumann:
 
     terms: int = 10
     alpha: float | str = "auto"
-    power_iterations: int = 20
+    power_iterations: int = 10
     tol: float = 0.0
 
     def __post_init__(self) -> None:
