@@ -74,7 +74,7 @@ def test_neumann_before_the_blow_up_returns_the_partial_sum_and_flags_rho():
         sum((1 - lam) ** k for k in range(terms + 1)) * entry
         for lam, entry in zip((0.5, 2.1), HIDDEN_B, strict=True)
     ]
-    assert not info.diverged
+    assert not info.diverged and info.status == "unstable"
     assert info.extras["spectral_radius_estimate"] >= 1.0
     torch.testing.assert_close(x[0], torch.tensor(partial, dtype=DT), rtol=1e-12, atol=0)
 

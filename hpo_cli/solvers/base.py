@@ -27,6 +27,7 @@ class Status:
     CONVERGED = "converged"  # met its tolerance, or solved directly
     MAX_ITERATIONS = "max_iterations"  # used its whole budget of products
     APPROXIMATION = "approximation"  # a fixed approximation (identity), nothing to converge
+    UNSTABLE = "unstable"  # Neumann: ρ(I − αA) >= 1 but the truncated sum has not blown up yet
     DIVERGED = "diverged"  # the iteration blew up; x is garbage
     NEGATIVE_CURVATURE = "negative_curvature"  # CG met pᵀAp ≤ 0 and stopped before dividing
 

@@ -14,7 +14,7 @@ estimate of that spectral radius, reported as ``spectral_radius_estimate``.
 
 * ratio ≥ 1 but every term still smaller than the first: the infinite series does not converge,
   yet the truncated sum is a usable, regularised approximation (typical early in training,
-  when H has small negative eigenvalues). The result is returned; the message says so.
+  when H has small negative eigenvalues). It is returned with status ``unstable``.
 * a term larger than the first (‖t_k‖ > ‖t_0‖), or a non-finite one: the partial sums are
   exploding and can only get worse, since the ratios never decrease. The solver stops and
   reports ``diverged`` rather than return garbage (seed 000's failure: no step α at all).
@@ -129,6 +129,7 @@ class Neumann:
                 status, message = Status.CONVERGED, f"terms fell below tol after {k} terms"
                 break
         if status == Status.MAX_ITERATIONS and extras.get("spectral_radius_estimate", 0.0) >= 1:
+            status = Status.UNSTABLE
             message += (
                 f"; ρ(I − αH) >= {extras['spectral_radius_estimate']:.4g}, so more terms would "
                 "not converge (H has eigenvalues <= 0 or α > 2/λmax)"
