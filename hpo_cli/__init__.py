@@ -12,7 +12,7 @@ See :mod:`hpo_cli.hypergradient` for the maths and the sign convention.
 """
 
 from hpo_cli.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
-from hpo_cli.curvature import TrainingCurvature, dense_matrix
+from hpo_cli.curvature import GaussNewtonCurvature, TrainingCurvature, dense_matrix
 from hpo_cli.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.solvers import (
     ConjugateGradient,
@@ -30,6 +30,7 @@ __all__ = [
     "ConjugateGradient",
     "Constraint",
     "Exact",
+    "GaussNewtonCurvature",
     "Hypergradient",
     "HypergradientError",
     "Identity",

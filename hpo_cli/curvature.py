@@ -84,6 +84,80 @@ class TrainingCurvature:
         return self._backward_through_gradient(vector, self.hparams)
 
 
+class GaussNewtonCurvature:
+    """Generalised Gauss-Newton products G v = Jᵀ H_z J v of a loss ℓ(z) of network outputs z(w).
+
+    J = ∂z/∂w (outputs × d) and H_z = ∂²ℓ/∂z² (outputs × outputs). G is positive semi-definite
+    whenever ℓ is convex in z (squared error, cross-entropy), unlike the Hessian, which adds the
+    term Σ_i (∂ℓ/∂z_i) ∂²z_i/∂w². Only the loss's dependence through ``outputs`` is counted: a
+    penalty on w added to the loss contributes nothing here (add its curvature, or damping).
+
+    Each product is three reverse passes over graphs built once: J v by the double-vjp trick
+    (J v = ∂/∂u <Jᵀu, v> for a dummy u), H_z (J v) by a Hessian-vector product in output space,
+    and Jᵀ(·) by a vector-Jacobian product.
+
+    Args:
+        outputs: the network outputs z (any shape) with their graph to ``params``.
+        loss: scalar ℓ computed from ``outputs``.
+        params: the weights w.
+
+    Attributes:
+        gvp_count: how many products have been evaluated.
+    """
+
+    def __init__(
+        self, outputs: torch.Tensor, loss: torch.Tensor, params: Sequence[torch.Tensor]
+    ) -> None:
+        self.params = list(params)
+        self.outputs = outputs
+        self._output_gradient = torch.autograd.grad(loss, outputs, create_graph=True)[0]
+        self._dummy = torch.zeros_like(outputs, requires_grad=True)
+        self._transpose_product = torch.autograd.grad(
+            outputs,
+            self.params,
+            grad_outputs=self._dummy,
+            create_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        self.gvp_count = 0
+
+    def jvp(self, vector: TensorList) -> torch.Tensor:
+        """J v, shaped like ``outputs``."""
+        (product,) = torch.autograd.grad(
+            self._transpose_product,
+            self._dummy,
+            grad_outputs=[v.detach() for v in vector],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return product.detach()
+
+    def gvp(self, vector: TensorList) -> list[torch.Tensor]:
+        """G v = Jᵀ H_z J v, shaped like ``params``."""
+        self.gvp_count += 1
+        output_direction = self.jvp(vector)
+        if self._output_gradient.requires_grad:
+            (curved,) = torch.autograd.grad(
+                self._output_gradient,
+                self.outputs,
+                grad_outputs=output_direction,
+                retain_graph=True,
+            )
+        else:  # ℓ linear in z: H_z = 0
+            curved = torch.zeros_like(output_direction)
+        products = torch.autograd.grad(
+            self.outputs,
+            self.params,
+            grad_outputs=curved.detach(),
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return [p.detach() for p in products]
+
+
 def dense_matrix(matvec: MatVec, like: TensorList) -> torch.Tensor:
     """The d×d matrix A of a linear map v ↦ A v on vectors shaped like ``like``, one column per
     product (columns in parameter order, each tensor flattened row-major).
