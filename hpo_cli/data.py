@@ -13,6 +13,16 @@ import torch
 
 
 @dataclass
+class Batch:
+    """A mini-batch: inputs (b, *input_shape), targets (b,) and their positions in the split (b,),
+    so a hyperparameter per training example (loss weights) can find its own."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass
 class Split:
     """Inputs (n, *input_shape) and targets (n,) of one split."""
 
@@ -22,12 +32,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def sample(self, size: int | None, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def sample(self, size: int | None, generator: torch.Generator) -> Batch:
         """A mini-batch of ``size`` distinct examples drawn uniformly; ``None``: the whole split."""
         if size is None or size >= len(self):
-            return self.inputs, self.targets
+            index = torch.arange(len(self), device=self.inputs.device)
+            return Batch(self.inputs, self.targets, index)
         index = torch.randperm(len(self), generator=generator)[:size].to(self.inputs.device)
-        return self.inputs[index], self.targets[index]
+        return Batch(self.inputs[index], self.targets[index], index)
 
 
 @dataclass

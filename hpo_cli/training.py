@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from hpo_cli.checkpoint import load_checkpoint, save_checkpoint
 from hpo_cli.config import ConfigError
 from hpo_cli.data import Split, Splits
-from hpo_cli.hyper import HyperModule
+from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.hypergradient import hypergradient
 from hpo_cli.metrics import MetricsLog
 from hpo_cli.solvers import InverseHVPSolver
@@ -63,16 +63,23 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
-def regression_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(outputs.squeeze(-1), targets)
+def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example (z − y)² for outputs (b, 1) and targets (b,)."""
+    return (outputs.squeeze(-1) - targets).square()
 
 
-def classification_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return (outputs.argmax(dim=-1) != targets).float().mean()
+def cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy for logits (b, k) and class indices (b,)."""
+    return F.cross_entropy(outputs, targets, reduction="none")
 
 
-CRITERIA = {"classification": F.cross_entropy, "regression": regression_loss}
-ERRORS = {"classification": classification_error, "regression": regression_loss}
+def misclassified(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example 0/1 error."""
+    return (outputs.argmax(dim=-1) != targets).to(outputs.dtype)
+
+
+CRITERIA = {"classification": cross_entropy, "regression": squared_error}
+ERRORS = {"classification": misclassified, "regression": squared_error}
 
 
 @dataclass
@@ -87,8 +94,8 @@ class Experiment:
     solver: InverseHVPSolver
     optimizer: torch.optim.Optimizer
     hyper_optimizer: torch.optim.Optimizer
-    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    error: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    criterion: Criterion
+    error: Criterion
     batches: torch.Generator
 
     def new_optimizer(self) -> torch.optim.Optimizer:
@@ -152,22 +159,30 @@ def phase(progress: Progress, name: str, device: torch.device) -> Iterator[None]
 
 
 def inner_step(exp: Experiment) -> torch.Tensor:
-    """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
-    inputs, targets = exp.data.train.sample(exp.cfg.batch_size, exp.batches)
-    loss = exp.hyper.training_loss(exp.model, inputs, targets, exp.criterion)
-    exp.optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=list(exp.model.parameters()))
-    exp.optimizer.step()
-    return loss.detach()
+    """One inner-optimiser step on a training mini-batch; returns the (detached) loss.
+
+    Uses the ``optimizer.step(closure)`` contract of ``torch.optim``, so optimisers that
+    re-evaluate the loss (L-BFGS, line searches) work unchanged.
+    """
+    batch = exp.data.train.sample(exp.cfg.batch_size, exp.batches)
+    params = list(exp.model.parameters())
+
+    def closure() -> torch.Tensor:
+        exp.optimizer.zero_grad(set_to_none=True)
+        loss = exp.hyper.training_loss(exp.model, batch, exp.criterion)
+        loss.backward(inputs=params)
+        return loss
+
+    return exp.optimizer.step(closure).detach()
 
 
 def hyper_step(exp: Experiment, progress: Progress) -> None:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ."""
     cfg = exp.cfg
-    train_inputs, train_targets = exp.data.train.sample(cfg.hyper_train_batch, exp.batches)
-    val_inputs, val_targets = exp.data.val.sample(cfg.hyper_val_batch, exp.batches)
-    train_loss = exp.hyper.training_loss(exp.model, train_inputs, train_targets, exp.criterion)
-    val_loss = exp.hyper.validation_loss(exp.model, val_inputs, val_targets, exp.criterion)
+    train_batch = exp.data.train.sample(cfg.hyper_train_batch, exp.batches)
+    val_batch = exp.data.val.sample(cfg.hyper_val_batch, exp.batches)
+    train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
+    val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
     exp.hyper_optimizer.zero_grad(set_to_none=True)
     result = hypergradient(
         train_loss,
@@ -203,8 +218,8 @@ def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[fl
         inputs = split.inputs[start : start + chunk]
         targets = split.targets[start : start + chunk]
         outputs = exp.model(inputs)
-        loss_sum += float(exp.criterion(outputs, targets)) * len(targets)
-        error_sum += float(exp.error(outputs, targets)) * len(targets)
+        loss_sum += float(exp.criterion(outputs, targets).sum())
+        error_sum += float(exp.error(outputs, targets).sum())
     return loss_sum / len(split), error_sum / len(split)
 
 

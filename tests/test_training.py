@@ -69,9 +69,9 @@ def test_a_hyper_step_lowers_the_validation_loss_to_first_order():
     def retrain_and_validate() -> float:
         for _ in range(2000):
             inner_step(exp)
-        inputs, targets = exp.data.val.inputs, exp.data.val.targets
         with torch.no_grad():
-            return float(exp.hyper.validation_loss(exp.model, inputs, targets, exp.criterion))
+            batch = exp.data.val.sample(None, exp.batches)
+            return float(exp.hyper.validation_loss(exp.model, batch, exp.criterion))
 
     before = retrain_and_validate()
     progress = Progress()

@@ -1,45 +1,12 @@
-"""Hyperparameter modules: λ as an ``nn.Module`` whose parameters the outer optimiser tunes.
-
-A module says how λ enters the losses. The training loss L_t(w, λ) is what the inner optimiser
-minimises; the validation loss L_v(w, λ) is what the hypergradient descends. A module that
-leaves the validation loss alone (a penalty) has ∂L_v/∂λ = 0; one that enters it gets the direct
-term from :func:`hpo_cli.hypergradient` automatically.
-"""
+"""L2 weight decay with one coefficient for all weights, per parameter tensor, or per weight."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from hpo_cli.constraints import constrained_parameter, constraint
-
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class HyperModule(nn.Module):
-    """Base class: λ enters the training loss through :meth:`penalty` unless overridden."""
-
-    def training_loss(
-        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: Criterion
-    ) -> torch.Tensor:
-        """L_t(w, λ) on a batch: the data loss plus the penalty."""
-        return criterion(model(inputs), targets) + self.penalty(model)
-
-    def validation_loss(
-        self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, criterion: Criterion
-    ) -> torch.Tensor:
-        """L_v(w, λ) on a batch: the plain data loss (λ does not enter)."""
-        return criterion(model(inputs), targets)
-
-    def penalty(self, model: nn.Module) -> torch.Tensor:
-        """R(w, λ) added to the training loss."""
-        raise NotImplementedError
-
-    def constrained_values(self) -> torch.Tensor:
-        """Every hyperparameter's constrained value, flattened (for summary statistics)."""
-        raise NotImplementedError
+from hpo_cli.hyper.base import HyperModule
 
 
 class WeightDecay(HyperModule):

@@ -1,0 +1,42 @@
+"""Hyperparameter modules: λ as an ``nn.Module`` whose parameters the outer optimiser tunes.
+
+A module says how λ enters the losses. The training loss L_t(w, λ) is what the inner optimiser
+minimises; the validation loss L_v(w, λ) is what the hypergradient descends. A module that
+leaves the validation loss alone (a penalty, an augmentation) has ∂L_v/∂λ = 0; one that enters
+it gets the direct term from :func:`hpo_cli.hypergradient` automatically.
+
+Losses are built from a per-example ``criterion(outputs, targets) -> (b,)`` so that a module can
+weight examples (``batch.index`` says which training examples a batch holds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from hpo_cli.data import Batch
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Per-example loss: outputs (b, k) and targets (b,) to losses (b,)."""
+
+
+class HyperModule(nn.Module):
+    """Base class: the mean data loss, plus :meth:`penalty` in the training loss."""
+
+    def training_loss(self, model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
+        """L_t(w, λ) on a batch: the mean data loss plus the penalty."""
+        return criterion(model(batch.inputs), batch.targets).mean() + self.penalty(model)
+
+    def validation_loss(self, model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
+        """L_v(w, λ) on a batch: the plain mean data loss (λ does not enter)."""
+        return criterion(model(batch.inputs), batch.targets).mean()
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | float:
+        """R(w, λ) added to the training loss; none by default."""
+        return 0.0
+
+    def constrained_values(self) -> torch.Tensor:
+        """Every hyperparameter's constrained value, flattened (for summary statistics)."""
+        raise NotImplementedError
