@@ -27,5 +27,9 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks.hypergradient_cost $(ARGS)
 
+.PHONY: bench-hf
+bench-hf: install
+	$(BIN)/python -m benchmarks.hessian_free $(ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info
