@@ -1,6 +1,7 @@
 """Datasets as tensors split into training, validation and test sets.
 
-A loader returns :class:`Splits`; :func:`hpo_cli.training` only ever sees that. Small data sets
+A loader returns :class:`Splits`; :func:`hpo_cli.training` only ever sees that. The loaders of
+the ``dataset`` group are listed in :mod:`hpo_cli.datasets`. Small data sets
 live on the chosen device as whole tensors, and mini-batches are index draws from a seeded
 ``torch.Generator``, so a run is reproducible and resumable.
 """
@@ -116,16 +117,17 @@ def load_digits(
 ) -> Splits:
     """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), offline.
 
-    Pixels (0..16) are mapped to [-1, 1] when ``standardize``; inputs have shape (64,). The
+    Pixels (0..16) are mapped to [-1, 1] when ``standardize``; inputs are images of shape
+    (1, 8, 8), so both flat models (which flatten them) and convolutional ones take them. The
     split is a shuffle by ``seed`` (the run's seed, supplied by the runner).
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    inputs = torch.as_tensor(bunch.data, dtype=torch.float32)
+    inputs = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
     if standardize:
         inputs = inputs / 8.0 - 1.0
     targets = torch.as_tensor(bunch.target, dtype=torch.long)
     sizes = split_sizes(len(targets), train_size, val_size, test_size, "digits")
     train, val, test = split_tensors(inputs, targets, sizes, seed)
-    return Splits(train, val, test, "classification", 10, (64,))
+    return Splits(train, val, test, "classification", 10, (1, 8, 8))
