@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from hpo_cli.constraints import constrained_parameter, constraint
+from hpo_cli.data import Splits
 from hpo_cli.hyper.base import HyperModule
 
 
@@ -20,6 +21,8 @@ class WeightDecay(HyperModule):
         init: starting value of every c.
         init_noise: add uniform noise in [0, init_noise) to each raw θ (the seed's
             ``torch.rand`` initialisation is init_noise=1 around softplus(0)).
+        data: the training data context every hyperparameter module receives from the runner;
+            unused by weight decay.
     """
 
     def __init__(
@@ -29,6 +32,8 @@ class WeightDecay(HyperModule):
         constraint: str = "softplus",
         init: float = 1e-3,
         init_noise: float = 0.0,
+        *,
+        data: Splits | None,
     ) -> None:
         super().__init__()
         shapes = {
