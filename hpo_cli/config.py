@@ -26,8 +26,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from hpo_cli.data import load_digits
-from hpo_cli.hyper import WeightDecay
-from hpo_cli.models import MLP
+from hpo_cli.datasets import (
+    load_cifar10,
+    load_cifar100,
+    load_diabetes,
+    load_fashion_mnist,
+    load_linreg,
+    load_mnist,
+    load_regression1d,
+)
+from hpo_cli.hyper import AugmentNet, Distill, Dropout, LossWeights, WeightDecay
+from hpo_cli.models import MLP, LeNet, Linear, TwoLayerLinear, resnet18
+from hpo_cli.optim import HessianFree
 from hpo_cli.solvers import ConjugateGradient, Exact, Identity, Neumann
 
 
@@ -140,16 +150,42 @@ class RunConfig:
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"digits": schema_for(load_digits)},
-    "model": {"mlp": schema_for(MLP)},
-    "hyper": {"weight_decay": schema_for(WeightDecay)},
+    "dataset": {
+        "digits": schema_for(load_digits),
+        "diabetes": schema_for(load_diabetes),
+        "linreg": schema_for(load_linreg),
+        "regression1d": schema_for(load_regression1d),
+        "mnist": schema_for(load_mnist),
+        "fashion_mnist": schema_for(load_fashion_mnist),
+        "cifar10": schema_for(load_cifar10),
+        "cifar100": schema_for(load_cifar100),
+    },
+    "model": {
+        "mlp": schema_for(MLP),
+        "linear": schema_for(Linear),
+        "two_layer_linear": schema_for(TwoLayerLinear),
+        "lenet": schema_for(LeNet),
+        "resnet18": schema_for(resnet18),
+    },
+    "hyper": {
+        "weight_decay": schema_for(WeightDecay),
+        "augment_net": schema_for(AugmentNet),
+        "distill": schema_for(Distill),
+        "loss_weights": schema_for(LossWeights),
+        "dropout": schema_for(Dropout),
+    },
     "solver": {
         "identity": schema_for(Identity),
         "neumann": schema_for(Neumann),
         "cg": schema_for(ConjugateGradient),
         "exact": schema_for(Exact),
     },
-    "optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
+    "optimizer": {
+        "adam": AdamOptimizer,
+        "sgd": SGDOptimizer,
+        "rmsprop": RMSpropOptimizer,
+        "hessian_free": schema_for(HessianFree),
+    },
     "hyper_optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
     "device": {"device": DeviceConfig},
 }

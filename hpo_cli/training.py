@@ -34,6 +34,7 @@ from hpo_cli.data import Split, Splits
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.hypergradient import hypergradient
 from hpo_cli.metrics import MetricsLog
+from hpo_cli.optim.local_model import loss_and_outputs
 from hpo_cli.solvers import InverseHVPSolver
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,23 @@ class Experiment:
     batches: torch.Generator
 
     def new_optimizer(self) -> torch.optim.Optimizer:
-        return instantiate(self.cfg.optimizer, self.model.parameters())
+        return build(self.cfg.optimizer, self.model.parameters())
+
+
+def build(node: DictConfig, *args: Any, **runtime: Any) -> Any:
+    """Instantiate the ``_target_`` of ``node`` with run-time objects (data, modules, parameter
+    iterators) passed as they are: given to ``instantiate`` directly, Hydra would first turn
+    them into config nodes.
+
+    Raises:
+        ConfigError: the constructor refused its arguments (a value out of range, an unknown
+            key forced in with ``+``), with the constructor's one-line message.
+    """
+    constructor = instantiate(node, _partial_=True)
+    try:
+        return constructor(*args, **runtime)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from error
 
 
 def build_experiment(cfg: DictConfig) -> Experiment:
@@ -109,7 +126,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    data = instantiate(cfg.dataset, seed=cfg.seed).to(device, dtype)
+    data = build(cfg.dataset, seed=cfg.seed).to(device, dtype)
     for key, size, split in (
         ("batch_size", cfg.batch_size, data.train),
         ("hyper_train_batch", cfg.hyper_train_batch, data.train),
@@ -117,18 +134,18 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     ):
         if size is not None and size > len(split):
             raise ConfigError(f"{key}={size} asks for more than the {len(split)} examples there")
-    model = instantiate(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
+    model = build(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
     model = model.to(device, dtype)
-    hyper = instantiate(cfg.hyper, model=model)
+    hyper = build(cfg.hyper, model=model, data=data)
     return Experiment(
         cfg=cfg,
         device=device,
         data=data,
         model=model,
         hyper=hyper,
-        solver=instantiate(cfg.solver),
-        optimizer=instantiate(cfg.optimizer, model.parameters()),
-        hyper_optimizer=instantiate(cfg.hyper_optimizer, hyper.parameters()),
+        solver=build(cfg.solver),
+        optimizer=build(cfg.optimizer, model.parameters()),
+        hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
         criterion=CRITERIA[data.task],
         error=ERRORS[data.task],
         batches=torch.Generator().manual_seed(cfg.seed),
@@ -162,14 +179,24 @@ def inner_step(exp: Experiment) -> torch.Tensor:
     """One inner-optimiser step on a training mini-batch; returns the (detached) loss.
 
     Uses the ``optimizer.step(closure)`` contract of ``torch.optim``, so optimisers that
-    re-evaluate the loss (L-BFGS, line searches) work unchanged.
+    re-evaluate the loss (L-BFGS, line searches) work unchanged. An optimiser that declares
+    ``closure_returns_graph = True`` (Hessian-free) differentiates the loss itself: its closure
+    returns (loss with graph, model outputs) and calls no ``backward()``; its Gauss-Newton
+    curvature then covers the data loss only, the penalty's curvature being left to damping.
     """
     batch = exp.data.train.sample(exp.cfg.batch_size, exp.batches)
     params = list(exp.model.parameters())
 
-    def closure() -> torch.Tensor:
+    def training_loss() -> torch.Tensor:
+        return exp.hyper.training_loss(exp.model, batch, exp.criterion)
+
+    returns_graph = getattr(exp.optimizer, "closure_returns_graph", False)
+
+    def closure() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if returns_graph:
+            return loss_and_outputs(exp.model, training_loss)
         exp.optimizer.zero_grad(set_to_none=True)
-        loss = exp.hyper.training_loss(exp.model, batch, exp.criterion)
+        loss = training_loss()
         loss.backward(inputs=params)
         return loss
 
@@ -212,14 +239,19 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
 
 @torch.no_grad()
 def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[float, float]:
-    """Mean data loss and error over a whole split (no penalty)."""
+    """Mean data loss and error over a whole split (no penalty), the model in eval mode (batch
+    norm on its running statistics) and put back in training mode afterwards."""
     loss_sum = error_sum = 0.0
-    for start in range(0, len(split), chunk):
-        inputs = split.inputs[start : start + chunk]
-        targets = split.targets[start : start + chunk]
-        outputs = exp.model(inputs)
-        loss_sum += float(exp.criterion(outputs, targets).sum())
-        error_sum += float(exp.error(outputs, targets).sum())
+    exp.model.eval()
+    try:
+        for start in range(0, len(split), chunk):
+            inputs = split.inputs[start : start + chunk]
+            targets = split.targets[start : start + chunk]
+            outputs = exp.model(inputs)
+            loss_sum += float(exp.criterion(outputs, targets).sum())
+            error_sum += float(exp.error(outputs, targets).sum())
+    finally:
+        exp.model.train()
     return loss_sum / len(split), error_sum / len(split)
 
 

@@ -8,7 +8,14 @@ import torch
 from hydra import compose, initialize_config_module
 
 from hpo_cli.config import register_configs
-from hpo_cli.training import Progress, build_experiment, hyper_step, inner_step, train
+from hpo_cli.training import (
+    Progress,
+    build_experiment,
+    evaluate_split,
+    hyper_step,
+    inner_step,
+    train,
+)
 
 TINY = [
     "dataset.train_size=20",
@@ -99,3 +106,17 @@ def test_every_solver_trains(tmp_path, solver):
     assert progress.outer_step == 3
     assert table["hypergrad_norm"].iloc[1:].gt(0).all()
     assert not table["solver_diverged"].iloc[1:].any()
+
+
+def test_evaluation_uses_eval_mode_and_restores_training_mode():
+    """Batch norm's running statistics must not move during evaluation."""
+    register_configs()
+    small = [o for o in TINY if not o.startswith("model.")]
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*small, "model=resnet18"])
+    exp = build_experiment(cfg)
+    running = [b.clone() for b in exp.model.buffers() if b.dtype.is_floating_point]
+    evaluate_split(exp, exp.data.test)
+    after = [b for b in exp.model.buffers() if b.dtype.is_floating_point]
+    assert all(torch.equal(x, y) for x, y in zip(running, after, strict=True))
+    assert exp.model.training
