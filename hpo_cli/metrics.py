@@ -34,6 +34,7 @@ COLUMNS = [
     "hyper_mean",
     "hyper_min",
     "hyper_max",
+    "inner_optimizer_state",
 ]
 
 

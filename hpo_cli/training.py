@@ -11,13 +11,14 @@ checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,9 @@ def evaluation_row(exp: Experiment, progress: Progress, started: float) -> dict[
     for name in ("train", "val", "test"):
         row[f"{name}_loss"], row[f"{name}_error"] = evaluate_split(exp, getattr(exp.data, name))
     values = exp.hyper.constrained_values()
+    inner_state = getattr(exp.optimizer, "last_step", None)
+    if is_dataclass(inner_state):  # e.g. HessianFree.last_step: damping, CG iterations, ...
+        row["inner_optimizer_state"] = json.dumps(asdict(inner_state))
     row.update(
         hyper_mean=float(values.mean()),
         hyper_min=float(values.min()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pandas as pd
@@ -434,3 +435,6 @@ def test_hpo_run_with_the_hessian_free_inner_optimizer(tmp_path):
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["outer_step"]) == [0, 1, 2, 3]
     assert metrics["train_loss"].iloc[-1] < 0.5 * metrics["train_loss"].iloc[0]
+    logged = json.loads(metrics["inner_optimizer_state"].iloc[-1])
+    assert {"damping", "cg_iterations", "cg_stop_reason", "line_search_step"} <= set(logged)
+    assert logged["cg_iterations"] >= 1
