@@ -13,27 +13,31 @@ seeded subsample of it. Inputs are (n, C, H, W) float32, normalised by ``normali
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torchvision import datasets
 
 from hpo_cli.data import Split, Splits
+
+if TYPE_CHECKING:  # torchvision is imported only when an image set is loaded (start-up time)
+    from torchvision.datasets import VisionDataset
 
 NORMALIZATIONS = ("standardize", "symmetric")
 
 
-def _location(kind: type[datasets.VisionDataset]) -> tuple[Path, list[str]]:
+def _location(kind: type[VisionDataset]) -> tuple[Path, list[str]]:
     """The folder under the data root that torchvision reads ``kind`` from, and its files."""
-    if issubclass(kind, datasets.MNIST):
+    if hasattr(kind, "resources"):  # MNIST and its subclasses
         return Path(kind.__name__, "raw"), [Path(name).stem for name, _ in kind.resources]
     names = [name for name, _ in kind.train_list + kind.test_list] + [kind.meta["filename"]]
     return Path(kind.base_folder), names
 
 
 def _read(
-    kind: type[datasets.VisionDataset], name: str, data_dir: str, download: bool, train: bool
-) -> datasets.VisionDataset:
+    kind: type[VisionDataset], name: str, data_dir: str, download: bool, train: bool
+) -> VisionDataset:
     """torchvision's reader for one official split; a one-line ValueError when it cannot."""
     try:
         return kind(str(Path(data_dir).expanduser()), train=train, download=download)
@@ -53,7 +57,7 @@ def _read(
         ) from error
 
 
-def _images(dataset: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
+def _images(dataset: VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (n, C, H, W) and long targets (n,) of a torchvision data set."""
     data = torch.as_tensor(dataset.data)
     data = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)  # MNIST | CIFAR HWC
@@ -79,7 +83,7 @@ def _check_sizes(
 
 
 def load_images(
-    kind: type[datasets.VisionDataset],
+    class_name: str,
     name: str,
     train_size: int,
     val_size: int,
@@ -92,7 +96,7 @@ def load_images(
     """Train/validation/test splits of one torchvision image set (see the module docstring).
 
     Args:
-        kind: the torchvision class (``datasets.MNIST``, ``datasets.CIFAR10``, ...).
+        class_name: the torchvision.datasets class (``"MNIST"``, ``"CIFAR10"``, ...).
         name: the option's name, for messages.
         test_size: ``None``: the whole official test set.
         seed: shuffles the official training set and draws the test subsample.
@@ -101,6 +105,7 @@ def load_images(
         raise ValueError(
             f"dataset.normalize={normalize!r} is unknown; choose one of {', '.join(NORMALIZATIONS)}"
         )
+    kind = getattr(import_module("torchvision.datasets"), class_name)
     official_train = _read(kind, name, data_dir, download, train=True)
     official_test = _read(kind, name, data_dir, download, train=False)
     train_images, train_targets = _images(official_train)
@@ -148,7 +153,7 @@ def load_mnist(
 ) -> Splits:
     """MNIST digits: 60,000 training and 10,000 test images (1, 28, 28), 10 classes."""
     return load_images(
-        datasets.MNIST,
+        "MNIST",
         "mnist",
         train_size,
         val_size,
@@ -172,7 +177,7 @@ def load_fashion_mnist(
 ) -> Splits:
     """Fashion-MNIST: 60,000 training and 10,000 test images (1, 28, 28), 10 classes."""
     return load_images(
-        datasets.FashionMNIST,
+        "FashionMNIST",
         "fashion_mnist",
         train_size,
         val_size,
@@ -196,7 +201,7 @@ def load_cifar10(
 ) -> Splits:
     """CIFAR-10: 50,000 training and 10,000 test images (3, 32, 32), 10 classes."""
     return load_images(
-        datasets.CIFAR10,
+        "CIFAR10",
         "cifar10",
         train_size,
         val_size,
@@ -220,7 +225,7 @@ def load_cifar100(
 ) -> Splits:
     """CIFAR-100: 50,000 training and 10,000 test images (3, 32, 32), 100 fine classes."""
     return load_images(
-        datasets.CIFAR100,
+        "CIFAR100",
         "cifar100",
         train_size,
         val_size,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from hpo_cli.models.shapes import image_shape
 
 
-def resnet18(input_shape: tuple[int, ...], num_outputs: int) -> torchvision.models.ResNet:
+def resnet18(input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     """``torchvision.models.resnet18(weights=None, num_classes=num_outputs)`` with the CIFAR stem.
 
     Maps images (b, C, H, W), H, W ≥ 8, to outputs (b, num_outputs). The first convolution is
@@ -22,6 +21,8 @@ def resnet18(input_shape: tuple[int, ...], num_outputs: int) -> torchvision.mode
         input_shape: (C, H, W) of one image.
         num_outputs: classes (or 1 for regression).
     """
+    import torchvision  # here, not at the top: it adds a second to every hpo-run start-up
+
     channels = image_shape(input_shape, "resnet18", 8)[0]
     model = torchvision.models.resnet18(weights=None, num_classes=num_outputs)
     model.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
