@@ -1,0 +1,113 @@
+"""Every (dataset, model, hyper) combination runs a few outer steps of hpo-run's loop.
+
+A combination that makes no sense (distillation on a regression set, dropout on a model without
+hidden activations, a CNN on flat inputs) must instead be refused before training, in one line.
+The solver is damped CG with two iterations: the solver is not what this test is about, and
+damping keeps it stable on these barely trained models.
+
+ResNet-18 costs about 3 s a run here, so its combinations are covered axis by axis: every data
+set with scalar weight decay, and every hyperparameter module on CIFAR-10 (11 runs instead of 35).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+from image_files import write_readable
+
+from hpo_cli.config import ConfigError, register_configs
+from hpo_cli.training import build_experiment, train
+
+CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
+FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
+FLAT_DATASETS = {"diabetes", "linreg", "regression1d"}
+TINY = [
+    "dataset.train_size=8",
+    "dataset.val_size=6",
+    "dataset.test_size=6",
+    "batch_size=4",
+    "outer_steps=2",
+    "inner_steps=2",
+    "eval_every=1",
+    "checkpoint_every=2",
+    "plots=false",
+    "solver=cg",
+    "solver.max_iter=2",
+    "solver.damping=1.0",
+]
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+def config(dataset: str, model: str, hyper: str, data_dir: Path):
+    overrides = [f"dataset={dataset}", f"model={model}", f"hyper={hyper}", *TINY]
+    if dataset in FILE_DATASETS:
+        overrides.append(f"dataset.data_dir={data_dir}")
+    if model == "mlp":
+        overrides.append("model.hidden_sizes=[8]")
+    if hyper == "distill":  # 8 training examples cannot seed one real image for each class
+        overrides.append("hyper.init=noise")
+    if model == "resnet18":  # the one big model: worth both cores
+        overrides.append("threads=null")
+    if model == "two_layer_linear":
+        overrides.append("model.width=8")
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in FILE_DATASETS:
+            write_readable(name, root, patch, train=24, test=12)
+    return root
+
+
+def covered(dataset: str, model: str, hyper: str) -> bool:
+    return model != "resnet18" or hyper == "weight_decay" or dataset == "cifar10"
+
+
+def expected_refusal(dataset: str, model: str, hyper: str) -> str | None:
+    """The start of the one-line refusal a combination must get, or None when it must run."""
+    if dataset in FLAT_DATASETS and model in ("lenet", "resnet18"):
+        return f"model={model} needs image inputs (C, H, W)"
+    if dataset in FLAT_DATASETS and hyper == "distill":  # the flat sets are the regression sets
+        return "hyper=distill needs a classification dataset"
+    if hyper == "dropout" and model in ("linear", "two_layer_linear"):
+        return "hyper=dropout needs a model with hidden activation layers"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "hyper"),
+    [
+        combination
+        for combination in itertools.product(options("dataset"), options("model"), options("hyper"))
+        if covered(*combination)
+    ],
+)
+def test_combination_runs_or_is_refused_in_one_line(
+    dataset, model, hyper, image_root, tmp_path, monkeypatch
+):
+    if dataset.startswith("cifar"):  # the tiny files' checksums, as in tests/test_datasets.py
+        write_readable(dataset, tmp_path / "checksums", monkeypatch, train=24, test=12)
+    cfg = config(dataset, model, hyper, image_root)
+    refusal = expected_refusal(dataset, model, hyper)
+    if refusal is not None:
+        with pytest.raises(ConfigError, match=f"^{re.escape(refusal)}") as error:
+            build_experiment(cfg)
+        assert "\n" not in str(error.value)
+        return
+    train(cfg, tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics["outer_step"].tolist() == [0, 1, 2]
+    assert metrics["hypergrad_norm"].iloc[1:].notna().all()
