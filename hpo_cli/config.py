@@ -142,6 +142,8 @@ class RunConfig:
     hyper_val_batch: int | None = None  # None: the full validation split
     reset_inner_optimizer: bool = False  # fresh inner optimiser state every outer step
     eval_every: int = 5  # outer steps between metrics rows
+    curvature_every: int | None = None  # outer steps between Hessian diagnostics; None: off
+    curvature_probes: int = 10  # Hutchinson probes for the trace estimate
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
     resume: str | None = None  # a run directory to continue
@@ -211,6 +213,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("outer_steps", "inner_steps", "batch_size", "eval_every", "checkpoint_every"):
         _require(cfg[key] > 0, key, cfg[key], "must be > 0")
     _require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
+    every = cfg.curvature_every
+    _require(every is None or every > 0, "curvature_every", every, "must be > 0 or null")
+    _require(cfg.curvature_probes >= 2, "curvature_probes", cfg.curvature_probes, "must be >= 2")
     _require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
     for key in ("hyper_train_batch", "hyper_val_batch"):
         _require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")

@@ -33,6 +33,12 @@ class Split:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def head(self, size: int | None) -> Batch:
+        """The first ``size`` examples (``None``: all), drawing no random numbers."""
+        count = len(self) if size is None else min(size, len(self))
+        index = torch.arange(count, device=self.inputs.device)
+        return Batch(self.inputs[:count], self.targets[:count], index)
+
     def sample(self, size: int | None, generator: torch.Generator) -> Batch:
         """A mini-batch of ``size`` distinct examples drawn uniformly; ``None``: the whole split."""
         if size is None or size >= len(self):

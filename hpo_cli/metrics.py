@@ -35,6 +35,10 @@ COLUMNS = [
     "hyper_min",
     "hyper_max",
     "inner_optimizer_state",
+    "hessian_lambda_max",
+    "hessian_lambda_min",
+    "hessian_trace",
+    "hessian_trace_std_error",
 ]
 
 

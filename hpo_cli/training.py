@@ -32,6 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from hpo_cli.checkpoint import load_checkpoint, save_checkpoint
 from hpo_cli.config import ConfigError
 from hpo_cli.data import Split, Splits
+from hpo_cli.hessian import extreme_eigenvalues, hessian_operator, hutchinson_trace
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.hypergradient import hypergradient
 from hpo_cli.metrics import MetricsLog
@@ -272,7 +273,36 @@ def evaluation_row(exp: Experiment, progress: Progress, started: float) -> dict[
         wall_time_s=progress.elapsed_s + time.perf_counter() - started,
         **progress.last_hyper,
     )
+    every = exp.cfg.curvature_every
+    if every and progress.outer_step % every == 0:
+        row.update(curvature_row(exp))
     return row
+
+
+def curvature_row(exp: Experiment) -> dict[str, float]:
+    """Diagnostics of H = ∂²L_t/∂w² on the first ``hyper_train_batch`` training examples: λmax
+    and λmin by Lanczos (ARPACK to relative accuracy 1e-3; when it does not converge, Ritz values
+    of 30 Lanczos steps, which lie inside the spectrum) and tr H by Hutchinson's estimator with
+    its standard error. The global RNG (dropout noise) is restored afterwards, so switching the
+    diagnostics on leaves the run's trajectory unchanged."""
+    devices = [exp.device] if exp.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        batch = exp.data.train.head(exp.cfg.hyper_train_batch)
+        loss = exp.hyper.training_loss(exp.model, batch, exp.criterion)
+        operator = hessian_operator(loss, list(exp.model.parameters()))
+        extremes = {
+            which: extreme_eigenvalues(
+                operator, 1, which, seed=exp.cfg.seed, tol=1e-3, maxiter=5, fallback_steps=30
+            ).values[0]
+            for which in ("LA", "SA")
+        }
+        trace = hutchinson_trace(operator, exp.cfg.curvature_probes, seed=exp.cfg.seed)
+    return {
+        "hessian_lambda_max": float(extremes["LA"]),
+        "hessian_lambda_min": float(extremes["SA"]),
+        "hessian_trace": trace.mean,
+        "hessian_trace_std_error": trace.std_error,
+    }
 
 
 def checkpoint_state(exp: Experiment, progress: Progress, started: float) -> dict[str, Any]:

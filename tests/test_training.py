@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from hpo_cli.config import register_configs
+from hpo_cli.curvature import TrainingCurvature, dense_matrix
 from hpo_cli.training import (
     Progress,
     build_experiment,
@@ -120,3 +121,35 @@ def test_evaluation_uses_eval_mode_and_restores_training_mode():
     after = [b for b in exp.model.buffers() if b.dtype.is_floating_point]
     assert all(torch.equal(x, y) for x, y in zip(running, after, strict=True))
     assert exp.model.training
+
+
+def test_curvature_diagnostics_match_the_dense_hessian(tmp_path):
+    cfg = config("curvature_every=1", "curvature_probes=200", "dtype=float64", "outer_steps=2")
+    train(cfg, tmp_path)
+    last = pd.read_csv(tmp_path / "metrics.csv").iloc[-1]
+
+    exp = build_experiment(cfg)  # the same weights again, from the final checkpoint
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    exp.model.load_state_dict(state["model"])
+    exp.hyper.load_state_dict(state["hyper"])
+    params = list(exp.model.parameters())
+    loss = exp.hyper.training_loss(exp.model, exp.data.train.head(None), exp.criterion)
+    eigenvalues = torch.linalg.eigvalsh(dense_matrix(TrainingCurvature(loss, params).hvp, params))
+
+    assert last["hessian_lambda_max"] == pytest.approx(float(eigenvalues[-1]), rel=1e-2)
+    assert float(eigenvalues[0]) - 1e-9 <= last["hessian_lambda_min"] <= float(eigenvalues[-1])
+    assert last["hessian_lambda_min"] < 0.5 * float(eigenvalues[-1])
+    exact_trace = float(eigenvalues.sum())
+    assert abs(last["hessian_trace"] - exact_trace) <= 4 * last["hessian_trace_std_error"]
+
+
+def test_curvature_diagnostics_leave_the_trajectory_unchanged(tmp_path):
+    tables = []
+    for name, extra in (("off", []), ("on", ["curvature_every=1", "hyper=dropout"])):
+        (tmp_path / name).mkdir()
+        overrides = extra if name == "on" else ["hyper=dropout"]
+        train(config(*overrides), tmp_path / name)
+        tables.append(pd.read_csv(tmp_path / name / "metrics.csv"))
+    assert tables[1]["hessian_lambda_max"].notna().all()
+    columns = [c for c in tables[0].columns if c != "wall_time_s" and not c.startswith("hessian")]
+    pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
