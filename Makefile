@@ -21,11 +21,12 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check hpo_cli tests benchmarks experiments
-	$(BIN)/ruff format --check hpo_cli tests benchmarks experiments
+	$(BIN)/ruff check hpo_cli tests benchmarks
+	$(BIN)/ruff format --check hpo_cli tests benchmarks
 
 bench: install
 	$(BIN)/python -m benchmarks.hypergradient_cost $(ARGS)
+	$(BIN)/python -m benchmarks.hessian_free $(ARGS)
 
 .PHONY: bench-hf
 bench-hf: install
