@@ -20,13 +20,26 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The slow group (sweeps through the submitit launcher's local mode), skipped by make test.
+.PHONY: test-slow
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
 lint: install
-	$(BIN)/ruff check hpo_cli tests benchmarks
-	$(BIN)/ruff format --check hpo_cli tests benchmarks
+	$(BIN)/ruff check hpo_cli tests benchmarks experiments
+	$(BIN)/ruff format --check hpo_cli tests benchmarks experiments
 
 bench: install
 	$(BIN)/python -m benchmarks.hypergradient_cost $(ARGS)
 	$(BIN)/python -m benchmarks.hessian_free $(ARGS)
+	$(BIN)/python -m benchmarks.overhead $(ARGS)
+	$(BIN)/python -m benchmarks.scaling $(ARGS)
+	$(BIN)/python -m benchmarks.peers $(ARGS)
+
+# The peer libraries of benchmarks.peers (without them, make bench lists them as not available).
+.PHONY: install-bench
+install-bench: install
+	$(BIN)/python -m pip install -e ".[bench]"
 
 .PHONY: bench-hf
 bench-hf: install
@@ -34,3 +47,8 @@ bench-hf: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Figures and outputs/figures/REPORT.md from the experiment catalogue (FULL=1: paper scale).
+.PHONY: figures
+figures: install
+	$(BIN)/python -m experiments.figures --out outputs/figures $(if $(FULL),--full)

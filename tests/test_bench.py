@@ -1,33 +1,57 @@
-"""``make bench`` keeps working: its quick mode runs every section and writes its files."""
+"""``make bench`` keeps working: each benchmark's quick mode runs and writes its files."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
+import pytest
+
+
+def run_quick(module: str, out: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", module, "--quick", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_quick_benchmark_runs_every_section(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.hypergradient_cost",
-            "--quick",
-            "--threads",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    run_quick("benchmarks.hypergradient_cost", tmp_path)
     report = (tmp_path / "hypergradient_cost_cpu_quick.md").read_text()
     for heading in ("## 1.", "## 2.", "## 3a.", "## 3b."):
         assert heading in report
     table = pd.read_csv(tmp_path / "hypergradient_cost_cpu_quick.csv")
     exact = table[(table["section"] == "3a") & (table["solver"] == "exact")]
     assert float(exact["rel_error"].iloc[0]) < 1e-10, "exact matches the ridge closed form"
+
+
+def test_quick_overhead_measures_time_and_memory(tmp_path):
+    run_quick("benchmarks.overhead", tmp_path)
+    table = pd.read_csv(tmp_path / "overhead_cpu_quick.csv")
+    on = table[(table["section"] == 4) & (table["case"] == "hyper-steps on")]
+    assert float(on["ratio"].iloc[0]) > 1.0, "hyper-steps cost something"
+    memory = table[table["section"] == 5]
+    assert (memory["hyper_kib"] > 0).all() and (memory["train_kib"] > 0).all()
+
+
+def test_quick_scaling_fits_a_slope_and_draws_it(tmp_path):
+    run_quick("benchmarks.scaling", tmp_path)
+    assert (tmp_path / "scaling_cpu_quick.png").stat().st_size > 0
+    table = pd.read_csv(tmp_path / "scaling_cpu_quick.csv")
+    assert table["weights"].is_monotonic_increasing and (table["status"] == "max_iterations").all()
+    assert "Fitted slope" in (tmp_path / "scaling_cpu_quick.md").read_text()
+
+
+def test_quick_peers_agree_with_the_closed_form(tmp_path):
+    run_quick("benchmarks.peers", tmp_path)
+    table = pd.read_csv(tmp_path / "peers_cpu_quick.csv")
+    ridge = table[table["section"] == "7a"]
+    hpo_cg = ridge[(ridge["method"] == "hpo-cli: cg") & (ridge["k"] == ridge["k"].max())]
+    assert float(hpo_cg["rel_error"].iloc[0]) < 1e-8, "CG with K ≥ d solves the ridge exactly"
+    if importlib.util.find_spec("torchopt") is None:
+        pytest.skip("torchopt not installed (the optional bench extra)")
+    peer = ridge[(ridge["method"] == "torchopt: solve_cg") & (ridge["k"] == ridge["k"].max())]
+    assert float(peer["rel_error"].iloc[0]) < 1e-8

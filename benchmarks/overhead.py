@@ -1,0 +1,324 @@
+"""What hyper-steps add to training: time per inner step and peak memory of a hyper-step.
+
+Run from the repository root::
+
+    python -m benchmarks.overhead                          # hpo-run's default experiment, CPU
+    python -m benchmarks.overhead --quick                  # a smoke run in seconds
+    python -m benchmarks.overhead --device cuda            # the same on the GPU
+    python -m benchmarks.overhead --threads 1 --out /tmp/bench
+    python -m benchmarks.overhead --override solver=cg     # any hpo-run override, repeatable
+
+Sections, one Markdown table each:
+
+4. Joint-training overhead. The experiment ``hpo-run`` runs by default (digits, MLP, per-weight
+   weight decay, Neumann with 3 terms and α = auto, Adam inside, RMSprop outside), built with
+   ``hpo_cli.training.build_experiment`` from the composed config. One outer step with
+   hyper-steps on is ``inner_steps`` calls of ``inner_step`` followed by one ``hyper_step``
+   (hypergradient + RMSprop step); with hyper-steps off it is the same inner steps and no
+   hypergradient. The ratio of the two times per inner step is the overhead (target ≤ 1.5×).
+   Evaluation, logging and checkpoints are left out of both (the runner does them either way).
+5. Peak memory of one hyper-step divided by that of one training step (target ≤ 3×). On the
+   GPU: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step. On the
+   CPU: (a) the peak of the running sum of allocations and frees that ``torch.profiler``
+   (``profile_memory=True``) records during the step, and (b) the bytes of the distinct tensors
+   autograd saves for backward during the step (``torch.autograd.graph.saved_tensors_hooks``),
+   the graph's share of the peak.
+
+Timing as in ``benchmarks.hypergradient_cost`` (``torch.utils.benchmark``, interleaved rounds,
+medians and IQR). Output: ``<out>/overhead_<device>[_quick].{md,csv}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from benchmarks.hypergradient_cost import (
+    DEFAULT_SIZES,
+    QUICK_SIZES,
+    Column,
+    CpuSnapshot,
+    Sizes,
+    Table,
+    background_warning,
+    fmt_ms,
+    fmt_ratio,
+    log,
+    machine_info,
+    markdown_report,
+    measure_group,
+    other_cores,
+    write_csv,
+)
+from hpo_cli.config import register_configs
+from hpo_cli.training import Experiment, Progress, build_experiment, hyper_step, inner_step
+
+QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
+TARGET_TIME = 1.5
+TARGET_MEMORY = 3.0
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """hpo-run's configuration with ``overrides``, composed as the runner composes it."""
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def outer_step(exp: Experiment, progress: Progress, hyper: bool) -> None:
+    """``inner_steps`` inner steps, then one hyper-step when ``hyper`` (as ``train`` does)."""
+    for _ in range(exp.cfg.inner_steps):
+        inner_step(exp)
+    if hyper:
+        hyper_step(exp, progress)
+    if exp.device.type == "cuda":
+        torch.cuda.synchronize(exp.device)
+
+
+def section_overhead(cfg: DictConfig, sizes: Sizes) -> Table:
+    """Two experiments built alike, one trained with hyper-steps and one without."""
+    on, off = build_experiment(cfg), build_experiment(cfg)
+    progress = Progress(device=str(on.device))
+    log(f"section 4: joint-training overhead ({cfg.inner_steps} inner steps per outer step)")
+    timed = measure_group(
+        {
+            "hyper-steps off": lambda: outer_step(off, progress, hyper=False),
+            "hyper-steps on": lambda: outer_step(on, progress, hyper=True),
+            "one hyper_step alone": lambda: hyper_step(on, progress),
+            "one inner_step alone": lambda: inner_step(on),
+        },
+        sizes,
+    )
+    base = timed["hyper-steps off"][0].median_ms / cfg.inner_steps
+    rows = []
+    for label, (timing, _) in timed.items():
+        per_outer = label.startswith("hyper-steps")
+        per_inner = timing.median_ms / cfg.inner_steps if per_outer else None
+        rows.append(
+            {
+                "case": label,
+                **timing.columns(),
+                "per_inner_ms": per_inner,
+                "ratio": (per_inner if per_outer else timing.median_ms) / base,
+            }
+        )
+    ratio = rows[1]["ratio"]
+    verdict = "meets" if ratio <= TARGET_TIME else "misses"
+    hyper = progress.last_hyper
+    return Table(
+        section="4",
+        title=f"4. Joint-training overhead: hpo-run defaults, {cfg.inner_steps} inner steps per "
+        "hyper-step",
+        columns=[
+            Column("case", "statement timed"),
+            Column("median_ms", "median ms", fmt_ms),
+            Column("iqr_ms", "IQR ms", fmt_ms),
+            Column("per_inner_ms", "ms per inner step", fmt_ms),
+            Column("ratio", "× off per inner step", fmt_ratio),
+        ],
+        rows=rows,
+        notes=[
+            f"Overhead of hyper-steps: {ratio:.2f}× the time per inner step without them "
+            f"({verdict} the target ≤ {TARGET_TIME}×).",
+            f"Configuration: {describe(cfg)}. Last hyper-step: solver status "
+            f"{hyper.get('solver_status')}, {hyper.get('solver_hvps')} HVPs (power iterations "
+            "for α = auto, series terms and the residual check).",
+            "The last two rows are in units of one inner step of the 'off' row.",
+        ],
+    )
+
+
+def describe(cfg: DictConfig) -> str:
+    solver = cfg.solver.get("_target_", "?").rsplit(".", 1)[-1]
+    details = ", ".join(
+        f"{k}={v}" for k, v in cfg.solver.items() if k != "_target_" and not str(k).startswith("_")
+    )
+    model = cfg.model.get("hidden_sizes")
+    return (
+        f"dataset {cfg.dataset.get('_target_', '?').rsplit('.', 1)[-1]} "
+        f"(train {cfg.dataset.train_size}, val {cfg.dataset.val_size}), MLP hidden {model}, "
+        f"batch {cfg.batch_size}, hyper-batches full, {cfg.dtype}, solver {solver} ({details})"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+
+def profiler_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak of the running sum of the CPU allocations and frees the profiler records in ``fn``.
+
+    Each operator's self memory (allocations minus frees inside it, children excluded) and the
+    free-standing ``[memory]`` events (frees outside any operator) are added in start order.
+    """
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        fn()
+    events = [e for e in prof.events() if e.self_cpu_memory_usage]
+    events.sort(key=lambda e: e.time_range.start)
+    running = peak = 0
+    for event in events:
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return peak
+
+
+def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes of the distinct tensor storages autograd saves for backward while ``fn`` runs."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(seen.values())
+
+
+def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def memory_methods(device: torch.device) -> dict[str, Callable[[Callable[[], Any]], int]]:
+    if device.type == "cuda":
+        return {"torch.cuda.max_memory_allocated": lambda fn: cuda_peak_bytes(fn, device)}
+    return {
+        "torch.profiler peak (profile_memory=True)": profiler_peak_bytes,
+        "saved tensors (saved_tensors_hooks)": saved_tensor_bytes,
+    }
+
+
+def memory_rows(cfg: DictConfig, case: str) -> list[dict[str, Any]]:
+    """One row per measuring method: peak of an inner step and of a hyper-step under ``cfg``."""
+    exp = build_experiment(cfg)
+    progress = Progress(device=str(exp.device))
+    outer_step(exp, progress, hyper=True)  # optimiser states exist before measuring
+    vector = sum(p.numel() * p.element_size() for p in exp.model.parameters())
+    rows = []
+    for method, measure in memory_methods(exp.device).items():
+        train = measure(lambda: inner_step(exp))
+        hyper = measure(lambda: hyper_step(exp, progress))
+        rows.append(
+            {
+                "case": case,
+                "method": method,
+                "train_kib": train / 1024,
+                "train_vectors": train / vector,
+                "hyper_kib": hyper / 1024,
+                "hyper_vectors": hyper / vector,
+                "memory_ratio": hyper / train if train else None,
+            }
+        )
+    return rows
+
+
+def section_memory(cfg: DictConfig) -> Table:
+    log("section 5: peak memory of a hyper-step and of a training step")
+    batch = cfg.batch_size
+    same_batch = cfg.copy()
+    same_batch.hyper_train_batch = same_batch.hyper_val_batch = batch
+    rows = memory_rows(cfg, "defaults (hyper-step on the full splits)")
+    rows += memory_rows(same_batch, f"hyper_train_batch = hyper_val_batch = {batch}")
+    ratio = rows[0]["memory_ratio"]
+    verdict = "meets" if ratio is not None and ratio <= TARGET_MEMORY else "misses"
+    exp = build_experiment(cfg)
+    params = sum(p.numel() for p in exp.model.parameters())
+    hparams = sum(p.numel() for p in exp.hyper.parameters())
+    return Table(
+        section="5",
+        title="5. Peak memory of one hyper-step over one training step (hpo-run defaults)",
+        columns=[
+            Column("case", "hyper-step batches"),
+            Column("method", "method"),
+            Column("train_kib", "training step KiB", lambda v: f"{v:,.0f}"),
+            Column("train_vectors", "in weight-sized vectors", lambda v: f"{v:.1f}"),
+            Column("hyper_kib", "hyper-step KiB", lambda v: f"{v:,.0f}"),
+            Column("hyper_vectors", "in weight-sized vectors", lambda v: f"{v:.1f}"),
+            Column("memory_ratio", "ratio", fmt_ratio),
+        ],
+        rows=rows,
+        notes=[
+            f"Defaults, first method: {ratio:.2f}× ({verdict} the target ≤ {TARGET_MEMORY}×). "
+            f"{params:,} weights, {hparams:,} hyperparameters ({params * 4 / 1024:.0f} KiB per "
+            f"weight-sized float32 vector); training step on a batch of {batch} "
+            f"({cfg.dataset.train_size} training, {cfg.dataset.val_size} validation examples).",
+            "Peak = highest point of the memory allocated above the level at the start of the "
+            "step (model, data and optimiser states, allocated before, are not counted).",
+        ],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead",
+        description="Time and memory that hyper-steps add to hpo-run's default training.",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--override", action="append", default=[], help="an hpo-run override")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    return args
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    chosen = [f"device={args.device}", "progress=false", "plots=false"]
+    if args.threads is not None:
+        chosen.append(f"threads={args.threads}")
+    if args.quick:
+        chosen += QUICK_OVERRIDES
+    return chosen + list(args.override)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = compose_config(overrides(args))
+    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    flags = shlex.join(sys.argv[1:] if argv is None else argv)
+    command = f"python -m benchmarks.overhead {flags}".strip()
+    start = CpuSnapshot.now()
+    tables = [section_overhead(cfg, sizes), section_memory(cfg)]
+    end = CpuSnapshot.now()
+    device = build_experiment(cfg).device
+    background = other_cores(start, end)
+    machine = machine_info(device, sizes, args.quick, background)
+    machine["dtype"] = cfg.dtype
+    report = markdown_report(
+        machine, tables, command, end.wall - start.wall, background_warning(background)
+    ).replace("# hpo-cli hypergradient cost", "# hpo-cli joint-training overhead", 1)
+    stem = f"overhead_{device.type}" + ("_quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.md").write_text(report)
+    write_csv(args.out / f"{stem}.csv", machine, tables)
+    print(report)
+    log(f"wrote {args.out / stem}.md and .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
