@@ -11,6 +11,7 @@ from hpo_cli.config import register_configs
 from hpo_cli.curvature import TrainingCurvature, dense_matrix
 from hpo_cli.training import (
     Progress,
+    RunFailed,
     build_experiment,
     evaluate_split,
     hyper_step,
@@ -153,3 +154,16 @@ def test_curvature_diagnostics_leave_the_trajectory_unchanged(tmp_path):
     assert tables[1]["hessian_lambda_max"].notna().all()
     columns = [c for c in tables[0].columns if c != "wall_time_s" and not c.startswith("hessian")]
     pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
+
+
+def test_skip_counts_bad_hyper_steps_instead_of_stopping(tmp_path):
+    train(config("solver.alpha=1000", "on_failure=skip"), tmp_path)
+    table = pd.read_csv(tmp_path / "metrics.csv")
+    assert table["skipped_hyper_steps"].tolist() == [0, 1, 2, 3]
+    assert table["solver_diverged"].iloc[1:].all()
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_metrics(tmp_path):
+    with pytest.raises(RunFailed, match=r"the training loss is (nan|inf)"):
+        train(config("optimizer=sgd", "optimizer.lr=1e30"), tmp_path)
+    assert pd.read_csv(tmp_path / "metrics.csv")["outer_step"].tolist() == [0]
