@@ -964,13 +964,14 @@ def markdown_table(table: Table) -> str:
 
 
 def markdown_report(
+    title: str,
     machine: dict[str, str],
     tables: Sequence[Table],
     command: str,
     wall_s: float,
     warning: str | None,
 ) -> str:
-    header = ["# hpo-cli hypergradient cost", "", f"Command: `{command}`", ""]
+    header = [f"# {title}", "", f"Command: `{command}`", ""]
     header += ["| machine | |", "|---|---|"]
     header += [f"| {key} | {value} |" for key, value in machine.items()]
     header += ["", warning] if warning else []
@@ -990,45 +991,76 @@ def write_csv(path: Path, machine: dict[str, str], tables: Sequence[Table]) -> N
         writer.writerows(rows)
 
 
+def write_report(
+    out: Path,
+    stem: str,
+    title: str,
+    machine: dict[str, str],
+    tables: Sequence[Table],
+    command: str,
+    wall_s: float,
+    background: float | None,
+) -> None:
+    """``<out>/<stem>.md`` and ``.csv``, and the Markdown on stdout."""
+    report = markdown_report(
+        title, machine, tables, command, wall_s, background_warning(background)
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(report)
+    write_csv(out / f"{stem}.csv", machine, tables)
+    print(report)
+    log(f"wrote {out / stem}.md and .csv")
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.hypergradient_cost",
-        description="Benchmark HVPs, vector arithmetic and hypergradient solvers of hpo-cli.",
-    )
+def benchmark_parser(module: str, description: str) -> argparse.ArgumentParser:
+    """The flags every hpo-cli benchmark takes: --device, --threads, --quick, --out."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}", description=description)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
+    return parser
+
+
+def parse_benchmark_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse, check --threads and --device, and apply --threads."""
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = benchmark_parser(
+        "hypergradient_cost",
+        "Benchmark HVPs, vector arithmetic and hypergradient solvers of hpo-cli.",
+    )
     parser.add_argument(
         "--activation",
         choices=tuple(ACTIVATIONS),
         default="relu",
         help="MLP activation of sections 2 and 3b (section 1 times both)",
     )
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
-    args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    return args
+    return parse_benchmark_args(parser, argv)
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def output_paths(out: Path, device: torch.device, quick: bool) -> tuple[Path, Path]:
-    stem = f"hypergradient_cost_{device.type}" + ("_quick" if quick else "")
-    return out / f"{stem}.md", out / f"{stem}.csv"
 
 
 def run_sections(sizes: Sizes, device: torch.device, activation: str) -> list[Table]:
@@ -1044,8 +1076,6 @@ def run_sections(sizes: Sizes, device: torch.device, activation: str) -> list[Ta
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     flags = shlex.join(sys.argv[1:] if argv is None else argv)
@@ -1055,15 +1085,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     end = CpuSnapshot.now()
     background = other_cores(start, end)
     machine = machine_info(device, sizes, args.quick, background)
-    report = markdown_report(
-        machine, tables, command, end.wall - start.wall, background_warning(background)
+    stem = f"hypergradient_cost_{device.type}" + ("_quick" if args.quick else "")
+    write_report(
+        args.out,
+        stem,
+        "hpo-cli hypergradient cost",
+        machine,
+        tables,
+        command,
+        end.wall - start.wall,
+        background,
     )
-    markdown_path, csv_path = output_paths(args.out, device, args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text(report)
-    write_csv(csv_path, machine, tables)
-    print(report)
-    log(f"wrote {markdown_path} and {csv_path}")
     return 0
 
 

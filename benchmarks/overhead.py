@@ -34,7 +34,6 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,15 +47,15 @@ from benchmarks.hypergradient_cost import (
     CpuSnapshot,
     Sizes,
     Table,
-    background_warning,
+    benchmark_parser,
     fmt_ms,
     fmt_ratio,
     log,
     machine_info,
-    markdown_report,
     measure_group,
     other_cores,
-    write_csv,
+    parse_benchmark_args,
+    write_report,
 )
 from hpo_cli.config import register_configs
 from hpo_cli.training import Experiment, Progress, build_experiment, hyper_step, inner_step
@@ -271,19 +270,11 @@ def section_memory(cfg: DictConfig) -> Table:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.overhead",
-        description="Time and memory that hyper-steps add to hpo-run's default training.",
+    parser = benchmark_parser(
+        "overhead", "Time and memory that hyper-steps add to hpo-run's default training."
     )
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--override", action="append", default=[], help="an hpo-run override")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    return args
+    return parse_benchmark_args(parser, argv)
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -308,15 +299,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     background = other_cores(start, end)
     machine = machine_info(device, sizes, args.quick, background)
     machine["dtype"] = cfg.dtype
-    report = markdown_report(
-        machine, tables, command, end.wall - start.wall, background_warning(background)
-    ).replace("# hpo-cli hypergradient cost", "# hpo-cli joint-training overhead", 1)
     stem = f"overhead_{device.type}" + ("_quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.md").write_text(report)
-    write_csv(args.out / f"{stem}.csv", machine, tables)
-    print(report)
-    log(f"wrote {args.out / stem}.md and .csv")
+    write_report(
+        args.out,
+        stem,
+        "hpo-cli joint-training overhead",
+        machine,
+        tables,
+        command,
+        end.wall - start.wall,
+        background,
+    )
     return 0
 
 

@@ -48,7 +48,6 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -62,7 +61,7 @@ from benchmarks.hypergradient_cost import (
     CpuSnapshot,
     Sizes,
     Table,
-    background_warning,
+    benchmark_parser,
     fixed_alpha,
     fmt_ms,
     fmt_ratio,
@@ -71,12 +70,12 @@ from benchmarks.hypergradient_cost import (
     machine_info,
     make_mlp_problem,
     make_ridge,
-    markdown_report,
     measure_group,
     other_cores,
+    parse_benchmark_args,
     pretrain,
     resolve_device,
-    write_csv,
+    write_report,
 )
 from hpo_cli import ConjugateGradient, Neumann, hypergradient
 
@@ -541,24 +540,14 @@ def status_table(status: dict[str, str]) -> Table:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.peers",
-        description="hpo-cli's hypergradient against torchopt, betty, curvlinops and higher.",
+    parser = benchmark_parser(
+        "peers", "hpo-cli's hypergradient against torchopt, betty, curvlinops and higher."
     )
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    return args
+    return parse_benchmark_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     # linear_operator warns on every fixed-K CG solve that tolerance 0 was not reached.
     warnings.filterwarnings("ignore", message="CG terminated in")
     device = resolve_device(args.device)
@@ -578,14 +567,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info(device, sizes, args.quick, background)
     machine["dtype"] = "float64 (ridge), float32 (MLP)"
     stem = f"peers_{device.type}" + ("_quick" if args.quick else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown_report(
-        machine, tables, command, end.wall - start.wall, background_warning(background)
-    ).replace("# hpo-cli hypergradient cost", "# hpo-cli against peer libraries", 1)
-    (args.out / f"{stem}.md").write_text(report)
-    write_csv(args.out / f"{stem}.csv", machine, tables)
-    print(report)
-    log(f"wrote {args.out / stem}.md and .csv")
+    write_report(
+        args.out,
+        stem,
+        "hpo-cli against peer libraries",
+        machine,
+        tables,
+        command,
+        end.wall - start.wall,
+        background,
+    )
     return 0
 
 

@@ -45,17 +45,17 @@ from benchmarks.hypergradient_cost import (
     MLPProblem,
     Sizes,
     Table,
-    background_warning,
+    benchmark_parser,
     fmt_ms,
     log,
     machine_info,
-    markdown_report,
     measure_group,
     other_cores,
+    parse_benchmark_args,
     randint,
     randn,
     resolve_device,
-    write_csv,
+    write_report,
 )
 from benchmarks.overhead import cuda_peak_bytes, profiler_peak_bytes
 from hpo_cli import ConjugateGradient, hypergradient
@@ -204,24 +204,14 @@ def section_scaling(exponents: Sequence[float], device: torch.device, sizes: Siz
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scaling",
-        description="Time and memory of one hypergradient against the number of weights.",
+    parser = benchmark_parser(
+        "scaling", "Time and memory of one hypergradient against the number of weights."
     )
-    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="output folder")
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    return args
+    return parse_benchmark_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     if args.quick:
@@ -240,13 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(table.rows, args.out / f"{stem}.png", device)
     table.notes.append(f"Plot: `{args.out / stem}.png`.")
-    report = markdown_report(
-        machine, [table], command, end.wall - start.wall, background_warning(background)
-    ).replace("# hpo-cli hypergradient cost", "# hpo-cli hypergradient scaling", 1)
-    (args.out / f"{stem}.md").write_text(report)
-    write_csv(args.out / f"{stem}.csv", machine, [table])
-    print(report)
-    log(f"wrote {args.out / stem}.md, .csv and .png")
+    write_report(
+        args.out,
+        stem,
+        "hpo-cli hypergradient scaling",
+        machine,
+        [table],
+        command,
+        end.wall - start.wall,
+        background,
+    )
     return 0
 
 
