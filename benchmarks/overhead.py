@@ -19,10 +19,11 @@ Sections, one Markdown table each:
    Evaluation, logging and checkpoints are left out of both (the runner does them either way).
 5. Peak memory of one hyper-step divided by that of one training step (target ≤ 3×). On the
    GPU: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step. On the
-   CPU: (a) the peak of the running sum of allocations and frees that ``torch.profiler``
-   (``profile_memory=True``) records during the step, and (b) the bytes of the distinct tensors
-   autograd saves for backward during the step (``torch.autograd.graph.saved_tensors_hooks``),
-   the graph's share of the peak.
+   CPU: (a) the CPU allocator's running total, which ``torch.profiler`` (``profile_memory=True``)
+   attaches to every allocation and free it records (the ``Total Allocated`` of its ``[memory]``
+   events), highest point minus the level before the step: the CPU twin of the GPU method; and
+   (b) the bytes of the distinct tensors autograd saves for backward during the step
+   (``torch.autograd.graph.saved_tensors_hooks``), the graph's share of the peak.
 
 Timing as in ``benchmarks.hypergradient_cost`` (``torch.utils.benchmark``, interleaved rounds,
 medians and IQR). Output: ``<out>/overhead_<device>[_quick].{md,csv}``.
@@ -31,9 +32,12 @@ medians and IQR). Output: ``<out>/overhead_<device>[_quick].{md,csv}``.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -154,22 +158,24 @@ def describe(cfg: DictConfig) -> str:
 
 
 def profiler_peak_bytes(fn: Callable[[], Any]) -> int:
-    """Peak of the running sum of the CPU allocations and frees the profiler records in ``fn``.
+    """Highest CPU allocator total while ``fn`` runs, above the total before it.
 
-    Each operator's self memory (allocations minus frees inside it, children excluded) and the
-    free-standing ``[memory]`` events (frees outside any operator) are added in start order.
+    Every allocation and free that the profiler records is a ``[memory]`` event carrying the
+    allocator's running total (``Total Allocated``); they are read from its Chrome trace.
     """
     with torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
     ) as prof:
         fn()
-    events = [e for e in prof.events() if e.self_cpu_memory_usage]
-    events.sort(key=lambda e: e.time_range.start)
-    running = peak = 0
-    for event in events:
-        running += event.self_cpu_memory_usage
-        peak = max(peak, running)
-    return peak
+    with tempfile.TemporaryDirectory() as folder:
+        trace = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    if not memory:
+        return 0
+    before = memory[0]["args"]["Total Allocated"] - memory[0]["args"]["Bytes"]
+    return max(e["args"]["Total Allocated"] for e in memory) - before
 
 
 def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
@@ -199,7 +205,7 @@ def memory_methods(device: torch.device) -> dict[str, Callable[[Callable[[], Any
     if device.type == "cuda":
         return {"torch.cuda.max_memory_allocated": lambda fn: cuda_peak_bytes(fn, device)}
     return {
-        "torch.profiler peak (profile_memory=True)": profiler_peak_bytes,
+        "CPU allocator total (torch.profiler)": profiler_peak_bytes,
         "saved tensors (saved_tensors_hooks)": saved_tensor_bytes,
     }
 

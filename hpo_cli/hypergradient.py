@@ -24,7 +24,7 @@ import torch
 
 from hpo_cli.curvature import TrainingCurvature
 from hpo_cli.solvers.base import InverseHVPSolver, SolveInfo
-from hpo_cli.vectors import add, all_finite, norm
+from hpo_cli.vectors import add_, all_finite, norm, scale_
 
 
 class HypergradientError(RuntimeError):
@@ -83,6 +83,7 @@ def hypergradient(
     check_residual: bool = True,
     raise_on_failure: bool = True,
     write_grad: bool = False,
+    retain_val_graph: bool = False,
 ) -> Hypergradient:
     """dL_v/dλ = ∂L_v/∂λ − (∂²L_t/∂λ∂w)ᵀ H⁻¹ ∂L_v/∂w at the current weights.
 
@@ -101,6 +102,11 @@ def hypergradient(
             result is not finite; otherwise return it with the diagnostics for the caller.
         write_grad: accumulate the result into ``λ.grad`` (as ``backward()`` would), unless it
             failed.
+        retain_val_graph: keep ``val_loss``'s graph. By default it is freed once ∂L_v/∂(w, λ)
+            is taken, as ``backward()`` frees it, so that the solve does not hold the
+            validation activations; keep it to reuse ``val_loss`` in another call, or when
+            ``val_loss`` shares part of its graph with ``train_loss`` (one forward pass over both
+            batches). ``train_loss``'s graph is kept either way.
 
     Returns:
         A :class:`Hypergradient` with the gradients and the solver's diagnostics.
@@ -111,20 +117,38 @@ def hypergradient(
         if loss.dim() != 0:
             raise ValueError(f"hypergradient: {name} must be a scalar, got {tuple(loss.shape)}")
 
-    curvature = TrainingCurvature(train_loss, params, hparams)
     val_grads = torch.autograd.grad(
-        val_loss, params + hparams, retain_graph=True, allow_unused=True, materialize_grads=True
+        val_loss, params + hparams, retain_graph=retain_val_graph, allow_unused=True
     )
-    val_grad_params = [g.detach() for g in val_grads[: len(params)]]
-    direct = [g.detach() for g in val_grads[len(params) :]]
-
+    val_grad_params = [
+        torch.zeros_like(p) if g is None else g.detach()
+        for p, g in zip(params, val_grads[: len(params)], strict=True)
+    ]
+    direct = val_grads[len(params) :]  # ∂L_v/∂λ, None where λ does not enter L_v
+    del val_grads
+    try:
+        curvature = TrainingCurvature(train_loss, params, hparams)
+    except RuntimeError as error:
+        if retain_val_graph or "backward through the graph a second time" not in str(error):
+            raise
+        raise ValueError(
+            "hypergradient: train_loss and val_loss share part of their autograd graph, which "
+            "was freed with val_loss's; pass retain_val_graph=True"
+        ) from error
     inverse_hvp, info = solver(curvature.hvp, val_grad_params)
     residual = None
     if check_residual and not info.diverged:
         b_norm = float(norm(val_grad_params))
-        mismatch = add(curvature.hvp(inverse_hvp), val_grad_params, alpha=-1.0)
+        mismatch = curvature.hvp(inverse_hvp)
+        add_(mismatch, val_grad_params, alpha=-1.0)
         residual = float(norm(mismatch)) / b_norm if b_norm > 0 else 0.0
-    grads = tuple(add(direct, curvature.mixed_vjp(inverse_hvp), alpha=-1.0))
+        del mismatch
+    mixed = curvature.mixed_vjp(inverse_hvp)  # (∂²L_t/∂λ∂w)ᵀ x
+    scale_(mixed, -1.0)
+    for grad, partial in zip(mixed, direct, strict=True):
+        if partial is not None:
+            grad.add_(partial.detach())
+    grads = tuple(mixed)
 
     failure = None
     if info.diverged:

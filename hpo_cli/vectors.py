@@ -7,8 +7,9 @@ thin wrapper over PyTorch's multi-tensor ``torch._foreach_*`` kernels, which app
 to every tensor of a list in a single call (fused kernels on CUDA). ``benchmarks/`` compares
 them with a single flat buffer.
 
-Every function returns new tensors and leaves its inputs untouched, so solvers read like the
-maths they implement.
+Functions return new tensors and leave their inputs untouched, so solvers read like the maths
+they implement; the ones whose names end in ``_`` (``add_``, ``scale_``) update their first
+argument in place instead, for solver state that would otherwise be reallocated every iteration.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def dot(xs: TensorList, ys: TensorList) -> torch.Tensor:
     """Inner product <x, y> = sum_i x_i . y_i, as a 0-d tensor on the vectors' device."""
     if not xs:
         raise ValueError("dot of empty tensor lists")
+    if len(xs) == 1 == len(ys):  # one op instead of three (single-tensor models)
+        return torch.vdot(xs[0].reshape(-1), ys[0].reshape(-1))
     return torch.stack(
         [torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
     ).sum()
@@ -31,6 +34,8 @@ def dot(xs: TensorList, ys: TensorList) -> torch.Tensor:
 
 def norm(xs: TensorList) -> torch.Tensor:
     """Euclidean norm ||x||_2 of the concatenated vector, as a 0-d tensor."""
+    if len(xs) == 1:
+        return torch.linalg.vector_norm(xs[0])
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(xs))))
 
 
@@ -44,6 +49,16 @@ def scale(xs: TensorList, alpha: float) -> list[torch.Tensor]:
     return list(torch._foreach_mul(list(xs), alpha))
 
 
+def add_(xs: TensorList, ys: TensorList, alpha: float = 1.0) -> None:
+    """x ← x + alpha * y, in place (``ys`` may be ``xs`` itself)."""
+    torch._foreach_add_(list(xs), list(ys), alpha=alpha)
+
+
+def scale_(xs: TensorList, alpha: float) -> None:
+    """x ← alpha * x, in place."""
+    torch._foreach_mul_(list(xs), alpha)
+
+
 def zeros_like(xs: TensorList) -> list[torch.Tensor]:
     """The zero vector with the shapes, dtypes and devices of ``xs``."""
     return [torch.zeros_like(x) for x in xs]
@@ -55,8 +70,8 @@ def clone(xs: TensorList) -> list[torch.Tensor]:
 
 
 def all_finite(xs: TensorList) -> bool:
-    """True when no entry of any tensor is NaN or infinite."""
-    return all(bool(torch.isfinite(x).all()) for x in xs)
+    """True when no entry of any tensor is NaN or infinite (one host synchronisation)."""
+    return not xs or bool(torch.stack([torch.isfinite(x).all() for x in xs]).all())
 
 
 def flatten(xs: TensorList) -> torch.Tensor:

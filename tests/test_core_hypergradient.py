@@ -53,6 +53,37 @@ def test_norm_property_is_the_euclidean_norm_of_all_grads():
     assert result.norm == pytest.approx(expected, rel=1e-14)
 
 
+# ---- the validation graph --------------------------------------------------------------------
+
+
+def test_the_validation_graph_is_freed_unless_retained():
+    w, lam, train, val = toy()
+    first = hypergradient(train, val, [w], [lam], Exact(), retain_val_graph=True)
+    second = hypergradient(train, val, [w], [lam], ConjugateGradient())  # frees it
+    assert float(second.grads[0]) == pytest.approx(float(first.grads[0]), rel=1e-12)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        val.backward()
+
+
+def test_losses_sharing_a_graph_need_the_validation_graph_retained():
+    """One forward pass z = M w feeding both losses: freeing L_v's graph would free z's."""
+    w = W0.clone().requires_grad_(True)
+    lam = torch.tensor(0.5, dtype=DT, requires_grad=True)
+    shared = A @ w  # z = A w, used by both losses
+    train = 0.5 * w @ shared - lam * (U @ w)  # the toy's L_t
+    val = 0.5 * ((shared - TARGET) ** 2).sum()
+    with pytest.raises(ValueError, match=r"share part of their autograd graph.*retain_val_graph"):
+        hypergradient(train, val, [w], [lam], Exact())
+
+    shared = A @ w
+    train = 0.5 * w @ shared - lam * (U @ w)
+    val = 0.5 * ((shared - TARGET) ** 2).sum()
+    result = hypergradient(train, val, [w], [lam], Exact(), retain_val_graph=True)
+    # dL_v/dλ = uᵀA⁻¹ (∂L_v/∂w) with ∂L_v/∂w = Aᵀ(A w − t)
+    expected = float(U @ torch.linalg.solve(A, A.T @ (A @ W0 - TARGET)))
+    assert float(result.grads[0]) == pytest.approx(expected, rel=1e-12)
+
+
 # ---- write_grad -------------------------------------------------------------------------------
 
 
@@ -77,7 +108,7 @@ def test_write_grad_accumulates_onto_a_gradient_from_backward():
 
 def test_write_grad_twice_accumulates_twice():
     w, lam, train, val = toy()
-    hypergradient(train, val, [w], [lam], Exact(), write_grad=True)
+    hypergradient(train, val, [w], [lam], Exact(), write_grad=True, retain_val_graph=True)
     hypergradient(train, val, [w], [lam], Exact(), write_grad=True)
     assert float(lam.grad) == pytest.approx(2 * toy_hypergradient(), rel=1e-13)
 

@@ -5,12 +5,14 @@ import torch
 
 from hpo_cli.vectors import (
     add,
+    add_,
     all_finite,
     clone,
     dot,
     flatten,
     norm,
     scale,
+    scale_,
     unflatten,
     zeros_like,
 )
@@ -102,8 +104,31 @@ def test_clone_is_detached_and_independent():
     assert torch.equal(source[0].detach(), X[0])
 
 
+@pytest.mark.parametrize("alpha", [1.0, -0.25])
+def test_add_in_place_updates_the_first_list_only(alpha):
+    xs, ys = clone(X), clone(Y)
+    storages = [x.data_ptr() for x in xs]
+    add_(xs, ys, alpha=alpha)
+    torch.testing.assert_close(cat(xs), X_FLAT + alpha * Y_FLAT, rtol=1e-15, atol=0)
+    assert [x.data_ptr() for x in xs] == storages
+    torch.testing.assert_close(cat(ys), Y_FLAT, rtol=0, atol=0)
+
+
+def test_add_in_place_to_itself_doubles():
+    xs = clone(X)
+    add_(xs, xs)
+    torch.testing.assert_close(cat(xs), 2 * X_FLAT, rtol=0, atol=0)
+
+
+def test_scale_in_place():
+    xs = clone(X)
+    scale_(xs, -3.0)
+    torch.testing.assert_close(cat(xs), -3.0 * X_FLAT, rtol=0, atol=0)
+
+
 def test_all_finite():
     assert all_finite(X)
+    assert all_finite([])
     for bad in (float("nan"), float("inf"), -float("inf")):
         broken = clone(X)
         broken[3][1, 0, 2] = bad

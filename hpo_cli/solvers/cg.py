@@ -21,7 +21,7 @@ import torch
 
 from hpo_cli.curvature import MatVec
 from hpo_cli.solvers.base import SolveInfo, Status
-from hpo_cli.vectors import TensorList, add, all_finite, dot, norm, zeros_like
+from hpo_cli.vectors import TensorList, add, add_, all_finite, clone, dot, norm, zeros_like
 
 Preconditioner = Callable[[TensorList], list[torch.Tensor]]
 
@@ -55,13 +55,16 @@ class ConjugateGradient:
         return add(product, vector, alpha=self.damping) if self.damping else product
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
-        precondition = self.preconditioner or list
+        # The iterate x and residual r are updated in place: each iteration allocates the
+        # product (A + μI) p and, once that is freed, the next direction (and z = M⁻¹r when
+        # preconditioned). Without a
+        # preconditioner z = r, so rᵀz = ‖r‖² is also the squared residual norm.
         solution = zeros_like(b)
-        residual = list(b)
-        b_norm = float(norm(b))
-        z = precondition(residual)
-        direction = list(z)
+        residual = clone(b)
+        z = self.preconditioner(residual) if self.preconditioner else residual
+        direction = clone(z)
         rz = float(dot(residual, z))
+        b_norm = float(norm(b))
         extras = {"damping": self.damping}
         status, message = Status.MAX_ITERATIONS, ""
         iterations = matvecs = 0
@@ -89,12 +92,17 @@ class ConjugateGradient:
                 )
                 break
             step = rz / curvature
-            solution = add(solution, direction, alpha=step)
-            residual = add(residual, product, alpha=-step)
-            residual_norm = float(norm(residual))
-            z = precondition(residual)
-            rz_next = float(dot(residual, z))
-            direction = add(z, direction, alpha=rz_next / rz)
+            add_(solution, direction, alpha=step)
+            add_(residual, product, alpha=-step)
+            del product
+            if self.preconditioner:
+                z = self.preconditioner(residual)
+                rz_next = float(dot(residual, z))
+                residual_norm = float(norm(residual))
+            else:
+                rz_next = float(dot(residual, residual))
+                residual_norm = math.sqrt(max(rz_next, 0.0))
+            direction = add(z, direction, alpha=rz_next / rz)  # the product's memory, reused
             rz = rz_next
             iterations += 1
         if status != Status.DIVERGED and not all_finite(solution):

@@ -29,7 +29,17 @@ import torch
 
 from hpo_cli.curvature import MatVec
 from hpo_cli.solvers.base import SolveInfo, Status
-from hpo_cli.vectors import TensorList, add, all_finite, dot, norm, scale, zeros_like
+from hpo_cli.vectors import (
+    TensorList,
+    add_,
+    all_finite,
+    clone,
+    dot,
+    norm,
+    scale,
+    scale_,
+    zeros_like,
+)
 
 
 def estimate_largest_eigenvalue(
@@ -49,7 +59,8 @@ def estimate_largest_eigenvalue(
         product_norm = float(norm(product))
         if product_norm == 0.0 or not math.isfinite(product_norm):
             return estimate, step
-        vector = scale(product, 1.0 / product_norm)
+        vector = product  # normalised in place: two weight-sized vectors alive, not three
+        scale_(vector, 1.0 / product_norm)
     return estimate, iterations
 
 
@@ -104,12 +115,16 @@ class Neumann:
             alpha = float(self.alpha)
         extras["alpha"] = alpha
 
+        # Three weight-sized vectors live across iterations, each updated in place: the term
+        # t_k, the partial sum x_k and the product A t_k.
         term = scale(b, alpha)
-        solution = list(term)
+        solution = clone(term)
         first_norm = previous_norm = float(norm(term))
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
         for k in range(1, self.terms + 1):
-            term = add(term, matvec(term), alpha=-alpha)
+            product = matvec(term)
+            add_(term, product, alpha=-alpha)
+            del product
             matvecs += 1
             iterations = k
             term_norm = float(norm(term))
@@ -123,7 +138,7 @@ class Neumann:
                     "take α < 2/λmax, add damping to H, or use cg"
                 )
                 break
-            solution = add(solution, term)
+            add_(solution, term)
             previous_norm = term_norm
             if term_norm <= self.tol * first_norm:
                 status, message = Status.CONVERGED, f"terms fell below tol after {k} terms"
