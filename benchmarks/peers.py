@@ -343,11 +343,30 @@ def higher_method(problem: Problem, k: int, alpha: float) -> Method:
     return run
 
 
+FLOOR = "floor: K HVPs, no solver"
+
+
+def floor_method(problem: Problem, k: int) -> Method:
+    """The work every IFT method here shares, and nothing else: the gradient graph, ∂L_v/∂w,
+    K autograd HVPs in sequence and the mixed product. No solver spends less on these HVPs; its
+    result is not a hypergradient (no error is reported)."""
+
+    def run() -> Vector:
+        pieces = ift_pieces(problem)
+        vector = pieces.rhs
+        for _ in range(k):
+            vector = pieces.matvec(vector)
+        return pieces.finish(vector)
+
+    return run
+
+
 def methods(problem: Problem, k: int, alpha: float, status: dict[str, str]) -> dict[str, Method]:
-    """Every available method at K, keyed by "library: method"."""
+    """Every available method at K, keyed by "library: method", and the floor."""
     table: dict[str, Method] = {
         "hpo-cli: cg": HpoCliMethod(problem, ConjugateGradient(max_iter=k, tol=0.0)),
         "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k, alpha=alpha)),
+        FLOOR: floor_method(problem, k),
     }
     available = {name for name, value in status.items() if not value.startswith("not avail")}
     if "torchopt" in available:
@@ -380,6 +399,8 @@ def relative_error(result: Sequence[torch.Tensor], reference: Sequence[torch.Ten
 
 
 def family(label: str) -> str:
+    if label == FLOOR:
+        return "floor"
     name = label.split(": ", 1)[1]
     if "cg" in name.lower():
         return "cg"
@@ -392,6 +413,10 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
     timed = measure_group(statements, sizes)
     rows = []
     for label, (timing, result) in timed.items():
+        if label == FLOOR:
+            rows.append({"problem": problem.name, "method": label, "family": "floor", "k": k})
+            rows[-1].update(timing.columns())
+            continue
         if problem.reference is not None:
             reference = problem.reference
         else:
@@ -411,6 +436,10 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
     return rows
 
 
+def is_peer(row: dict[str, Any]) -> bool:
+    return not row["method"].startswith("hpo-cli") and row["family"] != "floor"
+
+
 def fastest(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return min(rows, key=lambda r: r["median_ms"]) if rows else None
 
@@ -419,7 +448,7 @@ def add_ratios(rows: list[dict[str, Any]], accuracy: bool, wrong: set[str]) -> N
     """Per hpo-cli row: its time over the fastest peer row with the same family and K, and
     (with ``accuracy``) over the fastest peer row, any method and K, at most as inaccurate.
     Methods in ``wrong`` (whose error does not shrink with K) are left out of both."""
-    peers = [r for r in rows if not r["method"].startswith("hpo-cli") and r["method"] not in wrong]
+    peers = [r for r in rows if is_peer(r) and r["method"] not in wrong]
     for row in rows:
         if not row["method"].startswith("hpo-cli"):
             continue
@@ -442,6 +471,7 @@ def stalled_peers(rows: Sequence[dict[str, Any]]) -> list[str]:
     largest = max(r["k"] for r in rows)
     last = [r for r in rows if r["k"] == largest]
     own = {r["family"]: r["rel_error"] for r in last if r["method"].startswith("hpo-cli")}
+    last = [r for r in last if r["family"] != "floor"]
     return [
         f"{r['method']}: {r['rel_error']:.2e} against hpo-cli's {own[r['family']]:.2e} at "
         f"K = {largest}"
@@ -453,7 +483,7 @@ def stalled_peers(rows: Sequence[dict[str, Any]]) -> list[str]:
 def wrong_peers(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Methods whose error does not shrink from the smallest to the largest K."""
     flagged = []
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(r["method"] for r in rows if r["family"] != "floor"):
         own = sorted((r for r in rows if r["method"] == method), key=lambda r: r["k"])
         if len(own) >= 2 and not own[-1]["rel_error"] < 0.5 * own[0]["rel_error"]:
             flagged.append(
@@ -486,7 +516,10 @@ def peer_table(
     exact = problem.reference is not None
     wrong = {entry.split(": error")[0] for entry in wrong_peers(rows)} if exact else set()
     add_ratios(rows, accuracy=exact, wrong=wrong)
-    notes = [f"α = {alpha:.4g} (1/λ̂max) for every Neumann method and for higher's SGD step."]
+    notes = [
+        f"α = {alpha:.4g} (1/λ̂max) for every Neumann method and for higher's SGD step.",
+        floor_note(rows),
+    ]
     if exact:
         notes.append(
             "rel. error = ‖g − g*‖/‖g*‖ against the closed form. Ratios: hpo-cli's time over "
@@ -521,6 +554,27 @@ def peer_table(
         columns=COLUMNS,
         rows=rows,
         notes=notes,
+    )
+
+
+def floor_note(rows: Sequence[dict[str, Any]]) -> str:
+    """How far the floor (HVPs alone) lies below the fastest peer per family, at the largest K."""
+    largest = max(r["k"] for r in rows)
+    floor = next(r for r in rows if r["family"] == "floor" and r["k"] == largest)
+    gaps = []
+    for kind in ("cg", "neumann"):
+        rival = fastest(
+            [r for r in rows if is_peer(r) and r["family"] == kind and r["k"] == largest]
+        )
+        if rival is not None:
+            gaps.append(
+                f"{kind} {rival['median_ms'] / floor['median_ms']:.2f}× ({rival['method']})"
+            )
+    return (
+        f"{FLOOR}: the gradient graph, ∂L_v/∂w, K HVPs and the mixed product that every method "
+        "shares, without any solver arithmetic. The fastest peer over the floor at "
+        f"K = {largest}: {', '.join(gaps) or 'no peer'}; no method built on the same autograd "
+        "HVPs can beat a peer by more than that."
     )
 
 

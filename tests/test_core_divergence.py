@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hpo_cli import ConjugateGradient, HypergradientError, Neumann, hypergradient
+from hpo_cli.vectors import all_finite
 
 DT = torch.float64
 
@@ -199,3 +200,24 @@ def test_damping_cures_negative_curvature_in_cg():
     torch.testing.assert_close(
         x[0], torch.tensor([0.2, 0.25, 1.0], dtype=DT), rtol=1e-12, atol=1e-14
     )
+
+
+# ---- non-finite inputs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.1, "auto"])
+def test_neumann_reports_a_non_finite_right_hand_side_as_diverged(alpha):
+    x, info = Neumann(terms=5, alpha=alpha)(matvec_of(diag(1.0, 2.0)), vec(1.0, math.nan))
+    assert info.diverged and info.matvecs == 0
+    assert not all_finite(x)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_neumann_auto_reports_a_non_finite_hessian_as_diverged(bad):
+    _, info = Neumann(terms=5, alpha="auto")(matvec_of(diag(1.0, bad)), vec(1.0, 1.0))
+    assert info.diverged
+
+
+def test_neumann_reports_a_non_finite_product_as_diverged():
+    _, info = Neumann(terms=5, alpha=0.1)(matvec_of(diag(1.0, math.inf)), vec(1.0, 1.0))
+    assert info.diverged and info.iterations == 1

@@ -32,7 +32,6 @@ from hpo_cli.solvers.base import SolveInfo, Status
 from hpo_cli.vectors import (
     TensorList,
     add_,
-    all_finite,
     clone,
     dot,
     norm,
@@ -93,19 +92,24 @@ class Neumann:
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
         extras: dict[str, float] = {}
         matvecs = 0
-        if float(norm(b)) == 0.0:
+        b_norm = float(norm(b))
+        if b_norm == 0.0:
             return zeros_like(b), SolveInfo("neumann", Status.CONVERGED, message="b = 0, so x = 0")
+        if not math.isfinite(b_norm):
+            info = SolveInfo("neumann", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
+            return [torch.full_like(x, math.nan) for x in b], info
         if self.alpha == "auto":
             largest, matvecs = estimate_largest_eigenvalue(matvec, b, self.power_iterations)
             extras["lambda_max_estimate"] = largest
-            if not largest > 0.0:
+            if not 0.0 < largest < math.inf:
                 info = SolveInfo(
                     solver="neumann",
                     status=Status.DIVERGED,
                     matvecs=matvecs,
                     message=(
-                        f"the dominant eigenvalue of H is {largest:.3g} <= 0 (H is not positive "
-                        "definite), so no step α makes the Neumann series converge"
+                        f"the dominant eigenvalue of H is estimated at {largest:.3g}: not a "
+                        "positive finite number (H is not positive definite or not finite), so "
+                        "no step α makes the Neumann series converge"
                     ),
                     extras=extras,
                 )
@@ -119,7 +123,7 @@ class Neumann:
         # t_k, the partial sum x_k and the product A t_k.
         term = scale(b, alpha)
         solution = clone(term)
-        first_norm = previous_norm = float(norm(term))
+        first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
         for k in range(1, self.terms + 1):
             product = matvec(term)
@@ -149,8 +153,7 @@ class Neumann:
                 f"; ρ(I − αH) >= {extras['spectral_radius_estimate']:.4g}, so more terms would "
                 "not converge (H has eigenvalues <= 0 or α > 2/λmax)"
             )
-        if status != Status.DIVERGED and not all_finite(solution):
-            status, message = Status.DIVERGED, "the partial sum is not finite"
+        # No term kept in the sum is larger than the finite first one, so the sum is finite.
         info = SolveInfo(
             solver="neumann",
             status=status,
