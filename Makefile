@@ -48,7 +48,8 @@ bench-hf: install
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# Figures and outputs/figures/REPORT.md from the experiment catalogue (FULL=1: paper scale).
+# Figures and outputs/figures/REPORT.md from the experiment catalogue (FULL=1: paper scale;
+# FROM_DISK=1: run nothing, a missing run is one line naming the command that makes it).
 .PHONY: figures
 figures: install
-	$(BIN)/python -m experiments.figures --out outputs/figures $(if $(FULL),--full)
+	$(BIN)/python -m experiments.figures --out outputs/figures $(if $(FULL),--full) $(if $(FROM_DISK),--from-disk)

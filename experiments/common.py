@@ -1,8 +1,10 @@
-"""Shared helpers of the figure scripts: saving figures, reading and restoring a run."""
+"""Shared helpers of the figure scripts: checking, reading and restoring a run; saving figures."""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,68 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.checkpoint import load_checkpoint
 from hpo_cli.training import Experiment, build_experiment
+
+RUN_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml", "checkpoint.pt")
+"""What a completed ``hpo-run`` leaves in its run directory (the figures read some of these)."""
+
+
+class MissingRun(FileNotFoundError):
+    """A run directory lacks what a figure is drawn from; the message names the command to run."""
+
+
+def run_command(
+    name: str, run_dir: Path, overrides: Sequence[str] = (), program: str = "hpo-run"
+) -> str:
+    """The command line that writes experiment ``name``'s run into ``run_dir``."""
+    return " ".join([program, f"experiment={name}", *overrides, f"hydra.run.dir={run_dir}"])
+
+
+def check_run(
+    run_dir: Path,
+    name: str,
+    files: Sequence[str] = RUN_FILES,
+    overrides: Sequence[str] = (),
+    program: str = "hpo-run",
+) -> None:
+    """Raise :class:`MissingRun` (one line) unless ``run_dir`` holds ``files`` and, when one of
+    them is ``summary.json``, its status is ``completed``.
+
+    The message says what to run: the experiment's command for a missing run, ``hpo-run
+    resume=<run dir>`` for one that failed or was interrupted.
+    """
+    missing = [file for file in files if not (run_dir / file).exists()]
+    if missing:
+        raise MissingRun(
+            f"{run_dir} holds no run of {name} (no {', '.join(missing)}); run: "
+            f"{run_command(name, run_dir, overrides, program)}"
+        )
+    if "summary.json" in files:
+        status = read_summary(run_dir)["status"]
+        if status != "completed":
+            raise MissingRun(
+                f"the run of {name} in {run_dir} is {status}, not completed; continue it with: "
+                f"hpo-run resume={run_dir} (or delete the folder and run: "
+                f"{run_command(name, run_dir, overrides, program)})"
+            )
+
+
+def script_main(
+    plot: Callable[[Path, Path], list[Path]],
+    name: str,
+    files: Sequence[str] = RUN_FILES,
+    program: str = "hpo-run",
+) -> None:
+    """``python -m experiments.<name> RUN_DIR OUT_DIR``: draw one run's figure and print the
+    paths; a missing or unfinished run is one line on stderr (exit code 1)."""
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: python -m experiments.{name} RUN_DIR OUT_DIR")
+    run_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    try:
+        check_run(run_dir, name, files, program=program)
+    except MissingRun as error:
+        print(f"experiments.{name}: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(*plot(run_dir, out_dir), sep="\n")
 
 
 def save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:

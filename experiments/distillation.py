@@ -6,13 +6,12 @@ python -m experiments.distillation <run dir> <out dir>
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from experiments.common import read_summary, restore_run, save
+from experiments.common import read_summary, restore_run, save, script_main
 
 CAPTION = (
     "Dataset distillation: the synthetic training images (one per class) learned from noise; "
@@ -61,4 +60,4 @@ def plot(run_dir: Path, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    print(*plot(Path(sys.argv[1]), Path(sys.argv[2])), sep="\n")
+    script_main(plot, "distillation")

@@ -1,10 +1,11 @@
 """Run the experiment catalogue once and draw every figure into one folder with ``REPORT.md``.
 
-python -m experiments.figures [--out outputs/figures] [--full]
+python -m experiments.figures [--out outputs/figures] [--full] [--from-disk]
 
-Runs go to ``<out>/runs/<experiment>``; a run whose ``summary.json`` says completed is reused,
-not re-run (delete its folder to run it again). Small settings by default; ``--full`` uses the
-catalogue's own (paper-scale) settings.
+Runs go to ``<out>/runs/<experiment>``; a completed run is reused, not re-run (delete its folder
+to run it again). Small settings by default; ``--full`` uses the catalogue's own (paper-scale)
+settings. ``--from-disk`` runs nothing: every figure is drawn from the runs already there, and a
+missing or unfinished one stops the build with one line naming the command that makes it.
 """
 
 from __future__ import annotations
@@ -12,52 +13,24 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import (
     distillation,
+    hessian_condition,
     inverse_comparison,
     neumann_divergence,
     overfit_validation,
     ridge_closed_form,
 )
-from experiments.common import read_summary
+from experiments.common import RUN_FILES, MissingRun, check_run, read_summary
 
-HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A catalogue figure: experiment name, caption, plot function and small-run overrides."""
-
-    name: str
-    caption: str
-    plot: Callable[[Path, Path], list[Path]]
-    small: list[str] = field(default_factory=list)
+BIN = Path(sys.executable).parent
 
 
-CATALOGUE = [
-    Figure("overfit_validation", overfit_validation.CAPTION, overfit_validation.plot,
-           ["outer_steps=50"]),
-    Figure("neumann_divergence", neumann_divergence.CAPTION, neumann_divergence.plot),
-    Figure("ridge_closed_form", ridge_closed_form.CAPTION, ridge_closed_form.plot),
-    Figure("distillation", distillation.CAPTION, distillation.plot),
-]  # fmt: skip
-
-
-def ensure_run(name: str, run_dir: Path, overrides: list[str]) -> Path:
-    """Run ``hpo-run experiment=name`` into ``run_dir`` unless a completed run is already there."""
-    summary = run_dir / "summary.json"
-    if summary.exists() and read_summary(run_dir)["status"] == "completed":
-        return run_dir
-    command = [HPO_RUN, f"experiment={name}", *overrides, "progress=false"]
-    subprocess.run([*command, f"hydra.run.dir={run_dir}"], check=True)
-    return run_dir
-
-
-def _line(run_dir: Path) -> str:
+def final_errors(run_dir: Path) -> str:
     """One sentence with the run's final errors, from its ``summary.json``."""
     final = read_summary(run_dir)["final"]
     return (
@@ -66,20 +39,98 @@ def _line(run_dir: Path) -> str:
     )
 
 
-def build(out_dir: Path, full: bool = False, budget: int = 50) -> Path:
-    """Run (or reuse) every catalogue run, draw every figure, write ``REPORT.md``; return it."""
-    sections = []
+@dataclass(frozen=True)
+class Figure:
+    """A catalogue figure: the experiment, how to draw and describe it, and how to run it.
+
+    Attributes:
+        name: the experiment (``conf/experiment/<name>.yaml``) and the figure's file stem.
+        caption: what the figure shows (REPORT.md).
+        plot: ``plot(run_dir, out_dir) -> paths`` from the run's files.
+        small: overrides of the small (default) build.
+        files: what a finished run leaves that the figure needs.
+        program: ``hpo-run`` or ``hpo-hessian``.
+        describe: one sentence of the run's own numbers for REPORT.md.
+    """
+
+    name: str
+    caption: str
+    plot: Callable[[Path, Path], list[Path]]
+    small: list[str] = field(default_factory=list)
+    files: Sequence[str] = RUN_FILES
+    program: str = "hpo-run"
+    describe: Callable[[Path], str] = final_errors
+
+    def overrides(self, full: bool) -> list[str]:
+        return [] if full else list(self.small)
+
+    def check(self, run_dir: Path, full: bool) -> None:
+        """Raise :class:`MissingRun` unless ``run_dir`` holds a finished run of this figure."""
+        check_run(run_dir, self.name, self.files, self.overrides(full), self.program)
+
+
+CATALOGUE = [
+    Figure("overfit_validation", overfit_validation.CAPTION, overfit_validation.plot,
+           ["outer_steps=50"]),
+    Figure("inverse_comparison", inverse_comparison.CAPTION, inverse_comparison.plot,
+           ["outer_steps=20", "solver_comparison.every=20"], inverse_comparison.FILES,
+           describe=inverse_comparison.describe),
+    Figure("neumann_divergence", neumann_divergence.CAPTION, neumann_divergence.plot),
+    Figure("ridge_closed_form", ridge_closed_form.CAPTION, ridge_closed_form.plot),
+    Figure("hessian_condition", hessian_condition.CAPTION, hessian_condition.plot, [],
+           hessian_condition.FILES, hessian_condition.PROGRAM, hessian_condition.describe),
+    Figure("distillation", distillation.CAPTION, distillation.plot),
+]  # fmt: skip
+
+
+def ensure_run(figure: Figure, run_dir: Path, full: bool) -> Path:
+    """Run the figure's experiment into ``run_dir`` unless a finished run is already there."""
+    try:
+        figure.check(run_dir, full)
+        return run_dir
+    except MissingRun:
+        pass
+    command = [str(BIN / figure.program), f"experiment={figure.name}", *figure.overrides(full)]
+    if figure.program == "hpo-run":
+        command.append("progress=false")
+        if (run_dir / "checkpoint.pt").exists():  # interrupted: continue it
+            command = [str(BIN / "hpo-run"), f"resume={run_dir}", "progress=false"]
+    subprocess.run([*command, f"hydra.run.dir={run_dir}"], check=True)
+    return run_dir
+
+
+def check_all(runs: dict[str, Path], full: bool) -> None:
+    """Raise one :class:`MissingRun` for the first missing or unfinished run, naming the others."""
+    problems = []
     for figure in CATALOGUE:
-        run_dir = ensure_run(
-            figure.name, out_dir / "runs" / figure.name, [] if full else figure.small
-        )
-        figure.plot(run_dir, out_dir)
-        sections.append((figure.name, figure.caption + _line(run_dir)))
-    inverse_comparison.plot(out_dir, budget)
-    sections.append(("inverse_comparison", inverse_comparison.CAPTION))
+        try:
+            figure.check(runs[figure.name], full)
+        except MissingRun as error:
+            problems.append((figure.name, str(error)))
+    if problems:
+        others = [name for name, _ in problems[1:]]
+        more = f" (also missing or unfinished: {', '.join(others)})" if others else ""
+        raise MissingRun(problems[0][1] + more)
+
+
+def build(out_dir: Path, full: bool = False, from_disk: bool = False) -> Path:
+    """Run (or reuse) every catalogue run, draw every figure, write ``REPORT.md``; return it.
+
+    Raises:
+        MissingRun: with ``from_disk``, a run is missing or unfinished (nothing is drawn).
+    """
+    runs = {figure.name: out_dir / "runs" / figure.name for figure in CATALOGUE}
+    if from_disk:
+        check_all(runs, full)
+    else:
+        for figure in CATALOGUE:
+            ensure_run(figure, runs[figure.name], full)
     lines = ["# hpo-cli figures", ""]
-    for name, text in sections:
-        lines += [f"## {name}", "", f"![{name}]({name}.png)", "", text, ""]
+    for figure in CATALOGUE:
+        run_dir = runs[figure.name]
+        figure.plot(run_dir, out_dir)
+        text = figure.caption + figure.describe(run_dir)
+        lines += [f"## {figure.name}", "", f"![{figure.name}]({figure.name}.png)", "", text, ""]
     report = out_dir / "REPORT.md"
     report.write_text("\n".join(lines))
     return report
@@ -89,8 +140,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/figures"))
     parser.add_argument("--full", action="store_true", help="the catalogue's paper-scale settings")
+    parser.add_argument(
+        "--from-disk",
+        action="store_true",
+        help="run nothing; a missing run is an error naming the command to run",
+    )
     arguments = parser.parse_args()
-    print(build(arguments.out, arguments.full))
+    try:
+        print(build(arguments.out, arguments.full, arguments.from_disk))
+    except MissingRun as error:
+        print(f"experiments.figures: error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ python -m experiments.neumann_divergence <run dir> <out dir>
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from experiments.common import restore_run, save
+from experiments.common import restore_run, save, script_main
 from hpo_cli import Exact, Neumann, TrainingCurvature, hypergradient
 from hpo_cli.solvers.neumann import estimate_largest_eigenvalue
 from hpo_cli.training import Experiment
@@ -125,4 +124,4 @@ def plot(run_dir: Path, out_dir: Path, terms: int = 50) -> list[Path]:
 
 
 if __name__ == "__main__":
-    print(*plot(Path(sys.argv[1]), Path(sys.argv[2])), sep="\n")
+    script_main(plot, "neumann_divergence")

@@ -5,12 +5,11 @@ python -m experiments.overfit_validation <run dir> <out dir>
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from experiments.common import read_metrics, save
+from experiments.common import read_metrics, save, script_main
 
 SPLITS = {"train": "training", "val": "validation", "test": "test"}
 CAPTION = (
@@ -32,4 +31,4 @@ def plot(run_dir: Path, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    print(*plot(Path(sys.argv[1]), Path(sys.argv[2])), sep="\n")
+    script_main(plot, "overfit_validation")

@@ -9,13 +9,12 @@ python -m experiments.ridge_closed_form <run dir> <out dir>
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
-from experiments.common import read_metrics, restore_run, save
+from experiments.common import read_metrics, restore_run, save, script_main
 from hpo_cli.data import Splits
 
 CAPTION = (
@@ -52,4 +51,4 @@ def plot(run_dir: Path, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    print(*plot(Path(sys.argv[1]), Path(sys.argv[2])), sep="\n")
+    script_main(plot, "ridge_closed_form")

@@ -38,6 +38,7 @@ from hpo_cli.datasets import (
 from hpo_cli.hyper import AugmentNet, Distill, Dropout, LossWeights, WeightDecay
 from hpo_cli.models import MLP, LeNet, Linear, TwoLayerLinear, resnet18
 from hpo_cli.optim import HessianFree
+from hpo_cli.solver_comparison import SOLVER_FAMILIES
 from hpo_cli.solvers import ConjugateGradient, Exact, Identity, Neumann
 
 
@@ -117,6 +118,18 @@ class DeviceConfig:
 
 
 @dataclass
+class SolverComparisonConfig:
+    """Every ``every`` outer steps and at the last one, the hypergradients of ``solvers`` at
+    budgets K = 0..``budget`` against a dense solve (:mod:`hpo_cli.solver_comparison`), on the
+    first ``hyper_train_batch``/``hyper_val_batch`` examples, into ``solver_comparison.csv``."""
+
+    every: int | None = None  # outer steps between comparisons; None: off
+    solvers: list[str] = field(default_factory=lambda: ["identity", "neumann", "cg"])
+    budget: int = 50  # the largest K: Neumann terms, CG steps
+    neumann_alpha: float | None = None  # Neumann's fixed step; None: 1/λmax of the dense H
+
+
+@dataclass
 class RunConfig:
     """The top level: what to run and for how long.
 
@@ -144,6 +157,7 @@ class RunConfig:
     eval_every: int = 5  # outer steps between metrics rows
     curvature_every: int | None = None  # outer steps between Hessian diagnostics; None: off
     curvature_probes: int = 10  # Hutchinson probes for the trace estimate
+    solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
     resume: str | None = None  # a run directory to continue
@@ -216,6 +230,7 @@ def validate(cfg: DictConfig) -> None:
     every = cfg.curvature_every
     _require(every is None or every > 0, "curvature_every", every, "must be > 0 or null")
     _require(cfg.curvature_probes >= 2, "curvature_probes", cfg.curvature_probes, "must be >= 2")
+    validate_solver_comparison(cfg.solver_comparison)
     _require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
     for key in ("hyper_train_batch", "hyper_val_batch"):
         _require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
@@ -226,3 +241,19 @@ def validate(cfg: DictConfig) -> None:
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )
+
+
+def validate_solver_comparison(comparison: DictConfig) -> None:
+    """Range checks of the ``solver_comparison`` block; raises :class:`ConfigError`."""
+    every, solvers = comparison.every, list(comparison.solvers)
+    key = "solver_comparison"
+    _require(every is None or every > 0, f"{key}.every", every, "must be > 0 or null")
+    _require(comparison.budget >= 0, f"{key}.budget", comparison.budget, "must be >= 0")
+    _require(
+        bool(solvers) and set(solvers) <= set(SOLVER_FAMILIES),
+        f"{key}.solvers",
+        solvers,
+        f"a non-empty list of {', '.join(SOLVER_FAMILIES)}",
+    )
+    alpha = comparison.neumann_alpha
+    _require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")

@@ -1,6 +1,7 @@
-"""The files every run writes: ``metrics.csv`` (one row per evaluation) and ``summary.json``.
+"""The files every run writes: ``metrics.csv`` (one row per evaluation) and ``summary.json``;
+with ``solver_comparison.every``, ``solver_comparison.csv`` (one row per solver and budget).
 
-``metrics.csv`` is appended row by row and flushed to disk at once, so whatever was measured
+Each CSV is appended row by row and flushed to disk at once, so whatever was measured
 before a crash or a ``kill -9`` is kept; on resume, rows after the checkpoint are dropped (they
 are recomputed, deterministically), so the file has neither gaps nor duplicates.
 """
@@ -41,24 +42,33 @@ COLUMNS = [
     "hessian_trace_std_error",
 ]
 
+SOLVER_COMPARISON_COLUMNS = ["outer_step", "solver", "k", "hvps", "cosine", "rel_error", "status"]
+"""``solver_comparison.csv``: see :class:`hpo_cli.solver_comparison.SolverComparison`."""
+
 
 class MetricsLog:
-    """Append-only CSV of evaluation rows with the columns :data:`COLUMNS`."""
+    """Append-only CSV of rows with the given columns (default :data:`COLUMNS`)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: list[str] = COLUMNS) -> None:
         self.path = path
+        self.columns = columns
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row and force it to disk."""
-        unknown = set(row) - set(COLUMNS)
+        self.extend([row])
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        """Write rows and force them to disk (once)."""
+        unknown = set().union(*rows) - set(self.columns)
         if unknown:
             raise KeyError(f"unknown metrics columns: {sorted(unknown)}")
         is_new = not self.path.exists() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             if is_new:
                 writer.writeheader()
-            writer.writerow({key: _format(row.get(key)) for key in COLUMNS})
+            for row in rows:
+                writer.writerow({key: _format(row.get(key)) for key in self.columns})
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -74,7 +84,7 @@ class MetricsLog:
         kept = [row for row in self.rows() if int(row["outer_step"]) <= outer_step]
         partial = self.path.with_suffix(".csv.partial")
         with partial.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(kept)
         os.replace(partial, self.path)

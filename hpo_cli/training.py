@@ -7,6 +7,8 @@ For each outer step:
   3. one step of the outer (hyper) optimiser on λ.
 Every ``eval_every`` outer steps a row goes to ``metrics.csv``; every ``checkpoint_every`` a
 checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit on the CPU.
+With ``solver_comparison.every``, before the hyper-step of every such outer step (and the last),
+the hypergradients of cheaper solvers are compared with a dense solve (``solver_comparison.csv``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from hpo_cli.data import Split, Splits
 from hpo_cli.hessian import extreme_eigenvalues, hessian_operator, hutchinson_trace
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.hypergradient import hypergradient
-from hpo_cli.metrics import MetricsLog
+from hpo_cli.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.optim.local_model import loss_and_outputs
-from hpo_cli.solvers import InverseHVPSolver
+from hpo_cli.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
+from hpo_cli.solvers import Exact, InverseHVPSolver
 
 log = logging.getLogger(__name__)
 
@@ -279,14 +282,29 @@ def evaluation_row(exp: Experiment, progress: Progress, started: float) -> dict[
     return row
 
 
+@contextmanager
+def untouched_run(exp: Experiment) -> Iterator[None]:
+    """Restore the global RNG (dropout noise) and the model's buffers (batch-norm running
+    statistics) on exit, so that diagnostics computed inside leave the run's trajectory as it
+    would have been without them."""
+    devices = [exp.device] if exp.device.type == "cuda" else []
+    buffers = [b.clone() for b in exp.model.buffers()]
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, saved in zip(exp.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+
+
 def curvature_row(exp: Experiment) -> dict[str, float]:
     """Diagnostics of H = ∂²L_t/∂w² on the first ``hyper_train_batch`` training examples: λmax
     and λmin by Lanczos (ARPACK to relative accuracy 1e-3; when it does not converge, Ritz values
     of 30 Lanczos steps, which lie inside the spectrum) and tr H by Hutchinson's estimator with
-    its standard error. The global RNG (dropout noise) is restored afterwards, so switching the
-    diagnostics on leaves the run's trajectory unchanged."""
-    devices = [exp.device] if exp.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    its standard error. Computed inside :func:`untouched_run`, so switching the diagnostics on
+    leaves the run's trajectory unchanged."""
+    with untouched_run(exp):
         batch = exp.data.train.head(exp.cfg.hyper_train_batch)
         loss = exp.hyper.training_loss(exp.model, batch, exp.criterion)
         operator = hessian_operator(loss, list(exp.model.parameters()))
@@ -303,6 +321,60 @@ def curvature_row(exp: Experiment) -> dict[str, float]:
         "hessian_trace": trace.mean,
         "hessian_trace_std_error": trace.std_error,
     }
+
+
+def solver_comparison_due(cfg: DictConfig, outer_step: int) -> bool:
+    """Whether outer step ``outer_step`` compares solvers: every ``solver_comparison.every``
+    steps and at the last one."""
+    every = cfg.solver_comparison.every
+    return bool(every) and (outer_step % every == 0 or outer_step == cfg.outer_steps)
+
+
+def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str, Any]]:
+    """The hypergradients of ``solver_comparison.solvers`` for K = 0..``budget`` against a dense
+    solve at the current weights and λ (:mod:`hpo_cli.solver_comparison`), on the first
+    ``hyper_train_batch``/``hyper_val_batch`` examples. Like :func:`curvature_row` it draws no
+    batches and runs inside :func:`untouched_run`, so switching it on leaves the run's
+    trajectory unchanged.
+
+    Raises:
+        RunFailed: the comparison is impossible here (λmax ≤ 0 leaves Neumann no step α; the
+            dense reference is not finite).
+    """
+    settings = exp.cfg.solver_comparison
+    train_batch = exp.data.train.head(exp.cfg.hyper_train_batch)
+    val_batch = exp.data.val.head(exp.cfg.hyper_val_batch)
+
+    def losses() -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            exp.hyper.training_loss(exp.model, train_batch, exp.criterion),
+            exp.hyper.validation_loss(exp.model, val_batch, exp.criterion),
+        )
+
+    params, hparams = list(exp.model.parameters()), list(exp.hyper.parameters())
+    with untouched_run(exp):
+        try:
+            alpha = settings.neumann_alpha
+            if alpha is None and "neumann" in settings.solvers:
+                alpha = neumann_step(losses()[0], params)
+            candidates = budget_sweep(settings.solvers, settings.budget, alpha)
+            rows = compare_hypergradients(losses, params, hparams, candidates)
+        except ValueError as error:
+            message = f"outer step {progress.outer_step}: solver_comparison: {error}"
+            raise RunFailed(message, progress) from error
+    return [{"outer_step": progress.outer_step, **asdict(row)} for row in rows]
+
+
+def check_solver_comparison(exp: Experiment) -> None:
+    """Refuse, before training, a comparison whose dense reference the model is too big for."""
+    if not exp.cfg.solver_comparison.every:
+        return
+    size, limit = sum(p.numel() for p in exp.model.parameters()), Exact().max_dim
+    if size > limit:
+        raise ConfigError(
+            f"solver_comparison.every={exp.cfg.solver_comparison.every} is invalid: its dense "
+            f"reference solve takes at most {limit} weights and the model has {size}"
+        )
 
 
 def checkpoint_state(exp: Experiment, progress: Progress, started: float) -> dict[str, Any]:
@@ -350,7 +422,9 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
             ``on_failure=skip``); metrics and the last checkpoint stay on disk.
     """
     exp = build_experiment(cfg)
+    check_solver_comparison(exp)
     metrics = MetricsLog(run_dir / "metrics.csv")
+    comparisons = MetricsLog(run_dir / "solver_comparison.csv", SOLVER_COMPARISON_COLUMNS)
     progress = Progress(device=str(exp.device))
     started = time.perf_counter()
     checkpoint = load_checkpoint(run_dir) if cfg.resume else None
@@ -358,11 +432,15 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         progress = restore(exp, checkpoint)
         progress.device = str(exp.device)
         metrics.keep_until(progress.outer_step)
+        if cfg.solver_comparison.every:
+            comparisons.keep_until(progress.outer_step)
         log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
     elif metrics.rows() and not cfg.resume:
         raise ConfigError(f"{run_dir} already holds metrics.csv; pass resume={run_dir}")
     else:
         metrics.keep_until(-1)
+        if cfg.solver_comparison.every:
+            comparisons.keep_until(-1)
         for _ in range(cfg.warmup_inner_steps):
             inner_step(exp)
         progress.inner_steps = cfg.warmup_inner_steps
@@ -386,6 +464,9 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                         loss = inner_step(exp)
                     progress.inner_steps += cfg.inner_steps
                 check_finite(loss, "training loss", progress)
+                if solver_comparison_due(cfg, progress.outer_step):
+                    with phase(progress, "solver_comparison", exp.device):
+                        comparisons.extend(solver_comparison_rows(exp, progress))
                 with phase(progress, "hypergradient", exp.device):
                     hyper_step(exp, progress)
                 last = progress.outer_step == cfg.outer_steps

@@ -4,7 +4,9 @@ checked against closed forms where there are any."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +16,16 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 import hpo_cli
-from experiments import figures, inverse_comparison, neumann_divergence, ridge_closed_form
-from experiments.common import restore_run
+from experiments import (
+    figures,
+    hessian_condition,
+    inverse_comparison,
+    neumann_divergence,
+    ridge_closed_form,
+)
+from experiments.common import MissingRun, restore_run, script_main
 from hpo_cli.config import register_configs, validate
+from hpo_cli.hessian_cli import analyse_config
 from hpo_cli.summary import write_summary
 from hpo_cli.training import train
 
@@ -43,6 +52,15 @@ def make_run(run_dir: Path, name: str, *overrides: str) -> Path:
     return run_dir
 
 
+def make_hessian_run(run_dir: Path, name: str, *overrides: str) -> Path:
+    """What ``hpo-hessian experiment=name`` leaves on disk: hessian.json."""
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        cfg = compose("hessian", overrides=[f"experiment={name}", "plots=false", *overrides])
+    run_dir.mkdir(parents=True)
+    analyse_config(cfg, run_dir)
+    return run_dir
+
+
 def test_the_catalogue_holds_the_documented_experiments():
     assert set(NAMES) >= {
         "overfit_validation",
@@ -51,6 +69,8 @@ def test_the_catalogue_holds_the_documented_experiments():
         "ridge_closed_form",
         "reweighting",
         "augment_net",
+        "inverse_comparison",
+        "hessian_condition",
     }
 
 
@@ -116,17 +136,6 @@ def test_the_optimal_penalty_minimises_the_closed_form_validation_loss(ridge_run
             assert val_loss(optimum + step * direction) > best
 
 
-def test_inverse_comparison_matches_cg_and_neumann_theory():
-    table = inverse_comparison.compare(budget=12)
-    by = {name: group.set_index("k") for name, group in table.groupby("solver")}
-    dimension = 11  # 10 diabetes features and the bias
-    assert by["cg"].loc[dimension, "relative_error"] < 1e-6  # CG is exact in d steps
-    assert by["cg"].loc[0, "relative_error"] == pytest.approx(1.0)  # x = 0: only ∂L_v/∂λ = 0
-    # a 0-term Neumann series is α·b, parallel to the identity's b
-    assert by["neumann"].loc[0, "cosine"] == pytest.approx(by["identity"].loc[0, "cosine"])
-    assert by["neumann"].loc[12, "relative_error"] < by["neumann"].loc[0, "relative_error"]
-
-
 def test_neumann_divergence_curves_contrast_the_step_sizes(tmp_path):
     run = make_run(tmp_path / "run", "neumann_divergence", "outer_steps=2")
     paths = neumann_divergence.plot(run, tmp_path / "figures", terms=15)
@@ -140,23 +149,118 @@ def test_neumann_divergence_curves_contrast_the_step_sizes(tmp_path):
     assert all(path.exists() for path in paths)
 
 
-def test_figures_are_redrawn_from_files_without_rerunning(tmp_path, monkeypatch):
-    out = tmp_path / "figures"
-    for figure in figures.CATALOGUE:
-        make_run(out / "runs" / figure.name, figure.name, "outer_steps=2")
+SMALL_RUNS = {  # cheaper than make figures' own small settings
+    "inverse_comparison": ["solver_comparison.every=1", "solver_comparison.budget=12"],
+}
 
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory) -> Path:
+    """A figures folder with a small run of every catalogue figure in ``runs/<name>``."""
+    out = tmp_path_factory.mktemp("figures")
+    for figure in figures.CATALOGUE:
+        run_dir = out / "runs" / figure.name
+        if figure.program == "hpo-hessian":
+            make_hessian_run(run_dir, figure.name)
+        else:
+            make_run(run_dir, figure.name, "outer_steps=2", *SMALL_RUNS.get(figure.name, []))
+    return out
+
+
+def test_figures_are_redrawn_from_files_without_rerunning(catalogue, monkeypatch):
     def no_runs(*args, **kwargs):
         raise AssertionError("a completed run was re-run")
 
     monkeypatch.setattr(figures.subprocess, "run", no_runs)
     monkeypatch.setattr(figures.neumann_divergence, "plot", _short_divergence_plot)
-    report = figures.build(out, budget=3).read_text()
-    for name in [figure.name for figure in figures.CATALOGUE] + ["inverse_comparison"]:
-        assert (out / f"{name}.png").read_bytes()[:8] == PNG, name
-        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
-        assert f"![{name}]({name}.png)" in report
-    assert pd.read_csv(out / "inverse_comparison.csv")["k"].max() == 3
+    report = figures.build(catalogue).read_text()
+    for figure in figures.CATALOGUE:
+        name = figure.name
+        figure.check(catalogue / "runs" / name, full=False)  # what --from-disk checks first
+        assert (catalogue / f"{name}.png").read_bytes()[:8] == PNG, name
+        assert (catalogue / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
+        assert f"![{name}]({name}.png)\n\n{figure.caption}" in report
+    assert "CG's relative error is" in report and "at K = d = 11" in report
+    assert "rank 5 of 100" in report
 
 
 def _short_divergence_plot(run_dir: Path, out_dir: Path) -> list[Path]:
     return neumann_divergence.plot(run_dir, out_dir, terms=3)
+
+
+def test_from_disk_a_missing_run_is_one_line_naming_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(figures.subprocess, "run", None)  # nothing may run
+    monkeypatch.setattr("sys.argv", ["figures", "--out", str(tmp_path), "--from-disk"])
+    with pytest.raises(SystemExit) as exit_code:
+        figures.main()
+    assert exit_code.value.code == 1
+    message = capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "overfit_validation"
+    assert message.count("\n") == 1 and message.startswith("experiments.figures: error: ")
+    others = ", ".join(figure.name for figure in figures.CATALOGUE[1:])
+    assert message.endswith(
+        f"run: hpo-run experiment=overfit_validation outer_steps=50 hydra.run.dir={run_dir} "
+        f"(also missing or unfinished: {others})\n"
+    )
+    with pytest.raises(MissingRun, match=r"run: hpo-run experiment=overfit_validation hydra"):
+        figures.build(tmp_path, full=True, from_disk=True)  # paper scale: no small overrides
+
+
+def test_from_disk_names_hpo_hessian_and_resume_where_they_apply(catalogue, tmp_path):
+    shutil.copytree(catalogue / "runs", tmp_path / "runs", ignore=shutil.ignore_patterns("hess*"))
+    run_dir = tmp_path / "runs" / "hessian_condition"
+    with pytest.raises(MissingRun) as error:
+        figures.build(tmp_path, from_disk=True)
+    assert str(error.value).endswith(
+        f"run: hpo-hessian experiment=hessian_condition hydra.run.dir={run_dir}"
+    )
+    shutil.copytree(catalogue / "runs" / "hessian_condition", run_dir)
+    summary_path = tmp_path / "runs" / "ridge_closed_form" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "status": "interrupted"}))
+    with pytest.raises(MissingRun) as error:
+        figures.build(tmp_path, from_disk=True)
+    assert str(error.value).startswith("the run of ridge_closed_form in ")
+    assert (
+        f"is interrupted, not completed; continue it with: hpo-run resume={summary_path.parent}"
+        in str(error.value)
+    )
+
+
+def test_a_figure_script_on_a_missing_run_says_what_to_run(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "no run"
+    monkeypatch.setattr("sys.argv", ["ridge_closed_form", str(missing), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_code:
+        script_main(ridge_closed_form.plot, "ridge_closed_form")
+    assert exit_code.value.code == 1
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1 and "no summary.json, metrics.csv" in message
+    assert f"run: hpo-run experiment=ridge_closed_form hydra.run.dir={missing}" in message
+
+
+def test_the_inverse_comparison_figure_is_drawn_from_its_csv(catalogue, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(catalogue / "runs" / "inverse_comparison", run_dir)
+    (run_dir / "checkpoint.pt").unlink()  # no model to recompute anything from
+    paths = inverse_comparison.plot(run_dir, tmp_path)
+    assert paths[0].read_bytes()[:8] == PNG
+    table = pd.read_csv(run_dir / "solver_comparison.csv").set_index(["outer_step", "solver", "k"])
+    sentence = inverse_comparison.describe(run_dir)
+    assert f"CG's relative error is {table.loc[(2, 'cg', 11), 'rel_error']:.2g} at K = d = 11" in (
+        sentence
+    )
+    assert f"Neumann's {table.loc[(2, 'neumann', 12), 'rel_error']:.2g} at K = 12" in sentence
+
+
+def test_hessian_condition_is_seed_004s_rank_deficient_hessian(catalogue, tmp_path):
+    run_dir = catalogue / "runs" / "hessian_condition"
+    report = hessian_condition.read_report(run_dir)
+    spectrum = report["spectrum"]
+    assert report["params"] == {"2.weight": [1, 100]} and report["training"]["converged"]
+    # H = (2/n)·AAᵀ with A = W₁X (100 × 5 samples of 5 features): rank 5, singular
+    assert (report["size"], spectrum["rank"], spectrum["negative_eigenvalues"]) == (100, 5, 0)
+    assert spectrum["condition_full"] == math.inf and spectrum["gap"] > 1e10
+    eigenvalues = sorted(report["eigenvalues"], key=abs)
+    assert spectrum["condition_nonzero"] == pytest.approx(eigenvalues[-1] / eigenvalues[-5])
+    assert hessian_condition.plot(run_dir, tmp_path)[0].read_bytes()[:8] == PNG
+    assert "rank 5 of 100" in hessian_condition.describe(run_dir)

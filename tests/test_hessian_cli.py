@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
 
 from hpo_cli.checkpoint import load_checkpoint
 from hpo_cli.config import ConfigError
@@ -81,6 +82,20 @@ def test_seed_004_through_the_cli_matches_the_kronecker_form(tmp_path):
     assert report["spectrum"]["condition_full"] == "inf"
     assert report["neumann"]["message"].startswith("stalls:")
     assert "rank 5 of 100" in result.stdout
+
+
+def test_experiment_hessian_condition_is_the_seed_004_setting():
+    """hpo-hessian composes conf/experiment/NAME.yaml, then its own settings for the same name
+    (conf/hessian_experiment/NAME.yaml): the setting whose Kronecker form is checked above."""
+    cfg = config("experiment=hessian_condition", "train_steps=0")
+    validate(cfg)
+    reference = config(*SEED_004)
+    for key in ("dataset", "model", "hyper", "params", "dtype", "train_steps", "seed"):
+        assert cfg[key] == reference[key], key
+    default = config()
+    assert default.params is None and default.dataset._target_.endswith("load_digits")
+    with pytest.raises(ConfigCompositionException, match="Could not override 'solver'"):
+        config("experiment=overfit_validation")  # hpo-run's settings: analyse its run_dir
 
 
 def test_a_run_directory_is_analysed_at_its_checkpoint(tmp_path):

@@ -17,6 +17,7 @@ from hpo_cli.training import (
     hyper_step,
     inner_step,
     train,
+    untouched_run,
 )
 
 TINY = [
@@ -154,6 +155,18 @@ def test_curvature_diagnostics_leave_the_trajectory_unchanged(tmp_path):
     assert tables[1]["hessian_lambda_max"].notna().all()
     columns = [c for c in tables[0].columns if c != "wall_time_s" and not c.startswith("hessian")]
     pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
+
+
+def test_diagnostics_leave_batch_norm_statistics_and_the_rng_as_they_were():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    exp = type("Run", (), {"model": model, "device": torch.device("cpu")})()
+    before = [b.clone() for b in model.buffers()]
+    rng = torch.random.get_rng_state()
+    with untouched_run(exp):
+        model(torch.randn(8, 3))  # a training-mode forward: updates the running statistics
+        assert not torch.equal(model[1].running_mean, before[0])
+    assert all(torch.equal(b, a) for b, a in zip(model.buffers(), before, strict=True))
+    assert torch.equal(torch.random.get_rng_state(), rng)
 
 
 def test_skip_counts_bad_hyper_steps_instead_of_stopping(tmp_path):
