@@ -15,21 +15,31 @@ that is a quarter of a core or more.
 
 Sections, one Markdown table each:
 
-1. The cost of a Hessian-vector product (HVP) in units of one gradient, for an MLP
-   784-256-256-10 (ReLU and ELU, cross-entropy, batch 128, float32, random data): (a) forward +
-   ``torch.autograd.grad``; (b) ``TrainingCurvature.hvp`` reusing the gradient graph (built once,
-   outside the timed region: the steady-state cost per product inside a solver); (c) an HVP that
-   rebuilds the gradient graph (forward + grad(create_graph) + grad); (d) ``torch.func``
-   forward-over-reverse, ``jvp(grad(f))`` with ``functional_call``.
+1. The cost of a Hessian-vector product (HVP) in units of one gradient (cross-entropy on random
+   data, float32, training mode), for an MLP 784-256-256-10 (ReLU and ELU, batch 128), a
+   LeNet-style CNN (``hpo_cli.models.LeNet``, 1×28×28 MNIST shapes, batch 128) and ResNet-18
+   (``hpo_cli.models.resnet18``, 3×32×32 CIFAR shapes; batch 128 on a GPU, 8 on the CPU, with a
+   smaller timing budget): (a) forward + ``torch.autograd.grad``; (b) ``TrainingCurvature.hvp``
+   reusing the gradient graph (built once, outside the timed region: the steady-state cost per
+   product inside a solver); (c) an HVP that rebuilds the gradient graph (forward +
+   grad(create_graph) + grad); (d) ``torch.func`` forward-over-reverse, ``jvp(grad(f))`` with
+   ``functional_call``, where torch.func accepts the model (ResNet-18's BatchNorm updates its
+   running statistics in place, which torch.func refuses: that row is left out with the error
+   in a note).
 2. Vector arithmetic on lists of tensors (``hpo_cli.vectors``, ``torch._foreach_*``) against one
    flat buffer: 50 iterations of hpo-cli's ``ConjugateGradient`` against the same loop on flat
    vectors (on the MLP Hessian, and on a diagonal matrix to isolate the arithmetic), and the
    axpy / dot / norm operations alone on the MLP's parameter list.
-3. Time per hypergradient of every solver at K = 10 and K = 50 (Neumann terms; CG iterations
+3. Time per hypergradient of every solver at K = 5, 10, 20, 50 (Neumann terms; CG iterations
    with tol = 0): (a) ridge regression (n = 200, d = 50, per-weight L2 penalty c = exp(θ),
-   float64, w at its closed-form optimum), with the relative error against the closed form;
-   (b) the MLP with one weight-decay hyperparameter per weight (penalty Σ softplus(θ)·w²,
-   float32), the losses built inside the timed region, in units of one training step.
+   float64, w at its closed-form optimum), with the relative error and cosine against the
+   closed form; (b) the MLP with one weight-decay hyperparameter per weight (penalty
+   Σ softplus(θ)·w², float32), the losses built inside the timed region, in units of one
+   training step; (c) the same problem at a reduced width (MLP 64-32-32-10, 3,466 weights,
+   float64, pretrained like 3b), with the relative error and cosine against the exact
+   hypergradient from a dense ``torch.func`` Hessian, and hpo-cli's ``Exact`` solver timed
+   beside the others. A figure, ``<out>/hypergradient_accuracy_<device>[_quick].png``, draws
+   the relative error of 3a and 3c against HVPs used and against time.
 
 Timing: ``torch.utils.benchmark.Timer.adaptive_autorange`` with the thread count in force,
 after one warm-up call. Statements compared in one table are timed side by side, in
@@ -37,7 +47,9 @@ interleaved rounds (so that a change of machine load hits them alike); each time
 over all blocks with its interquartile range (IQR), † marks an IQR above 20 % of the median, and
 every ratio compares rows of the same run. The Markdown goes to stdout and, with a CSV of the
 same rows (machine information repeated on every row), to
-``<out>/hypergradient_cost_<device>[_quick].{md,csv}``; progress goes to stderr.
+``<out>/hypergradient_cost_<device>[_quick].{md,csv}``; the figure is drawn from the rows of 3a
+and 3c (``plot_accuracy`` redraws it from the CSV's rows just as well); progress goes to
+stderr.
 """
 
 from __future__ import annotations
@@ -52,14 +64,15 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp
+from torch.func import functional_call, grad, jacrev, jvp
 from torch.utils import benchmark
 
 from hpo_cli import (
@@ -71,6 +84,7 @@ from hpo_cli import (
     TrainingCurvature,
     hypergradient,
 )
+from hpo_cli.models import LeNet, resnet18
 from hpo_cli.solvers import InverseHVPSolver, estimate_largest_eigenvalue
 from hpo_cli.vectors import add, dot, flatten, norm, unflatten
 
@@ -78,6 +92,9 @@ Vector = list[torch.Tensor]
 Losses = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (train loss, validation loss)
 MLP_DTYPE = torch.float32
 RIDGE_DTYPE = torch.float64
+REDUCED_DTYPE = torch.float64  # 3c: errors far below float32 round-off stay measurable
+MNIST_SHAPE = (1, 28, 28)
+CIFAR_SHAPE = (3, 32, 32)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU}
 IQR_THRESHOLD = 0.05  # adaptive_autorange stops once IQR/median falls below this
 NOISY_IQR = 0.2  # a median whose IQR exceeds this fraction of it is marked † in the tables
@@ -86,6 +103,7 @@ WEIGHT_DECAY = 1e-3  # initial softplus(θ) of every MLP weight
 CG_DAMPING = 1e-2  # μ for the damped CG rows on the (indefinite) MLP Hessian
 SETUP_POWER_ITERATIONS = 100  # λmax estimate behind the fixed Neumann step α = 1/λ̂max
 PRETRAIN_LR = 1e-3
+ERROR_FLOOR = 1e-17  # relative errors below this (an exact 0) are drawn at it on log axes
 
 
 @dataclass(frozen=True)
@@ -96,15 +114,22 @@ class Sizes:
     hidden: int = 256
     classes: int = 10
     batch: int = 128
+    lenet_batch: int = 128
+    resnet_batch_cpu: int = 8  # ResNet-18 at full batch only on the GPU
+    resnet_batch_cuda: int = 128
     ridge_train: int = 200
     ridge_val: int = 200
     ridge_dim: int = 50
-    ks: tuple[int, ...] = (10, 50)
+    reduced_inputs: int = 64  # the reduced-width MLP of 3c, small enough for a dense Hessian
+    reduced_hidden: int = 32
+    ks: tuple[int, ...] = (5, 10, 20, 50)
     cg_iterations: int = 50
     pretrain_steps: int = 300
     min_run_time: float = 2.0  # per statement, spread over the rounds
     max_run_time: float = 5.0
     rounds: int = 3
+    resnet_min_run_time: float = 1.0  # ResNet-18 statements take about a second each on a CPU
+    resnet_max_run_time: float = 2.0
 
 
 DEFAULT_SIZES = Sizes()
@@ -112,14 +137,21 @@ QUICK_SIZES = Sizes(
     inputs=64,
     hidden=32,
     batch=16,
+    lenet_batch=8,
+    resnet_batch_cpu=2,
+    resnet_batch_cuda=2,
     ridge_train=40,
     ridge_val=40,
     ridge_dim=10,
-    ks=(3, 5),
+    reduced_inputs=8,
+    reduced_hidden=6,
+    ks=(2, 5, 10),  # 10 = ridge_dim: CG at K = d reaches the closed form
     cg_iterations=5,
     min_run_time=0.02,
-    max_run_time=0.1,
-    rounds=2,
+    max_run_time=0.05,
+    rounds=1,
+    resnet_min_run_time=0.01,
+    resnet_max_run_time=0.02,
 )
 
 
@@ -207,6 +239,14 @@ def fmt_sci(value: float) -> str:
     return f"{value:.1e}"
 
 
+def fmt_cosine(value: float) -> str:
+    """Cosines near 1 with enough digits to tell 0.9999 from 1 (1 − cos shown below 1e-4)."""
+    gap = 1.0 - value
+    if gap >= 1e-4:
+        return f"{value:.4f}"
+    return "1" if gap <= 0.0 else f"1 − {gap:.0e}"
+
+
 @dataclass
 class Table:
     """The result of one section: rows (dicts, also written to the CSV) and notes."""
@@ -241,14 +281,25 @@ def randint(gen: torch.Generator, high: int, size: int, device: torch.device) ->
     return torch.randint(high, (size,), generator=gen).to(device)
 
 
-def make_mlp(sizes: Sizes, activation: str, device: torch.device, seed: int) -> nn.Sequential:
-    """inputs-hidden-hidden-classes with the given activation, float32."""
+def make_mlp(
+    sizes: Sizes,
+    activation: str,
+    device: torch.device,
+    seed: int,
+    dtype: torch.dtype = MLP_DTYPE,
+) -> nn.Sequential:
+    """inputs-hidden-hidden-classes with the given activation (float32 unless told)."""
     torch.manual_seed(seed)
     widths = (sizes.inputs, sizes.hidden, sizes.hidden, sizes.classes)
     layers: list[nn.Module] = []
     for fan_in, fan_out in itertools.pairwise(widths):
         layers += [nn.Linear(fan_in, fan_out), ACTIVATIONS[activation]()]
-    return nn.Sequential(*layers[:-1]).to(device=device, dtype=MLP_DTYPE)
+    return nn.Sequential(*layers[:-1]).to(device=device, dtype=dtype)
+
+
+def mlp_widths(sizes: Sizes) -> str:
+    """The MLP's layer widths as in the tables, e.g. ``784-256-256-10``."""
+    return f"{sizes.inputs}-{sizes.hidden}-{sizes.hidden}-{sizes.classes}"
 
 
 @dataclass
@@ -257,9 +308,19 @@ class Batch:
     y: torch.Tensor
 
 
-def random_batch(sizes: Sizes, gen: torch.Generator, device: torch.device) -> Batch:
-    x = randn(gen, sizes.batch, sizes.inputs, dtype=MLP_DTYPE, device=device)
+def random_batch(
+    sizes: Sizes, gen: torch.Generator, device: torch.device, dtype: torch.dtype = MLP_DTYPE
+) -> Batch:
+    x = randn(gen, sizes.batch, sizes.inputs, dtype=dtype, device=device)
     return Batch(x, randint(gen, sizes.classes, sizes.batch, device))
+
+
+def random_images(
+    batch: int, shape: tuple[int, ...], classes: int, gen: torch.Generator, device: torch.device
+) -> Batch:
+    """``batch`` float32 images of ``shape`` (C, H, W) with random labels."""
+    x = randn(gen, batch, *shape, dtype=MLP_DTYPE, device=device)
+    return Batch(x, randint(gen, classes, batch, device))
 
 
 @dataclass
@@ -287,15 +348,16 @@ class MLPProblem:
         return self.data_loss(self.val)
 
 
-def make_mlp_problem(sizes: Sizes, activation: str, device: torch.device) -> MLPProblem:
-    model = make_mlp(sizes, activation, device, seed=1)
+def make_mlp_problem(
+    sizes: Sizes, activation: str, device: torch.device, dtype: torch.dtype = MLP_DTYPE
+) -> MLPProblem:
+    model = make_mlp(sizes, activation, device, seed=1, dtype=dtype)
     gen = torch.Generator().manual_seed(2)
     params = list(model.parameters())
     raw = torch.log(torch.expm1(torch.tensor(WEIGHT_DECAY))).item()  # softplus⁻¹
     hparams = [torch.full_like(p, raw).requires_grad_() for p in params]
-    return MLPProblem(
-        model, params, hparams, random_batch(sizes, gen, device), random_batch(sizes, gen, device)
-    )
+    train = random_batch(sizes, gen, device, dtype)
+    return MLPProblem(model, params, hparams, train, random_batch(sizes, gen, device, dtype))
 
 
 def pretrain(problem: MLPProblem, steps: int) -> float:
@@ -321,6 +383,17 @@ def random_like(params: Sequence[torch.Tensor], seed: int) -> Vector:
 def relative_difference(xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> float:
     """‖x − y‖ / ‖y‖ of two vectors given as tensor lists."""
     return float(norm(add(xs, ys, alpha=-1.0)) / norm(ys))
+
+
+def accuracy(grads: Sequence[torch.Tensor], reference: torch.Tensor) -> dict[str, float]:
+    """Relative error ‖g − g*‖/‖g*‖ and cosine ⟨g, g*⟩/(‖g‖‖g*‖) of a hypergradient (a tensor
+    list) against the flat reference g*."""
+    flat = flatten([g.detach() for g in grads])
+    error = torch.linalg.vector_norm(flat - reference) / torch.linalg.vector_norm(reference)
+    return {
+        "rel_error": float(error),
+        "cosine": float(F.cosine_similarity(flat, reference, dim=0)),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,29 +443,97 @@ def hvp_closures(
     }
 
 
-def hvp_cost_rows(sizes: Sizes, activation: str, device: torch.device) -> list[dict[str, Any]]:
-    model = make_mlp(sizes, activation, device, seed=0)
-    batch = random_batch(sizes, torch.Generator().manual_seed(0), device)
-    direction = random_like(list(model.parameters()), seed=3)
-    log(f"section 1: HVP cost, {activation}")
-    timed = measure_group(hvp_closures(model, batch, direction), sizes)
+@dataclass
+class HvpModel:
+    """One model of section 1 with its batch of random data and timing budget."""
+
+    name: str
+    activation: str
+    model: nn.Module
+    batch: Batch
+    sizes: Sizes  # the timing budget (min_run_time, max_run_time, rounds) of its statements
+
+
+def hvp_models(sizes: Sizes, device: torch.device) -> list[HvpModel]:
+    """The MLP (ReLU and ELU), LeNet on MNIST shapes and ResNet-18 on CIFAR shapes.
+
+    ResNet-18 runs at ``sizes.resnet_batch_cuda`` on a GPU, at ``sizes.resnet_batch_cpu`` on
+    the CPU, with its own (smaller) timing budget.
+    """
+    models = []
+    for activation in ACTIVATIONS:
+        model = make_mlp(sizes, activation, device, seed=0)
+        batch = random_batch(sizes, torch.Generator().manual_seed(0), device)
+        models.append(HvpModel(f"MLP {mlp_widths(sizes)}", activation, model, batch, sizes))
+    torch.manual_seed(0)
+    lenet = LeNet(MNIST_SHAPE, sizes.classes).to(device)
+    gen = torch.Generator().manual_seed(0)
+    images = random_images(sizes.lenet_batch, MNIST_SHAPE, sizes.classes, gen, device)
+    models.append(HvpModel("LeNet, 1×28×28", "relu", lenet, images, sizes))
+    torch.manual_seed(0)
+    resnet = resnet18(CIFAR_SHAPE, sizes.classes).to(device)
+    batch = sizes.resnet_batch_cuda if device.type == "cuda" else sizes.resnet_batch_cpu
+    images = random_images(batch, CIFAR_SHAPE, sizes.classes, gen, device)
+    resnet_timing = replace(
+        sizes, min_run_time=sizes.resnet_min_run_time, max_run_time=sizes.resnet_max_run_time
+    )
+    models.append(HvpModel("ResNet-18, 3×32×32", "relu", resnet, images, resnet_timing))
+    return models
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of an exception."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def hvp_cost_rows(case: HvpModel) -> tuple[list[dict[str, Any]], list[str]]:
+    """Section 1's rows for one model, and notes on statements left out.
+
+    Forward-mode AD (d) is tried once before timing; a model that torch.func refuses (ResNet's
+    BatchNorm updates its running statistics in place) loses that row, with the error in a note.
+    """
+    params = list(case.model.parameters())
+    direction = random_like(params, seed=3)
+    statements = hvp_closures(case.model, case.batch, direction)
+    notes = []
+    forward_label = next(label for label in statements if label.startswith("(d)"))
+    try:
+        statements[forward_label]()
+    except RuntimeError as error:
+        del statements[forward_label]
+        notes.append(
+            f"{case.name}: (d) left out, torch.func refuses this model in training mode: "
+            f"`{first_line(error)}`"
+        )
+    dim = sum(p.numel() for p in params)
+    log(f"section 1: HVP cost, {case.name} ({case.activation}), batch {len(case.batch.y)}")
+    timed = measure_group(statements, case.sizes)
     (gradient, _), (_, reference) = list(timed.values())[:2]
     rows = []
     for label, (timing, result) in timed.items():
-        row = {"activation": activation, "case": label, **timing.columns()}
+        row = {
+            "model": case.name,
+            "weights": dim,
+            "batch": len(case.batch.y),
+            "activation": case.activation,
+            "case": label,
+            **timing.columns(),
+        }
         row["ratio_to_gradient"] = timing.median_ms / gradient.median_ms
         if not label.startswith("(a)"):
             row["rel_diff_to_b"] = relative_difference(result, reference)
         rows.append(row)
-    return rows
+    return rows, notes
 
 
 def section_hvp_cost(sizes: Sizes, device: torch.device) -> Table:
-    widths = f"{sizes.inputs}-{sizes.hidden}-{sizes.hidden}-{sizes.classes}"
     table = Table(
         section="1",
-        title=f"1. HVP cost relative to one gradient (MLP {widths}, batch {sizes.batch}, float32)",
+        title="1. HVP cost relative to one gradient (cross-entropy, random data, float32)",
         columns=[
+            Column("model", "model"),
+            Column("weights", "weights", lambda v: f"{v:,}"),
+            Column("batch", "batch"),
             Column("activation", "act."),
             Column("case", "statement timed"),
             Column("median_ms", "median ms", fmt_ms),
@@ -401,12 +542,22 @@ def section_hvp_cost(sizes: Sizes, device: torch.device) -> Table:
             Column("rel_diff_to_b", "‖Hv − Hv_(b)‖/‖Hv_(b)‖", fmt_sci),
         ],
     )
-    for activation in ACTIVATIONS:
-        table.rows += hvp_cost_rows(sizes, activation, device)
+    for case in hvp_models(sizes, device):
+        rows, notes = hvp_cost_rows(case)
+        table.rows += rows
+        table.notes += notes
+    resnet_batch = sizes.resnet_batch_cuda if device.type == "cuda" else sizes.resnet_batch_cpu
     table.notes += [
-        "Cross-entropy on random inputs and labels at the initial weights; v is a random "
-        "direction. (b) builds `TrainingCurvature(loss, params)` (forward + create_graph "
-        "gradient) once outside the timed region and times only `.hvp(v)`.",
+        "Cross-entropy on random inputs and labels at the initial weights, models in training "
+        "mode; v is a random direction. (b) builds `TrainingCurvature(loss, params)` (forward + "
+        "create_graph gradient) once outside the timed region and times only `.hvp(v)`.",
+        f"× (a) divides by the gradient of the same model. LeNet: `hpo_cli.models.LeNet` "
+        f"(conv 6, 16; fc 120, 84) at batch {sizes.lenet_batch}. ResNet-18: "
+        f"`hpo_cli.models.resnet18` (CIFAR stem) at batch {resnet_batch} on {device.type} "
+        f"(full batch {sizes.resnet_batch_cuda} on a GPU only, {sizes.resnet_batch_cpu} on the "
+        f"CPU), timed with a smaller budget (min_run_time {sizes.resnet_min_run_time} s, "
+        f"max_run_time {sizes.resnet_max_run_time} s per statement); its BatchNorm layers "
+        "update their running statistics at every forward pass, as in training.",
         "The last column checks that (c) and (d) compute the same product as (b).",
     ]
     return table
@@ -686,7 +837,10 @@ def marginal_hvp_cost(rows: Sequence[dict[str, Any]]) -> str:
             continue
         extra_ms = runs[-1]["median_ms"] - runs[0]["median_ms"]
         parts.append(f"{name}: {extra_ms / (runs[-1]['hvps'] - runs[0]['hvps']):.3g} ms")
-    return "Marginal cost per extra HVP inside a solve (between the two K): " + "; ".join(parts)
+    return (
+        "Marginal cost per extra HVP inside a solve (between the smallest and the largest K): "
+        + "; ".join(parts)
+    )
 
 
 def ridge_hessian(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -758,6 +912,7 @@ def section_ridge(sizes: Sizes, device: torch.device) -> Table:
             Column("hvps", "HVPs"),
             Column("status", "status"),
             Column("rel_error", "rel. error vs closed form", fmt_sci),
+            Column("cosine", "cosine", fmt_cosine),
             Column("residual", "‖Hx − b‖/‖b‖", fmt_sci),
         ],
     )
@@ -765,10 +920,7 @@ def section_ridge(sizes: Sizes, device: torch.device) -> Table:
     cases = solver_cases(sizes.ks, alpha, cg_damping=None, exact=True)
     table.rows, _ = time_solvers(cases, problem.losses, params, hparams, sizes, extra={})
     for row in table.rows:
-        grads = row.pop("grads")
-        row["rel_error"] = float(torch.linalg.vector_norm(grads[0] - reference)) / float(
-            torch.linalg.vector_norm(reference)
-        )
+        row.update(accuracy(row.pop("grads"), reference))
     table.notes.append(marginal_hvp_cost(table.rows) + ".")
     eigenvalues = torch.linalg.eigvalsh(problem.hessian())
     table.notes += [
@@ -789,8 +941,8 @@ def section_mlp(problem: MLPProblem, gradient_norm: float, sizes: Sizes) -> Tabl
     dim = sum(p.numel() for p in params)
     table = Table(
         section="3b",
-        title=f"3b. Hypergradient per solver: MLP {sizes.inputs}-{sizes.hidden}-{sizes.hidden}-"
-        f"{sizes.classes}, {dim:,} weight-decay hyperparameters, batch {sizes.batch}, float32",
+        title=f"3b. Hypergradient per solver: MLP {mlp_widths(sizes)}, {dim:,} weight-decay "
+        f"hyperparameters, batch {sizes.batch}, float32",
         columns=[
             Column("solver", "solver"),
             Column("k", "K"),
@@ -827,12 +979,154 @@ def section_mlp(problem: MLPProblem, gradient_norm: float, sizes: Sizes) -> Tabl
         "The Hessian is still indefinite there, so undamped CG can stop early on negative "
         "curvature (status column); the damped rows solve (H + μI)x = b.",
         f"Fixed α = 1/λ̂max = {alpha:.4g} from {SETUP_POWER_ITERATIONS} power iterations at "
-        "setup. Exact (a dense d×d Hessian) is infeasible at this size and skipped.",
+        "setup. Exact (a dense d×d Hessian) is infeasible at this size and skipped: the "
+        "accuracy of each solver on this problem is measured at a reduced width in 3c.",
         "Each call builds both losses (two forward passes) and runs "
         "`hypergradient(..., check_residual=True)`; HVPs include the residual check. The "
         "training step is one forward + `autograd.grad` of the penalised loss (no optimiser).",
     ]
     return table
+
+
+def dense_mlp_reference(problem: MLPProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact hypergradient of the per-weight decay MLP, and the eigenvalues of H.
+
+    Independent of hpo-cli's curvature products and solvers: H = ∂²L_t/∂w² is the dense d×d
+    Hessian of the training loss as a function of the flat weights (``torch.func`` reverse
+    over reverse, ``jacrev(jacrev(L_t))``), and with the penalty Σ softplus(θ_i)·w_i²,
+    ∂²L_t/∂θ_i∂w_j = δ_ij·2w_i·σ(θ_i), so
+
+        dL_v/dθ = −2 w ⊙ σ(θ) ⊙ H⁻¹ ∂L_v/∂w      (L_v does not depend on θ).
+
+    Returns:
+        The flat hypergradient (d entries, hyperparameters in parameter order) and the
+        eigenvalues of H in ascending order.
+    """
+    names = [name for name, _ in problem.model.named_parameters()]
+    like = [p.detach() for p in problem.params]
+    weights = flatten(like)
+    theta = flatten([t.detach() for t in problem.hparams])
+
+    def data_loss(flat: torch.Tensor, batch: Batch) -> torch.Tensor:
+        tensors = dict(zip(names, unflatten(flat, like), strict=True))
+        return F.cross_entropy(functional_call(problem.model, tensors, (batch.x,)), batch.y)
+
+    def train_loss(flat: torch.Tensor) -> torch.Tensor:
+        return data_loss(flat, problem.train) + (F.softplus(theta) * flat.square()).sum()
+
+    hessian = jacrev(jacrev(train_loss))(weights)
+    val_gradient = grad(lambda flat: data_loss(flat, problem.val))(weights)
+    inverse_hvp = torch.linalg.solve(hessian, val_gradient)
+    return -2.0 * weights * torch.sigmoid(theta) * inverse_hvp, torch.linalg.eigvalsh(hessian)
+
+
+def section_reduced_mlp(sizes: Sizes, activation: str, device: torch.device) -> Table:
+    """3c: every solver's time and accuracy on a reduced-width MLP, against the exact answer."""
+    reduced = replace(sizes, inputs=sizes.reduced_inputs, hidden=sizes.reduced_hidden)
+    problem = make_mlp_problem(reduced, activation, device, dtype=REDUCED_DTYPE)
+    params, hparams = problem.params, problem.hparams
+    dim = sum(p.numel() for p in params)
+    log(f"section 3c: reduced MLP {mlp_widths(reduced)} ({dim:,} weights), pretraining")
+    gradient_norm = pretrain(problem, sizes.pretrain_steps)
+    reference, eigenvalues = dense_mlp_reference(problem)
+    alpha = fixed_alpha(problem.train_loss(), params)
+    table = Table(
+        section="3c",
+        title=f"3c. Hypergradient per solver against the exact one: MLP {mlp_widths(reduced)} "
+        f"({activation}), {dim:,} weight-decay hyperparameters, batch {sizes.batch}, "
+        f"{str(REDUCED_DTYPE).removeprefix('torch.')}",
+        columns=[
+            Column("solver", "solver"),
+            Column("k", "K"),
+            Column("median_ms", "median ms", fmt_ms),
+            Column("iqr_ms", "IQR ms", fmt_ms),
+            Column("hvps", "HVPs"),
+            Column("status", "status"),
+            Column("rel_error", "rel. error vs exact", fmt_sci),
+            Column("cosine", "cosine", fmt_cosine),
+            Column("residual", "‖Hx − b‖/‖b‖", fmt_sci),
+        ],
+    )
+
+    def losses() -> tuple[torch.Tensor, torch.Tensor]:
+        return problem.train_loss(), problem.val_loss()
+
+    log("section 3c: timing the solvers")
+    cases = solver_cases(sizes.ks, alpha, cg_damping=CG_DAMPING, exact=True)
+    table.rows, _ = time_solvers(cases, losses, params, hparams, sizes, extra={})
+    for row in table.rows:
+        row.update(accuracy(row.pop("grads"), reference))
+    negative = int((eigenvalues < 0).sum())
+    small = int((eigenvalues.abs() < 0.01 * eigenvalues[-1]).sum())
+    smallest = float(eigenvalues.abs().min())
+    table.notes.append(marginal_hvp_cost(table.rows) + ".")
+    table.notes += [
+        "The exact hypergradient −2w ⊙ σ(θ) ⊙ H⁻¹∇L_v(w) is computed once from a dense H "
+        "(`torch.func.jacrev(jacrev(L_t))` of the flat-weight loss, independent of hpo-cli's "
+        "curvature code "
+        "and solvers); the `exact` row (hpo-cli's `Exact` solver, timed like the others) "
+        "reproduces it, and every other error is measured against it.",
+        f"Weights pretrained like 3b ({sizes.pretrain_steps} Adam steps, final ‖∂L_t/∂w‖ = "
+        f"{gradient_norm:.2g}), in {str(REDUCED_DTYPE).removeprefix('torch.')} so that errors "
+        f"far below float32 round-off stay visible. Eigenvalues of H: {eigenvalues[0]:.3g} … "
+        f"{eigenvalues[-1]:.4g}; {negative} of {dim} negative, {small} with |λ| below 1 % of "
+        f"λmax, smallest |λ| = {smallest:.2g}. H⁻¹ magnifies the components of ∇L_v along "
+        "those directions by 1/|λ|, which can dominate the exact hypergradient while a solver "
+        "started from 0 resolves them last, or never: undamped CG stops on negative "
+        "curvature, Neumann's terms grow along negative directions, and damped CG converges "
+        f"to (H + μI)⁻¹b (μ = {CG_DAMPING:g}), not to H⁻¹b.",
+        f"Fixed α = 1/λ̂max = {alpha:.4g} from {SETUP_POWER_ITERATIONS} power iterations at "
+        "setup; HVPs include the residual check.",
+    ]
+    return table
+
+
+def plot_accuracy(
+    problems: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, device: torch.device
+) -> None:
+    """Relative error against HVPs used (left) and against time (right), log-log, one line per
+    solver (identity and exact are single points), one row of panels per problem.
+
+    Args:
+        problems: (panel title, rows) pairs; each row has ``solver``, ``hvps``, ``median_ms``
+            and ``rel_error`` (the rows of 3a and 3c, or the same columns read from the CSV).
+        path: the PNG to write.
+        device: named in the figure's title.
+    """
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    families = ("identity", "neumann α =", "neumann α = auto", "cg", "cg μ", "exact")
+
+    def colour(solver: str) -> str:
+        """The same colour for a solver in every panel (a fixed α differs between problems)."""
+        family = max((f for f in families if solver.startswith(f)), key=len, default="")
+        return f"C{families.index(family) if family else len(families)}"
+
+    figure, axes = plt.subplots(len(problems), 2, figsize=(11, 4.2 * len(problems)), squeeze=False)
+    for row_axes, (title, table_rows) in zip(axes, problems, strict=True):
+        by_solver: dict[str, list[dict[str, Any]]] = {}
+        for row in table_rows:
+            by_solver.setdefault(row["solver"], []).append(row)
+        for ax, key, label in (
+            (row_axes[0], "hvps", "HVPs per hypergradient (residual check included)"),
+            (row_axes[1], "median_ms", "median time per hypergradient (ms)"),
+        ):
+            for solver, rows in by_solver.items():
+                points = [(r[key], max(r["rel_error"], ERROR_FLOOR)) for r in rows]
+                style = "o-" if len(points) > 1 else "s"
+                ax.loglog(*zip(*points, strict=True), style, color=colour(solver), label=solver)
+            ax.set_xlabel(label)
+            ax.set_ylabel("relative error vs exact")
+            ax.set_title(title, fontsize=10)
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+            ax.grid(True, which="both", alpha=0.3)
+        row_axes[0].legend(fontsize=8)
+    figure.suptitle(f"hpo-cli: accuracy of one hypergradient per solver ({device.type})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -902,7 +1196,7 @@ def machine_info(
         "cpu_count": str(os.cpu_count()),
         "device": device_name(device),
         "torch": torch.__version__,
-        "dtype": "float32 (MLP: sections 1, 2, 3b), float64 (ridge: 3a)",
+        "dtype": "float32 (sections 1, 2, 3b), float64 (ridge: 3a; reduced MLP: 3c)",
         "threads": str(torch.get_num_threads()),
         "timer": (
             f"torch.utils.benchmark adaptive_autorange(threshold={IQR_THRESHOLD}, "
@@ -1052,7 +1346,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--activation",
         choices=tuple(ACTIVATIONS),
         default="relu",
-        help="MLP activation of sections 2 and 3b (section 1 times both)",
+        help="MLP activation of sections 2, 3b and 3c (section 1 times both)",
     )
     return parse_benchmark_args(parser, argv)
 
@@ -1071,7 +1365,31 @@ def run_sections(sizes: Sizes, device: torch.device, activation: str) -> list[Ta
     tables.append(section_vector_arithmetic(problem, sizes))
     tables.append(section_ridge(sizes, device))
     tables.append(section_mlp(problem, gradient_norm, sizes))
+    tables.append(section_reduced_mlp(sizes, activation, device))
     return tables
+
+
+def add_accuracy_figure(
+    tables: Sequence[Table], sizes: Sizes, out: Path, stem: str, device: torch.device
+) -> None:
+    """Draw 3a's and 3c's rows to ``<out>/<stem>.png`` and link it from 3c's notes."""
+    ridge, reduced = (next(t for t in tables if t.section == key) for key in ("3a", "3c"))
+    path = out / f"{stem}.png"
+    out.mkdir(parents=True, exist_ok=True)
+    widths = mlp_widths(replace(sizes, inputs=sizes.reduced_inputs, hidden=sizes.reduced_hidden))
+    plot_accuracy(
+        [
+            (f"3a. ridge regression, d = {sizes.ridge_dim}, float64 (vs closed form)", ridge.rows),
+            (f"3c. MLP {widths}, float64 (vs exact)", reduced.rows),
+        ],
+        path,
+        device,
+    )
+    reduced.notes.append(
+        f"Relative error against HVPs and against time, 3a and 3c: `{path.name}` "
+        f"![accuracy per solver]({path.name})"
+    )
+    log(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1085,7 +1403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     end = CpuSnapshot.now()
     background = other_cores(start, end)
     machine = machine_info(device, sizes, args.quick, background)
-    stem = f"hypergradient_cost_{device.type}" + ("_quick" if args.quick else "")
+    suffix = f"_{device.type}" + ("_quick" if args.quick else "")
+    add_accuracy_figure(tables, sizes, args.out, f"hypergradient_accuracy{suffix}", device)
+    stem = f"hypergradient_cost{suffix}"
     write_report(
         args.out,
         stem,

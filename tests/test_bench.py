@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +22,33 @@ def run_quick(module: str, out: Path) -> subprocess.CompletedProcess[str]:
 def test_quick_benchmark_runs_every_section(tmp_path):
     run_quick("benchmarks.hypergradient_cost", tmp_path)
     report = (tmp_path / "hypergradient_cost_cpu_quick.md").read_text()
-    for heading in ("## 1.", "## 2.", "## 3a.", "## 3b."):
+    for heading in ("## 1.", "## 2.", "## 3a.", "## 3b.", "## 3c."):
         assert heading in report
+    figure = tmp_path / "hypergradient_accuracy_cpu_quick.png"
+    assert figure.stat().st_size > 0 and figure.name in report
     table = pd.read_csv(tmp_path / "hypergradient_cost_cpu_quick.csv")
-    exact = table[(table["section"] == "3a") & (table["solver"] == "exact")]
-    assert float(exact["rel_error"].iloc[0]) < 1e-10, "exact matches the ridge closed form"
+
+    hvp = table[table["section"] == "1"]
+    assert (hvp["median_ms"] > 0).all()
+    models = hvp.groupby("model")["case"].apply(set)
+    assert len(models) == 3 and any("LeNet" in m for m in models.index)
+    resnet = next(cases for model, cases in models.items() if "ResNet-18" in model)
+    assert {case[:3] for case in resnet} >= {"(a)", "(b)", "(c)"}
+    rebuilt = hvp[hvp["case"].str.startswith("(c)")]
+    assert (rebuilt["rel_diff_to_b"] < 1e-4).all(), "(c) computes the product of (b)"
+
+    ridge = table[table["section"] == "3a"].set_index(["solver", "k"])["rel_error"]
+    assert float(ridge["exact"].iloc[0]) < 1e-10, "exact matches the ridge closed form"
+    d = int(re.search(r"d = (\d+)", table["table"][table["section"] == "3a"].iloc[0]).group(1))
+    assert float(ridge["cg"][d]) < 1e-6, "CG with K = d solves the ridge exactly"
+    neumann = ridge[[name.startswith("neumann") and "auto" not in name for name, _ in ridge.index]]
+    assert neumann.is_monotonic_decreasing, "Neumann's error shrinks with K on a PD Hessian"
+
+    reduced = table[table["section"] == "3c"]
+    exact = reduced[reduced["solver"] == "exact"]
+    assert float(exact["rel_error"].iloc[0]) < 1e-8, "Exact agrees with the torch.func Hessian"
+    ks = set(reduced["k"].dropna().astype(int))
+    assert len(ks) >= 2 and (reduced["hvps"] > 0).all() and reduced["cosine"].notna().all()
 
 
 def test_quick_overhead_measures_time_and_memory(tmp_path):
