@@ -20,9 +20,20 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The slow group (sweeps through the submitit launcher's local mode), skipped by make test.
+# The cluster extra: the Ray launcher and the Optuna sweeper (not needed by make test or CI).
+CLUSTER := $(VENV)/.installed-cluster
+
+.PHONY: install-cluster
+install-cluster: $(CLUSTER)
+
+$(CLUSTER): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,cluster]"
+	touch $(CLUSTER)
+
+# The slow group, skipped by make test: sweeps through the submitit launcher's local mode and
+# through Ray (a local instance and a running cluster, on 127.0.0.1 only), and the Optuna baseline.
 .PHONY: test-slow
-test-slow: install
+test-slow: install-cluster
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: install

@@ -6,18 +6,24 @@
     hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
 
 Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
-checkpoint.pt, PNG plots and Hydra's log.
+checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
+of a ``hydra/sweeper=optuna_tpe`` search. In a multirun, a job that fails records its error in its
+summary.json and returns NaN instead of exiting, so the launcher goes on with the other jobs; the
+sweep's aggregation (:mod:`hpo_cli.sweep`) then names it and the multirun exits with status 1.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.config import ConfigError, register_configs, validate
@@ -29,7 +35,7 @@ log = logging.getLogger("hpo_cli")
 register_configs()
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     log.error(message)
     print(f"hpo-run: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -58,19 +64,38 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     return list(merged.values())
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def run(cfg: DictConfig) -> None:
-    """Validate, train, then write summary.json and the plots; one clear line on failure."""
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
+def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """A run refused before training (a value out of range): one line and exit code 2; in a
+    multirun, the error goes to the job's summary.json (unless its folder holds another run's
+    metrics) and NaN is returned."""
+    if not multirun:
+        _fail(message, 2)
+    if not (run_dir / "metrics.csv").exists():
+        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+    log.error("job refused: %s", message)
+    return math.nan
+
+
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """Validate, train into ``run_dir``, then write summary.json and the plots; one clear line
+    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN.
+
+    Args:
+        cfg: the composed configuration.
+        run_dir: the run's directory.
+        overrides: the command-line overrides, recorded in summary.json.
+        multirun: whether the run is one job of a sweep.
+
+    Returns:
+        The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
+    """
     try:
         validate(cfg)
         progress = train(cfg, run_dir)
     except InstantiationException as error:
-        _fail(str(error.__cause__ or error), 2)
+        return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
     except ConfigError as error:
-        _fail(str(error), 2)
+        return _refused(str(error), run_dir, overrides, multirun)
     except (RunFailed, KeyboardInterrupt) as error:
         failed = isinstance(error, RunFailed)
         status = "failed" if failed else "interrupted"
@@ -80,11 +105,21 @@ def run(cfg: DictConfig) -> None:
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
             plot_run(run_dir)
-        _fail(
+        message = (
             f"{error or 'interrupted'}; metrics and the last checkpoint are kept in {run_dir} "
-            f"(continue with: hpo-run resume={run_dir})",
-            1 if failed else 130,
+            f"(continue with: hpo-run resume={run_dir})"
         )
+        if failed and multirun:
+            log.error("job failed: %s", message)
+            return math.nan
+        _fail(message, 1 if failed else 130)
+    except Exception as error:  # a bug: in a multirun, recorded so that the other jobs run
+        if not multirun:
+            raise
+        log.exception("job failed")
+        message = f"{type(error).__name__}: {error}"
+        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        return math.nan
     summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
     if cfg.plots:
         plot_run(run_dir)
@@ -96,6 +131,16 @@ def run(cfg: DictConfig) -> None:
         final["test_error"],
         run_dir,
     )
+    return float(final["val_loss"])
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def run(cfg: DictConfig) -> float:
+    """``hpo-run``'s Hydra task: :func:`execute` in Hydra's output directory."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return execute(cfg, run_dir, list(hydra_cfg.overrides.task), multirun)
 
 
 def main() -> None:

@@ -155,6 +155,7 @@ class RunConfig:
     hyper_val_batch: int | None = None  # None: the full validation split
     reset_inner_optimizer: bool = False  # fresh inner optimiser state every outer step
     eval_every: int = 5  # outer steps between metrics rows
+    hyper_steps: bool = True  # false: train at fixed λ (the baseline of a black-box search)
     curvature_every: int | None = None  # outer steps between Hessian diagnostics; None: off
     curvature_probes: int = 10  # Hutchinson probes for the trace estimate
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)

@@ -467,8 +467,9 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 if solver_comparison_due(cfg, progress.outer_step):
                     with phase(progress, "solver_comparison", exp.device):
                         comparisons.extend(solver_comparison_rows(exp, progress))
-                with phase(progress, "hypergradient", exp.device):
-                    hyper_step(exp, progress)
+                if cfg.hyper_steps:
+                    with phase(progress, "hypergradient", exp.device):
+                        hyper_step(exp, progress)
                 last = progress.outer_step == cfg.outer_steps
                 if progress.outer_step % cfg.eval_every == 0 or last:
                     with phase(progress, "eval", exp.device):
@@ -486,7 +487,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                         row["val_loss"],
                         row["val_error"],
                         row["test_error"],
-                        row["hypergrad_norm"],
+                        row.get("hypergrad_norm", math.nan),
                     )
                 if progress.outer_step % cfg.checkpoint_every == 0 or last:
                     save_checkpoint(run_dir, checkpoint_state(exp, progress, started))

@@ -169,6 +169,24 @@ def test_diagnostics_leave_batch_norm_statistics_and_the_rng_as_they_were():
     assert torch.equal(torch.random.get_rng_state(), rng)
 
 
+def test_without_hyper_steps_the_weights_train_exactly_as_with_a_frozen_lambda(tmp_path):
+    """hyper_steps=false against hyper-steps whose SGD step (1e-30) cannot move λ."""
+    tables = []
+    for name, overrides in (
+        ("off", ["hyper_steps=false"]),
+        ("frozen", ["hyper_optimizer=sgd", "hyper_optimizer.lr=1e-30"]),
+    ):
+        (tmp_path / name).mkdir()
+        train(config("batch_size=8", *overrides), tmp_path / name)
+        tables.append(pd.read_csv(tmp_path / name / "metrics.csv"))
+    off, frozen = tables
+    assert off["hypergrad_norm"].isna().all() and frozen["hypergrad_norm"].iloc[1:].notna().all()
+    splits = ("train", "val", "test")
+    columns = [f"{split}_{what}" for split in splits for what in ("loss", "error")] + ["hyper_mean"]
+    pd.testing.assert_frame_equal(off[columns], frozen[columns])
+    assert off["train_loss"].iloc[-1] < off["train_loss"].iloc[0]
+
+
 def test_skip_counts_bad_hyper_steps_instead_of_stopping(tmp_path):
     train(config("solver.alpha=1000", "on_failure=skip"), tmp_path)
     table = pd.read_csv(tmp_path / "metrics.csv")
