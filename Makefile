@@ -31,7 +31,8 @@ $(CLUSTER): $(STAMP)
 	touch $(CLUSTER)
 
 # The slow group, skipped by make test: sweeps through the submitit launcher's local mode and
-# through Ray (a local instance and a running cluster, on 127.0.0.1 only), and the Optuna baseline.
+# through Ray (a local instance and a running cluster, on 127.0.0.1 only), the Optuna baseline,
+# and four of the seven ResNet-18 combinations.
 .PHONY: test-slow
 test-slow: install-cluster
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)

@@ -6,7 +6,9 @@ The solver is damped CG with two iterations: the solver is not what this test is
 damping keeps it stable on these barely trained models.
 
 ResNet-18 costs about 5 s a run here, so it runs with every hyperparameter module on CIFAR-10 (7
-runs instead of 35); tests/test_config.py builds it on every image data set.
+runs instead of 35), and only with the three modules that change its inputs or its training loss
+the most (per-weight decay, augment_net, distill) in the default group; the other four are in the
+slow group (make test-slow). tests/test_config.py builds it on every image data set.
 """
 
 from __future__ import annotations
@@ -72,8 +74,16 @@ def image_root(tmp_path_factory) -> Path:
     return root
 
 
+RESNET_IN_DEFAULT_GROUP = {"weight_decay_per_weight", "augment_net", "distill"}
+
+
 def covered(dataset: str, model: str, hyper: str) -> bool:
     return model != "resnet18" or dataset == "cifar10"
+
+
+def marked(dataset: str, model: str, hyper: str) -> object:
+    slow = model == "resnet18" and hyper not in RESNET_IN_DEFAULT_GROUP
+    return pytest.param(dataset, model, hyper, marks=[pytest.mark.slow] if slow else [])
 
 
 def expected_refusal(dataset: str, model: str, hyper: str) -> str | None:
@@ -90,7 +100,7 @@ def expected_refusal(dataset: str, model: str, hyper: str) -> str | None:
 @pytest.mark.parametrize(
     ("dataset", "model", "hyper"),
     [
-        combination
+        marked(*combination)
         for combination in itertools.product(options("dataset"), options("model"), options("hyper"))
         if covered(*combination)
     ],

@@ -101,8 +101,11 @@ def test_cheap_experiments_run_a_few_outer_steps(name, tmp_path):
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert table["outer_step"].tolist()[-1] == 3
     assert table["val_loss"].map(math.isfinite).all()
-    assert not table["solver_diverged"].iloc[1:].astype(bool).any()
     assert table["skipped_hyper_steps"].iloc[-1] == 0
+    if name == "optuna_baseline":  # a black-box trial: λ is fixed, no hypergradient
+        assert table["solver_diverged"].isna().all()
+    else:
+        assert (table["solver_diverged"].iloc[1:] == False).all()  # noqa: E712 (pandas)
 
 
 @pytest.fixture(scope="module")
