@@ -895,6 +895,21 @@ def make_ridge(sizes: Sizes, device: torch.device) -> RidgeProblem:
     )
 
 
+def accuracy_columns(reference: str) -> list[Column]:
+    """Columns of a table of solvers timed and checked against ``reference`` (sections 3a, 3c)."""
+    return [
+        Column("solver", "solver"),
+        Column("k", "K"),
+        Column("median_ms", "median ms", fmt_ms),
+        Column("iqr_ms", "IQR ms", fmt_ms),
+        Column("hvps", "HVPs"),
+        Column("status", "status"),
+        Column("rel_error", f"rel. error vs {reference}", fmt_sci),
+        Column("cosine", "cosine", fmt_cosine),
+        Column("residual", "‖Hx − b‖/‖b‖", fmt_sci),
+    ]
+
+
 def section_ridge(sizes: Sizes, device: torch.device) -> Table:
     problem = make_ridge(sizes, device)
     params, hparams = [problem.weights], [problem.theta]
@@ -904,17 +919,7 @@ def section_ridge(sizes: Sizes, device: torch.device) -> Table:
         section="3a",
         title=f"3a. Hypergradient per solver: ridge regression (n = {sizes.ridge_train}, "
         f"d = {sizes.ridge_dim}, per-weight c = exp(θ), float64)",
-        columns=[
-            Column("solver", "solver"),
-            Column("k", "K"),
-            Column("median_ms", "median ms", fmt_ms),
-            Column("iqr_ms", "IQR ms", fmt_ms),
-            Column("hvps", "HVPs"),
-            Column("status", "status"),
-            Column("rel_error", "rel. error vs closed form", fmt_sci),
-            Column("cosine", "cosine", fmt_cosine),
-            Column("residual", "‖Hx − b‖/‖b‖", fmt_sci),
-        ],
+        columns=accuracy_columns("closed form"),
     )
     log("section 3a: ridge regression")
     cases = solver_cases(sizes.ks, alpha, cg_damping=None, exact=True)
@@ -1035,17 +1040,7 @@ def section_reduced_mlp(sizes: Sizes, activation: str, device: torch.device) -> 
         title=f"3c. Hypergradient per solver against the exact one: MLP {mlp_widths(reduced)} "
         f"({activation}), {dim:,} weight-decay hyperparameters, batch {sizes.batch}, "
         f"{str(REDUCED_DTYPE).removeprefix('torch.')}",
-        columns=[
-            Column("solver", "solver"),
-            Column("k", "K"),
-            Column("median_ms", "median ms", fmt_ms),
-            Column("iqr_ms", "IQR ms", fmt_ms),
-            Column("hvps", "HVPs"),
-            Column("status", "status"),
-            Column("rel_error", "rel. error vs exact", fmt_sci),
-            Column("cosine", "cosine", fmt_cosine),
-            Column("residual", "‖Hx − b‖/‖b‖", fmt_sci),
-        ],
+        columns=accuracy_columns("exact"),
     )
 
     def losses() -> tuple[torch.Tensor, torch.Tensor]:
