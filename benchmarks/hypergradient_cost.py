@@ -1280,19 +1280,48 @@ def write_csv(path: Path, machine: dict[str, str], tables: Sequence[Table]) -> N
         writer.writerows(rows)
 
 
+def benchmark_command(module: str, argv: Sequence[str] | None) -> str:
+    """The command line that reproduces this run of ``benchmarks.<module>``."""
+    flags = shlex.join(sys.argv[1:] if argv is None else argv)
+    return f"python -m benchmarks.{module} {flags}".strip()
+
+
+def report_stem(name: str, device: torch.device, quick: bool) -> str:
+    """The file stem of a benchmark's outputs: ``<name>_<device>[_quick]``."""
+    return f"{name}_{device.type}" + ("_quick" if quick else "")
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """What a report says about its own run: the command that reproduces it, the device and
+    sizes, and CPU snapshots taken before and after the measurements (wall time, and the load
+    other processes put on the machine meanwhile)."""
+
+    command: str
+    device: torch.device
+    sizes: Sizes
+    quick: bool
+    start: CpuSnapshot
+    end: CpuSnapshot
+
+
 def write_report(
     out: Path,
     stem: str,
     title: str,
-    machine: dict[str, str],
+    run: BenchmarkRun,
     tables: Sequence[Table],
-    command: str,
-    wall_s: float,
-    background: float | None,
+    dtype: str | None = None,
 ) -> None:
-    """``<out>/<stem>.md`` and ``.csv``, and the Markdown on stdout."""
+    """``<out>/<stem>.md`` and ``.csv``, and the Markdown on stdout; ``dtype`` replaces the
+    machine table's default dtype line."""
+    background = other_cores(run.start, run.end)
+    machine = machine_info(run.device, run.sizes, run.quick, background)
+    if dtype is not None:
+        machine["dtype"] = dtype
+    wall_s = run.end.wall - run.start.wall
     report = markdown_report(
-        title, machine, tables, command, wall_s, background_warning(background)
+        title, machine, tables, run.command, wall_s, background_warning(background)
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.md").write_text(report)
@@ -1391,26 +1420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    flags = shlex.join(sys.argv[1:] if argv is None else argv)
-    command = f"python -m benchmarks.hypergradient_cost {flags}".strip()
+    command = benchmark_command("hypergradient_cost", argv)
     start = CpuSnapshot.now()
     tables = run_sections(sizes, device, args.activation)
-    end = CpuSnapshot.now()
-    background = other_cores(start, end)
-    machine = machine_info(device, sizes, args.quick, background)
-    suffix = f"_{device.type}" + ("_quick" if args.quick else "")
-    add_accuracy_figure(tables, sizes, args.out, f"hypergradient_accuracy{suffix}", device)
-    stem = f"hypergradient_cost{suffix}"
-    write_report(
-        args.out,
-        stem,
-        "hpo-cli hypergradient cost",
-        machine,
-        tables,
-        command,
-        end.wall - start.wall,
-        background,
-    )
+    run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
+    figure = report_stem("hypergradient_accuracy", device, args.quick)
+    add_accuracy_figure(tables, sizes, args.out, figure, device)
+    stem = report_stem("hypergradient_cost", device, args.quick)
+    write_report(args.out, stem, "hpo-cli hypergradient cost", run, tables)
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -47,18 +46,19 @@ from omegaconf import DictConfig
 from benchmarks.hypergradient_cost import (
     DEFAULT_SIZES,
     QUICK_SIZES,
+    BenchmarkRun,
     Column,
     CpuSnapshot,
     Sizes,
     Table,
+    benchmark_command,
     benchmark_parser,
     fmt_ms,
     fmt_ratio,
     log,
-    machine_info,
     measure_group,
-    other_cores,
     parse_benchmark_args,
+    report_stem,
     write_report,
 )
 from hpo_cli.config import register_configs
@@ -296,26 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = compose_config(overrides(args))
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    flags = shlex.join(sys.argv[1:] if argv is None else argv)
-    command = f"python -m benchmarks.overhead {flags}".strip()
+    command = benchmark_command("overhead", argv)
     start = CpuSnapshot.now()
     tables = [section_overhead(cfg, sizes), section_memory(cfg)]
     end = CpuSnapshot.now()
     device = build_experiment(cfg).device
-    background = other_cores(start, end)
-    machine = machine_info(device, sizes, args.quick, background)
-    machine["dtype"] = cfg.dtype
-    stem = f"overhead_{device.type}" + ("_quick" if args.quick else "")
-    write_report(
-        args.out,
-        stem,
-        "hpo-cli joint-training overhead",
-        machine,
-        tables,
-        command,
-        end.wall - start.wall,
-        background,
-    )
+    run = BenchmarkRun(command, device, sizes, args.quick, start, end)
+    stem = report_stem("overhead", device, args.quick)
+    write_report(args.out, stem, "hpo-cli joint-training overhead", run, tables, dtype=cfg.dtype)
     return 0
 
 

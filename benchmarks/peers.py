@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -57,23 +56,24 @@ from torch import nn
 from benchmarks.hypergradient_cost import (
     DEFAULT_SIZES,
     QUICK_SIZES,
+    BenchmarkRun,
     Column,
     CpuSnapshot,
     Sizes,
     Table,
+    benchmark_command,
     benchmark_parser,
     fixed_alpha,
     fmt_ms,
     fmt_ratio,
     fmt_sci,
     log,
-    machine_info,
     make_mlp_problem,
     make_ridge,
     measure_group,
-    other_cores,
     parse_benchmark_args,
     pretrain,
+    report_stem,
     resolve_device,
     write_report,
 )
@@ -608,29 +608,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = QUICK_SIZES if args.quick else DEFAULT_SIZES
     quick = {"pretrain_steps": 20}
     sizes = Sizes(**{**base.__dict__, **(quick if args.quick else PEER_TIMING)})
-    flags = shlex.join(sys.argv[1:] if argv is None else argv)
-    command = f"python -m benchmarks.peers {flags}".strip()
+    command = benchmark_command("peers", argv)
     start = CpuSnapshot.now()
     status = peer_status()
     tables = [status_table(status)]
     ridge_ks, mlp_ks = (QUICK_KS, QUICK_MLP_KS) if args.quick else (RIDGE_KS, MLP_KS)
     tables.append(peer_table(ridge_problem(sizes, device), ridge_ks, status, sizes, "7a"))
     tables.append(peer_table(mlp_problem(sizes, device), mlp_ks, status, sizes, "7b"))
-    end = CpuSnapshot.now()
-    background = other_cores(start, end)
-    machine = machine_info(device, sizes, args.quick, background)
-    machine["dtype"] = "float64 (ridge), float32 (MLP)"
-    stem = f"peers_{device.type}" + ("_quick" if args.quick else "")
-    write_report(
-        args.out,
-        stem,
-        "hpo-cli against peer libraries",
-        machine,
-        tables,
-        command,
-        end.wall - start.wall,
-        background,
-    )
+    run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
+    stem = report_stem("peers", device, args.quick)
+    dtype = "float64 (ridge), float32 (MLP)"
+    write_report(args.out, stem, "hpo-cli against peer libraries", run, tables, dtype=dtype)
     return 0
 
 

@@ -24,7 +24,6 @@ the tables to ``<out>/scaling_<device>[_quick].{md,csv}``.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,20 +39,21 @@ from benchmarks.hypergradient_cost import (
     QUICK_SIZES,
     WEIGHT_DECAY,
     Batch,
+    BenchmarkRun,
     Column,
     CpuSnapshot,
     MLPProblem,
     Sizes,
     Table,
+    benchmark_command,
     benchmark_parser,
     fmt_ms,
     log,
-    machine_info,
     measure_group,
-    other_cores,
     parse_benchmark_args,
     randint,
     randn,
+    report_stem,
     resolve_device,
     write_report,
 )
@@ -218,28 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         exponents = QUICK_EXPONENTS
     else:
         exponents = GPU_EXPONENTS if device.type == "cuda" else CPU_EXPONENTS
-    flags = shlex.join(sys.argv[1:] if argv is None else argv)
-    command = f"python -m benchmarks.scaling {flags}".strip()
+    command = benchmark_command("scaling", argv)
     start = CpuSnapshot.now()
     table = section_scaling(exponents, device, sizes)
-    end = CpuSnapshot.now()
-    background = other_cores(start, end)
-    machine = machine_info(device, sizes, args.quick, background)
-    machine["dtype"] = "float32"
-    stem = f"scaling_{device.type}" + ("_quick" if args.quick else "")
+    run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
+    stem = report_stem("scaling", device, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(table.rows, args.out / f"{stem}.png", device)
     table.notes.append(f"Plot: `{args.out / stem}.png`.")
-    write_report(
-        args.out,
-        stem,
-        "hpo-cli hypergradient scaling",
-        machine,
-        [table],
-        command,
-        end.wall - start.wall,
-        background,
-    )
+    title = "hpo-cli hypergradient scaling"
+    write_report(args.out, stem, title, run, [table], dtype="float32")
     return 0
 
 
