@@ -414,8 +414,8 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
     rows = []
     for label, (timing, result) in timed.items():
         if label == FLOOR:
-            rows.append({"problem": problem.name, "method": label, "family": "floor", "k": k})
-            rows[-1].update(timing.columns())
+            floor = {"problem": problem.name, "method": label, "family": "floor", "k": k}
+            rows.append({**floor, **timing.columns()})
             continue
         if problem.reference is not None:
             reference = problem.reference

@@ -101,7 +101,7 @@ class ConjugateGradient:
                 residual_norm = float(norm(residual))
             else:
                 rz_next = float(dot(residual, residual))
-                residual_norm = math.sqrt(max(rz_next, 0.0))
+                residual_norm = math.sqrt(rz_next)
             direction = add(z, direction, alpha=rz_next / rz)  # the product's memory, reused
             rz = rz_next
             iterations += 1
