@@ -26,8 +26,8 @@ Sections, one Markdown table each:
    ``functional_call``, where torch.func accepts the model (ResNet-18's BatchNorm updates its
    running statistics in place, which torch.func refuses: that row is left out with the error
    in a note).
-2. Vector arithmetic on lists of tensors (``hpo_cli.vectors``, ``torch._foreach_*``) against one
-   flat buffer: 50 iterations of hpo-cli's ``ConjugateGradient`` against the same loop on flat
+2. Vector arithmetic on lists of tensors (``hpo_cli.core.vectors``, ``torch._foreach_*``) against
+   one flat buffer: 50 iterations of hpo-cli's ``ConjugateGradient`` against the same loop on flat
    vectors (on the MLP Hessian, and on a diagonal matrix to isolate the arithmetic), and the
    axpy / dot / norm operations alone on the MLP's parameter list.
 3. Time per hypergradient of every solver at K = 5, 10, 20, 50 (Neumann terms; CG iterations
@@ -84,9 +84,9 @@ from hpo_cli import (
     TrainingCurvature,
     hypergradient,
 )
+from hpo_cli.core.solvers import InverseHVPSolver, estimate_largest_eigenvalue
+from hpo_cli.core.vectors import add, dot, flatten, norm, unflatten
 from hpo_cli.models import LeNet, resnet18
-from hpo_cli.solvers import InverseHVPSolver, estimate_largest_eigenvalue
-from hpo_cli.vectors import add, dot, flatten, norm, unflatten
 
 Vector = list[torch.Tensor]
 Losses = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (train loss, validation loss)
@@ -569,7 +569,7 @@ def section_hvp_cost(sizes: Sizes, device: torch.device) -> Table:
 
 
 def flat_axpy(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
-    """x + alpha·y on flat vectors, with the kernel of ``hpo_cli.vectors.add``."""
+    """x + alpha·y on flat vectors, with the kernel of ``hpo_cli.core.vectors.add``."""
     return torch.add(x, y, alpha=alpha)
 
 
@@ -726,7 +726,7 @@ def section_vector_arithmetic(problem: MLPProblem, sizes: Sizes) -> Table:
     )
     table.rows += micro_rows(params, sizes)
     table.notes += [
-        "Lists: hpo-cli's `ConjugateGradient` and `hpo_cli.vectors`. Flat: the same CG loop "
+        "Lists: hpo-cli's `ConjugateGradient` and `hpo_cli.core.vectors`. Flat: the same CG loop "
         "(same kernels and host syncs) in this file on one 1-D tensor. The HVP row wraps "
         "`TrainingCurvature.hvp` as `flatten(hvp(unflatten(v)))` (built once, outside the timed "
         "region, on the pretrained MLP of section 3b); the diagonal row multiplies natively "

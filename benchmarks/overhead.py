@@ -12,7 +12,7 @@ Sections, one Markdown table each:
 
 4. Joint-training overhead. The experiment ``hpo-run`` runs by default (digits, MLP, per-weight
    weight decay, Neumann with 3 terms and α = auto, Adam inside, RMSprop outside), built with
-   ``hpo_cli.training.build_experiment`` from the composed config. One outer step with
+   ``hpo_cli.runner.loop.build_experiment`` from the composed config. One outer step with
    hyper-steps on is ``inner_steps`` calls of ``inner_step`` followed by one ``hyper_step``
    (hypergradient + RMSprop step); with hyper-steps off it is the same inner steps and no
    hypergradient. The ratio of the two times per inner step is the overhead (target ≤ 1.5×).
@@ -61,8 +61,8 @@ from benchmarks.hypergradient_cost import (
     report_stem,
     write_report,
 )
-from hpo_cli.config import register_configs
-from hpo_cli.training import Experiment, Progress, build_experiment, hyper_step, inner_step
+from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.loop import Experiment, Progress, build_experiment, hyper_step, inner_step
 
 QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
 TARGET_TIME = 1.5

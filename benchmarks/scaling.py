@@ -10,7 +10,7 @@ Run from the repository root::
 Section 6: an MLP inputs-h-classes (100 inputs, 10 classes, ReLU, batch 128, float32, random
 data) with one weight-decay hyperparameter per weight (penalty Σ softplus(θ)·w²), the hidden
 width h chosen so that the number of weights N runs over half-decades. One hypergradient is
-``hpo_cli.hypergradient`` with ``ConjugateGradient(max_iter=10, tol=0, damping=1)``
+``hpo_cli.core.hypergradient`` with ``ConjugateGradient(max_iter=10, tol=0, damping=1)``
 (damping 1 keeps the damped Hessian positive definite at these random weights, so that CG runs
 all K iterations instead of stopping at negative curvature), both
 losses built inside the timed statement. Time: ``torch.utils.benchmark`` (median, IQR), each N

@@ -8,13 +8,13 @@ The library core needs no Hydra, files or plots::
                            list(hyper.parameters()), Neumann(terms=10), write_grad=True)
     hyper_optimizer.step()
 
-See :mod:`hpo_cli.hypergradient` for the maths and the sign convention.
+See :mod:`hpo_cli.core.hypergradient` for the maths and the sign convention.
 """
 
-from hpo_cli.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
-from hpo_cli.curvature import GaussNewtonCurvature, TrainingCurvature, dense_matrix
-from hpo_cli.hypergradient import Hypergradient, HypergradientError, hypergradient
-from hpo_cli.solvers import (
+from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
+from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, dense_matrix
+from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
+from hpo_cli.core.solvers import (
     ConjugateGradient,
     Exact,
     Identity,

@@ -13,8 +13,8 @@ from image_files import write_readable
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from hpo_cli.config import ConfigError, register_configs, validate
-from hpo_cli.training import build_experiment
+from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.loop import build_experiment
 
 CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 SMALL = [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hpo_cli import ConjugateGradient, HypergradientError, Neumann, hypergradient
-from hpo_cli.vectors import all_finite
+from hpo_cli.core.vectors import all_finite
 
 DT = torch.float64
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, hessian, jacrev
 
-from hpo_cli.curvature import GaussNewtonCurvature, TrainingCurvature, dense_matrix
+from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, dense_matrix
 
 DT = torch.float64
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hpo_cli.vectors import (
+from hpo_cli.core.vectors import (
     add,
     add_,
     all_finite,
@@ -27,7 +27,7 @@ def random_list(seed):
 
 
 def cat(tensors):
-    """Independent flattening for the reference (not hpo_cli.vectors.flatten)."""
+    """Independent flattening for the reference (not hpo_cli.core.vectors.flatten)."""
     return torch.cat([t.reshape(-1) for t in tensors])
 
 

@@ -12,9 +12,8 @@ import torch
 from hydra import compose, initialize_config_module
 from image_files import CLASSES, SHAPES, write, write_readable
 
-from hpo_cli.config import register_configs
-from hpo_cli.data import Splits
-from hpo_cli.datasets import (
+from hpo_cli.data import (
+    Splits,
     load_cifar10,
     load_cifar100,
     load_diabetes,
@@ -24,7 +23,8 @@ from hpo_cli.datasets import (
     load_mnist,
     load_regression1d,
 )
-from hpo_cli.training import train
+from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.loop import train
 
 IMAGE_LOADERS = {
     "mnist": load_mnist,

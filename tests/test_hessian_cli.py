@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
-from hpo_cli.checkpoint import load_checkpoint
-from hpo_cli.config import ConfigError
-from hpo_cli.hessian import analyse_eigenvalues, dense_spectrum
-from hpo_cli.hessian_cli import (
+from hpo_cli.analysis.hessian import analyse_eigenvalues, dense_spectrum
+from hpo_cli.runner.checkpoint import load_checkpoint
+from hpo_cli.runner.config import ConfigError
+from hpo_cli.runner.hessian_cli import (
     _problem,
     curvature_operator,
     load_run,

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from torch.func import functional_call, hessian, jacrev
 
-from hpo_cli.config import register_configs
-from hpo_cli.curvature import dense_matrix
+from hpo_cli.core.hvp import dense_matrix
 from hpo_cli.data import load_digits
 from hpo_cli.optim import HessianFree, StopReason, truncated_cg
 from hpo_cli.optim.hessian_free import backtrack_iterates
@@ -25,7 +24,8 @@ from hpo_cli.optim.local_model import (
     loss_and_outputs,
 )
 from hpo_cli.optim.truncated_cg import CGRun, SavedIterate, save_grid
-from hpo_cli.training import train
+from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.loop import train
 
 DT = torch.float64
 

@@ -1,4 +1,5 @@
-"""hpo_cli.hessian against closed forms, dense matrices and the solvers themselves (float64)."""
+"""hpo_cli.analysis.hessian against closed forms, dense matrices and the solvers themselves
+(float64)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo_cli.curvature import dense_matrix
-from hpo_cli.hessian import (
+from hpo_cli.analysis.hessian import (
     analyse,
     analyse_eigenvalues,
     cg_diagnosis,
@@ -26,7 +26,8 @@ from hpo_cli.hessian import (
     matrix_operator,
     neumann_diagnosis,
 )
-from hpo_cli.solvers import Neumann, Status
+from hpo_cli.core.hvp import dense_matrix
+from hpo_cli.core.solvers import Neumann, Status
 
 DOUBLE = torch.float64
 

@@ -1,4 +1,4 @@
-"""The comparison of inverse-HVP solvers (hpo_cli.solver_comparison) and hpo-run's
+"""The comparison of inverse-HVP solvers (hpo_cli.analysis.solver_comparison) and hpo-run's
 ``solver_comparison`` option, against ridge regression's closed form in float64.
 
 On diabetes with a linear model x̃ = [x, 1] and one decay per weight (bias included),
@@ -18,13 +18,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from hpo_cli.config import ConfigError, register_configs, validate
-from hpo_cli.datasets import load_diabetes
+from hpo_cli.analysis.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
+from hpo_cli.data import load_diabetes
 from hpo_cli.hyper import WeightDecay
-from hpo_cli.metrics import SOLVER_COMPARISON_COLUMNS
 from hpo_cli.models import Linear
-from hpo_cli.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
-from hpo_cli.training import squared_error, train
+from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.loop import squared_error, train
+from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS
 
 DT = torch.float64
 BUDGET = 12

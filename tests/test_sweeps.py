@@ -1,7 +1,7 @@
 """``hpo-run -m`` sweeps with Hydra's basic, joblib, submitit (local mode) and Ray launchers (the
 last two in the slow group, Ray on loopback only), the SLURM launcher config, their aggregation
 into sweep.csv, sweep_summary.csv and mean ± std plots (by the callback and by
-``python -m hpo_cli.sweep``), and a sweep in which a job fails."""
+``python -m hpo_cli.runner.sweep``), and a sweep in which a job fails."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from hpo_cli import cli
-from hpo_cli import sweep as sweep_module
-from hpo_cli.config import register_configs
-from hpo_cli.sweep import aggregate, collect
+from hpo_cli.runner import cli
+from hpo_cli.runner import sweep as sweep_module
+from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.sweep import aggregate, collect
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 RAY = str(Path(sys.executable).parent / "ray")
@@ -133,7 +133,7 @@ def test_the_script_reaggregates_from_files_alone(basic_sweep, tmp_path):
     for name in ("sweep.csv", "sweep_summary.csv", "sweep.png"):
         (copy / name).unlink()
     result = subprocess.run(
-        [sys.executable, "-m", "hpo_cli.sweep", str(copy)], capture_output=True, text=True
+        [sys.executable, "-m", "hpo_cli.runner.sweep", str(copy)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     pd.testing.assert_frame_equal(
@@ -255,7 +255,7 @@ def test_the_script_names_failed_and_unfinished_jobs(basic_sweep, tmp_path, monk
     summary.update(status="failed", error="outer step 3: the neumann solver diverged\nmore")
     (copy / "2" / "summary.json").write_text(json.dumps(summary))
     (copy / "3" / "summary.json").unlink()  # killed before it wrote one
-    monkeypatch.setattr(sys, "argv", ["hpo_cli.sweep", str(copy)])
+    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweep", str(copy)])
     with pytest.raises(SystemExit) as exit_info:
         sweep_module.main()
     assert exit_info.value.code == 1
@@ -279,7 +279,7 @@ def test_a_sweep_of_only_failed_jobs_still_names_them(tmp_path, monkeypatch, cap
     (job / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=-1\n")
     error = "optimizer.lr=-1.0 is invalid: must be > 0"
     (job / "summary.json").write_text(json.dumps({"status": "failed", "error": error}))
-    monkeypatch.setattr(sys, "argv", ["hpo_cli.sweep", str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweep", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         sweep_module.main()
     assert exit_info.value.code == 1

@@ -7,9 +7,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from hpo_cli.config import register_configs
-from hpo_cli.curvature import TrainingCurvature, dense_matrix
-from hpo_cli.training import (
+from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
+from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.loop import (
     Progress,
     RunFailed,
     build_experiment,

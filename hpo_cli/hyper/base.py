@@ -3,7 +3,7 @@
 A module says how λ enters the losses. The training loss L_t(w, λ) is what the inner optimiser
 minimises; the validation loss L_v(w, λ) is what the hypergradient descends. A module that
 leaves the validation loss alone (a penalty, an augmentation) has ∂L_v/∂λ = 0; one that enters
-it gets the direct term from :func:`hpo_cli.hypergradient` automatically.
+it gets the direct term from :func:`hpo_cli.core.hypergradient` automatically.
 
 Losses are built from a per-example ``criterion(outputs, targets) -> (b,)`` so that a module can
 weight examples (``batch.index`` says which training examples a batch holds).

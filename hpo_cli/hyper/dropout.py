@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from hpo_cli.constraints import constrained_parameter, constraint
+from hpo_cli.core.constraints import constrained_parameter, constraint
 from hpo_cli.data import Batch, Splits
 from hpo_cli.hyper.base import Criterion, HyperModule
 from hpo_cli.models import ACTIVATIONS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hpo_cli.constraints import constrained_parameter, constraint
+from hpo_cli.core.constraints import constrained_parameter, constraint
 from hpo_cli.data import Splits
 from hpo_cli.hyper.base import HyperModule
 

@@ -39,7 +39,8 @@ from typing import ClassVar
 
 import torch
 
-from hpo_cli.curvature import MatVec
+from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.vectors import add, dot, norm, scale
 from hpo_cli.optim.local_model import (
     CURVATURES,
     Evaluation,
@@ -51,7 +52,6 @@ from hpo_cli.optim.local_model import (
     loss_of,
 )
 from hpo_cli.optim.truncated_cg import CGRun, Preconditioner, SavedIterate, truncated_cg
-from hpo_cli.vectors import add, dot, norm, scale
 
 Closure = Callable[[], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 

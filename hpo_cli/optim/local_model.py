@@ -7,7 +7,7 @@ through which the data term of L depends on w. From it:
 * :func:`gradient` — ∇L;
 * :func:`curvature_product` — v ↦ B v with B the generalised Gauss-Newton matrix Jᵀ H_z J
   (J = ∂z/∂w, H_z = ∂²L/∂z², PSD for a convex loss of z; needs z) or the Hessian ∂²L/∂w², both
-  from :mod:`hpo_cli.curvature`, reusing one graph for every product;
+  from :mod:`hpo_cli.core.hvp`, reusing one graph for every product;
 * :func:`empirical_fisher_diagonal` — the diagonal of the empirical Fisher,
   F = n Σ_i (J_iᵀ ∂L/∂z_i)², which for L the mean of per-example losses ℓ_i is (1/n) Σ_i (∇ℓ_i)²
   (squares elementwise). Needs z.
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from hpo_cli.curvature import GaussNewtonCurvature, MatVec, TrainingCurvature
+from hpo_cli.core.hvp import GaussNewtonCurvature, MatVec, TrainingCurvature
 
 CURVATURES = ("gauss_newton", "hessian")
 

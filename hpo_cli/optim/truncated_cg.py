@@ -2,7 +2,7 @@
 
 CG minimises the quadratic model φ(x) = ½ xᵀA x − bᵀx of the damped system A x = b,
 A = B + λI (B the curvature, λ the damping) and b = −∇f, so that φ(x) = q(x) − q(0) is the
-model's predicted change of the objective. Unlike :class:`hpo_cli.solvers.ConjugateGradient`,
+model's predicted change of the objective. Unlike :class:`hpo_cli.core.solvers.ConjugateGradient`,
 Hessian-free needs more than the final x:
 
 * φ along the iterates, for Martens' relative-progress stop: at iteration i > k, stop when
@@ -15,7 +15,7 @@ Hessian-free needs more than the final x:
 
 A direction p with pᵀA p ≤ 0 (the Hessian curvature, too little damping) stops CG before it
 divides by it, keeping the iterate reached so far. Vectors are lists of tensors
-(:mod:`hpo_cli.vectors`).
+(:mod:`hpo_cli.core.vectors`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.curvature import MatVec
-from hpo_cli.vectors import TensorList, add, dot, norm, zeros_like
+from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.vectors import TensorList, add, dot, norm, zeros_like
 
 Preconditioner = Callable[[TensorList], list[torch.Tensor]]
 """v ↦ M⁻¹v for a symmetric positive definite M ≈ A."""

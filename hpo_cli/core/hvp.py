@@ -1,0 +1,171 @@
+"""Curvature products of a scalar loss, without forming any matrix.
+
+For a training loss L_t(w, λ) with weights w (d entries) and hyperparameters λ (p entries):
+
+* ``hvp(v)      = H v``,             H = ∂²L_t/∂w²        (d×d, symmetric), v in R^d;
+* ``mixed_vjp(x) = (∂²L_t/∂λ∂w)ᵀ x`` = ∂/∂λ <∂L_t/∂w, x>  (a vector in R^p),   x in R^d.
+
+Both are reverse-mode products through the graph of g = ∂L_t/∂w, built once with
+``create_graph=True`` and reused (``retain_graph=True``) by every product: one HVP then costs
+about one backward pass, instead of a forward, a backward and a double-backward when the
+gradient graph is rebuilt for each product.
+
+Vectors are lists of tensors shaped like ``params`` (see :mod:`hpo_cli.core.vectors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from hpo_cli.core.vectors import TensorList, flatten, unflatten
+
+MatVec = Callable[[TensorList], list[torch.Tensor]]
+
+
+class TrainingCurvature:
+    """Hessian-vector and mixed second-derivative products of one training loss.
+
+    Args:
+        loss: scalar training loss L_t with an autograd graph reaching ``params`` (and
+            ``hparams``, if mixed products are wanted).
+        params: the weights w, the variables of the inner problem.
+        hparams: the hyperparameters λ (may be empty when only ``hvp`` is used).
+
+    Attributes:
+        hvp_count: how many Hessian-vector products have been evaluated.
+    """
+
+    def __init__(
+        self,
+        loss: torch.Tensor,
+        params: Sequence[torch.Tensor],
+        hparams: Sequence[torch.Tensor] = (),
+    ) -> None:
+        if loss.dim() != 0:
+            raise ValueError(f"the training loss must be a scalar, got shape {tuple(loss.shape)}")
+        self.params = list(params)
+        self.hparams = list(hparams)
+        grads = torch.autograd.grad(
+            loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True
+        )
+        self.gradient = list(grads)
+        # Components of g that do not depend on any variable (e.g. the gradient of a loss that is
+        # linear in a weight) contribute nothing to second derivatives and have no graph.
+        self._differentiable = [i for i, g in enumerate(grads) if g.requires_grad]
+        self.hvp_count = 0
+
+    def _backward_through_gradient(
+        self, vector: TensorList, inputs: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """∂/∂inputs <g(w, λ), vector>, keeping the gradient graph for later products."""
+        if not self._differentiable or not inputs:
+            return [torch.zeros_like(x) for x in inputs]
+        outputs = [self.gradient[i] for i in self._differentiable]
+        cotangents = [vector[i].detach() for i in self._differentiable]
+        products = torch.autograd.grad(
+            outputs,
+            inputs,
+            grad_outputs=cotangents,
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return [p.detach() for p in products]
+
+    def hvp(self, vector: TensorList) -> list[torch.Tensor]:
+        """H v with H = ∂²L_t/∂w²; ``vector`` and the result are shaped like ``params``."""
+        self.hvp_count += 1
+        return self._backward_through_gradient(vector, self.params)
+
+    def mixed_vjp(self, vector: TensorList) -> list[torch.Tensor]:
+        """(∂²L_t/∂λ∂w)ᵀ x: the change of <∂L_t/∂w, x> with λ; shaped like ``hparams``."""
+        return self._backward_through_gradient(vector, self.hparams)
+
+
+class GaussNewtonCurvature:
+    """Generalised Gauss-Newton products G v = Jᵀ H_z J v of a loss ℓ(z) of network outputs z(w).
+
+    J = ∂z/∂w (outputs × d) and H_z = ∂²ℓ/∂z² (outputs × outputs). G is positive semi-definite
+    whenever ℓ is convex in z (squared error, cross-entropy), unlike the Hessian, which adds the
+    term Σ_i (∂ℓ/∂z_i) ∂²z_i/∂w². Only the loss's dependence through ``outputs`` is counted: a
+    penalty on w added to the loss contributes nothing here (add its curvature, or damping).
+
+    Each product is three reverse passes over graphs built once: J v by the double-vjp trick
+    (J v = ∂/∂u <Jᵀu, v> for a dummy u), H_z (J v) by a Hessian-vector product in output space,
+    and Jᵀ(·) by a vector-Jacobian product.
+
+    Args:
+        outputs: the network outputs z (any shape) with their graph to ``params``.
+        loss: scalar ℓ computed from ``outputs``.
+        params: the weights w.
+
+    Attributes:
+        gvp_count: how many products have been evaluated.
+    """
+
+    def __init__(
+        self, outputs: torch.Tensor, loss: torch.Tensor, params: Sequence[torch.Tensor]
+    ) -> None:
+        self.params = list(params)
+        self.outputs = outputs
+        self._output_gradient = torch.autograd.grad(loss, outputs, create_graph=True)[0]
+        self._dummy = torch.zeros_like(outputs, requires_grad=True)
+        self._transpose_product = torch.autograd.grad(
+            outputs,
+            self.params,
+            grad_outputs=self._dummy,
+            create_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        self.gvp_count = 0
+
+    def jvp(self, vector: TensorList) -> torch.Tensor:
+        """J v, shaped like ``outputs``."""
+        (product,) = torch.autograd.grad(
+            self._transpose_product,
+            self._dummy,
+            grad_outputs=[v.detach() for v in vector],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return product.detach()
+
+    def gvp(self, vector: TensorList) -> list[torch.Tensor]:
+        """G v = Jᵀ H_z J v, shaped like ``params``."""
+        self.gvp_count += 1
+        output_direction = self.jvp(vector)
+        if self._output_gradient.requires_grad:
+            (curved,) = torch.autograd.grad(
+                self._output_gradient,
+                self.outputs,
+                grad_outputs=output_direction,
+                retain_graph=True,
+            )
+        else:  # ℓ linear in z: H_z = 0
+            curved = torch.zeros_like(output_direction)
+        products = torch.autograd.grad(
+            self.outputs,
+            self.params,
+            grad_outputs=curved.detach(),
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+        return [p.detach() for p in products]
+
+
+def dense_matrix(matvec: MatVec, like: TensorList) -> torch.Tensor:
+    """The d×d matrix A of a linear map v ↦ A v on vectors shaped like ``like``, one column per
+    product (columns in parameter order, each tensor flattened row-major).
+
+    Meant for reference solves and analysis of models up to a few thousand weights: it costs d
+    products and d² memory.
+    """
+    d = sum(x.numel() for x in like)
+    identity = torch.eye(d, dtype=like[0].dtype, device=like[0].device)
+    columns = [flatten(matvec(unflatten(identity[j], like))) for j in range(d)]
+    return torch.stack(columns, dim=1)

@@ -1,0 +1,38 @@
+"""Data: splits and batches (:mod:`hpo_cli.data.splits`) and the data sets of ``hpo-run``'s ``dataset`` group, one file per family.
+
+Every loader takes its sizes and options as keyword arguments with defaults (the configuration)
+and the run's ``seed`` (supplied by the runner), and returns :class:`hpo_cli.data.Splits`:
+train/validation/test splits, deterministic given the seed, with disjoint examples.
+
+| option | loader | inputs | task |
+| --- | --- | --- | --- |
+| ``digits`` | :func:`hpo_cli.data.digits.load_digits` | (1, 8, 8) | 10 classes |
+| ``diabetes`` | :func:`load_diabetes` | (10,) | regression |
+| ``linreg`` | :func:`load_linreg` | (features,) | regression |
+| ``regression1d`` | :func:`load_regression1d` | (1,) | regression |
+| ``mnist`` | :func:`load_mnist` | (1, 28, 28) | 10 classes |
+| ``fashion_mnist`` | :func:`load_fashion_mnist` | (1, 28, 28) | 10 classes |
+| ``cifar10`` | :func:`load_cifar10` | (3, 32, 32) | 10 classes |
+| ``cifar100`` | :func:`load_cifar100` | (3, 32, 32) | 100 classes |
+"""
+
+from hpo_cli.data.digits import load_digits
+from hpo_cli.data.splits import Batch, Split, Splits, split_sizes, split_tensors
+from hpo_cli.data.regression import load_diabetes, load_linreg, load_regression1d
+from hpo_cli.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+
+__all__ = [
+    "Batch",
+    "Split",
+    "Splits",
+    "split_sizes",
+    "split_tensors",
+    "load_cifar10",
+    "load_cifar100",
+    "load_diabetes",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_linreg",
+    "load_mnist",
+    "load_regression1d",
+]

@@ -1,0 +1,150 @@
+"""``hpo-run``: the experiment runner.
+
+    hpo-run                                   # the default experiment (digits, offline)
+    hpo-run solver=cg device=cuda             # pick a solver and a device
+    hpo-run -m solver=neumann,cg seed=0,1,2   # a sweep, one run directory per job
+    hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
+
+Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
+checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
+of a ``hydra/sweeper=optuna_tpe`` search. In a multirun, a job that fails records its error in its
+summary.json and returns NaN instead of exiting, so the launcher goes on with the other jobs; the
+sweep's aggregation (:mod:`hpo_cli.runner.sweep`) then names it and the multirun exits with
+status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.loop import RunFailed, train
+from hpo_cli.runner.plots import plot_run
+from hpo_cli.runner.summary import write_summary
+
+log = logging.getLogger("hpo_cli")
+register_configs()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    log.error(message)
+    print(f"hpo-run: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_arguments(arguments: list[str]) -> list[str]:
+    """Command-line overrides for ``resume=DIR``: the original run's own overrides, updated by the
+    new ones, with Hydra writing into DIR again. Other command lines pass through unchanged."""
+    resume = [a.split("=", 1)[1] for a in arguments if _override_key(a) == "resume"]
+    if not resume or resume[-1] in ("null", ""):
+        return arguments
+    if "-m" in arguments or "--multirun" in arguments:
+        _fail("resume= continues one run; it cannot be combined with --multirun", 2)
+    run_dir = Path(resume[-1]).expanduser().resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        _fail(f"resume={resume[-1]} is not an hpo-run run directory (no {saved})", 2)
+    merged = {_override_key(o): o for o in OmegaConf.load(saved)}
+    merged.update({_override_key(a): a for a in arguments})
+    merged["resume"] = f"resume='{run_dir}'"
+    merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
+    return list(merged.values())
+
+
+def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """A run refused before training (a value out of range): one line and exit code 2; in a
+    multirun, the error goes to the job's summary.json (unless its folder holds another run's
+    metrics) and NaN is returned."""
+    if not multirun:
+        _fail(message, 2)
+    if not (run_dir / "metrics.csv").exists():
+        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+    log.error("job refused: %s", message)
+    return math.nan
+
+
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """Validate, train into ``run_dir``, then write summary.json and the plots; one clear line
+    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN.
+
+    Args:
+        cfg: the composed configuration.
+        run_dir: the run's directory.
+        overrides: the command-line overrides, recorded in summary.json.
+        multirun: whether the run is one job of a sweep.
+
+    Returns:
+        The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
+    """
+    try:
+        validate(cfg)
+        progress = train(cfg, run_dir)
+    except InstantiationException as error:
+        return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
+    except ConfigError as error:
+        return _refused(str(error), run_dir, overrides, multirun)
+    except (RunFailed, KeyboardInterrupt) as error:
+        failed = isinstance(error, RunFailed)
+        status = "failed" if failed else "interrupted"
+        progress = getattr(error, "progress", None)
+        write_summary(
+            run_dir, status=status, progress=progress, overrides=overrides, error=str(error) or None
+        )
+        if cfg.plots and (run_dir / "metrics.csv").exists():
+            plot_run(run_dir)
+        message = (
+            f"{error or 'interrupted'}; metrics and the last checkpoint are kept in {run_dir} "
+            f"(continue with: hpo-run resume={run_dir})"
+        )
+        if failed and multirun:
+            log.error("job failed: %s", message)
+            return math.nan
+        _fail(message, 1 if failed else 130)
+    except Exception as error:  # a bug: in a multirun, recorded so that the other jobs run
+        if not multirun:
+            raise
+        log.exception("job failed")
+        message = f"{type(error).__name__}: {error}"
+        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        return math.nan
+    summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
+    if cfg.plots:
+        plot_run(run_dir)
+    final = summary["final"]
+    log.info(
+        "done in %.1f s: val error %.3f, test error %.3f; results in %s",
+        summary["time_s"]["total"],
+        final["val_error"],
+        final["test_error"],
+        run_dir,
+    )
+    return float(final["val_loss"])
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def run(cfg: DictConfig) -> float:
+    """``hpo-run``'s Hydra task: :func:`execute` in Hydra's output directory."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return execute(cfg, run_dir, list(hydra_cfg.overrides.task), multirun)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    run()

@@ -1,0 +1,261 @@
+"""Typed schemas for ``hpo-run``'s configuration, registered in Hydra's ConfigStore.
+
+Each YAML file under ``hpo_cli/conf/<group>/`` starts from one of these schemas (its defaults
+list names ``base_<name>``), so a value of the wrong type or a misspelt key fails at start-up with
+Hydra's own message. Objects are built with ``hydra.utils.instantiate`` from ``_target_``. The
+schemas of hpo-cli's own solvers, data sets, models and hyperparameter modules are derived from
+their constructors' signatures (:func:`schema_for`): a new one is its Python file, its YAML file
+and one line in :data:`GROUP_SCHEMAS`.
+
+Range checks that types cannot express (positive learning rates, non-zero step counts) live in
+:func:`validate`, which names the offending key in one line before any training starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
+
+from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
+from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, Neumann
+from hpo_cli.data import (
+    load_cifar10,
+    load_cifar100,
+    load_diabetes,
+    load_digits,
+    load_fashion_mnist,
+    load_linreg,
+    load_mnist,
+    load_regression1d,
+)
+from hpo_cli.hyper import AugmentNet, Distill, Dropout, LossWeights, WeightDecay
+from hpo_cli.models import MLP, LeNet, Linear, TwoLayerLinear, resnet18
+from hpo_cli.optim import HessianFree
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the key."""
+
+
+# ---------------------------------------------------------------- schemas from signatures
+def _checkable_type(kind: Any, name: str, default: Any) -> Any:
+    """``kind`` if OmegaConf can check it, else ``Any``. Unions of several types become ``Any``
+    too: OmegaConf would refuse ``1000`` for ``float | str`` (it does not widen int to float)."""
+    arguments = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(arguments) > 1:
+        return Any
+    try:
+        OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
+    except ValidationError:
+        return Any
+    return kind
+
+
+def schema_for(target: Callable[..., Any]) -> type:
+    """A structured-config dataclass that instantiates ``target``.
+
+    One field per keyword parameter with a default, typed by its annotation (``Any`` where
+    OmegaConf cannot type it, e.g. ``float | str``), plus ``_target_``. Parameters without a
+    default (the model, the data's shapes, the seed) are supplied by the runner. Deriving the
+    schema from the signature keeps the two from drifting apart.
+    """
+    function = target.__init__ if isinstance(target, type) else target
+    hints = typing.get_type_hints(function)
+    fields: list[tuple[str, Any, Any]] = [
+        ("_target_", str, f"{target.__module__}.{target.__qualname__}")
+    ]
+    for name, parameter in inspect.signature(target).parameters.items():
+        if parameter.default is inspect.Parameter.empty:
+            continue
+        default = parameter.default
+        if isinstance(default, list):
+            default = field(default_factory=functools.partial(list, default))
+        fields.append((name, _checkable_type(hints.get(name, Any), name, default), default))
+    return make_dataclass(f"{target.__name__}Config", fields)
+
+
+# ---------------------------------------------------------------- optimisers
+@dataclass
+class AdamOptimizer:
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDOptimizer:
+    _target_: str = "torch.optim.SGD"
+    lr: float = 1e-2
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+@dataclass
+class RMSpropOptimizer:
+    _target_: str = "torch.optim.RMSprop"
+    lr: float = 1e-2
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+
+
+# ---------------------------------------------------------------- device and top level
+@dataclass
+class DeviceConfig:
+    type: str = "cpu"  # cpu | cuda | auto (cuda when available)
+
+
+@dataclass
+class SolverComparisonConfig:
+    """Every ``every`` outer steps and at the last one, the hypergradients of ``solvers`` at
+    budgets K = 0..``budget`` against a dense solve (:mod:`hpo_cli.analysis.solver_comparison`),
+    on the first ``hyper_train_batch``/``hyper_val_batch`` examples, into
+    ``solver_comparison.csv``."""
+
+    every: int | None = None  # outer steps between comparisons; None: off
+    solvers: list[str] = field(default_factory=lambda: ["identity", "neumann", "cg"])
+    budget: int = 50  # the largest K: Neumann terms, CG steps
+    neumann_alpha: float | None = None  # Neumann's fixed step; None: 1/λmax of the dense H
+
+
+@dataclass
+class RunConfig:
+    """The top level: what to run and for how long.
+
+    One outer step = ``inner_steps`` inner-optimiser steps on training mini-batches, then one
+    hypergradient and one hyper-optimiser step.
+    """
+
+    dataset: Any = MISSING
+    model: Any = MISSING
+    hyper: Any = MISSING
+    solver: Any = MISSING
+    optimizer: Any = MISSING
+    hyper_optimizer: Any = MISSING
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    seed: int = 0
+    dtype: str = "float32"  # float32 | float64
+    threads: int | None = None  # torch intra-op CPU threads; None: torch's default
+    outer_steps: int = 200
+    inner_steps: int = 50
+    warmup_inner_steps: int = 0  # inner steps before the first hyper-step
+    batch_size: int = 32  # inner mini-batch
+    hyper_train_batch: int | None = None  # None: the full training split
+    hyper_val_batch: int | None = None  # None: the full validation split
+    reset_inner_optimizer: bool = False  # fresh inner optimiser state every outer step
+    eval_every: int = 5  # outer steps between metrics rows
+    hyper_steps: bool = True  # false: train at fixed λ (the baseline of a black-box search)
+    curvature_every: int | None = None  # outer steps between Hessian diagnostics; None: off
+    curvature_probes: int = 10  # Hutchinson probes for the trace estimate
+    solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
+    checkpoint_every: int = 10  # outer steps between checkpoints
+    on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
+    resume: str | None = None  # a run directory to continue
+    progress: bool = True  # tqdm bar on an interactive terminal
+    plots: bool = True
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {
+        "digits": schema_for(load_digits),
+        "diabetes": schema_for(load_diabetes),
+        "linreg": schema_for(load_linreg),
+        "regression1d": schema_for(load_regression1d),
+        "mnist": schema_for(load_mnist),
+        "fashion_mnist": schema_for(load_fashion_mnist),
+        "cifar10": schema_for(load_cifar10),
+        "cifar100": schema_for(load_cifar100),
+    },
+    "model": {
+        "mlp": schema_for(MLP),
+        "linear": schema_for(Linear),
+        "two_layer_linear": schema_for(TwoLayerLinear),
+        "lenet": schema_for(LeNet),
+        "resnet18": schema_for(resnet18),
+    },
+    "hyper": {
+        "weight_decay": schema_for(WeightDecay),
+        "augment_net": schema_for(AugmentNet),
+        "distill": schema_for(Distill),
+        "loss_weights": schema_for(LossWeights),
+        "dropout": schema_for(Dropout),
+    },
+    "solver": {
+        "identity": schema_for(Identity),
+        "neumann": schema_for(Neumann),
+        "cg": schema_for(ConjugateGradient),
+        "exact": schema_for(Exact),
+    },
+    "optimizer": {
+        "adam": AdamOptimizer,
+        "sgd": SGDOptimizer,
+        "rmsprop": RMSpropOptimizer,
+        "hessian_free": schema_for(HessianFree),
+    },
+    "hyper_optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
+    "device": {"device": DeviceConfig},
+}
+"""Group → option → schema, registered as ``base_<option>``; a new option adds one line."""
+
+
+def register_configs() -> None:
+    """Store the top-level schema as ``base_config`` and each group's as ``base_<name>``."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=RunConfig)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(group=group, name=f"base_{name}", node=schema)
+
+
+def _require(condition: bool, key: str, value: object, requirement: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}={value} is invalid: {requirement}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks that the schemas' types cannot express; raises :class:`ConfigError`."""
+    for key in ("outer_steps", "inner_steps", "batch_size", "eval_every", "checkpoint_every"):
+        _require(cfg[key] > 0, key, cfg[key], "must be > 0")
+    _require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
+    every = cfg.curvature_every
+    _require(every is None or every > 0, "curvature_every", every, "must be > 0 or null")
+    _require(cfg.curvature_probes >= 2, "curvature_probes", cfg.curvature_probes, "must be >= 2")
+    validate_solver_comparison(cfg.solver_comparison)
+    _require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
+    for key in ("hyper_train_batch", "hyper_val_batch"):
+        _require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
+    for group in ("optimizer", "hyper_optimizer"):
+        _require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
+    _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
+    _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
+    _require(
+        cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
+    )
+
+
+def validate_solver_comparison(comparison: DictConfig) -> None:
+    """Range checks of the ``solver_comparison`` block; raises :class:`ConfigError`."""
+    every, solvers = comparison.every, list(comparison.solvers)
+    key = "solver_comparison"
+    _require(every is None or every > 0, f"{key}.every", every, "must be > 0 or null")
+    _require(comparison.budget >= 0, f"{key}.budget", comparison.budget, "must be >= 0")
+    _require(
+        bool(solvers) and set(solvers) <= set(SOLVER_FAMILIES),
+        f"{key}.solvers",
+        solvers,
+        f"a non-empty list of {', '.join(SOLVER_FAMILIES)}",
+    )
+    alpha = comparison.neumann_alpha
+    _require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
