@@ -8,17 +8,11 @@ import torch
 from hydra import compose, initialize_config_module
 
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
+from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import register_configs
-from hpo_cli.runner.loop import (
-    Progress,
-    RunFailed,
-    build_experiment,
-    evaluate_split,
-    hyper_step,
-    inner_step,
-    train,
-    untouched_run,
-)
+from hpo_cli.runner.diagnostics import untouched_run
+from hpo_cli.runner.loop import evaluate_split, hyper_step, inner_step, train
+from hpo_cli.runner.progress import Progress, RunFailed
 
 TINY = [
     "dataset.train_size=20",

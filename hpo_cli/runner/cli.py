@@ -28,8 +28,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.config import ConfigError, register_configs, validate
-from hpo_cli.runner.loop import RunFailed, train
+from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
+from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
 
 log = logging.getLogger("hpo_cli")
