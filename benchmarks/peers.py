@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.hypergradient_cost import (
+from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -63,19 +63,21 @@ from benchmarks.hypergradient_cost import (
     Table,
     benchmark_command,
     benchmark_parser,
-    fixed_alpha,
     fmt_ms,
     fmt_ratio,
     fmt_sci,
     log,
-    make_mlp_problem,
-    make_ridge,
     measure_group,
     parse_benchmark_args,
-    pretrain,
     report_stem,
     resolve_device,
     write_report,
+)
+from benchmarks.problems import (
+    fixed_alpha,
+    make_mlp_problem,
+    make_ridge,
+    pretrain,
 )
 from hpo_cli import ConjugateGradient, Neumann, hypergradient
 
