@@ -37,7 +37,9 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
     """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
-    optimisers, the batch generator and the global RNG states."""
+    optimisers, the solver's warm-start state (when it keeps one), the batch generator and the
+    global RNG states."""
+    solver_state = getattr(exp.joint.solver, "state_dict", None)
     return {
         "progress": {
             **progress.__dict__,
@@ -48,6 +50,7 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
         "hyper": exp.hyper.state_dict(),
         "optimizer": exp.joint.optimizer.state_dict(),
         "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
+        "solver": solver_state() if solver_state else None,
         "batches": exp.batches.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
@@ -60,6 +63,8 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     exp.hyper.load_state_dict(state["hyper"])
     exp.joint.optimizer.load_state_dict(state["optimizer"])
     exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+    if state.get("solver") is not None:  # absent from checkpoints written before warm starts
+        exp.joint.solver.load_state_dict(state["solver"])
     exp.batches.set_state(state["batches"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None:

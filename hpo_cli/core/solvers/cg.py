@@ -15,32 +15,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.solvers.base import SolveInfo, Status
-from hpo_cli.core.vectors import TensorList, add, add_, all_finite, clone, dot, norm, zeros_like
+from hpo_cli.core.vectors import (
+    TensorList,
+    add,
+    add_,
+    all_finite,
+    clone,
+    dot,
+    norm,
+    scale,
+    zeros_like,
+)
 
 Preconditioner = Callable[[TensorList], list[torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class ConjugateGradient:
-    """Preconditioned conjugate gradient from x₀ = 0.
+    """Preconditioned conjugate gradient from x₀ = 0, or warm from the previous call's solution.
 
     Args:
         max_iter: the most iterations (one product with A each).
         tol: stop when ‖r‖ ≤ tol·‖b‖, r = b − (A + μI)x the recursively updated residual.
         damping: μ ≥ 0 added to the diagonal.
         preconditioner: optional v ↦ M⁻¹v; ``None`` for plain CG.
+        warm_start: start from x₀ = s·x_prev, the previous call's solution scaled to the new
+            right-hand side by the least-squares factor s = ⟨b, Ax_prev⟩/‖Ax_prev‖² (one
+            product, counted), so that ‖b − Ax₀‖ ≤ ‖b‖; when the warm residual is not smaller
+            than ‖b‖ (or the shapes differ) it starts cold from 0. Meant for one solver object
+            per problem, as in a training loop; the state (:meth:`state_dict`) goes into
+            hpo-run's checkpoints.
     """
 
     max_iter: int = 100
     tol: float = 1e-6
     damping: float = 0.0
     preconditioner: Preconditioner | None = None
+    warm_start: bool = True
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iter < 0:
@@ -50,25 +69,55 @@ class ConjugateGradient:
         if self.damping < 0:
             raise ValueError(f"cg.damping must be >= 0, got {self.damping}")
 
+    def state_dict(self) -> dict[str, Any]:
+        """The warm-start state: the previous solution (empty before the first call)."""
+        return {key: clone(value) for key, value in self._state.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
+        self._state.clear()
+        self._state.update(state)
+
     def _apply(self, matvec: MatVec, vector: TensorList) -> list[torch.Tensor]:
         product = matvec(vector)
         return add(product, vector, alpha=self.damping) if self.damping else product
+
+    def _start(
+        self, matvec: MatVec, b: TensorList, b_norm: float
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], int, bool]:
+        """x₀, r₀ = b − (A + μI)x₀, the products spent and whether x₀ is warm (see
+        ``warm_start``; else x₀ = 0, r₀ = b)."""
+        previous = self._state.get("solution")
+        if (
+            not self.warm_start
+            or previous is None
+            or [v.shape for v in previous] != [x.shape for x in b]
+        ):
+            return zeros_like(b), clone(b), 0, False
+        previous = [v.to(x) for v, x in zip(previous, b, strict=True)]
+        product = self._apply(matvec, previous)
+        product_norm2 = float(dot(product, product))
+        factor = float(dot(b, product)) / product_norm2 if product_norm2 > 0 else math.nan
+        if math.isfinite(factor):
+            residual = add(b, product, alpha=-factor)
+            if float(norm(residual)) < b_norm:
+                return scale(previous, factor), residual, 1, True
+        return zeros_like(b), clone(b), 1, False
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
         # The iterate x and residual r are updated in place: each iteration allocates the
         # product (A + μI) p and, once that is freed, the next direction (and z = M⁻¹r when
         # preconditioned). Without a
         # preconditioner z = r, so rᵀz = ‖r‖² is also the squared residual norm.
-        solution = zeros_like(b)
-        residual = clone(b)
+        b_norm = float(norm(b))
+        solution, residual, matvecs, warm = self._start(matvec, b, b_norm)
         z = self.preconditioner(residual) if self.preconditioner else residual
         direction = clone(z)
         rz = float(dot(residual, z))
-        b_norm = float(norm(b))
-        extras = {"damping": self.damping}
+        extras = {"damping": self.damping, "warm_start": float(warm)}
         status, message = Status.MAX_ITERATIONS, ""
-        iterations = matvecs = 0
-        residual_norm = b_norm
+        iterations = 0
+        residual_norm = float(norm(residual)) if warm else b_norm
         while True:
             if residual_norm <= self.tol * b_norm:
                 status = Status.CONVERGED
@@ -107,6 +156,8 @@ class ConjugateGradient:
             iterations += 1
         if status != Status.DIVERGED and not all_finite(solution):
             status, message = Status.DIVERGED, "the CG iterate is not finite"
+        if self.warm_start and status != Status.DIVERGED:
+            self._state["solution"] = [x.detach().clone() for x in solution]
         info = SolveInfo(
             solver="cg",
             status=status,

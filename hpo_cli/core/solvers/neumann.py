@@ -23,7 +23,8 @@ estimate of that spectral radius, reported as ``spectral_radius_estimate``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -41,14 +42,15 @@ from hpo_cli.core.vectors import (
 )
 
 
-def estimate_largest_eigenvalue(
+def power_iteration(
     matvec: MatVec, start: TensorList, iterations: int
-) -> tuple[float, int]:
+) -> tuple[float, int, list[torch.Tensor]]:
     """Power iteration for the eigenvalue of largest magnitude of a symmetric A.
 
     Returns the Rayleigh quotient vᵀAv/vᵀv of the last iterate (a lower bound on |λ|max that
-    converges to λmax when it dominates; negative when the dominant eigenvalue is negative) and
-    the number of products used.
+    converges to λmax when it dominates; negative when the dominant eigenvalue is negative), the
+    number of products used and the last unit iterate v (the eigenvector estimate, a warm start
+    for the next call).
     """
     vector = scale(start, 1.0 / float(norm(start)))
     estimate = math.nan
@@ -57,10 +59,18 @@ def estimate_largest_eigenvalue(
         estimate = float(dot(vector, product))
         product_norm = float(norm(product))
         if product_norm == 0.0 or not math.isfinite(product_norm):
-            return estimate, step
+            return estimate, step, vector
         vector = product  # normalised in place: two weight-sized vectors alive, not three
         scale_(vector, 1.0 / product_norm)
-    return estimate, iterations
+    return estimate, iterations, vector
+
+
+def estimate_largest_eigenvalue(
+    matvec: MatVec, start: TensorList, iterations: int
+) -> tuple[float, int]:
+    """:func:`power_iteration`'s Rayleigh quotient and product count (no eigenvector)."""
+    estimate, steps, _ = power_iteration(matvec, start, iterations)
+    return estimate, steps
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,25 @@ class Neumann:
         power_iterations: power-iteration steps used by ``alpha="auto"``.
         tol: stop early once ‖t_k‖ ≤ tol·‖t_0‖ (the remaining terms are negligible); 0 runs all
             K terms.
+        warm_start: with ``alpha="auto"``, keep λ̂max and its eigenvector between calls (one
+            solver object per problem, as in a training loop, where H changes little from one
+            outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
+            products), then ``refresh_iterations`` power iterations from the kept eigenvector
+            refresh it. Safety: a series that diverges with a kept or refreshed α is summed once
+            more with α from a cold ``power_iterations``-step estimate from b (its products
+            count too). The state (:meth:`state_dict`) goes into hpo-run's checkpoints.
+        refresh_every: calls between two eigenvalue estimates when warm (1: every call).
+        refresh_iterations: power iterations of a warm refresh.
     """
 
     terms: int = 10
     alpha: float | str = "auto"
     power_iterations: int = 10
     tol: float = 0.0
+    warm_start: bool = True
+    refresh_every: int = 10
+    refresh_iterations: int = 3
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.terms < 0:
@@ -88,8 +111,63 @@ class Neumann:
             raise ValueError(f"neumann.alpha must be > 0 or 'auto', got {self.alpha!r}")
         if self.power_iterations < 1:
             raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
+        for key in ("refresh_every", "refresh_iterations"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The warm-start state (λ̂max, its eigenvector, calls since the last estimate)."""
+        return {
+            key: clone(value) if key == "vector" else value for key, value in self._state.items()
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
+        self._state.clear()
+        self._state.update(state)
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
+        solution, info = self._solve(matvec, b, cold=False)
+        if info.diverged and info.extras.get("alpha_warm"):
+            solution, retry = self._solve(matvec, b, cold=True)  # the safety net: α from cold
+            retry.matvecs += info.matvecs
+            retry.extras["warm_retry"] = 1.0
+            return solution, retry
+        return solution, info
+
+    def _largest_eigenvalue(
+        self, matvec: MatVec, b: TensorList, cold: bool
+    ) -> tuple[float, int, bool]:
+        """λ̂max, the products spent, and whether it came from the warm-start state (kept, or
+        refreshed from the kept eigenvector) rather than cold from b; records the state."""
+        state = self._state
+        vector = state.get("vector")
+        usable = (
+            self.warm_start
+            and not cold
+            and vector is not None
+            and [v.shape for v in vector] == [x.shape for x in b]
+        )
+        if usable and state["calls"] % self.refresh_every != 0:
+            state["calls"] += 1
+            return state["largest"], 0, True
+        if usable:
+            start, iterations = (
+                [v.to(x) for v, x in zip(vector, b, strict=True)],
+                self.refresh_iterations,
+            )
+        else:
+            start, iterations = b, self.power_iterations
+        largest, matvecs, vector = power_iteration(matvec, start, iterations)
+        if self.warm_start and 0.0 < largest < math.inf:
+            state.update(largest=largest, vector=vector, calls=1)
+        else:
+            state.clear()
+        return largest, matvecs, usable
+
+    def _solve(
+        self, matvec: MatVec, b: TensorList, cold: bool
+    ) -> tuple[list[torch.Tensor], SolveInfo]:
         extras: dict[str, float] = {}
         matvecs = 0
         b_norm = float(norm(b))
@@ -99,8 +177,9 @@ class Neumann:
             info = SolveInfo("neumann", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
             return [torch.full_like(x, math.nan) for x in b], info
         if self.alpha == "auto":
-            largest, matvecs = estimate_largest_eigenvalue(matvec, b, self.power_iterations)
+            largest, matvecs, warm = self._largest_eigenvalue(matvec, b, cold)
             extras["lambda_max_estimate"] = largest
+            extras["alpha_warm"] = float(warm)
             if not 0.0 < largest < math.inf:
                 info = SolveInfo(
                     solver="neumann",
