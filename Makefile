@@ -48,10 +48,15 @@ bench: install
 	$(BIN)/python -m benchmarks.scaling $(ARGS)
 	$(BIN)/python -m benchmarks.peers $(ARGS)
 
-# The peer libraries of benchmarks.peers (without them, make bench lists them as not available).
+# The peer libraries of benchmarks.peers and benchmarks.loop (`make bench-peers` fails without
+# them). betty-ml 0.1.1's metadata (`torch>=1.6.*`) is refused by pip >= 24.1, which `install`
+# upgrades to: a pip < 24.1 kept apart in .venv/oldpip installs it without its dependencies
+# (torch and numpy, which hpo-cli already installs).
 .PHONY: install-bench
 install-bench: install
 	$(BIN)/python -m pip install -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --target $(VENV)/oldpip "pip<24.1"
+	PYTHONPATH=$(VENV)/oldpip $(BIN)/python -m pip install --no-deps "betty-ml==0.1.1"
 
 .PHONY: bench-hf
 bench-hf: install

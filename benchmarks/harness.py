@@ -388,13 +388,16 @@ def write_report(
     run: BenchmarkRun,
     tables: Sequence[Table],
     dtype: str | None = None,
+    timer: str | None = None,
 ) -> None:
-    """``<out>/<stem>.md`` and ``.csv``, and the Markdown on stdout; ``dtype`` replaces the
-    machine table's default dtype line."""
+    """``<out>/<stem>.md`` and ``.csv``, and the Markdown on stdout; ``dtype`` and ``timer``
+    replace the machine table's default dtype and timer lines."""
     background = other_cores(run.start, run.end)
     machine = machine_info(run.device, run.sizes, run.quick, background)
     if dtype is not None:
         machine["dtype"] = dtype
+    if timer is not None:
+        machine["timer"] = timer
     wall_s = run.end.wall - run.start.wall
     report = markdown_report(
         title, machine, tables, run.command, wall_s, background_warning(background)

@@ -366,7 +366,9 @@ def floor_method(problem: Problem, k: int) -> Method:
 def methods(problem: Problem, k: int, alpha: float, status: dict[str, str]) -> dict[str, Method]:
     """Every available method at K, keyed by "library: method", and the floor."""
     table: dict[str, Method] = {
-        "hpo-cli: cg": HpoCliMethod(problem, ConjugateGradient(max_iter=k, tol=0.0)),
+        "hpo-cli: cg": HpoCliMethod(
+            problem, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)
+        ),
         "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k, alpha=alpha)),
         FLOOR: floor_method(problem, k),
     }

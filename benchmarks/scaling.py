@@ -92,7 +92,7 @@ def make_problem(width: int, device: torch.device) -> MLPProblem:
 
 
 def statement(problem: MLPProblem) -> Callable[[], Any]:
-    solver = ConjugateGradient(max_iter=K, tol=0.0, damping=DAMPING)
+    solver = ConjugateGradient(max_iter=K, tol=0.0, damping=DAMPING, warm_start=False)
 
     def run() -> Any:
         result = hypergradient(

@@ -72,14 +72,18 @@ def solver_cases(
     """identity; Neumann with fixed α and with α = "auto"; CG (tol = 0); damped CG; exact."""
     cases = [SolverCase("identity", None, Identity())]
     cases += [SolverCase(f"neumann α = {alpha:.3g}", k, Neumann(k, alpha=alpha)) for k in ks]
-    cases += [SolverCase("neumann α = auto", k, Neumann(k, alpha="auto")) for k in ks]
-    cases += [SolverCase("cg", k, ConjugateGradient(max_iter=k, tol=0.0)) for k in ks]
+    cases += [
+        SolverCase("neumann α = auto", k, Neumann(k, alpha="auto", warm_start=False)) for k in ks
+    ]
+    cases += [
+        SolverCase("cg", k, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)) for k in ks
+    ]
     if cg_damping:
         cases += [
             SolverCase(
                 f"cg μ = {cg_damping:g}",
                 k,
-                ConjugateGradient(max_iter=k, tol=0.0, damping=cg_damping),
+                ConjugateGradient(max_iter=k, tol=0.0, damping=cg_damping, warm_start=False),
             )
             for k in ks
         ]

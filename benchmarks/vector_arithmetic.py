@@ -72,7 +72,7 @@ def cg_pair(
 ) -> dict[str, Any]:
     """hpo-cli's CG on tensor lists against ``flat_cg``; the flat matvec defaults to the list
     one wrapped as ``flatten(list_matvec(unflatten(v)))``."""
-    solver = ConjugateGradient(max_iter=iterations, tol=0.0, damping=damping)
+    solver = ConjugateGradient(max_iter=iterations, tol=0.0, damping=damping, warm_start=False)
     b_flat = flatten(b)
 
     def wrapped_matvec(vector: torch.Tensor) -> torch.Tensor:
