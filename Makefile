@@ -47,6 +47,19 @@ bench: install
 	$(BIN)/python -m benchmarks.overhead $(ARGS)
 	$(BIN)/python -m benchmarks.scaling $(ARGS)
 	$(BIN)/python -m benchmarks.peers $(ARGS)
+	$(BIN)/python -m benchmarks.loop $(ARGS)
+
+# The peer comparisons with the peers required: exit 1 in one line when one is not installed.
+.PHONY: bench-peers
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers --peers $(ARGS)
+	$(BIN)/python -m benchmarks.loop --peers $(ARGS)
+
+# On a machine with an NVIDIA GPU: the default experiment, ResNet-18, the quick benchmarks and
+# the 10^7-weight scaling point on CUDA (exit 1 on any failure; exit 0 with one line, no GPU).
+.PHONY: gpu-check
+gpu-check: install
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
 # The peer libraries of benchmarks.peers and benchmarks.loop (`make bench-peers` fails without
 # them). betty-ml 0.1.1's metadata (`torch>=1.6.*`) is refused by pip >= 24.1, which `install`

@@ -8,7 +8,8 @@ Run from the repository root (the peers are the optional ``bench`` extra)::
     python -m benchmarks.peers --device cuda   # the same on the GPU
     python -m benchmarks.peers --threads 1 --out /tmp/bench
 
-A peer that does not import is listed as "not available: <reason>" and skipped.
+A peer that does not import is listed as "not available: <reason>" and skipped; with
+``--peers`` (``make bench-peers``) the run stops instead, exit 1, one line naming the missing.
 
 Every method computes the same thing, the IFT hypergradient −(∂²L_t/∂λ∂w)ᵀ x with
 x ≈ H⁻¹ ∂L_v/∂w from K Hessian-vector products (HVPs), the losses built inside the timed call:
@@ -112,6 +113,27 @@ def peer_status() -> dict[str, str]:
             version = dist_version(dist)
         status[name] = str(version)
     return status
+
+
+def require_peers(status: dict[str, str], wanted: bool) -> list[str]:
+    """The peers that do not import; with ``wanted``, exit 1 in one line when there are any."""
+    missing = [name for name, value in status.items() if value.startswith("not available")]
+    if wanted and missing:
+        print(
+            f"error: --peers: not installed: {', '.join(missing)} (run `make install-bench`)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    return missing
+
+
+def add_peers_flag(parser: argparse.ArgumentParser) -> None:
+    """``--peers``: the run needs the peer libraries (``make bench-peers``)."""
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="require the peer libraries: exit 1 in one line when one does not import",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,6 +623,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
         "peers", "hpo-cli's hypergradient against torchopt, betty, curvlinops and higher."
     )
+    add_peers_flag(parser)
     return parse_benchmark_args(parser, argv)
 
 
@@ -615,6 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = benchmark_command("peers", argv)
     start = CpuSnapshot.now()
     status = peer_status()
+    require_peers(status, args.peers)
     tables = [status_table(status)]
     ridge_ks, mlp_ks = (QUICK_KS, QUICK_MLP_KS) if args.quick else (RIDGE_KS, MLP_KS)
     tables.append(peer_table(ridge_problem(sizes, device), ridge_ks, status, sizes, "7a"))

@@ -41,6 +41,9 @@ from hpo_cli.core.vectors import (
     zeros_like,
 )
 
+CHECK_EVERY = 4  # terms between two host reads of the term norms (one sync) on an accelerator
+CPU_CHECK_EVERY = 1  # on the CPU a read costs nothing and spares the products past the stop
+
 
 def power_iteration(
     matvec: MatVec, start: TensorList, iterations: int
@@ -88,9 +91,9 @@ class Neumann:
             solver object per problem, as in a training loop, where H changes little from one
             outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
             products), then ``refresh_iterations`` power iterations from the kept eigenvector
-            refresh it. Safety: a series that diverges with a kept or refreshed α is summed once
-            more with α from a cold ``power_iterations``-step estimate from b (its products
-            count too). The state (:meth:`state_dict`) goes into hpo-run's checkpoints.
+            refresh it. Safety: a series that diverges with a kept α (the series' own growth
+            test) is summed once more after a refresh (its products count too). The state
+            (:meth:`state_dict`) goes into hpo-run's checkpoints.
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: power iterations of a warm refresh.
     """
@@ -99,7 +102,7 @@ class Neumann:
     alpha: float | str = "auto"
     power_iterations: int = 10
     tol: float = 0.0
-    warm_start: bool = True
+    warm_start: bool = False
     refresh_every: int = 10
     refresh_iterations: int = 3
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -127,28 +130,27 @@ class Neumann:
         self._state.update(state)
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
-        solution, info = self._solve(matvec, b, cold=False)
-        if info.diverged and info.extras.get("alpha_warm"):
-            solution, retry = self._solve(matvec, b, cold=True)  # the safety net: α from cold
+        solution, info = self._solve(matvec, b, refresh=False)
+        if info.diverged and info.extras.get("alpha_kept"):
+            solution, retry = self._solve(matvec, b, refresh=True)  # the safety net
             retry.matvecs += info.matvecs
             retry.extras["warm_retry"] = 1.0
             return solution, retry
         return solution, info
 
     def _largest_eigenvalue(
-        self, matvec: MatVec, b: TensorList, cold: bool
+        self, matvec: MatVec, b: TensorList, refresh: bool
     ) -> tuple[float, int, bool]:
-        """λ̂max, the products spent, and whether it came from the warm-start state (kept, or
-        refreshed from the kept eigenvector) rather than cold from b; records the state."""
+        """λ̂max, the products spent, and whether it was kept from an earlier call (no products;
+        never with ``refresh``); records the warm-start state."""
         state = self._state
         vector = state.get("vector")
         usable = (
             self.warm_start
-            and not cold
             and vector is not None
             and [v.shape for v in vector] == [x.shape for x in b]
         )
-        if usable and state["calls"] % self.refresh_every != 0:
+        if usable and not refresh and state["calls"] % self.refresh_every != 0:
             state["calls"] += 1
             return state["largest"], 0, True
         if usable:
@@ -163,10 +165,10 @@ class Neumann:
             state.update(largest=largest, vector=vector, calls=1)
         else:
             state.clear()
-        return largest, matvecs, usable
+        return largest, matvecs, False
 
     def _solve(
-        self, matvec: MatVec, b: TensorList, cold: bool
+        self, matvec: MatVec, b: TensorList, refresh: bool
     ) -> tuple[list[torch.Tensor], SolveInfo]:
         extras: dict[str, float] = {}
         matvecs = 0
@@ -177,9 +179,9 @@ class Neumann:
             info = SolveInfo("neumann", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
             return [torch.full_like(x, math.nan) for x in b], info
         if self.alpha == "auto":
-            largest, matvecs, warm = self._largest_eigenvalue(matvec, b, cold)
+            largest, matvecs, kept = self._largest_eigenvalue(matvec, b, refresh)
             extras["lambda_max_estimate"] = largest
-            extras["alpha_warm"] = float(warm)
+            extras["alpha_kept"] = float(kept)
             if not 0.0 < largest < math.inf:
                 info = SolveInfo(
                     solver="neumann",
@@ -199,32 +201,51 @@ class Neumann:
         extras["alpha"] = alpha
 
         # Three weight-sized vectors live across iterations, each updated in place: the term
-        # t_k, the partial sum x_k and the product A t_k.
+        # t_k, the partial sum x_k and the product A t_k. The checks below read the term norms
+        # on the host only every ``checks`` terms (one synchronisation each time): until then
+        # a term joins the sum times an on-device mask (0 once a term outgrew the first or fell
+        # below tol), so the sum is the one a check after every term would give (except that a
+        # non-finite term, 0·inf, makes it non-finite: diverged either way), and at most
+        # ``checks`` − 1 products are spent past the stop.
         term = scale(b, alpha)
         solution = clone(term)
         first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
+        checks = CPU_CHECK_EVERY if b[0].device.type == "cpu" else CHECK_EVERY
+        running = torch.ones((), dtype=torch.bool, device=b[0].device)
+        pending: list[torch.Tensor] = []
         for k in range(1, self.terms + 1):
             product = matvec(term)
             add_(term, product, alpha=-alpha)
             del product
             matvecs += 1
-            iterations = k
-            term_norm = float(norm(term))
-            ratio = term_norm / previous_norm
-            extras["spectral_radius_estimate"] = ratio
-            if not math.isfinite(term_norm) or term_norm > first_norm:
-                status = Status.DIVERGED
-                message = (
-                    f"term {k} outgrew the first (‖t_k‖/‖t_0‖ = {term_norm / first_norm:.3g}, "
-                    f"ρ(I − αH) >= {ratio:.4g}) with α = {alpha:.3g}: the series explodes; "
-                    "take α < 2/λmax, add damping to H, or use cg"
-                )
-                break
-            add_(solution, term)
-            previous_norm = term_norm
-            if term_norm <= self.tol * first_norm:
-                status, message = Status.CONVERGED, f"terms fell below tol after {k} terms"
+            term_norm_t = norm(term)
+            keep = running & (term_norm_t <= first_norm)  # False for a non-finite norm too
+            torch._foreach_addcmul_(solution, term, [keep.to(term_norm_t.dtype)] * len(term))
+            running = keep & (term_norm_t > self.tol * first_norm)
+            pending.append(term_norm_t)
+            if len(pending) < checks and k < self.terms:
+                continue
+            first_term = k - len(pending) + 1
+            for j, term_norm in enumerate(torch.stack(pending).tolist(), start=first_term):
+                iterations = j
+                ratio = term_norm / previous_norm
+                extras["spectral_radius_estimate"] = ratio
+                if not math.isfinite(term_norm) or term_norm > first_norm:
+                    status = Status.DIVERGED
+                    message = (
+                        f"term {j} outgrew the first (‖t_k‖/‖t_0‖ = "
+                        f"{term_norm / first_norm:.3g}, ρ(I − αH) >= {ratio:.4g}) with "
+                        f"α = {alpha:.3g}: the series explodes; take α < 2/λmax, add damping "
+                        "to H, or use cg"
+                    )
+                    break
+                previous_norm = term_norm
+                if term_norm <= self.tol * first_norm:
+                    status, message = Status.CONVERGED, f"terms fell below tol after {j} terms"
+                    break
+            pending.clear()
+            if status != Status.MAX_ITERATIONS:
                 break
         if status == Status.MAX_ITERATIONS and extras.get("spectral_radius_estimate", 0.0) >= 1:
             status = Status.UNSTABLE
@@ -232,7 +253,6 @@ class Neumann:
                 f"; ρ(I − αH) >= {extras['spectral_radius_estimate']:.4g}, so more terms would "
                 "not converge (H has eigenvalues <= 0 or α > 2/λmax)"
             )
-        # No term kept in the sum is larger than the finite first one, so the sum is finite.
         info = SolveInfo(
             solver="neumann",
             status=status,
