@@ -21,7 +21,8 @@ products exclude the runner's one-product residual check):
   iterations every call) and warm (λ̂max kept, refreshed every 1, 3 or 10 calls by 3 power
   iterations from the kept eigenvector); the peers' Neumann series with a fixed α = 1/λ̂max
   estimated once before the run (100 power iterations), as they are used. Reference: the same
-  K-term series with α from 100 power iterations at that state.
+  K-term series with α = 1/λmax, λmax from ARPACK's Lanczos at that state (relative accuracy
+  10⁻⁴; independent of the start vector, which a power iteration's few steps are not).
 * CG family on (H + μI)x = b, μ = max(0, −λ̂min) + 0.1·λ̂max at the first state (power
   iterations; H is indefinite here), stopping at ‖r‖ ≤ 10⁻³‖b‖:
   hpo-cli cold and warm; torchopt's ``solve_cg(rtol=10⁻³)`` and curvlinops'
@@ -76,6 +77,8 @@ from benchmarks.peers import (
     torchopt_method,
 )
 from hpo_cli import ConjugateGradient, Neumann, TrainingCurvature, hypergradient
+from hpo_cli.analysis.hessian.lanczos import extreme_eigenvalues
+from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.solvers import estimate_largest_eigenvalue
 from hpo_cli.core.vectors import add, flatten
 from hpo_cli.runner.build import Experiment, build_experiment
@@ -84,6 +87,7 @@ from hpo_cli.runner.loop import inner_step
 Vector = list[torch.Tensor]
 TERMS = 3  # hpo-run's default Neumann series
 SETUP_POWER_ITERATIONS = 100
+LANCZOS_TOL = 1e-4
 CG_TOL, REFERENCE_TOL, REFERENCE_ITERATIONS, CG_MAX_ITER = 1e-3, 1e-6, 1000, 200
 DAMPING_FRACTION = 0.1  # μ = max(0, −λ̂min) + this × λ̂max, at the first state
 EQUAL_ACCURACY = 1.05  # errors within this factor count as equal
@@ -157,6 +161,13 @@ class State:
             return add(curvature.hvp(vector), vector, alpha=-shift)
 
         return estimate_largest_eigenvalue(shifted, b, SETUP_POWER_ITERATIONS)[0]
+
+    def lanczos_largest_eigenvalue(self) -> float:
+        """λmax of H by ARPACK's Lanczos (relative accuracy 10⁻⁴), independent of any start
+        vector a solver uses."""
+        curvature = TrainingCurvature(self.train_loss(), self.params)
+        operator = SymmetricOperator(curvature.hvp, [p.detach() for p in self.params])
+        return float(extreme_eigenvalues(operator, 1, "LA", tol=LANCZOS_TOL).values[-1])
 
     def damping(self, largest: float) -> float:
         """μ that makes H + μI positive definite here: max(0, −λ̂min) + 0.1·λ̂max."""
@@ -287,7 +298,7 @@ def families(alpha: float, damping: float, available: set[str]) -> list[Family]:
         cg["curvlinops: CGInverseLinearOperator"] = curvlinops_cg(damping)
 
     def neumann_reference(state: State) -> Method:
-        return hpo_cli_method(Neumann(TERMS, alpha=1.0 / state.largest_eigenvalue()))
+        return hpo_cli_method(Neumann(TERMS, alpha=1.0 / state.lanczos_largest_eigenvalue()))
 
     reference_cg = ConjugateGradient(REFERENCE_ITERATIONS, REFERENCE_TOL, damping, warm_start=False)
     return [
