@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_module
 
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
+from hpo_cli.runner.checkpoint import read_checkpoint
 from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.loop import (
     Progress,
@@ -131,7 +132,7 @@ def test_curvature_diagnostics_match_the_dense_hessian(tmp_path):
     last = pd.read_csv(tmp_path / "metrics.csv").iloc[-1]
 
     exp = build_experiment(cfg)  # the same weights again, from the final checkpoint
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
     exp.model.load_state_dict(state["model"])
     exp.hyper.load_state_dict(state["hyper"])
     params = list(exp.model.parameters())

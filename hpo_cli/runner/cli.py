@@ -25,11 +25,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import RunFailed, train
 from hpo_cli.runner.plots import plot_run
+from hpo_cli.runner.preflight import prepare, save_run_config
 from hpo_cli.runner.summary import write_summary
 
 log = logging.getLogger("hpo_cli")
@@ -40,29 +42,6 @@ def _fail(message: str, code: int) -> NoReturn:
     log.error(message)
     print(f"hpo-run: error: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def resume_arguments(arguments: list[str]) -> list[str]:
-    """Command-line overrides for ``resume=DIR``: the original run's own overrides, updated by the
-    new ones, with Hydra writing into DIR again. Other command lines pass through unchanged."""
-    resume = [a.split("=", 1)[1] for a in arguments if _override_key(a) == "resume"]
-    if not resume or resume[-1] in ("null", ""):
-        return arguments
-    if "-m" in arguments or "--multirun" in arguments:
-        _fail("resume= continues one run; it cannot be combined with --multirun", 2)
-    run_dir = Path(resume[-1]).expanduser().resolve()
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.exists():
-        _fail(f"resume={resume[-1]} is not an hpo-run run directory (no {saved})", 2)
-    merged = {_override_key(o): o for o in OmegaConf.load(saved)}
-    merged.update({_override_key(a): a for a in arguments})
-    merged["resume"] = f"resume='{run_dir}'"
-    merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
-    return list(merged.values())
 
 
 def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
@@ -78,8 +57,24 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """Hold ``run_dir``'s lock (:mod:`hpo_cli.runner.lock`) and :func:`train_and_report` there;
+    a directory another process writes is refused in one line (exit 2; NaN in a multirun, with
+    nothing written).
+    """
+    try:
+        with run_lock(run_dir):
+            return train_and_report(cfg, run_dir, overrides, multirun)
+    except RunLocked as error:
+        if multirun:
+            log.error("job refused: %s", error)
+            return math.nan
+        _fail(str(error), 2)
+
+
+def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
     """Validate, train into ``run_dir``, then write summary.json and the plots; one clear line
-    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN.
+    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN. A
+    resume saves its configuration in ``.hydra/`` only once it has passed validation.
 
     Args:
         cfg: the composed configuration.
@@ -92,6 +87,8 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     """
     try:
         validate(cfg)
+        if cfg.resume:
+            save_run_config(run_dir, cfg, overrides)
         progress = train(cfg, run_dir)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
@@ -145,6 +142,15 @@ def run(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    """Console-script entry point: :func:`hpo_cli.runner.preflight.prepare` checks the command
+    line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
+    Other Hydra flags (``--help``, ``--cfg``, ...) go to Hydra unchecked."""
+    arguments = sys.argv[1:]
+    if all(a in ("-m", "--multirun") or not a.startswith("-") for a in arguments):
+        try:
+            arguments = prepare(arguments)
+        except ConfigError as error:  # before Hydra has set up logging: stderr only
+            print(f"hpo-run: error: {error}", file=sys.stderr)
+            sys.exit(2)
+    sys.argv = [sys.argv[0], *arguments]
     run()

@@ -239,6 +239,13 @@ def validate(cfg: DictConfig) -> None:
     for group in ("optimizer", "hyper_optimizer"):
         _require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
+    max_iter = cfg.solver.get("max_iter")
+    _require(
+        max_iter is None or max_iter >= 1,
+        "solver.max_iter",
+        max_iter,
+        "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
+    )
     _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
