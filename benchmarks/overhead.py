@@ -12,10 +12,11 @@ Sections, one Markdown table each:
 
 4. Joint-training overhead. The experiment ``hpo-run`` runs by default (digits, MLP, per-weight
    weight decay, Neumann with 3 terms and α = auto, Adam inside, RMSprop outside), built with
-   ``hpo_cli.runner.loop.build_experiment`` from the composed config. One outer step with
-   hyper-steps on is ``inner_steps`` calls of ``inner_step`` followed by one ``hyper_step``
-   (hypergradient + RMSprop step); with hyper-steps off it is the same inner steps and no
-   hypergradient. The ratio of the two times per inner step is the overhead (target ≤ 1.5×).
+   ``hpo_cli.runner.build.build_experiment`` from the composed config. Both rows time the
+   runner's own ``hpo_cli.runner.loop.outer_step``: with hyper-steps on, ``inner_steps`` inner
+   steps and one hyper-step (hypergradient + RMSprop step); with ``hyper_steps=false``, the same
+   inner steps and no hypergradient. The ratio of the two times per inner step is the overhead
+   (target ≤ 1.5×).
    Evaluation, logging and checkpoints are left out of both (the runner does them either way).
 5. Peak memory of one hyper-step divided by that of one training step (target ≤ 3×). On the
    GPU: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step. On the
@@ -61,8 +62,10 @@ from benchmarks.hypergradient_cost import (
     report_stem,
     write_report,
 )
+from hpo_cli.runner.build import Experiment, build_experiment
 from hpo_cli.runner.config import register_configs
-from hpo_cli.runner.loop import Experiment, Progress, build_experiment, hyper_step, inner_step
+from hpo_cli.runner.loop import hyper_step, inner_step, outer_step
+from hpo_cli.runner.progress import Progress
 
 QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
 TARGET_TIME = 1.5
@@ -76,25 +79,24 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
-def outer_step(exp: Experiment, progress: Progress, hyper: bool) -> None:
-    """``inner_steps`` inner steps, then one hyper-step when ``hyper`` (as ``train`` does)."""
-    for _ in range(exp.cfg.inner_steps):
-        inner_step(exp)
-    if hyper:
-        hyper_step(exp, progress)
+def synchronized_outer_step(exp: Experiment, progress: Progress) -> None:
+    """The runner's own :func:`hpo_cli.runner.loop.outer_step`, waited for on a GPU."""
+    outer_step(exp, progress)
     if exp.device.type == "cuda":
         torch.cuda.synchronize(exp.device)
 
 
 def section_overhead(cfg: DictConfig, sizes: Sizes) -> Table:
     """Two experiments built alike, one trained with hyper-steps and one without."""
-    on, off = build_experiment(cfg), build_experiment(cfg)
-    progress = Progress(device=str(on.device))
+    without = cfg.copy()
+    without.hyper_steps = False
+    on, off = build_experiment(cfg), build_experiment(without)
+    progress, progress_off = Progress(device=str(on.device)), Progress(device=str(off.device))
     log(f"section 4: joint-training overhead ({cfg.inner_steps} inner steps per outer step)")
     timed = measure_group(
         {
-            "hyper-steps off": lambda: outer_step(off, progress, hyper=False),
-            "hyper-steps on": lambda: outer_step(on, progress, hyper=True),
+            "hyper-steps off": lambda: synchronized_outer_step(off, progress_off),
+            "hyper-steps on": lambda: synchronized_outer_step(on, progress),
             "one hyper_step alone": lambda: hyper_step(on, progress),
             "one inner_step alone": lambda: inner_step(on),
         },
@@ -214,7 +216,7 @@ def memory_rows(cfg: DictConfig, case: str) -> list[dict[str, Any]]:
     """One row per measuring method: peak of an inner step and of a hyper-step under ``cfg``."""
     exp = build_experiment(cfg)
     progress = Progress(device=str(exp.device))
-    outer_step(exp, progress, hyper=True)  # optimiser states exist before measuring
+    outer_step(exp, progress)  # optimiser states exist before measuring
     vector = sum(p.numel() * p.element_size() for p in exp.model.parameters())
     rows = []
     for method, measure in memory_methods(exp.device).items():

@@ -14,6 +14,7 @@ See :mod:`hpo_cli.core.hypergradient` for the maths and the sign convention.
 from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
 from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, dense_matrix
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
+from hpo_cli.core.joint import JointOptimizer
 from hpo_cli.core.solvers import (
     ConjugateGradient,
     Exact,
@@ -35,6 +36,7 @@ __all__ = [
     "HypergradientError",
     "Identity",
     "InverseHVPSolver",
+    "JointOptimizer",
     "Neumann",
     "SingularSystemError",
     "SolveInfo",

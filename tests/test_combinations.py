@@ -22,8 +22,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from image_files import write_readable
 
+from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import ConfigError, register_configs
-from hpo_cli.runner.loop import build_experiment, train
+from hpo_cli.runner.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}

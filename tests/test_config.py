@@ -13,8 +13,8 @@ from image_files import write_readable
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import ConfigError, register_configs, validate
-from hpo_cli.runner.loop import build_experiment
 
 CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 SMALL = [
@@ -192,6 +192,6 @@ def test_auto_device_picks_what_exists():
 
 def test_solver_options_reach_the_solver():
     cfg = compose_config("solver=cg", "solver.max_iter=7", "solver.damping=0.5", *SMALL)
-    solver = build_experiment(cfg).solver
+    solver = build_experiment(cfg).joint.solver
     assert (solver.max_iter, solver.damping) == (7, 0.5)
     assert OmegaConf.select(cfg, "solver.tol") == solver.tol

@@ -19,10 +19,11 @@ from torch.func import functional_call
 
 from hpo_cli import Exact, Identity, hypergradient
 from hpo_cli.data import Batch, Split, Splits
+from hpo_cli.data.tasks import cross_entropy
 from hpo_cli.hyper import AugmentNet, Distill, Dropout, HyperModule, LossWeights, WeightDecay
 from hpo_cli.models import MLP
 from hpo_cli.runner.config import register_configs
-from hpo_cli.runner.loop import cross_entropy, train
+from hpo_cli.runner.loop import train
 
 DT = torch.float64
 RIDGE = 1e-2

@@ -20,10 +20,11 @@ from hydra import compose, initialize_config_module
 
 from hpo_cli.analysis.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
 from hpo_cli.data import load_diabetes
+from hpo_cli.data.tasks import squared_error
 from hpo_cli.hyper import WeightDecay
 from hpo_cli.models import Linear
 from hpo_cli.runner.config import ConfigError, register_configs, validate
-from hpo_cli.runner.loop import squared_error, train
+from hpo_cli.runner.loop import train
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS
 
 DT = torch.float64

@@ -1,4 +1,5 @@
-"""Data: splits and batches (:mod:`hpo_cli.data.splits`) and the data sets of ``hpo-run``'s ``dataset`` group, one file per family.
+"""Data: splits and batches (:mod:`hpo_cli.data.splits`), per-task losses
+(:mod:`hpo_cli.data.tasks`) and the data sets of the ``dataset`` group, one file per family.
 
 Every loader takes its sizes and options as keyword arguments with defaults (the configuration)
 and the run's ``seed`` (supplied by the runner), and returns :class:`hpo_cli.data.Splits`:
@@ -17,16 +18,14 @@ train/validation/test splits, deterministic given the seed, with disjoint exampl
 """
 
 from hpo_cli.data.digits import load_digits
-from hpo_cli.data.splits import Batch, Split, Splits, split_sizes, split_tensors
 from hpo_cli.data.regression import load_diabetes, load_linreg, load_regression1d
+from hpo_cli.data.splits import Batch, Split, Splits, split_sizes, split_tensors
 from hpo_cli.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 
 __all__ = [
     "Batch",
     "Split",
     "Splits",
-    "split_sizes",
-    "split_tensors",
     "load_cifar10",
     "load_cifar100",
     "load_diabetes",
@@ -35,4 +34,6 @@ __all__ = [
     "load_linreg",
     "load_mnist",
     "load_regression1d",
+    "split_sizes",
+    "split_tensors",
 ]

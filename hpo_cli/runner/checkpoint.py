@@ -15,12 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hpo_cli.runner.build import Experiment
 from hpo_cli.runner.config import ConfigError
+from hpo_cli.runner.progress import Progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_NAME = "checkpoint.previous.pt"
@@ -104,3 +107,38 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         state = read_checkpoint(previous)
         log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
         return state
+
+
+def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
+    """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
+    optimisers, the batch generator and the global RNG states."""
+    return {
+        "progress": {
+            **progress.__dict__,
+            "phase_s": dict(progress.phase_s),
+            "elapsed_s": elapsed_s,
+        },
+        "model": exp.model.state_dict(),
+        "hyper": exp.hyper.state_dict(),
+        "optimizer": exp.joint.optimizer.state_dict(),
+        "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
+        "batches": exp.batches.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
+    }
+
+
+def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
+    """Load a :func:`checkpoint_state` into ``exp``; returns the run's progress."""
+    exp.model.load_state_dict(state["model"])
+    exp.hyper.load_state_dict(state["hyper"])
+    exp.joint.optimizer.load_state_dict(state["optimizer"])
+    exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+    exp.batches.set_state(state["batches"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    progress = Progress(**state["progress"])
+    progress.phase_s = defaultdict(float, progress.phase_s)
+    exp.joint.skipped_hyper_steps = progress.skipped_hyper_steps
+    return progress

@@ -27,11 +27,13 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
 from hpo_cli.runner.config import ConfigError, register_configs, validate
 from hpo_cli.runner.lock import RunLocked, run_lock
-from hpo_cli.runner.loop import RunFailed, train
+from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
 from hpo_cli.runner.preflight import prepare, save_run_config
+from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
 
 log = logging.getLogger("hpo_cli")
@@ -71,6 +73,16 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         _fail(str(error), 2)
 
 
+def kept_files(run_dir: Path, failed: bool) -> str:
+    """What a stopped run leaves, for its error line. A resume is suggested only after an
+    interruption with a checkpoint: after a failure it would repeat the failure (a resume
+    cannot change what decides the trajectory), and without a checkpoint it starts over."""
+    if not (run_dir / CHECKPOINT_NAME).exists():
+        return f"the metrics so far are kept in {run_dir} (no checkpoint had been written yet)"
+    kept = f"the metrics and the last checkpoint are kept in {run_dir}"
+    return kept if failed else f"{kept} (continue with: hpo-run resume={run_dir})"
+
+
 def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
     """Validate, train into ``run_dir``, then write summary.json and the plots; one clear line
     and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN. A
@@ -103,10 +115,7 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
             plot_run(run_dir)
-        message = (
-            f"{error or 'interrupted'}; metrics and the last checkpoint are kept in {run_dir} "
-            f"(continue with: hpo-run resume={run_dir})"
-        )
+        message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
         if failed and multirun:
             log.error("job failed: %s", message)
             return math.nan

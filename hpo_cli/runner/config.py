@@ -162,6 +162,7 @@ class RunConfig:
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
+    max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
     plots: bool = True
@@ -247,6 +248,8 @@ def validate(cfg: DictConfig) -> None:
         "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
     )
     _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
+    fraction = cfg.max_skipped_fraction
+    _require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )

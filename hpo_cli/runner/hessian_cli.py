@@ -37,6 +37,7 @@ from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.vectors import norm
 from hpo_cli.data import Split
 from hpo_cli.hyper import Criterion, HyperModule
+from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.checkpoint import load_checkpoint
 from hpo_cli.runner.config import (
     GROUP_SCHEMAS,
@@ -47,7 +48,6 @@ from hpo_cli.runner.config import (
     register_configs,
 )
 from hpo_cli.runner.hessian_plots import plot_density, plot_spectrum
-from hpo_cli.runner.loop import build_experiment
 
 log = logging.getLogger("hpo_cli.analysis.hessian")
 
@@ -157,7 +157,7 @@ def load_run(cfg: DictConfig) -> Problem:
 
 def run_config(cfg: DictConfig) -> DictConfig:
     """hpo-run's configuration of the same data, model and hyperparameters, so that
-    :func:`hpo_cli.runner.loop.build_experiment` builds them exactly as hpo-run does (its solver
+    :func:`hpo_cli.runner.build.build_experiment` builds them exactly as hpo-run does (its solver
     and optimisers are left at their defaults; nothing here uses them)."""
     return OmegaConf.merge(
         OmegaConf.structured(RunConfig),

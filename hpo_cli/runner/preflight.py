@@ -38,7 +38,15 @@ from hpo_cli.runner.lock import check_unlocked
 from hpo_cli.runner.metrics import MetricsLog
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
-RESUME_MAY_CHANGE = ("outer_steps", "progress", "plots", "eval_every", "checkpoint_every", "resume")
+RESUME_MAY_CHANGE = (
+    "outer_steps",
+    "progress",
+    "plots",
+    "eval_every",
+    "checkpoint_every",
+    "max_skipped_fraction",
+    "resume",
+)
 """Keys a resume may change: they leave the run's trajectory as it was (``outer_steps`` may only
 grow)."""
 SAVED_CONFIG = Path(".hydra") / "config.yaml"

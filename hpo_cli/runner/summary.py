@@ -40,8 +40,8 @@ def write_summary(
 ) -> dict[str, Any]:
     """Write ``summary.json`` from ``metrics.csv`` and the run's progress; return its content.
 
-    ``progress`` is the :class:`hpo_cli.runner.loop.Progress` of the run, or ``None`` when the run
-    stopped before it had any.
+    ``progress`` is the :class:`hpo_cli.runner.progress.Progress` of the run, or ``None`` when the
+    run stopped before it had any.
     """
     rows = read_metrics(run_dir)
     best = min(rows, key=lambda row: (row["val_error"], row["val_loss"])) if rows else None
