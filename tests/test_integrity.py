@@ -137,7 +137,7 @@ def test_a_fresh_run_aimed_at_a_run_is_refused_before_hydra_rewrites_its_config(
         (["outer_steps=abc"], "'abc' of type 'str' could not be converted to Integer"),
         (["solver=newton"], "available options in 'solver': cg, exact, identity, neumann"),
         (["solver=base_cg"], "solver=base_cg is an internal schema"),
-        (["+foo=1"], "foo is not a configuration key"),
+        (["+foo=1"], "foo is not a top-level configuration key"),
         (["-m", "solver=neumann,newton"], "Could not find 'solver/newton'"),
         (["model.hidden_sizes=[-5]"], "model.hidden_sizes=[-5] is invalid"),
         (["solver=cg", "solver.max_iter=0"], "solver.max_iter=0 is invalid"),
@@ -317,3 +317,33 @@ def test_the_default_configuration_completes_for_seeds_0_to_9(tmp_path, inner_st
         (tmp_path / str(seed)).mkdir()
         progress = train(cfg, tmp_path / str(seed))
         assert progress.outer_step == outer_steps and progress.skipped_hyper_steps == 0
+
+
+# ---------------------------------------------------------------- --help
+def test_help_lists_options_without_internal_schemas_and_describes_every_key(capsys):
+    assert hpo_run("--help") == 0
+    text = capsys.readouterr().out
+    assert "base_" not in text and "hessian_experiment" not in text
+    assert "solver           cg, exact, identity, neumann*" in text
+    for key in ("seed", "outer_steps", "inner_steps", "max_skipped_fraction", "plots"):
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"{key} "))
+        assert line.split("]", 1)[1].strip(), f"{key} has no description"
+
+
+def test_hpo_hessian_help_lists_only_what_it_accepts(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["hpo-hessian", "--help"])
+    hessian_cli.main()
+    text = capsys.readouterr().out
+    assert "experiment       hessian_condition\n" in text
+    groups = [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
+    assert "solver" not in groups and "optimizer" not in groups and "base_" not in text
+
+
+def test_hpo_hessian_refuses_an_hpo_run_experiment_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["hpo-hessian", "experiment=ridge_closed_form"])
+    with pytest.raises(SystemExit) as stop:
+        hessian_cli.main()
+    lines = error_lines(capsys)
+    assert stop.value.code == 2 and len(lines) == 1
+    assert "experiment=ridge_closed_form sets solver" in lines[0]
+    assert "hpo-hessian's experiments: hessian_condition" in lines[0]

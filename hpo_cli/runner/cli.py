@@ -28,7 +28,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
-from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.config import GROUP_SCHEMAS, ConfigError, RunConfig, register_configs, validate
+from hpo_cli.runner.help import group_options, help_text
 from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
@@ -38,6 +39,7 @@ from hpo_cli.runner.summary import write_summary
 
 log = logging.getLogger("hpo_cli")
 register_configs()
+SUMMARY = "gradient-based hyperparameter optimisation by implicit differentiation"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -59,10 +61,14 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
-    """Hold ``run_dir``'s lock (:mod:`hpo_cli.runner.lock`) and :func:`train_and_report` there;
-    a directory another process writes is refused in one line (exit 2; NaN in a multirun, with
-    nothing written).
+    """Validate ``cfg``, then hold ``run_dir``'s lock (:mod:`hpo_cli.runner.lock`) and
+    :func:`train_and_report` there; a directory another process writes is refused in one line
+    (exit 2; NaN in a multirun, with nothing written).
     """
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        return _refused(str(error), run_dir, overrides, multirun)
     try:
         with run_lock(run_dir):
             return train_and_report(cfg, run_dir, overrides, multirun)
@@ -84,7 +90,7 @@ def kept_files(run_dir: Path, failed: bool) -> str:
 
 
 def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
-    """Validate, train into ``run_dir``, then write summary.json and the plots; one clear line
+    """Train into ``run_dir``, then write summary.json and the plots; one clear line
     and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN. A
     resume saves its configuration in ``.hydra/`` only once it has passed validation.
 
@@ -98,7 +104,6 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
     try:
-        validate(cfg)
         if cfg.resume:
             save_run_config(run_dir, cfg, overrides)
         progress = train(cfg, run_dir)
@@ -153,8 +158,13 @@ def run(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry point: :func:`hpo_cli.runner.preflight.prepare` checks the command
     line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
-    Other Hydra flags (``--help``, ``--cfg``, ...) go to Hydra unchecked."""
+    ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.help`); Hydra's other flags (``--cfg``,
+    ``--hydra-help``, ...) go to Hydra unchecked."""
     arguments = sys.argv[1:]
+    if "--help" in arguments or "-h" in arguments:
+        groups = {group: group_options(group) for group in [*GROUP_SCHEMAS, "experiment"]}
+        print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
+        return
     if all(a in ("-m", "--multirun") or not a.startswith("-") for a in arguments):
         try:
             arguments = prepare(arguments)

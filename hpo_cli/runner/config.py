@@ -145,11 +145,11 @@ class RunConfig:
     optimizer: Any = MISSING
     hyper_optimizer: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    seed: int = 0
+    seed: int = 0  # data split, initialisation, batches and noise
     dtype: str = "float32"  # float32 | float64
     threads: int | None = None  # torch intra-op CPU threads; None: torch's default
-    outer_steps: int = 200
-    inner_steps: int = 50
+    outer_steps: int = 200  # hyper-steps (one per outer step)
+    inner_steps: int = 50  # inner-optimiser steps per outer step
     warmup_inner_steps: int = 0  # inner steps before the first hyper-step
     batch_size: int = 32  # inner mini-batch
     hyper_train_batch: int | None = None  # None: the full training split
@@ -165,7 +165,7 @@ class RunConfig:
     max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
-    plots: bool = True
+    plots: bool = True  # PNG plots in the run directory
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

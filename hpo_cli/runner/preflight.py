@@ -68,19 +68,22 @@ def hydra_error_line(error: Exception) -> str:
     cause = error.__cause__
     if cause is not None and str(cause).strip():
         return f"{lines[0].rstrip('.')}: {str(cause).strip().splitlines()[0]}"
-    return "; ".join(lines[:4])
+    return "; ".join(line.rstrip(".") for line in lines[:4])
 
 
-def compose_run(overrides: list[str]) -> DictConfig:
-    """hpo-run's configuration with ``overrides``, the ``hydra`` node included.
+def compose_run(
+    overrides: list[str], config_name: str = "config", schema: type = RunConfig
+) -> DictConfig:
+    """The configuration ``config_name`` (hpo-run's, or ``hessian``: hpo-hessian's) with
+    ``overrides``, the ``hydra`` node included.
 
     Raises:
-        ConfigError: Hydra cannot compose it, it picks an internal schema, or it adds a key
-            hpo-run does not know.
+        ConfigError: Hydra cannot compose it, it picks an internal schema, or it adds a
+            top-level key that ``schema`` does not have.
     """
-    with initialize_config_module("hpo_cli.conf", version_base="1.3", job_name="hpo-run"):
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
         try:
-            cfg = compose("config", overrides, return_hydra_config=True)
+            cfg = compose(config_name, overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException, ValueError) as error:
             raise ConfigError(hydra_error_line(error)) from error
     choices = cfg.hydra.runtime.choices
@@ -88,14 +91,21 @@ def compose_run(overrides: list[str]) -> DictConfig:
         choice = choices.get(group)
         if isinstance(choice, str) and choice.startswith("base_"):
             raise ConfigError(f"{group}={choice} is an internal schema, not an option of {group}")
-    unknown = [key for key in cfg if key != "hydra" and key not in _run_keys()]
+    known = {f.name for f in dataclasses.fields(schema)}
+    unknown = [key for key in cfg if key != "hydra" and key not in known]
     if unknown:
-        raise ConfigError(f"+{unknown[0]}: {unknown[0]} is not a configuration key of hpo-run")
+        raise ConfigError(f"+{unknown[0]}: {unknown[0]} is not a top-level configuration key")
     return cfg
 
 
-def _run_keys() -> set[str]:
-    return {f.name for f in dataclasses.fields(RunConfig)}
+def compose_jobs(
+    arguments: list[str], config_name: str = "config", schema: type = RunConfig
+) -> list[DictConfig]:
+    """:func:`compose_run` for the command line ``arguments`` (``-m``: each job of a sweep,
+    see :func:`job_overrides`)."""
+    multirun = any(a in MULTIRUN_FLAGS for a in arguments)
+    overrides = [a for a in arguments if a not in MULTIRUN_FLAGS]
+    return [compose_run(o, config_name, schema) for o in job_overrides(overrides, multirun)]
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> Iterator[list[str]]:
@@ -127,7 +137,7 @@ def job_overrides(overrides: list[str], multirun: bool) -> Iterator[list[str]]:
 
 
 # ---------------------------------------------------------------- run directories
-def _argument(arguments: list[str], key: str) -> str | None:
+def argument(arguments: list[str], key: str) -> str | None:
     """The last value given to ``key`` on the command line, unquoted."""
     found = [a.split("=", 1)[1] for a in arguments if a.split("=", 1)[0].lstrip("+~") == key]
     return found[-1].strip("'\"") if found else None
@@ -189,7 +199,7 @@ def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
     saved run's, before composing them with the run's own overrides (which may not fit it)."""
     saved = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
     for group in [*GROUP_SCHEMAS, "experiment"]:
-        new, old = _argument(overrides, group), saved.get(group)
+        new, old = argument(overrides, group), saved.get(group)
         old = "null" if old is None else str(old)
         if new is not None and new != old:
             raise ConfigError(
@@ -251,9 +261,9 @@ def prepare(arguments: list[str]) -> list[str]:
     multirun = any(a in MULTIRUN_FLAGS for a in arguments)
     flags = [a for a in arguments if a in MULTIRUN_FLAGS]
     overrides = [a for a in arguments if a not in MULTIRUN_FLAGS]
-    resume = _argument(overrides, "resume")
+    resume = argument(overrides, "resume")
     if resume in (None, "null", ""):
-        configs = [compose_run(o) for o in job_overrides(overrides, multirun)]
+        configs = compose_jobs(arguments)
         run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
         if not multirun and "${" not in run_dir:
             check_fresh(Path(run_dir).expanduser().resolve())
