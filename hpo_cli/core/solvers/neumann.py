@@ -12,12 +12,15 @@ The series diverges when ρ(I − αA) ≥ 1: when α > 2/λmax, or when A has a
 norms ‖t_{k+1}‖/‖t_k‖ never decreases and is bounded by ρ(I − αA): it is a free power-iteration
 estimate of that spectral radius, reported as ``spectral_radius_estimate``.
 
-* ratio ≥ 1 but every term still smaller than the first: the infinite series does not converge,
-  yet the truncated sum is a usable, regularised approximation (typical early in training,
-  when H has small negative eigenvalues). It is returned with status ``unstable``.
-* a term larger than the first (‖t_k‖ > ‖t_0‖), or a non-finite one: the partial sums are
-  exploding and can only get worse, since the ratios never decrease. The solver stops and
-  reports ``diverged`` rather than return garbage (seed 000's failure: no step α at all).
+* ratio ≥ 1 but no term has grown to ``growth_limit`` times the first: the infinite series
+  does not converge, yet the truncated sum is a usable, regularised approximation (typical early
+  in training, when H has small negative eigenvalues; Lorraine et al. run a 3-term series on
+  such indefinite Hessians). It is returned with status ``unstable``.
+* a term ``growth_limit`` (default 10) times the first, ‖t_k‖ > 10·‖t_0‖, or a non-finite one:
+  the sum is dominated by the amplified components (t_0 = αb is the sum without any curvature)
+  and can only get worse, since the ratios never decrease. The solver stops and reports
+  ``diverged`` rather than return garbage (seed 000's failure: terms growing 2.7× per term,
+  or no step α at all). A term a few percent larger than the first is not an explosion.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class Neumann:
             refresh it. Safety: a series that diverges with a kept α (the series' own growth
             test) is summed once more after a refresh (its products count too). The state
             (:meth:`state_dict`) goes into hpo-run's checkpoints.
+        growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: power iterations of a warm refresh.
     """
@@ -102,6 +106,7 @@ class Neumann:
     alpha: float | str = "auto"
     power_iterations: int = 10
     tol: float = 0.0
+    growth_limit: float = 10.0
     warm_start: bool = False
     refresh_every: int = 10
     refresh_iterations: int = 3
@@ -114,6 +119,8 @@ class Neumann:
             raise ValueError(f"neumann.alpha must be > 0 or 'auto', got {self.alpha!r}")
         if self.power_iterations < 1:
             raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
+        if not self.growth_limit > 1:
+            raise ValueError(f"neumann.growth_limit must be > 1, got {self.growth_limit}")
         for key in ("refresh_every", "refresh_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
@@ -202,10 +209,10 @@ class Neumann:
 
         # Three weight-sized vectors live across iterations, each updated in place: the term
         # t_k, the partial sum x_k and the product A t_k. The checks below read the term norms
-        # on the host only every ``checks`` terms (one synchronisation each time): until then
-        # a term joins the sum times an on-device mask (0 once a term outgrew the first or fell
-        # below tol), so the sum is the one a check after every term would give (except that a
-        # non-finite term, 0·inf, makes it non-finite: diverged either way), and at most
+        # on the host only every ``checks`` terms (one synchronisation each time): until then a
+        # term joins the sum times an on-device mask (0 once a term grew past growth_limit times
+        # the first or fell below tol), so the sum is the one a check after every term gives
+        # (but a non-finite term, 0·inf, makes it non-finite: diverged either way), and at most
         # ``checks`` − 1 products are spent past the stop.
         term = scale(b, alpha)
         solution = clone(term)
@@ -220,7 +227,7 @@ class Neumann:
             del product
             matvecs += 1
             term_norm_t = norm(term)
-            keep = running & (term_norm_t <= first_norm)  # False for a non-finite norm too
+            keep = running & (term_norm_t <= self.growth_limit * first_norm)  # False if not finite
             torch._foreach_addcmul_(solution, term, [keep.to(term_norm_t.dtype)] * len(term))
             running = keep & (term_norm_t > self.tol * first_norm)
             pending.append(term_norm_t)
@@ -231,11 +238,11 @@ class Neumann:
                 iterations = j
                 ratio = term_norm / previous_norm
                 extras["spectral_radius_estimate"] = ratio
-                if not math.isfinite(term_norm) or term_norm > first_norm:
+                if not math.isfinite(term_norm) or term_norm > self.growth_limit * first_norm:
                     status = Status.DIVERGED
                     message = (
-                        f"term {j} outgrew the first (‖t_k‖/‖t_0‖ = "
-                        f"{term_norm / first_norm:.3g}, ρ(I − αH) >= {ratio:.4g}) with "
+                        f"term {j} grew to {term_norm / first_norm:.3g}× the first (limit "
+                        f"{self.growth_limit:g}×, ρ(I − αH) >= {ratio:.4g}) with "
                         f"α = {alpha:.3g}: the series explodes; take α < 2/λmax, add damping "
                         "to H, or use cg"
                     )
