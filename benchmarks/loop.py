@@ -104,7 +104,7 @@ class LoopProblem:
 
 
 def problems(quick: bool, device: str) -> list[LoopProblem]:
-    hidden, train, inner, outer = ("[16,16]", 64, 2, 3) if quick else ("[256,256]", 1000, 20, 20)
+    hidden, train, inner, outer = ("[16,16]", 64, 2, 2) if quick else ("[256,256]", 1000, 20, 20)
     mlp = (
         "dataset._target_=benchmarks.synthetic.synthetic_mnist",
         f"dataset.train_size={train}",
@@ -119,7 +119,7 @@ def problems(quick: bool, device: str) -> list[LoopProblem]:
     )
     default = ("inner_steps=5", "model.hidden_sizes=[8]", device) if quick else (device,)
     return [
-        LoopProblem("default", "8a. hpo-run's default experiment", default, 3 if quick else 30),
+        LoopProblem("default", "8a. hpo-run's default experiment", default, 2 if quick else 30),
         LoopProblem("mlp", f"8b. MLP 784-{hidden[1:-1].replace(',', '-')}-10", mlp, outer),
     ]
 

@@ -93,7 +93,7 @@ def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
     table = pd.read_csv(tmp_path / "loop_cpu_quick.csv")
     assert set(table["section"]) == {"default", "mlp"}
     hpo = table[table["method"].str.startswith("hpo-cli")]
-    assert (hpo["steps"] == 3).all() and (hpo["products"] > 0).all()
+    assert (hpo["steps"] == 2).all() and (hpo["products"] > 0).all()
     for _, rows in hpo.groupby("section"):
         by = rows.set_index("method")
         cold, kept = (

@@ -25,6 +25,7 @@ from hpo_cli.core.solvers.base import SolveInfo, Status
 from hpo_cli.core.vectors import (
     TensorList,
     add,
+    add_,
     all_finite,
     clone,
     dot,
@@ -123,7 +124,9 @@ class ConjugateGradient:
         # should not happen (converged, pᵀAp ≤ 0 or not finite) takes a step of 0 and freezes
         # the state, and the host reads whether the solve still runs every ``checks``
         # iterations (one synchronisation), so at most ``checks`` − 1 products are spent past
-        # the stop and the iterate is the one a check after every iteration gives.
+        # the stop and the iterate is the one a check after every iteration gives. On the CPU,
+        # where a read costs nothing (checks = 1), the step lengths are read as numbers
+        # (``_foreach_add`` with a number is faster there than with a 0-d tensor).
         b_norm = float(norm(b))
         if not math.isfinite(b_norm):
             info = SolveInfo("cg", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
@@ -136,6 +139,7 @@ class ConjugateGradient:
         threshold = self.tol * b_norm
         device = residual_norm.device
         checks = CPU_CHECK_EVERY if device.type == "cpu" else CHECK_EVERY
+        on_host = float if checks == 1 else torch.Tensor.detach  # read every iteration anyway
         running = residual_norm > threshold
         stop = torch.zeros((), dtype=torch.int64, device=device)  # a _STOPS code, 0: none
         iterations = torch.zeros((), dtype=torch.int64, device=device)
@@ -151,9 +155,9 @@ class ConjugateGradient:
             finite = torch.isfinite(curvature)
             stop = torch.where(stopped_here, torch.where(finite, 2, 3), stop)
             curvature_at_stop = torch.where(stopped_here, curvature, curvature_at_stop)
-            steps = [torch.where(step_ok, rz / curvature, 0.0)] * len(solution)
-            torch._foreach_addcmul_(solution, direction, steps)
-            torch._foreach_addcmul_(residual, product, steps, value=-1.0)
+            step = on_host(torch.where(step_ok, rz / curvature, 0.0))
+            add_(solution, direction, alpha=step)
+            add_(residual, product, alpha=-step)
             del product
             if self.preconditioner:
                 z = self.preconditioner(residual)
@@ -166,8 +170,8 @@ class ConjugateGradient:
             stop = torch.where(converged, 1, stop)
             iterations = iterations + step_ok
             residual_norm = torch.where(step_ok, new_norm, residual_norm)
-            betas = [torch.where(step_ok, rz_next / rz, 0.0)] * len(direction)
-            direction = torch._foreach_addcmul(z, direction, betas)  # the product's memory
+            beta = on_host(torch.where(step_ok, rz_next / rz, 0.0))
+            direction = add(z, direction, alpha=beta)  # the product's memory, reused
             rz = torch.where(step_ok, rz_next, rz)
             running = step_ok & ~converged
         code, iterations, residual_norm, curvature = torch.stack(

@@ -219,6 +219,7 @@ class Neumann:
         first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
         checks = CPU_CHECK_EVERY if b[0].device.type == "cpu" else CHECK_EVERY
+        on_host = float if checks == 1 else torch.Tensor.detach  # read every term anyway
         running = torch.ones((), dtype=torch.bool, device=b[0].device)
         pending: list[torch.Tensor] = []
         for k in range(1, self.terms + 1):
@@ -228,7 +229,7 @@ class Neumann:
             matvecs += 1
             term_norm_t = norm(term)
             keep = running & (term_norm_t <= self.growth_limit * first_norm)  # False if not finite
-            torch._foreach_addcmul_(solution, term, [keep.to(term_norm_t.dtype)] * len(term))
+            add_(solution, term, alpha=on_host(keep.to(term_norm_t.dtype)))
             running = keep & (term_norm_t > self.tol * first_norm)
             pending.append(term_norm_t)
             if len(pending) < checks and k < self.terms:
