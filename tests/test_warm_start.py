@@ -132,3 +132,43 @@ def test_a_problem_of_another_shape_starts_cold():
     solve(solver, matrix, b)
     _, info = solve(solver, matrix[:5, :5], b[:5])
     assert info.extras["warm_start"] == 0.0
+
+
+@pytest.mark.parametrize("solver", ["neumann", "cg"])
+def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, tmp_path):
+    """hpo-run's checkpoint carries the solver's warm state: 2 + 2 outer steps through
+    save_checkpoint / read_checkpoint / restore equal 4 uninterrupted ones."""
+    from benchmarks.overhead import compose_config
+    from hpo_cli.runner.build import build_experiment
+    from hpo_cli.runner.checkpoint import (
+        checkpoint_state,
+        load_checkpoint,
+        restore,
+        save_checkpoint,
+    )
+    from hpo_cli.runner.loop import outer_step
+    from hpo_cli.runner.progress import Progress
+
+    overrides = [
+        f"solver={solver}",
+        "solver.warm_start=true",
+        "inner_steps=3",
+        "model.hidden_sizes=[8]",
+        *(["solver.refresh_every=3"] if solver == "neumann" else ["solver.damping=1.0"]),
+    ]
+
+    def run(steps, exp, progress):
+        for _ in range(steps):
+            outer_step(exp, progress)
+        return exp
+
+    whole = run(4, build_experiment(compose_config(overrides)), Progress())
+    first, progress = build_experiment(compose_config(overrides)), Progress()
+    run(2, first, progress)
+    assert first.joint.solver.state_dict(), "the solver kept a warm state"
+    save_checkpoint(tmp_path, checkpoint_state(first, progress, 0.0))
+    resumed = build_experiment(compose_config(overrides))
+    progress = restore(resumed, load_checkpoint(tmp_path))
+    run(2, resumed, progress)
+    for a, b in zip(whole.hyper.parameters(), resumed.hyper.parameters(), strict=True):
+        assert torch.equal(a, b)
