@@ -355,6 +355,8 @@ def run_problem(problem: LoopProblem, available: set[str]) -> tuple[list[Family]
             for label in labels[shift:] + labels[:shift]:
                 start = time.perf_counter()
                 grads, products, status = family.methods[label](state)
+                if exp.device.type == "cuda":
+                    torch.cuda.synchronize(exp.device)
                 elapsed = (time.perf_counter() - start) * 1e3
                 record = records.setdefault(label, Record())
                 record.products.append(products)
