@@ -19,9 +19,9 @@ from hpo_cli.runner.progress import Progress
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Save ``state`` (tensors, state dicts, RNG states, plain numbers) to the run directory."""
-    path = run_dir / CHECKPOINT_NAME
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT_NAME) -> None:
+    """Save ``state`` (tensors, state dicts, RNG states, plain numbers) to ``run_dir/name``."""
+    path = run_dir / name
     partial = path.with_suffix(".pt.partial")
     torch.save(state, partial)
     os.replace(partial, path)

@@ -28,10 +28,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.console import summary_block
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
 from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
+from hpo_cli.runner.tracking import trackers_for
 
 log = logging.getLogger("hpo_cli")
 register_configs()
@@ -91,9 +93,11 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     Returns:
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
+    trackers = None
     try:
         validate(cfg)
-        progress = train(cfg, run_dir)
+        trackers = trackers_for(cfg, run_dir, overrides, multirun)
+        progress = train(cfg, run_dir, trackers)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
     except ConfigError as error:
@@ -107,6 +111,8 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
             plot_run(run_dir)
+        if trackers is not None:
+            trackers.finish(status)
         message = (
             f"{error or 'interrupted'}; metrics and the last checkpoint are kept in {run_dir} "
             f"(continue with: hpo-run resume={run_dir})"
@@ -121,19 +127,15 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         log.exception("job failed")
         message = f"{type(error).__name__}: {error}"
         write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        if trackers is not None:
+            trackers.finish("failed")
         return math.nan
     summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
     if cfg.plots:
         plot_run(run_dir)
-    final = summary["final"]
-    log.info(
-        "done in %.1f s: val error %.3f, test error %.3f; results in %s",
-        summary["time_s"]["total"],
-        final["val_error"],
-        final["test_error"],
-        run_dir,
-    )
-    return float(final["val_loss"])
+    trackers.finish("completed")
+    log.info("%s", summary_block(summary, run_dir, trackers.locations()))
+    return float(summary["final"]["val_loss"])
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -137,18 +137,48 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_sweep(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Mean ± std over each setting's completed jobs of :data:`CURVES` against outer steps."""
-    completed = table[table["status"] == "completed"]
+    """Mean ± std over each setting's completed jobs of :data:`CURVES` against outer steps
+    (linear x); a setting with jobs that did not complete says so in its legend entry, and each
+    such job's rows up to where it stopped are drawn dashed, ending in a cross."""
     figure, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4))
+    jobs = table.groupby("job", sort=False)[["setting", "status"]].first()
     for axis, (column, label) in zip(axes, CURVES.items(), strict=True):
-        for setting, rows in completed.groupby("setting", sort=False):
-            stats = rows.groupby("outer_step")[column].agg(["mean", "std"]).fillna(0.0)
-            axis.plot(stats.index, stats["mean"], label=setting)
-            low, high = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
-            axis.fill_between(stats.index, low, high, alpha=0.25)
-        axis.set(xlabel="outer step", ylabel=f"{label} (mean ± std over seeds)")
-    if len(completed):
-        axes[0].legend(fontsize=8)
+        for index, (setting, rows) in enumerate(table.groupby("setting", sort=False)):
+            colour = f"C{index % 10}"
+            statuses = jobs[jobs["setting"] == setting]["status"]
+            failed = int((statuses != "completed").sum())
+            name = setting if not failed else f"{setting} ({failed} of {len(statuses)} jobs failed)"
+            completed = rows[rows["status"] == "completed"]
+            if len(completed):
+                stats = completed.groupby("outer_step")[column].agg(["mean", "std"]).fillna(0.0)
+                axis.plot(stats.index, stats["mean"], color=colour, label=name)
+                low, high = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
+                axis.fill_between(stats.index, low, high, color=colour, alpha=0.25)
+                name = None
+            for _, job_rows in rows[rows["status"] != "completed"].groupby("job", sort=False):
+                axis.plot(
+                    job_rows["outer_step"],
+                    job_rows[column],
+                    color=colour,
+                    linestyle="--",
+                    linewidth=1,
+                    label=name,
+                )
+                axis.plot(
+                    job_rows["outer_step"].iloc[-1:],
+                    job_rows[column].iloc[-1:],
+                    color=colour,
+                    marker="x",
+                    markersize=8,
+                )
+                name = None
+        axis.set(xlabel="outer step", ylabel=f"{label} (mean ± std over seeds)", xscale="linear")
+    failed_jobs = int((jobs["status"] != "completed").sum())
+    title = f"sweep {out_dir.parent.name}/{out_dir.name}: {len(jobs)} jobs"
+    if failed_jobs:
+        title += f", {failed_jobs} did not complete (dashed, × where they stopped)"
+    figure.suptitle(title, fontsize=10)
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     paths = [out_dir / "sweep.png", out_dir / "sweep.pdf"]
     for path in paths:
