@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
 SPLITS = ("train", "val", "test")
@@ -61,7 +62,9 @@ def events(summary: dict[str, Any] | None) -> list[tuple[float, str, str, str]]:
     if reason.startswith("early_stopping") and summary.get("outer_steps") is not None:
         found.append((summary["outer_steps"], "early stop", "tab:gray", "--"))
     if summary.get("status") in ("failed", "interrupted") and summary.get("outer_steps"):
-        found.append((summary["outer_steps"], summary["status"], "tab:red", "--"))
+        error = (summary.get("error") or "").strip().splitlines()
+        label = summary["status"] + (f": {error[0][:60]}" if error else "")
+        found.append((summary["outer_steps"], label, "tab:red", "--"))
     return found
 
 
@@ -70,12 +73,15 @@ def _style(metrics: pd.DataFrame) -> dict[str, Any]:
 
 
 def _finish(axes: list[plt.Axes], summary: dict[str, Any] | None) -> None:
-    """Outer step on every x axis (linear, from 0), event lines, one legend on the first axis."""
+    """Outer step on every x axis (linear), event lines, one legend on the first axis, and a
+    note on an axis with nothing to show (a run that failed before its first hyper-step)."""
     for axis in axes:
+        if not any(pd.notna(line.get_ydata()).any() for line in axis.get_lines()):
+            axis.text(0.5, 0.5, "no values recorded", transform=axis.transAxes, ha="center")
         for step, label, colour, style in events(summary):
             axis.axvline(step, color=colour, linestyle=style, linewidth=1, label=label)
         axis.set_xscale("linear")
-        axis.set_xlim(left=0)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel("outer step")
     axes[0].legend(fontsize=8)
 
@@ -86,7 +92,7 @@ def plot_errors(metrics: pd.DataFrame, axis: plt.Axes) -> None:
         axis.plot(
             metrics["outer_step"], metrics[f"{split}_error"], label=LABELS[split], **_style(metrics)
         )
-    axis.set(ylabel="error", ylim=(0, None))
+    axis.set(ylabel="error", ylim=(-0.02, 1.02))  # the same scale for every run
 
 
 def plot_losses(metrics: pd.DataFrame, axis: plt.Axes) -> None:

@@ -18,7 +18,9 @@ running, or killed). Writes into the sweep directory:
   the first line of its ``error``); only the header when none failed.
 
 :class:`AggregateSweep` does the same at the end of every multirun (registered in
-``conf/config.yaml``) and, when a job failed, names it and ends the multirun with exit status 1.
+``conf/config.yaml``), adds a ``sweep summary`` run with these files to the jobs' MLflow
+experiment or W&B group (:func:`hpo_cli.runner.trackers.log_sweep`) and, when a job failed,
+names it and ends the multirun with exit status 1.
 The script exits with status 1 too when a job of the sweep did not complete.
 """
 
@@ -37,6 +39,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from hpo_cli.runner.trackers import log_sweep
 
 log = logging.getLogger(__name__)
 FINAL_COLUMNS = ("val_loss", "val_error", "test_loss", "test_error")
@@ -229,8 +233,9 @@ class AggregateSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            aggregate(sweep_dir)
+            files = aggregate(sweep_dir)
             log.info("sweep aggregated into %s/sweep.csv", sweep_dir)
+            log_sweep(sweep_dir, job_dirs(sweep_dir), files, failed=len(failures(sweep_dir)))
         except ValueError as error:
             log.warning("sweep not aggregated: %s", error)
         lines = describe_failures(sweep_dir)
