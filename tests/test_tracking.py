@@ -17,60 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from tiny_runs import TINY, interrupt_at, metrics, run
 
-from hpo_cli.runner import cli, loop
-from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.sweep import AggregateSweep
 from hpo_cli.runner.trackers import TRACKING_FILE, MLflowTracker
 
-TINY = [
-    "outer_steps=4",
-    "inner_steps=5",
-    "eval_every=1",
-    "checkpoint_every=2",
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[8]",
-    "batch_size=8",
-    "warmup_inner_steps=50",
-    "plots=false",
-    "progress=false",
-]
 EXTRA = 'needs the tracking extra: pip install -e ".[tracking]" (make install-tracking)'
-
-
-def config(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
-
-
-def run(run_dir: Path, *overrides: str, multirun: bool = False) -> float:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return cli.execute(config(*overrides), run_dir, list(overrides), multirun=multirun)
-
-
-def metrics(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "metrics.csv")
 
 
 def tracking_state(run_dir: Path) -> dict:
     return json.loads((run_dir / TRACKING_FILE).read_text())
-
-
-def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Raise KeyboardInterrupt (Ctrl-C) at the start of outer step ``step``."""
-    real = loop.outer_step
-
-    def outer_step(exp, progress, comparisons=None):
-        if progress.outer_step + 1 == step:
-            raise KeyboardInterrupt
-        real(exp, progress, comparisons)
-
-    monkeypatch.setattr(loop, "outer_step", outer_step)
 
 
 def free_port() -> int:
@@ -106,7 +63,10 @@ def test_tensorboard_holds_every_row_the_config_and_the_plots(tmp_path):
     reader = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={})
     reader.Reload()
     assert set(reader.Tags()["images"]) == {
-        "plots/errors", "plots/losses", "plots/hyperparameters", "plots/solver"
+        "plots/errors",
+        "plots/losses",
+        "plots/hyperparameters",
+        "plots/solver",
     }
     hparams = reader.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
@@ -254,7 +214,11 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_summary_run(tmp_path, mlflow_st
     client = MlflowClient(tracking_uri=f"sqlite:///{mlflow_store}")
     experiment = client.get_experiment_by_name("hpo-cli/multirun/sweep")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"job 0: logger=mlflow seed=0", "job 1: logger=mlflow seed=1", "sweep summary"}
+    assert set(runs) == {
+        "job 0: logger=mlflow seed=0",
+        "job 1: logger=mlflow seed=1",
+        "sweep summary",
+    }
     summary = runs["sweep summary"]
     assert summary.data.tags["kind"] == "sweep_summary" and summary.data.tags["failed_jobs"] == "0"
     files = {a.path for a in client.list_artifacts(summary.info.run_id)}
@@ -297,7 +261,7 @@ def test_a_missing_tracker_package_is_one_line_and_exit_2_before_training(
         run(tmp_path, "logger=[tensorboard,wandb]")
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        'hpo-run: error: logger=wandb needs the no_such_wandb_package package: pip install -e '
+        "hpo-run: error: logger=wandb needs the no_such_wandb_package package: pip install -e "
         '".[tracking]" (or make install-tracking)'
     ]
     assert not (tmp_path / "metrics.csv").exists()

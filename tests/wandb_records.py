@@ -45,7 +45,10 @@ def history(path: Path) -> list[dict[str, Any]]:
     rows = []
     for record in records(path):
         if record.WhichOneof("record_type") == "history":
-            row = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
+            row = {
+                item.key or "/".join(item.nested_key): item.value_json
+                for item in record.history.item
+            }
             rows.append({key: json.loads(value) for key, value in row.items()})
     return rows
 

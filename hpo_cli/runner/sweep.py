@@ -141,6 +141,16 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_sweep(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """:func:`draw_sweep` into ``out_dir/sweep.png`` and ``sweep.pdf``."""
+    figure = draw_sweep(table, f"sweep {out_dir.parent.name}/{out_dir.name}")
+    paths = [out_dir / "sweep.png", out_dir / "sweep.pdf"]
+    for path in paths:
+        figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return paths
+
+
+def draw_sweep(table: pd.DataFrame, title: str) -> plt.Figure:
     """Mean ± std over each setting's completed jobs of :data:`CURVES` against outer steps
     (linear x); a setting with jobs that did not complete says so in its legend entry, and each
     such job's rows up to where it stopped are drawn dashed, ending in a cross."""
@@ -178,17 +188,13 @@ def plot_sweep(table: pd.DataFrame, out_dir: Path) -> list[Path]:
                 name = None
         axis.set(xlabel="outer step", ylabel=f"{label} (mean ± std over seeds)", xscale="linear")
     failed_jobs = int((jobs["status"] != "completed").sum())
-    title = f"sweep {out_dir.parent.name}/{out_dir.name}: {len(jobs)} jobs"
+    title += f": {len(jobs)} jobs"
     if failed_jobs:
         title += f", {failed_jobs} did not complete (dashed, × where they stopped)"
     figure.suptitle(title, fontsize=10)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
-    paths = [out_dir / "sweep.png", out_dir / "sweep.pdf"]
-    for path in paths:
-        figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return paths
+    return figure
 
 
 def aggregate(sweep_dir: Path) -> list[Path]:
