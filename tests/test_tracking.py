@@ -250,6 +250,26 @@ def test_wandb_offline_run_files_hold_config_history_and_files(tmp_path, monkeyp
         assert (folder / "files" / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
+def test_wandb_resume_continues_the_same_run_id_without_duplicated_steps(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason=EXTRA)
+    import wandb_records
+
+    interrupt_at(monkeypatch, 4)
+    with pytest.raises(SystemExit):
+        run(tmp_path, "logger=wandb")
+    first = tracking_state(tmp_path)["wandb"]
+    monkeypatch.undo()
+    run(tmp_path, "logger=wandb", f"resume={tmp_path}")
+    second = tracking_state(tmp_path)["wandb"]
+    assert second["run_id"] == first["run_id"] and second["files"] != first["files"]
+    steps = []
+    for folder in (first["files"], second["files"]):
+        path = Path(folder) / f"run-{first['run_id']}.wandb"
+        wandb_records.wait_for_exit(path)
+        steps.append([row["_step"] for row in wandb_records.history(path)])
+    assert steps == [[0, 1, 2, 3], [4]]  # wandb sync appends the second folder to the run
+
+
 # ---------------------------------------------------------------- refusals before training
 def test_a_missing_tracker_package_is_one_line_and_exit_2_before_training(
     tmp_path, monkeypatch, capsys

@@ -211,7 +211,7 @@ def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> P
 
     def record(row: dict[str, Any]) -> None:
         metrics.append(row)
-        if trackers is not None:
+        if trackers is not None and trackers.active:
             with phase(progress, "tracking", exp.device):
                 trackers.log_row(row)
         if stopping.update(progress.early_stopping, row) and stopping.enabled:
