@@ -28,6 +28,7 @@ class Progress:
     last_hyper: dict[str, Any] = field(default_factory=dict)
     early_stopping: dict[str, Any] = field(default_factory=initial_state)  # best, best_step, wait
     stop_reason: str | None = None  # "completed" or the early-stopping reason, once stopped
+    metrics_rows: int | None = None  # rows in metrics.csv; None in checkpoints older than it
 
 
 class RunFailed(RuntimeError):
