@@ -205,7 +205,6 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_summary_run(tmp_path, mlflow_st
     sweep_dir = tmp_path / "multirun" / "sweep"
     for job, seed in enumerate((0, 1)):
         run(sweep_dir / str(job), "logger=mlflow", f"seed={seed}", multirun=True)
-        (sweep_dir / str(job) / ".hydra").mkdir()
         (sweep_dir / str(job) / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n")
     hydra_config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
     AggregateSweep().on_multirun_end(config=hydra_config)

@@ -36,7 +36,8 @@ def config(*overrides: str) -> DictConfig:
 
 
 def run(run_dir: Path, *overrides: str, multirun: bool = False) -> float:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Run in ``run_dir`` as Hydra would (which makes the folder and its ``.hydra/``)."""
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     return cli.execute(config(*overrides), run_dir, list(overrides), multirun=multirun)
 
 

@@ -169,10 +169,9 @@ class RunConfig:
     progress: bool = True  # tqdm bar on an interactive terminal
     log_every: int = 10  # outer steps between console lines (and one at the end)
     plots: bool = True  # PNG plots in the run directory
-    # csv (always on) and any of tensorboard, mlflow, wandb: a name or a list
-    logger: Any = field(default_factory=lambda: ["csv"])
-    tracking: Any = field(default_factory=schema_for(TrackingSettings))
-    early_stopping: Any = field(default_factory=schema_for(EarlyStopping))
+    logger: Any = field(default_factory=lambda: ["csv"])  # csv (always), tensorboard, mlflow, wandb
+    tracking: Any = field(default_factory=schema_for(TrackingSettings))  # where trackers write
+    early_stopping: Any = field(default_factory=schema_for(EarlyStopping))  # patience null: off
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

@@ -38,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from hydra.experimental.callback import Callback
+from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.trackers import log_sweep
@@ -187,6 +188,7 @@ def draw_sweep(table: pd.DataFrame, title: str) -> plt.Figure:
                 )
                 name = None
         axis.set(xlabel="outer step", ylabel=f"{label} (mean ± std over seeds)", xscale="linear")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     failed_jobs = int((jobs["status"] != "completed").sum())
     title += f": {len(jobs)} jobs"
     if failed_jobs:
