@@ -29,7 +29,7 @@ def sweep_id(sweep_dir: Path) -> str:
 
 def run_info(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> RunInfo:
     """What the trackers record: the flattened config (without ``resume``), the run's name (a
-    sweep job: its number and overrides), its sweep and its tags."""
+    sweep job: ``job N``), its sweep and its tags (the command-line overrides among them)."""
     settings = TrackingSettings(**{k: v for k, v in cfg.tracking.items() if k != "_target_"})
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     params = {key: value for key, value in params.items() if not key.startswith("resume")}
@@ -37,9 +37,10 @@ def run_info(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: boo
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tags = {"hpo_cli_version": _version(), "device": device, "status": "running"}
+    tags["overrides"] = " ".join(overrides)[:5000]
     if multirun:
         group = sweep_id(run_dir.parent)
-        name = f"job {run_dir.name}: {' '.join(overrides)}"[:250]
+        name = f"job {run_dir.name}"
         tags.update(sweep=group, job=run_dir.name)
     else:
         group, name = None, f"{run_dir.parent.name}/{run_dir.name}"

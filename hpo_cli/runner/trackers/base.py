@@ -42,13 +42,13 @@ class RunInfo:
 
     Attributes:
         run_dir: the run directory (TensorBoard's events and W&B's offline files go there).
-        name: the run's display name (the run directory's name; a sweep job's number and
-            swept overrides).
+        name: the run's display name (``<date>/<time>`` of the run directory; ``job N`` in a
+            sweep).
         group: the sweep id of a sweep's job (``<date>/<time>`` of the sweep directory), else
             ``None``.
         params: the flattened configuration, ``{"solver.terms": 3, ...}``.
-        tags: ``hpo_cli_version``, ``device``, ``status`` (``running`` until the end), and a
-            sweep job's ``sweep`` and ``job``.
+        tags: ``hpo_cli_version``, ``device``, ``status`` (``running`` until the end), the
+            command-line ``overrides``, and a sweep job's ``sweep`` and ``job``.
         settings: the ``tracking`` block.
     """
 

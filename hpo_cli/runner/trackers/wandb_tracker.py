@@ -56,7 +56,8 @@ class WandbTracker(Tracker):
             dir=str(info.run_dir),
             mode=info.settings.wandb_mode,
             config=info.params if state is None else None,
-            tags=[f"{key}={value}" for key, value in info.tags.items() if key != "status"],
+            notes=info.tags["overrides"],
+            tags=[f"{k}={v}" for k, v in info.tags.items() if k not in ("status", "overrides")],
             reinit="create_new",
             settings=_settings(),
         )
