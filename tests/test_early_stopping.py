@@ -117,3 +117,18 @@ def test_bad_early_stopping_settings_are_one_line(tmp_path, capsys, override, me
         run(tmp_path, override)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_resume_may_change_the_patience_and_the_trackers_but_not_the_rule():
+    from hpo_cli.runner.preflight import resume_may_change
+
+    for key, saved in [
+        ("early_stopping.patience", 3),
+        ("logger", ["csv"]),
+        ("tracking.mlflow_uri", None),
+        ("log_every", 10),
+        ("early_stopping.min_delta", "<missing>"),  # a run saved before early stopping existed
+    ]:
+        assert resume_may_change(key, saved), key
+    for key, saved in [("early_stopping.min_delta", 0.0), ("early_stopping.monitor", "val_loss")]:
+        assert not resume_may_change(key, saved), key
