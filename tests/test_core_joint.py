@@ -56,8 +56,9 @@ def test_inner_steps_reach_the_minimiser_and_the_hyper_step_follows_the_closed_f
     before = log_decay.detach().clone()
     result = joint.hyper_step(train_loss(), val_loss())
     assert result.failure is None
-    torch.testing.assert_close(result.grads[0], expected, rtol=1e-8, atol=1e-12)
-    torch.testing.assert_close(log_decay.detach(), before - 0.1 * expected, rtol=1e-8, atol=1e-12)
+    # L-BFGS stops within ~1e-8 of w*; an inexact inner solve would be off by 1e-5 and more
+    torch.testing.assert_close(result.grads[0], expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(log_decay.detach(), before - 0.1 * expected, rtol=1e-6, atol=1e-12)
 
 
 def diverging_joint(on_failure: str):

@@ -202,7 +202,9 @@ def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> P
     metrics = MetricsLog(run_dir / "metrics.csv")
     comparisons = None
     if cfg.solver_comparison.every:
-        comparisons = MetricsLog(run_dir / "solver_comparison.csv", SOLVER_COMPARISON_COLUMNS)
+        comparisons = MetricsLog(
+            run_dir / "solver_comparison.csv", SOLVER_COMPARISON_COLUMNS, one_row_per_step=False
+        )
     started = time.perf_counter()
     progress, fresh = start_or_resume(exp, run_dir, metrics, comparisons)
     elapsed_before = progress.elapsed_s
