@@ -37,7 +37,7 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
     """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
-    optimisers, the batch generator and the global RNG states."""
+    optimisers, the batch generator, streamed data's samplers and the global RNG states."""
     return {
         "progress": {
             **progress.__dict__,
@@ -49,6 +49,7 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
         "optimizer": exp.joint.optimizer.state_dict(),
         "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
         "batches": exp.batches.get_state(),
+        "data": exp.data.state_dict(),  # streamed splits' sampler positions (plain ints)
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
     }
@@ -61,6 +62,7 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     exp.joint.optimizer.load_state_dict(state["optimizer"])
     exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
     exp.batches.set_state(state["batches"])
+    exp.data.load_state_dict(state.get("data", {}))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
