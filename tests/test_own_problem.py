@@ -139,3 +139,27 @@ def test_own_loader_model_hyper_module_and_solver_train_from_a_config_directory(
         ConfigError, match=r"^solver.scael is not a parameter of .*HalfIdentity; valid keys: scale$"
     ):
         build_experiment(compose_with(conf, "experiment=mine", "+solver.scael=1", *SMALL[3:]))
+
+
+def test_config_dirs_become_one_absolute_searchpath_that_resume_keeps(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from hpo_cli.runner.cli import config_dir_arguments, resume_arguments
+
+    monkeypatch.chdir(tmp_path)
+    arguments = config_dir_arguments(
+        ["-m", "--config-dir", "conf", "seed=1", "hydra.searchpath=[file://more]"]
+    )
+    searchpath = f"hydra.searchpath=[file://{tmp_path / 'conf'},file://{tmp_path / 'more'}]"
+    assert arguments == ["-m", "seed=1", searchpath]
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create(["model=wide", "seed=1"]), run_dir / ".hydra" / "overrides.yaml"
+    )
+    hydra = {"overrides": {"hydra": [searchpath, "hydra.mode=RUN"]}, "job": {"config_name": "mine"}}
+    OmegaConf.save(OmegaConf.create({"hydra": hydra}), run_dir / ".hydra" / "hydra.yaml")
+    resumed = resume_arguments([f"resume={run_dir}", "seed=2"])
+    assert resumed[0] == "--config-name=mine"
+    assert searchpath in resumed and "model=wide" in resumed and "seed=2" in resumed
+    assert "seed=1" not in resumed and "hydra.mode=RUN" not in resumed

@@ -4,6 +4,7 @@
     hpo-run solver=cg device=cuda             # pick a solver and a device
     hpo-run -m solver=neumann,cg seed=0,1,2   # a sweep, one run directory per job
     hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
+    hpo-run --config-dir my/conf model=my_net # a config directory of one's own, beside hpo-cli's
 
 Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
 checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
@@ -47,6 +48,38 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def config_dir_arguments(arguments: list[str]) -> list[str]:
+    """``--config-dir DIR`` (``-cd DIR``) and ``hydra.searchpath=[...]`` as one
+    ``hydra.searchpath`` override of absolute ``file://`` paths, so that the run records it
+    (``.hydra/hydra.yaml``) and ``resume=`` finds the user's config directory from anywhere."""
+    paths, rest, given = [], [], iter(arguments)
+    for argument in given:
+        flag, _, value = argument.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            paths.append(f"file://{Path(value or next(given, '')).expanduser().resolve()}")
+        elif flag == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    entry = f"file://{Path(entry[7:]).expanduser().resolve()}"
+                paths.append(entry)
+        else:
+            rest.append(argument)
+    return [*rest, f"hydra.searchpath=[{','.join(paths)}]"] if paths else rest
+
+
+def _saved_config_source(run_dir: Path) -> list[str]:
+    """The ``hydra.searchpath`` and ``--config-name`` a run was started with, as overrides."""
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_yaml.exists():
+        return []
+    hydra_cfg = OmegaConf.load(hydra_yaml).hydra
+    kept = [o for o in hydra_cfg.overrides.hydra if _override_key(o) == "hydra.searchpath"]
+    if hydra_cfg.job.config_name != "config":
+        kept.append(f"--config-name={hydra_cfg.job.config_name}")
+    return kept
+
+
 def resume_arguments(arguments: list[str]) -> list[str]:
     """Command-line overrides for ``resume=DIR``: the original run's own overrides, updated by the
     new ones, with Hydra writing into DIR again. Other command lines pass through unchanged."""
@@ -59,11 +92,11 @@ def resume_arguments(arguments: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "overrides.yaml"
     if not saved.exists():
         _fail(f"resume={resume[-1]} is not an hpo-run run directory (no {saved})", 2)
-    merged = {_override_key(o): o for o in OmegaConf.load(saved)}
+    merged = {_override_key(o): o for o in [*_saved_config_source(run_dir), *OmegaConf.load(saved)]}
     merged.update({_override_key(a): a for a in arguments})
     merged["resume"] = f"resume='{run_dir}'"
     merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
-    return list(merged.values())
+    return sorted(merged.values(), key=lambda a: not a.startswith("-"))  # flags first
 
 
 def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
@@ -147,5 +180,5 @@ def run(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console-script entry point."""
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *resume_arguments(config_dir_arguments(sys.argv[1:]))]
     run()
