@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python -m benchmarks.overhead $(ARGS)
 	$(BIN)/python -m benchmarks.scaling $(ARGS)
 	$(BIN)/python -m benchmarks.peers $(ARGS)
+	$(BIN)/python -m benchmarks.streaming $(ARGS)
 
 # The peer libraries of benchmarks.peers (without them, make bench lists them as not available).
 .PHONY: install-bench

@@ -78,3 +78,10 @@ def test_quick_peers_agree_with_the_closed_form(tmp_path):
         pytest.skip("torchopt not installed (the optional bench extra)")
     peer = ridge[(ridge["method"] == "torchopt: solve_cg") & (ridge["k"] == ridge["k"].max())]
     assert float(peer["rel_error"].iloc[0]) < 1e-8
+
+
+def test_quick_streaming_times_both_paths(tmp_path):
+    run_quick("benchmarks.streaming", tmp_path)
+    table = pd.read_csv(tmp_path / "streaming_cpu_quick.csv").set_index("data")
+    assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
+    assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0
