@@ -56,10 +56,12 @@ def test_a_hyper_step_follows_the_ridge_closed_form():
     dw_dlam = -torch.linalg.solve(a, w_star)  # ∂w*/∂λ
     dlv_dw = xv.T @ (xv @ w_star - yv) / len(yv)
     expected = float(dlv_dw @ dw_dlam) * lam  # d/dθ with λ = e^θ
-    theta = float(log_decay)
+    theta = float(log_decay.detach())
     result = joint.hyper_step(train_loss(), val_loss())
     assert result.grads[0].item() == pytest.approx(expected, rel=1e-6)
-    assert float(log_decay) == pytest.approx(theta - 0.1 * result.grads[0].item(), rel=1e-12)
+    assert float(log_decay.detach()) == pytest.approx(
+        theta - 0.1 * result.grads[0].item(), rel=1e-12
+    )
 
 
 class Diverging:
@@ -73,10 +75,10 @@ def test_the_failure_policy_stops_or_skips_and_counts():
     with pytest.raises(HypergradientError):
         joint.hyper_step(train_loss(), val_loss())
     joint, _, log_decay, train_loss, val_loss = joint_for(*data, Diverging(), on_failure="skip")
-    before = float(log_decay)
+    before = float(log_decay.detach())
     result = joint.hyper_step(train_loss(), val_loss())
     assert result.failure is not None and joint.skipped_hyper_steps == 1
-    assert float(log_decay) == before
+    assert float(log_decay.detach()) == before
     with pytest.raises(ValueError, match="on_failure=ignore is invalid"):
         joint_for(*data, Exact(), on_failure="ignore")
 
