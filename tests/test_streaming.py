@@ -97,3 +97,24 @@ def test_a_resumed_streamed_run_gives_the_uninterrupted_metrics(tmp_path, monkey
     tables = [pd.read_csv(d / "metrics.csv").drop(columns="wall_time_s") for d in (whole, killed)]
     assert len(tables[0]) == 5
     pd.testing.assert_frame_equal(*tables)
+
+
+def test_streamed_data_without_hyper_batch_sizes_is_one_line(tmp_path):
+    from hpo_cli.runner.build import build_experiment
+    from hpo_cli.runner.config import ConfigError
+
+    images = write_image_folder(tmp_path / "images", per_class=4)
+    conf = conf_dir(
+        tmp_path,
+        {"dataset/pngs.yaml": f"_target_: torchvision.datasets.ImageFolder\nroot: {images}\n"},
+    )
+    cfg = compose_with(
+        conf,
+        "dataset=pngs",
+        "data.max_in_memory_bytes=10",
+        "data.num_workers=0",
+        "batch_size=2",
+        "hyper_val_batch=2",
+    )
+    with pytest.raises(ConfigError, match=r"^hyper_train_batch=null asks for a whole split, but"):
+        build_experiment(cfg)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from hpo_cli.core.joint import JointOptimizer
 from hpo_cli.data import Splits
 from hpo_cli.data.protocol import DataOptions, as_splits
+from hpo_cli.data.streaming import StreamedSplit
 from hpo_cli.data.tasks import CRITERIA, ERRORS
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.runner.config import ConfigError
@@ -187,6 +188,12 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     ):
         if size is not None and size > len(split):
             raise ConfigError(f"{key}={size} asks for more than the {len(split)} examples there")
+    whole = [key for key in ("hyper_train_batch", "hyper_val_batch") if cfg[key] is None]
+    if isinstance(data.train, StreamedSplit) and whole:
+        raise ConfigError(
+            f"{whole[0]}=null asks for a whole split, but the data set is streamed (larger than "
+            f"data.max_in_memory_bytes={cfg.data.max_in_memory_bytes}): set {' and '.join(whole)}"
+        )
     joint = JointOptimizer(
         model,
         list(hyper.parameters()),
