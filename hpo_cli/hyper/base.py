@@ -13,7 +13,7 @@ The contract for a module of one's own (named by ``hyper._target_``, inside hpo-
 * the constructor takes ``model`` (the network, already on its device and dtype) and/or
   ``data`` (the :class:`hpo_cli.data.Splits`), by those names, only if its signature lists them,
   plus its own keyword arguments from the YAML;
-* its parameters (``nn.Parameter``) are λ (the outer optimiser's parameters), on the model's device/dtype;
+* its parameters (``nn.Parameter``) are λ, on the model's device and dtype;
 * :meth:`penalty` (or :meth:`training_loss` / :meth:`validation_loss`, overridden) says how λ
   enters the losses; everything must be differentiable in w and λ (twice in w);
 * :meth:`constrained_values` returns λ's values for ``metrics.csv``.
