@@ -170,6 +170,7 @@ device), registered as ``base_<option>``. Every other ``base_<name>`` is derived
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
+@functools.cache
 def yaml_schemas(conf_dir: Path = CONF_DIR) -> dict[tuple[str, str], type]:
     """(group, ``base_<name>``) → :func:`schema_for` of the ``_target_`` of each hpo-cli YAML file
     whose defaults list names a ``base_<name>`` that :data:`GROUP_SCHEMAS` does not hold.
