@@ -224,6 +224,8 @@ def validate(cfg: DictConfig) -> None:
     for group in ("optimizer", "hyper_optimizer"):
         _require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
+    workers = cfg.data.num_workers
+    _require(workers >= 0, "data.num_workers", workers, "must be >= 0")
     _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"

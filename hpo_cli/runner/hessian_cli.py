@@ -37,6 +37,7 @@ from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.solvers import Identity
 from hpo_cli.core.vectors import norm
 from hpo_cli.data import Split
+from hpo_cli.data.protocol import DataOptions
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.checkpoint import load_checkpoint
@@ -58,6 +59,7 @@ class HessianConfig:
     """The top level of ``hpo-hessian`` (the groups are hpo-run's)."""
 
     dataset: Any = MISSING
+    data: DataOptions = field(default_factory=DataOptions)  # as hpo-run's ``data`` block
     model: Any = MISSING
     hyper: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -164,6 +166,7 @@ def run_config(cfg: DictConfig) -> DictConfig:
         OmegaConf.structured(RunConfig),
         {
             "dataset": cfg.dataset,
+            "data": cfg.data,
             "model": cfg.model,
             "hyper": cfg.hyper,
             "device": cfg.device,
