@@ -162,6 +162,7 @@ def test_wrong_type_fails_at_composition():
         ("threads=0", "threads"),
         ("dtype=float16", "dtype"),
         ("on_failure=ignore", "on_failure"),
+        ("data.num_workers=-1", "data.num_workers"),
     ],
 )
 def test_out_of_range_values_name_their_key(override, key):
