@@ -163,3 +163,14 @@ def test_config_dirs_become_one_absolute_searchpath_that_resume_keeps(tmp_path, 
     assert resumed[0] == "--config-name=mine"
     assert searchpath in resumed and "model=wide" in resumed and "seed=2" in resumed
     assert "seed=1" not in resumed and "hydra.mode=RUN" not in resumed
+
+
+def test_a_model_from_the_command_line_alone_replaces_the_built_in_one():
+    """No YAML file: ``~model`` drops the default model (and its schema), ``+model.*`` adds."""
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=["~model", "+model._target_=own_problem.WideNet", "+model.width=7", *SMALL],
+        )
+    assert build_experiment(cfg).model[1].out_features == 7
