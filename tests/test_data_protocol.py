@@ -33,6 +33,8 @@ def test_arrays_are_shuffled_with_the_seed_and_cut_to_the_requested_sizes():
 def test_default_sizes_are_60_20_20_percent():
     data = splits(own_problem.blobs(100, seed=0))
     assert (len(data.train), len(data.val), len(data.test)) == (60, 20, 20)
+    data = splits(own_problem.blobs(100, seed=0), train_size=30, val_size=20, test_size=10)
+    assert (len(data.train), len(data.val), len(data.test)) == (30, 20, 10)
 
 
 def test_separate_sets_and_datasets_are_used_as_they_are():

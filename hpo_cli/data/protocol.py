@@ -187,7 +187,8 @@ def as_splits(
     else:
         whole = _pairs(result, name)
         order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed))
-        cuts = torch.split(order, list(_sizes(len(whole), options)))
+        sizes = _sizes(len(whole), options)
+        cuts = torch.split(order[: sum(sizes)], list(sizes))
         parts = [(whole, cut.tolist()) for cut in cuts]
     parts = [(data, list(range(len(data))) if idx is None else idx) for data, idx in parts]
     targets = torch.cat(
