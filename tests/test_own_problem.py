@@ -144,7 +144,7 @@ def test_own_loader_model_hyper_module_and_solver_train_from_a_config_directory(
 def test_config_dirs_become_one_absolute_searchpath_that_resume_keeps(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from hpo_cli.runner.cli import config_dir_arguments, resume_arguments
+    from hpo_cli.runner.preflight import config_dir_arguments, resume_overrides
 
     monkeypatch.chdir(tmp_path)
     arguments = config_dir_arguments(
@@ -157,10 +157,10 @@ def test_config_dirs_become_one_absolute_searchpath_that_resume_keeps(tmp_path, 
     OmegaConf.save(
         OmegaConf.create(["model=wide", "seed=1"]), run_dir / ".hydra" / "overrides.yaml"
     )
-    hydra = {"overrides": {"hydra": [searchpath, "hydra.mode=RUN"]}, "job": {"config_name": "mine"}}
+    OmegaConf.save(OmegaConf.create({"seed": 1}), run_dir / ".hydra" / "config.yaml")
+    hydra = {"overrides": {"hydra": [searchpath, "hydra.mode=RUN"]}}
     OmegaConf.save(OmegaConf.create({"hydra": hydra}), run_dir / ".hydra" / "hydra.yaml")
-    resumed = resume_arguments([f"resume={run_dir}", "seed=2"])
-    assert resumed[0] == "--config-name=mine"
+    resumed = resume_overrides(run_dir, [f"resume={run_dir}", "seed=2"])
     assert searchpath in resumed and "model=wide" in resumed and "seed=2" in resumed
     assert "seed=1" not in resumed and "hydra.mode=RUN" not in resumed
 

@@ -136,11 +136,11 @@ class RunConfig:
     optimizer: Any = MISSING
     hyper_optimizer: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    seed: int = 0
+    seed: int = 0  # data split, initialisation, batches and noise
     dtype: str = "float32"  # float32 | float64
     threads: int | None = None  # torch intra-op CPU threads; None: torch's default
-    outer_steps: int = 200
-    inner_steps: int = 50
+    outer_steps: int = 200  # hyper-steps (one per outer step)
+    inner_steps: int = 50  # inner-optimiser steps per outer step
     warmup_inner_steps: int = 0  # inner steps before the first hyper-step
     batch_size: int = 32  # inner mini-batch
     hyper_train_batch: int | None = None  # None: the full training split
@@ -153,10 +153,14 @@ class RunConfig:
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
+    max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
-    plots: bool = True
+    plots: bool = True  # PNG plots in the run directory
 
+
+GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer", "device")
+"""The config groups of ``hpo-run`` (``experiment`` aside)."""
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
@@ -226,7 +230,16 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
     workers = cfg.data.num_workers
     _require(workers >= 0, "data.num_workers", workers, "must be >= 0")
+    max_iter = cfg.solver.get("max_iter")
+    _require(
+        max_iter is None or max_iter >= 1,
+        "solver.max_iter",
+        max_iter,
+        "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
+    )
     _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
+    fraction = cfg.max_skipped_fraction
+    _require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )
