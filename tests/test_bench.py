@@ -117,3 +117,10 @@ def test_peers_flag_fails_in_one_line_when_a_peer_is_missing(capsys):
     assert exit_info.value.code == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "betty" in lines[0] and "make install-bench" in lines[0]
+
+
+def test_quick_streaming_times_both_paths(tmp_path):
+    run_quick("benchmarks.streaming", tmp_path)
+    table = pd.read_csv(tmp_path / "streaming_cpu_quick.csv").set_index("data")
+    assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
+    assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0

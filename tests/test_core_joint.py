@@ -101,3 +101,17 @@ def test_an_unknown_failure_policy_is_refused():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="on_failure=retry"):
         JointOptimizer(model, [log_decay], optimizer, optimizer, Exact(), on_failure="retry")
+
+
+def test_state_dict_restores_both_optimisers_and_the_skip_count():
+    """What a hand-written loop's checkpoint needs beside the model's and λ's tensors."""
+    joint, _, train_loss, val_loss = diverging_joint("skip")
+    joint.optimizer.param_groups[0]["lr"] = 0.125
+    joint.hyper_optimizer.param_groups[0]["lr"] = 0.5
+    joint.hyper_step(train_loss(), val_loss())  # skipped and counted
+    state = joint.state_dict()
+    other, *_ = diverging_joint("skip")
+    other.load_state_dict(state)
+    assert other.skipped_hyper_steps == 1
+    assert other.optimizer.param_groups[0]["lr"] == 0.125
+    assert other.hyper_optimizer.param_groups[0]["lr"] == 0.5

@@ -9,6 +9,11 @@ The object behind ``hpo-run``'s loop and the few lines a hand-written PyTorch lo
             joint.inner_step(lambda: train_loss_fn(model, next(train_batches)))  # w ← w − η ∇_w L_t
         result = joint.hyper_step(train_loss_fn(model, batch), val_loss_fn(model, val_batch))
 
+``hpo-run``'s loop (:mod:`hpo_cli.runner.loop`) is exactly this, so a hand-written loop and the
+runner share one code path; ``examples/own_loop.py`` is a complete script. In PyTorch Lightning,
+the same calls go in ``training_step`` with ``automatic_optimization = False`` (the optimisers
+are the module's own; ``JointOptimizer`` only needs them passed in).
+
 One outer step is ``inner_steps`` calls of :meth:`JointOptimizer.inner_step` (the inner
 optimiser on L_t(w, λ)) and one :meth:`JointOptimizer.hyper_step`: the IFT hypergradient
 dL_v/dλ (:func:`hpo_cli.core.hypergradient.hypergradient`), then one step of the outer optimiser
@@ -19,6 +24,7 @@ error (``on_failure="stop"``) or a skipped hyper-step that is counted (``on_fail
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,3 +122,18 @@ class JointOptimizer:
         else:
             raise HypergradientError(result.failure, result.solve)
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both optimisers' states and the skipped count, for a hand-written loop's checkpoint
+        (the model's and λ's own tensors are saved with their modules)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "skipped_hyper_steps": self.skipped_hyper_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.skipped_hyper_steps = int(state["skipped_hyper_steps"])

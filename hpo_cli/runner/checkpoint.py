@@ -111,8 +111,8 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
     """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
-    optimisers, the solver's warm-start state (when it keeps one), the batch generator and the
-    global RNG states."""
+    optimisers, the solver's warm-start state (when it keeps one), the batch generator, streamed
+    data's samplers and the global RNG states."""
     solver_state = getattr(exp.joint.solver, "state_dict", None)
     return {
         "progress": {
@@ -126,6 +126,7 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
         "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
         "solver": solver_state() if solver_state else None,
         "batches": exp.batches.get_state(),
+        "data": exp.data.state_dict(),  # streamed splits' sampler positions (plain ints)
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
     }
@@ -140,6 +141,7 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     if state.get("solver") is not None:  # absent from checkpoints written before warm starts
         exp.joint.solver.load_state_dict(state["solver"])
     exp.batches.set_state(state["batches"])
+    exp.data.load_state_dict(state.get("data", {}))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -4,6 +4,7 @@
     hpo-run solver=cg device=cuda             # pick a solver and a device
     hpo-run -m solver=neumann,cg seed=0,1,2   # a sweep, one run directory per job
     hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
+    hpo-run --config-dir my/conf model=my_net # a config directory of one's own, beside hpo-cli's
 
 Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
 checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
@@ -28,13 +29,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
-from hpo_cli.runner.config import GROUP_SCHEMAS, ConfigError, RunConfig, register_configs, validate
+from hpo_cli.runner.config import GROUPS, ConfigError, RunConfig, register_configs, validate
 from hpo_cli.runner.console import summary_block
 from hpo_cli.runner.help import group_options, help_text
 from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
-from hpo_cli.runner.preflight import prepare, save_run_config
+from hpo_cli.runner.preflight import config_dir_arguments, prepare, save_run_config
 from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
 from hpo_cli.runner.tracking import trackers_for
@@ -162,9 +163,9 @@ def main() -> None:
     line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
     ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.help`); Hydra's other flags (``--cfg``,
     ``--hydra-help``, ...) go to Hydra unchecked."""
-    arguments = sys.argv[1:]
+    arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
     if "--help" in arguments or "-h" in arguments:
-        groups = {group: group_options(group) for group in [*GROUP_SCHEMAS, "experiment"]}
+        groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
         print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
         return
     if all(a in ("-m", "--multirun") or not a.startswith("-") for a in arguments):

@@ -114,9 +114,7 @@ def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[fl
     loss_sum = error_sum = 0.0
     exp.model.eval()
     try:
-        for start in range(0, len(split), chunk):
-            inputs = split.inputs[start : start + chunk]
-            targets = split.targets[start : start + chunk]
+        for inputs, targets in split.chunks(chunk):
             outputs = exp.model(inputs)
             loss_sum += float(exp.criterion(outputs, targets).sum())
             error_sum += float(exp.error(outputs, targets).sum())
