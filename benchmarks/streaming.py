@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.hypergradient_cost import (
+from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
