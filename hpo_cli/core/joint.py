@@ -40,7 +40,8 @@ class JointOptimizer:
             optimiser; one with ``closure_returns_graph = True``, such as Hessian-free, gets a
             closure returning (loss with graph, model outputs)).
         hyper_optimizer: the outer optimiser over ``hparams``.
-        solver: the inverse-HVP solver of the hypergradient.
+        solver: the inverse-HVP solver of the hypergradient, or a solver that differentiates the
+            inner optimisation itself (``solver.unrolls``; see :meth:`unrolled_hyper_step`).
         on_failure: ``"stop"`` raises :class:`HypergradientError` on an untrustworthy
             hypergradient; ``"skip"`` leaves λ unchanged and counts it in
             :attr:`skipped_hyper_steps`.
@@ -109,6 +110,34 @@ class JointOptimizer:
             raise_on_failure=False,
             write_grad=True,
         )
+        return self._apply(result)
+
+    def unrolled_hyper_step(
+        self,
+        training_loss: Callable[[int], torch.Tensor],
+        validation_loss: Callable[[], torch.Tensor],
+    ) -> Hypergradient:
+        """The hyper-step of a solver that differentiates the inner optimisation itself
+        (``solver.unrolls``, e.g. :class:`hpo_cli.core.unrolled.Unrolled`): it calls
+        ``solver.hypergradient(model, hparams, optimizer, training_loss, validation_loss)``, which
+        leaves the weights and the inner optimiser's state unchanged.
+
+        Args:
+            training_loss: L_t(w, λ) of training mini-batch k (the same batch for the same k),
+                computed by calling the model.
+            validation_loss: L_v(w, λ), computed by calling the model.
+        """
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        result = self.solver.hypergradient(
+            self.model, self.hparams, self.optimizer, training_loss, validation_loss
+        )
+        if result.failure is None:
+            for hparam, grad in zip(self.hparams, result.grads, strict=True):
+                hparam.grad = grad.detach().clone()
+        return self._apply(result)
+
+    def _apply(self, result: Hypergradient) -> Hypergradient:
+        """Step λ along ``λ.grad`` (already written), or apply the failure policy."""
         if result.failure is None:
             self.hyper_optimizer.step()
         elif self.on_failure == "skip":

@@ -27,6 +27,7 @@ from omegaconf.errors import ValidationError
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
 from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, Neumann
+from hpo_cli.core.unrolled import Unrolled
 from hpo_cli.data import (
     load_cifar10,
     load_cifar100,
@@ -197,6 +198,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "neumann": schema_for(Neumann),
         "cg": schema_for(ConjugateGradient),
         "exact": schema_for(Exact),
+        "unrolled": schema_for(Unrolled),
     },
     "optimizer": {
         "adam": AdamOptimizer,

@@ -40,6 +40,7 @@ from hpo_cli.runner.diagnostics import (
 )
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.progress import Progress, RunFailed, phase
+from hpo_cli.runner.unrolled import check_unrolled, unrolled_losses
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,13 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted."""
     train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
-    train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
-    val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
     try:
-        result = exp.joint.hyper_step(train_loss, val_loss)
+        if getattr(exp.joint.solver, "unrolls", False):  # differentiates K inner steps itself
+            result = exp.joint.unrolled_hyper_step(*unrolled_losses(exp, val_batch))
+        else:
+            train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
+            val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
+            result = exp.joint.hyper_step(train_loss, val_loss)
     except HypergradientError as error:
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
     progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
@@ -192,6 +196,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     """
     exp = build_experiment(cfg)
     check_solver_comparison(exp)
+    check_unrolled(exp)
     metrics = MetricsLog(run_dir / "metrics.csv")
     comparisons = None
     if cfg.solver_comparison.every:
