@@ -57,7 +57,9 @@ def compare(weights: Weights, theta: torch.Tensor, training, validation, alpha: 
 
 
 def largest_eigenvalue(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
-    return float(torch.linalg.eigvalsh(dense_matrix(TrainingCurvature(loss, params).hvp, params))[-1])
+    return float(
+        torch.linalg.eigvalsh(dense_matrix(TrainingCurvature(loss, params).hvp, params))[-1]
+    )
 
 
 def test_theorem_2_on_ridge_regression():

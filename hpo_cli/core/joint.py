@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.core.solvers import InverseHVPSolver
 from hpo_cli.optim.local_model import loss_and_outputs
@@ -86,12 +87,16 @@ class JointOptimizer:
 
         return self.optimizer.step(closure).detach()
 
-    def hyper_step(self, train_loss: torch.Tensor, val_loss: torch.Tensor) -> Hypergradient:
+    def hyper_step(
+        self, train_loss: torch.Tensor, val_loss: torch.Tensor, curvature: MatVec | None = None
+    ) -> Hypergradient:
         """dL_v/dλ at the current weights, then one outer-optimiser step on λ.
 
         Args:
             train_loss: scalar L_t(w, λ) with its graph, on the batch that defines H.
             val_loss: scalar L_v(w, λ) with its graph (its graph is freed, as by ``backward``).
+            curvature: the matrix the solver inverts in place of H, as a matvec (e.g. the
+                Gauss-Newton one of :func:`hpo_cli.core.curvature.curvature_matvec`).
 
         Returns:
             The hypergradient and its diagnostics; ``result.failure`` is set when the step was
@@ -109,6 +114,7 @@ class JointOptimizer:
             self.solver,
             raise_on_failure=False,
             write_grad=True,
+            curvature=curvature,
         )
         return self._apply(result)
 

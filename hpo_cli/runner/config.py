@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
+from hpo_cli.core.curvature import CURVATURES
 from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, Neumann
 from hpo_cli.core.unrolled import Unrolled
 from hpo_cli.data import (
@@ -82,6 +83,13 @@ def schema_for(target: Callable[..., Any]) -> type:
             default = field(default_factory=functools.partial(list, default))
         fields.append((name, _checkable_type(hints.get(name, Any), name, default), default))
     return make_dataclass(f"{target.__name__}Config", fields)
+
+
+def ift_solver_schema(target: Callable[..., Any]) -> type:
+    """:func:`schema_for` an inverse-HVP solver, plus ``curvature``: the matrix it inverts
+    (:data:`hpo_cli.core.curvature.CURVATURES`), read by the runner and not passed to the solver."""
+    schema = schema_for(target)
+    return make_dataclass(schema.__name__, [("curvature", str, "hessian")], bases=(schema,))
 
 
 # ---------------------------------------------------------------- optimisers
@@ -194,10 +202,10 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "dropout": schema_for(Dropout),
     },
     "solver": {
-        "identity": schema_for(Identity),
-        "neumann": schema_for(Neumann),
-        "cg": schema_for(ConjugateGradient),
-        "exact": schema_for(Exact),
+        "identity": ift_solver_schema(Identity),
+        "neumann": ift_solver_schema(Neumann),
+        "cg": ift_solver_schema(ConjugateGradient),
+        "exact": ift_solver_schema(Exact),
         "unrolled": schema_for(Unrolled),
     },
     "optimizer": {
@@ -241,6 +249,8 @@ def validate(cfg: DictConfig) -> None:
     for group in ("optimizer", "hyper_optimizer"):
         _require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
+    curvature = cfg.solver.get("curvature", "hessian")
+    _require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
     _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"

@@ -38,9 +38,9 @@ from hpo_cli.runner.diagnostics import (
     solver_comparison_due,
     solver_comparison_rows,
 )
+from hpo_cli.runner.hyper_losses import check_unrolled, ift_losses, unrolled_losses
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.progress import Progress, RunFailed, phase
-from hpo_cli.runner.unrolled import check_unrolled, unrolled_losses
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
         if getattr(exp.joint.solver, "unrolls", False):  # differentiates K inner steps itself
             result = exp.joint.unrolled_hyper_step(*unrolled_losses(exp, val_batch))
         else:
-            train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
-            val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
-            result = exp.joint.hyper_step(train_loss, val_loss)
+            result = exp.joint.hyper_step(*ift_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
     progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
