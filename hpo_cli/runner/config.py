@@ -137,6 +137,9 @@ class SolverComparisonConfig:
     solvers: list[str] = field(default_factory=lambda: ["identity", "neumann", "cg"])
     budget: int = 50  # the largest K: Neumann terms, CG steps
     neumann_alpha: float | None = None  # Neumann's fixed step; None: 1/λmax of the dense H
+    horizons: list[int] = field(default_factory=list)  # inner phases of the unrolled references
+    directions: int = 8  # random directions of λ for the finite-difference check
+    fd_eps: float = 1e-4  # central-difference step along each unit direction
 
 
 @dataclass
@@ -271,3 +274,7 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
     )
     alpha = comparison.neumann_alpha
     _require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
+    horizons = list(comparison.horizons)
+    _require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
+    _require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
+    _require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")

@@ -17,6 +17,17 @@ from hpo_cli.runner.build import Experiment
 from hpo_cli.runner.config import ConfigError
 
 
+def output_losses(
+    exp: Experiment, train_batch: Batch, val_batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]:
+    """(L_t, L_v, the outputs L_t's data term came from, the penalty R) on the two batches."""
+    train_loss, outputs = loss_and_outputs(
+        exp.model, lambda: exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
+    )
+    val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
+    return train_loss, val_loss, outputs, exp.hyper.penalty(exp.model)
+
+
 def ift_losses(
     exp: Experiment, train_batch: Batch, val_batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor, MatVec | None]:
@@ -24,14 +35,10 @@ def ift_losses(
     for the Hessian, else the Gauss-Newton matrix of the data loss plus the penalty's Hessian)."""
     curvature = exp.cfg.solver.get("curvature", "hessian")
     if curvature == "hessian":
-        train_loss, outputs = exp.hyper.training_loss(exp.model, train_batch, exp.criterion), None
-    else:
-        train_loss, outputs = loss_and_outputs(
-            exp.model, lambda: exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
-        )
-    val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
+        train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
+        return train_loss, exp.hyper.validation_loss(exp.model, val_batch, exp.criterion), None
+    train_loss, val_loss, outputs, penalty = output_losses(exp, train_batch, val_batch)
     params = list(exp.model.parameters())
-    penalty = exp.hyper.penalty(exp.model) if outputs is not None else 0.0
     return train_loss, val_loss, curvature_matvec(curvature, train_loss, params, outputs, penalty)
 
 
