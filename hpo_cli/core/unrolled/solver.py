@@ -31,8 +31,9 @@ class Unrolled:
 
     Args:
         steps: K, the unrolled steps (each on a fresh training mini-batch).
-        checkpoint: gradient checkpointing over the steps: memory of one step's activations
-            instead of K, for one more forward pass per step.
+        checkpoint: gradient checkpointing over the steps: keeps each step's inputs (weights,
+            optimiser state) instead of its activations and recomputes the step in the reverse
+            pass.
         inner: ``"configured"``: the run's inner optimiser (SGD, Adam, AdamW or RMSprop) from its
             current state (momenta, second moments, step count); ``"sgd"``: plain SGD with step
             ``lr`` (Lorraine et al.'s Theorem 2 setting).

@@ -17,8 +17,10 @@ K-term Neumann series α Σ_{j=0}^{K−1} (I − αH)^j (Lorraine et al., 2020, 
 Cost and memory: the forward pass is K gradient evaluations with their graphs, the reverse pass
 about K Hessian-vector products and K mixed products. Memory grows linearly in K (every step's
 activations and update are kept); ``checkpoint=True`` keeps only each step's inputs (w_k, s_k)
-and recomputes the step in the reverse pass (``torch.utils.checkpoint``, one more forward per
-step). The weights are substituted with ``torch.func.functional_call``: the model's parameters,
+and recomputes the step — its forward pass and gradient — in the reverse pass
+(``torch.utils.checkpoint``): still linear in K, but with the weights and optimiser state per
+step instead of the activations (4× less on the default MLP, at about 3× the time;
+``benchmarks/unrolled_memory.py``). The weights are substituted with ``torch.func.functional_call``: the model's parameters,
 the caller's optimiser and the model's buffers (batch-norm statistics, restored) are unchanged.
 """
 
