@@ -20,8 +20,9 @@ activations and update are kept); ``checkpoint=True`` keeps only each step's inp
 and recomputes the step — its forward pass and gradient — in the reverse pass
 (``torch.utils.checkpoint``): still linear in K, but with the weights and optimiser state per
 step instead of the activations (4× less on the default MLP, at about 3× the time;
-``benchmarks/unrolled_memory.py``). The weights are substituted with ``torch.func.functional_call``: the model's parameters,
-the caller's optimiser and the model's buffers (batch-norm statistics, restored) are unchanged.
+``benchmarks/unrolled_memory.py``). The weights are substituted with
+``torch.func.functional_call``: the model's parameters, the caller's optimiser and the model's
+buffers (batch-norm statistics, restored) are unchanged.
 """
 
 from __future__ import annotations
