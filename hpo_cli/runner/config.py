@@ -157,11 +157,11 @@ class RunConfig:
     optimizer: Any = MISSING
     hyper_optimizer: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    seed: int = 0
+    seed: int = 0  # data split, initialisation, batches and noise
     dtype: str = "float32"  # float32 | float64
     threads: int | None = None  # torch intra-op CPU threads; None: torch's default
-    outer_steps: int = 200
-    inner_steps: int = 50
+    outer_steps: int = 200  # hyper-steps (one per outer step)
+    inner_steps: int = 50  # inner-optimiser steps per outer step
     warmup_inner_steps: int = 0  # inner steps before the first hyper-step
     batch_size: int = 32  # inner mini-batch
     hyper_train_batch: int | None = None  # None: the full training split
@@ -174,9 +174,10 @@ class RunConfig:
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
+    max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
-    plots: bool = True
+    plots: bool = True  # PNG plots in the run directory
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -254,7 +255,16 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
     curvature = cfg.solver.get("curvature", "hessian")
     _require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
+    max_iter = cfg.solver.get("max_iter")
+    _require(
+        max_iter is None or max_iter >= 1,
+        "solver.max_iter",
+        max_iter,
+        "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
+    )
     _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
+    fraction = cfg.max_skipped_fraction
+    _require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )
