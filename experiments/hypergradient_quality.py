@@ -53,7 +53,7 @@ def read_comparison(run_dir: Path) -> pd.DataFrame:
 
 def _lines(axis: plt.Axes, rows: pd.DataFrame, column: str, x: str = "hvps") -> None:
     for name, (label, color) in FAMILIES.items():
-        group = rows[rows["solver"] == name].sort_values(x)
+        group = rows[rows["solver"] == name].sort_values("k")  # in order of budget
         if group.empty:
             continue
         if name in ("identity", "exact") and x == "hvps":
