@@ -80,6 +80,7 @@ from benchmarks.hypergradient_cost import (
     resolve_device,
     write_report,
 )
+from benchmarks.unrolled_memory import graph_megabytes
 from hpo_cli import ConjugateGradient, Neumann, hypergradient
 from hpo_cli.core.unrolled import SGDUpdate, unrolled_hypergradient
 
@@ -363,20 +364,6 @@ def unrolled_method(problem: Problem, k: int, alpha: float) -> Method:
         return list(grads)
 
     return run
-
-
-def graph_megabytes(method: Method) -> float:
-    """MB of the tensors autograd saves for reverse passes during one call (unique storages)."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        method()
-    return sum(storages.values()) / 2**20
 
 
 FLOOR = "floor: K HVPs, no solver"

@@ -87,6 +87,7 @@ def hypergradient_call(
 
 
 def graph_megabytes(call: Callable[[], object]) -> float:
+    """MB of the tensors autograd saves for reverse passes during one call (unique storages)."""
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
