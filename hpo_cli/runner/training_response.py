@@ -4,7 +4,7 @@ central differences of the real training over the same steps
 (:mod:`hpo_cli.analysis.training_response`).
 
 The h steps use the mini-batches the run would draw next (from a copy of its batch generator,
-after the hyper-step's own two draws), the inner optimiser's current state (a fresh one with
+after the hyper-step's own draws), the inner optimiser's current state (a fresh one with
 ``reset_inner_optimizer``) and, for dropout, one fixed noise seed for every evaluation; the
 validation loss is on the comparison's validation batch. Nothing of the run changes: the
 caller runs this inside :func:`hpo_cli.runner.diagnostics.untouched_run`.
@@ -35,9 +35,12 @@ class Horizon:
         self.exp, self.steps = exp, steps
         generator = torch.Generator()
         generator.set_state(exp.batches.get_state())
-        if exp.cfg.hyper_steps and not getattr(exp.joint.solver, "unrolls", False):
-            exp.data.train.sample(exp.cfg.hyper_train_batch, generator)  # the hyper-step's draws
+        if exp.cfg.hyper_steps:  # the hyper-step's own draws come first
+            exp.data.train.sample(exp.cfg.hyper_train_batch, generator)
             exp.data.val.sample(exp.cfg.hyper_val_batch, generator)
+            if getattr(exp.joint.solver, "unrolls", False):  # solver=unrolled's K batches
+                for _ in range(exp.joint.solver.steps):
+                    exp.data.train.sample(exp.cfg.batch_size, generator)
         self.batches = [exp.data.train.sample(exp.cfg.batch_size, generator) for _ in range(steps)]
         params = list(exp.model.parameters())
         self.update = update_for(exp.joint.optimizer)
