@@ -12,9 +12,12 @@ import torch
 from hydra import compose, initialize_config_module
 
 from hpo_cli.analysis.training_response import agreement, correlation, random_directions
+from hpo_cli.core.unrolled import unroll
+from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import ConfigError, register_configs
-from hpo_cli.runner.loop import train
+from hpo_cli.runner.loop import inner_step, train
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS
+from hpo_cli.runner.training_response import Horizon
 
 SOLVERS = "solver_comparison.solvers=[identity,neumann,cg,ggn_cg,unrolled]"
 
@@ -88,3 +91,23 @@ def test_correlation_and_agreement():
     directions = random_directions([torch.zeros(2, 3), torch.zeros(4)], 5, seed=0)
     assert directions.shape == (5, 10)
     torch.testing.assert_close(directions.norm(dim=1), torch.ones(5))
+
+
+def test_the_horizon_is_the_runs_own_next_steps():
+    """Unrolled without a graph, the horizon's steps land exactly where the run's next inner
+    steps do (same batches, same optimiser state, same arithmetic)."""
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        overrides = ["dtype=float64", "model.hidden_sizes=[4]", "batch_size=8", "hyper_steps=false"]
+        cfg = compose("config", ["optimizer=sgd", "optimizer.nesterov=true", *overrides])
+    exp = build_experiment(cfg)
+    for _ in range(3):
+        inner_step(exp)
+    horizon = Horizon(exp, 4, exp.data.val.head(10))
+    predicted, _ = unroll(
+        exp.model, horizon.update, horizon.state, horizon.training_loss, 4, create_graph=False
+    )
+    for _ in range(4):
+        inner_step(exp)
+    for mine, real in zip(predicted, exp.model.parameters(), strict=True):
+        torch.testing.assert_close(mine.detach(), real.detach(), rtol=1e-12, atol=1e-12)
