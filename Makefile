@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/hpo-run $(ARGS)
 
-test: install
+test: install-tracking
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tracking extra: TensorBoard, MLflow and W&B for logger=... (make test installs it so that
+# the trackers' tests run; make run does without it).
+TRACKING := $(VENV)/.installed-tracking
+.PHONY: install-tracking
+install-tracking: $(TRACKING)
+
+$(TRACKING): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,tracking]"
+	touch $(TRACKING)
 
 # The cluster extra: the Ray launcher and the Optuna sweeper (not needed by make test or CI).
 CLUSTER := $(VENV)/.installed-cluster
@@ -32,9 +42,10 @@ $(CLUSTER): $(STAMP)
 
 # The slow group, skipped by make test: sweeps through the submitit launcher's local mode and
 # through Ray (a local instance and a running cluster, on 127.0.0.1 only), the Optuna baseline,
-# and four of the seven ResNet-18 combinations.
+# a run and a sweep sent to a real mlflow server on 127.0.0.1, and four of the seven ResNet-18
+# combinations.
 .PHONY: test-slow
-test-slow: install-cluster
+test-slow: install-cluster install-tracking
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: install

@@ -44,16 +44,16 @@ def fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Save ``state`` (tensors, state dicts, RNG states, plain values) to the run directory,
-    keeping the checkpoint it replaces as :data:`PREVIOUS_NAME`."""
-    path = run_dir / CHECKPOINT_NAME
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT_NAME) -> None:
+    """Save ``state`` (tensors, state dicts, RNG states, plain values) to ``run_dir/name``,
+    keeping the checkpoint it replaces as :data:`PREVIOUS_NAME` (the main checkpoint only)."""
+    path = run_dir / name
     partial = path.with_suffix(".pt.partial")
     with partial.open("wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    if path.exists():
+    if name == CHECKPOINT_NAME and path.exists():
         previous = run_dir / PREVIOUS_NAME
         previous.unlink(missing_ok=True)
         os.link(path, previous)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
 from hpo_cli.runner.config import GROUP_SCHEMAS, ConfigError, RunConfig, register_configs, validate
+from hpo_cli.runner.console import summary_block
 from hpo_cli.runner.help import group_options, help_text
 from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
@@ -36,6 +37,7 @@ from hpo_cli.runner.plots import plot_run
 from hpo_cli.runner.preflight import prepare, save_run_config
 from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
+from hpo_cli.runner.tracking import trackers_for
 
 log = logging.getLogger("hpo_cli")
 register_configs()
@@ -103,10 +105,12 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     Returns:
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
+    trackers = None
     try:
+        trackers = trackers_for(cfg, run_dir, overrides, multirun)
         if cfg.resume:
             save_run_config(run_dir, cfg, overrides)
-        progress = train(cfg, run_dir)
+        progress = train(cfg, run_dir, trackers)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
     except ConfigError as error:
@@ -120,6 +124,8 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
             plot_run(run_dir)
+        if trackers is not None:
+            trackers.finish(status)
         message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
         if failed and multirun:
             log.error("job failed: %s", message)
@@ -131,19 +137,15 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         log.exception("job failed")
         message = f"{type(error).__name__}: {error}"
         write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        if trackers is not None:
+            trackers.finish("failed")
         return math.nan
     summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
     if cfg.plots:
         plot_run(run_dir)
-    final = summary["final"]
-    log.info(
-        "done in %.1f s: val error %.3f, test error %.3f; results in %s",
-        summary["time_s"]["total"],
-        final["val_error"],
-        final["test_error"],
-        run_dir,
-    )
-    return float(final["val_loss"])
+    trackers.finish("completed")
+    log.info("%s", summary_block(summary, run_dir, trackers.locations()))
+    return float(summary["final"]["val_loss"])
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -42,6 +42,8 @@ from hpo_cli.data import (
 from hpo_cli.hyper import AugmentNet, Distill, Dropout, LossWeights, WeightDecay
 from hpo_cli.models import MLP, LeNet, Linear, TwoLayerLinear, resnet18
 from hpo_cli.optim import HessianFree
+from hpo_cli.runner.early_stopping import MONITORS, EarlyStopping
+from hpo_cli.runner.trackers import TRACKER_NAMES, TrackingSettings
 
 
 class ConfigError(ValueError):
@@ -177,7 +179,11 @@ class RunConfig:
     max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
+    log_every: int = 10  # outer steps between console lines (and one at the end)
     plots: bool = True  # PNG plots in the run directory
+    logger: Any = field(default_factory=lambda: ["csv"])  # csv (always), tensorboard, mlflow, wandb
+    tracking: Any = field(default_factory=schema_for(TrackingSettings))  # where trackers write
+    early_stopping: Any = field(default_factory=schema_for(EarlyStopping))  # patience null: off
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -240,7 +246,14 @@ def _require(condition: bool, key: str, value: object, requirement: str) -> None
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that the schemas' types cannot express; raises :class:`ConfigError`."""
-    for key in ("outer_steps", "inner_steps", "batch_size", "eval_every", "checkpoint_every"):
+    for key in (
+        "outer_steps",
+        "inner_steps",
+        "batch_size",
+        "eval_every",
+        "checkpoint_every",
+        "log_every",
+    ):
         _require(cfg[key] > 0, key, cfg[key], "must be > 0")
     _require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
     every = cfg.curvature_every
@@ -268,6 +281,30 @@ def validate(cfg: DictConfig) -> None:
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )
+    validate_tracking(cfg)
+
+
+def validate_tracking(cfg: DictConfig) -> None:
+    """Range checks of ``logger``, ``tracking`` and ``early_stopping``; raises
+    :class:`ConfigError`."""
+    names = tracker_names(cfg)
+    known = ("csv", *TRACKER_NAMES)
+    _require(set(names) <= set(known), "logger", cfg.logger, f"a list of {', '.join(known)}")
+    mode = cfg.tracking.wandb_mode
+    _require(mode in ("offline", "online"), "tracking.wandb_mode", mode, "offline or online")
+    stopping = cfg.early_stopping
+    patience, min_delta = stopping.patience, stopping.min_delta
+    _require(patience is None or patience > 0, "early_stopping.patience", patience, "> 0 or null")
+    _require(min_delta >= 0, "early_stopping.min_delta", min_delta, "must be >= 0")
+    monitor = stopping.monitor
+    _require(monitor in MONITORS, "early_stopping.monitor", monitor, " or ".join(MONITORS))
+
+
+def tracker_names(cfg: DictConfig) -> list[str]:
+    """The trackers of ``logger`` besides ``csv`` (which is always on), in the order given:
+    ``logger=mlflow`` and ``logger=[tensorboard,mlflow]`` both work."""
+    chosen = [cfg.logger] if isinstance(cfg.logger, str) else list(cfg.logger or [])
+    return [name for name in dict.fromkeys(chosen) if name != "csv"]
 
 
 def validate_solver_comparison(comparison: DictConfig) -> None:

@@ -29,18 +29,21 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hpo_cli.core.hypergradient import HypergradientError
 from hpo_cli.data import Split
-from hpo_cli.runner.build import Experiment, build_experiment
+from hpo_cli.runner.build import Experiment, build, build_experiment
 from hpo_cli.runner.checkpoint import checkpoint_state, load_checkpoint, restore, save_checkpoint
 from hpo_cli.runner.config import ConfigError
+from hpo_cli.runner.console import log_due
 from hpo_cli.runner.diagnostics import (
     check_solver_comparison,
     hessian_row,
     solver_comparison_due,
     solver_comparison_rows,
 )
+from hpo_cli.runner.early_stopping import BEST_CHECKPOINT_NAME, EarlyStopping
 from hpo_cli.runner.hyper_losses import check_unrolled, ift_losses, unrolled_losses
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.progress import Progress, RunFailed, phase
+from hpo_cli.runner.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +189,17 @@ def start_or_resume(
     return progress, True
 
 
-def train(cfg: DictConfig, run_dir: Path) -> Progress:
-    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``.
+def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
+    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``
+    and every metrics row to ``trackers``; stop early by ``cfg.early_stopping``
+    (:mod:`hpo_cli.runner.early_stopping`), keeping the best weights in checkpoint_best.pt.
 
     Raises:
         RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
             ``on_failure=skip``); metrics and the last checkpoint stay on disk.
     """
     exp = build_experiment(cfg)
+    stopping: EarlyStopping = build(cfg.early_stopping)
     check_solver_comparison(exp)
     check_unrolled(exp)
     metrics = MetricsLog(run_dir / "metrics.csv")
@@ -211,9 +217,23 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         metrics.append(row)
         if progress.metrics_rows is not None:
             progress.metrics_rows += 1
+        if trackers is not None and trackers.active:
+            with phase(progress, "tracking", exp.device):
+                trackers.log_row(row)
+        if stopping.update(progress.early_stopping, row) and stopping.enabled:
+            state = checkpoint_state(exp, progress, elapsed())
+            save_checkpoint(run_dir, state, BEST_CHECKPOINT_NAME)
 
     if fresh:
         record(evaluation_row(exp, progress, elapsed()))
+    elif stopping.stopped(progress.early_stopping):
+        log.warning(
+            "%s stopped at outer step %d by %s; nothing to continue (raise "
+            "early_stopping.patience, or set it to null, to train on)",
+            run_dir,
+            progress.outer_step,
+            stopping.reason(progress.early_stopping),
+        )
 
     bar = tqdm(
         total=cfg.outer_steps,
@@ -224,25 +244,31 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     )
     try:
         with logging_redirect_tqdm(), bar:
-            while progress.outer_step < cfg.outer_steps:
+            while progress.outer_step < cfg.outer_steps and not stopping.stopped(
+                progress.early_stopping
+            ):
                 outer_step(exp, progress, comparisons)
                 last = progress.outer_step == cfg.outer_steps
                 if progress.outer_step % cfg.eval_every == 0 or last:
                     with phase(progress, "eval", exp.device):
                         row = evaluation_row(exp, progress, elapsed())
                     record(row)
+                    last = last or stopping.stopped(progress.early_stopping)
                     bar.set_postfix(
                         train_loss=f"{row['train_loss']:.3g}",
                         val_err=f"{row['val_error']:.3f}",
                         test_err=f"{row['test_error']:.3f}",
                     )
-                    log_row(row)
+                    if log_due(progress.outer_step, cfg.eval_every, cfg.log_every, last):
+                        log_row(row)
                 if progress.outer_step % cfg.checkpoint_every == 0 or last:
                     save_checkpoint(run_dir, checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)
         check_skipped(cfg, progress)
     finally:
         progress.elapsed_s = elapsed()
+    stopped = stopping.stopped(progress.early_stopping)
+    progress.stop_reason = stopping.reason(progress.early_stopping) if stopped else "completed"
     return progress
 
 

@@ -46,9 +46,24 @@ RESUME_MAY_CHANGE = (
     "checkpoint_every",
     "max_skipped_fraction",
     "resume",
+    "log_every",
+    "logger",
+    "tracking",
+    "early_stopping.patience",
 )
-"""Keys a resume may change: they leave the run's trajectory as it was (``outer_steps`` may only
-grow)."""
+"""Keys (and the keys under them) a resume may change: they leave the run's trajectory as it
+was (``outer_steps`` may only grow; a larger ``early_stopping.patience`` trains on a stopped
+run)."""
+
+
+def resume_may_change(key: str, saved: Any) -> bool:
+    """Whether a resume may change ``key`` from its ``saved`` value: a key of
+    :data:`RESUME_MAY_CHANGE` or under one, or an ``early_stopping`` key that the run's saved
+    config predates (its checkpoints hold no early-stopping state to contradict)."""
+    listed = any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+    return listed or (saved == "<missing>" and key.startswith("early_stopping."))
+
+
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
@@ -218,7 +233,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             checkpoint cannot be read, or ``metrics.csv`` is damaged before it.
     """
     saved = OmegaConf.load(run_dir / SAVED_CONFIG)
-    changes = [c for c in changed_keys(saved, cfg) if c[0] not in RESUME_MAY_CHANGE]
+    changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(c[0], c[1])]
     if changes:
         key, old, new = changes[0]
         others = f" (and {len(changes) - 1} other keys)" if len(changes) > 1 else ""
