@@ -28,7 +28,10 @@ x ≈ H⁻¹ ∂L_v/∂w from K Hessian-vector products (HVPs), the losses built
   place for the per-weight penalty).
 * higher: K differentiable SGD steps (step α) from the current weights with
   ``higher.innerloop_ctx``, then the validation loss differentiated through them (unrolled
-  differentiation: the same truncated Neumann series, computed by reverse mode).
+  differentiation: the same truncated Neumann series, computed by reverse mode), against
+  hpo-cli's ``unrolled_hypergradient`` with ``SGDUpdate(α)`` (:mod:`hpo_cli.core.unrolled`) at
+  equal K; for both, "graph MB" is the memory autograd holds for the reverse pass (saved
+  tensors, unique storages), which grows linearly with K.
 
 α = 1/λ̂max from 100 power iterations at setup, the same for every Neumann method and for
 higher's step. Problems: (a) ridge regression (``benchmarks.hypergradient_cost``'s: n = 200,
@@ -80,7 +83,9 @@ from benchmarks.problems import (
     make_ridge,
     pretrain,
 )
+from benchmarks.unrolled_memory import graph_megabytes
 from hpo_cli import ConjugateGradient, Neumann, hypergradient
+from hpo_cli.core.unrolled import SGDUpdate, unrolled_hypergradient
 
 Vector = list[torch.Tensor]
 Method = Callable[[], Vector]
@@ -367,6 +372,24 @@ def higher_method(problem: Problem, k: int, alpha: float) -> Method:
     return run
 
 
+def unrolled_method(problem: Problem, k: int, alpha: float) -> Method:
+    update = SGDUpdate(alpha)
+
+    def run() -> Vector:
+        grads, _ = unrolled_hypergradient(
+            problem.model,
+            problem.hparams,
+            update,
+            update.init_state(problem.params),
+            lambda _step: problem.train_loss(),
+            problem.val_loss,
+            k,
+        )
+        return list(grads)
+
+    return run
+
+
 FLOOR = "floor: K HVPs, no solver"
 
 
@@ -392,6 +415,7 @@ def methods(problem: Problem, k: int, alpha: float, status: dict[str, str]) -> d
             problem, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)
         ),
         "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k, alpha=alpha)),
+        "hpo-cli: unrolled SGD": unrolled_method(problem, k, alpha),
         FLOOR: floor_method(problem, k),
     }
     available = {name for name, value in status.items() if not value.startswith("not avail")}
@@ -446,8 +470,12 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
         if problem.reference is not None:
             reference = problem.reference
         else:
-            same = "hpo-cli: cg" if family(label) == "cg" else "hpo-cli: neumann"
-            reference = timed[same][1]
+            same = {"cg": "hpo-cli: cg", "unrolled": "hpo-cli: unrolled SGD"}
+            reference = timed[same.get(family(label), "hpo-cli: neumann")][1]
+        if family(label) == "unrolled":
+            memory = {"graph_mb": graph_megabytes(statements[label])}
+        else:
+            memory = {}
         rows.append(
             {
                 "problem": problem.name,
@@ -457,6 +485,7 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
                 **timing.columns(),
                 "rel_error": relative_error(result, reference),
                 **getattr(statements[label], "info", {}),
+                **memory,
             }
         )
     return rows
@@ -527,6 +556,7 @@ COLUMNS = [
     Column("rel_error", "rel. error", fmt_sci),
     Column("status", "hpo-cli status"),
     Column("hvps", "HVPs"),
+    Column("graph_mb", "graph MB", fmt_ms),
     Column("ratio_same", "hpo-cli ÷ fastest same method", fmt_ratio),
     Column("same_peer", "that peer"),
     Column("ratio_accuracy", "hpo-cli ÷ fastest at ≤ its error", fmt_ratio),
@@ -568,7 +598,7 @@ def peer_table(
     else:
         notes.append(
             "No closed form: rel. error = difference to hpo-cli's result with the same method "
-            "and K (agreement, not accuracy; higher is compared with hpo-cli's Neumann). "
+            "and K (agreement, not accuracy; higher is compared with hpo-cli's unrolled SGD). "
             "Ratio: hpo-cli's time over the fastest peer running the same method at the same K. "
             "The pretrained MLP's Hessian is indefinite: hpo-cli's CG stops at the first "
             "direction of negative curvature (status, HVPs), the peers' CG runs all K "

@@ -39,7 +39,7 @@ def compose_config(*overrides: str):
 def test_every_group_has_options():
     for group in ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer"):
         assert options(group), group
-    assert set(options("solver")) == {"identity", "neumann", "cg", "exact"}
+    assert set(options("solver")) == {"identity", "neumann", "cg", "exact", "unrolled"}
     assert set(options("device")) == {"cpu", "cuda", "auto"}
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.core.solvers import InverseHVPSolver
 from hpo_cli.optim.local_model import loss_and_outputs
@@ -46,7 +47,8 @@ class JointOptimizer:
             optimiser; one with ``closure_returns_graph = True``, such as Hessian-free, gets a
             closure returning (loss with graph, model outputs)).
         hyper_optimizer: the outer optimiser over ``hparams``.
-        solver: the inverse-HVP solver of the hypergradient.
+        solver: the inverse-HVP solver of the hypergradient, or a solver that differentiates the
+            inner optimisation itself (``solver.unrolls``; see :meth:`unrolled_hyper_step`).
         on_failure: ``"stop"`` raises :class:`HypergradientError` on an untrustworthy
             hypergradient; ``"skip"`` leaves λ unchanged and counts it in
             :attr:`skipped_hyper_steps`.
@@ -91,12 +93,16 @@ class JointOptimizer:
 
         return self.optimizer.step(closure).detach()
 
-    def hyper_step(self, train_loss: torch.Tensor, val_loss: torch.Tensor) -> Hypergradient:
+    def hyper_step(
+        self, train_loss: torch.Tensor, val_loss: torch.Tensor, curvature: MatVec | None = None
+    ) -> Hypergradient:
         """dL_v/dλ at the current weights, then one outer-optimiser step on λ.
 
         Args:
             train_loss: scalar L_t(w, λ) with its graph, on the batch that defines H.
             val_loss: scalar L_v(w, λ) with its graph (its graph is freed, as by ``backward``).
+            curvature: the matrix the solver inverts in place of H, as a matvec (e.g. the
+                Gauss-Newton one of :func:`hpo_cli.core.curvature.curvature_matvec`).
 
         Returns:
             The hypergradient and its diagnostics; ``result.failure`` is set when the step was
@@ -114,7 +120,36 @@ class JointOptimizer:
             self.solver,
             raise_on_failure=False,
             write_grad=True,
+            curvature=curvature,
         )
+        return self._apply(result)
+
+    def unrolled_hyper_step(
+        self,
+        training_loss: Callable[[int], torch.Tensor],
+        validation_loss: Callable[[], torch.Tensor],
+    ) -> Hypergradient:
+        """The hyper-step of a solver that differentiates the inner optimisation itself
+        (``solver.unrolls``, e.g. :class:`hpo_cli.core.unrolled.Unrolled`): it calls
+        ``solver.hypergradient(model, hparams, optimizer, training_loss, validation_loss)``, which
+        leaves the weights and the inner optimiser's state unchanged.
+
+        Args:
+            training_loss: L_t(w, λ) of training mini-batch k (the same batch for the same k),
+                computed by calling the model.
+            validation_loss: L_v(w, λ), computed by calling the model.
+        """
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        result = self.solver.hypergradient(
+            self.model, self.hparams, self.optimizer, training_loss, validation_loss
+        )
+        if result.failure is None:
+            for hparam, grad in zip(self.hparams, result.grads, strict=True):
+                hparam.grad = grad.detach().clone()
+        return self._apply(result)
+
+    def _apply(self, result: Hypergradient) -> Hypergradient:
+        """Step λ along ``λ.grad`` (already written), or apply the failure policy."""
         if result.failure is None:
             self.hyper_optimizer.step()
         elif self.on_failure == "skip":

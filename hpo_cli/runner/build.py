@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.core.joint import JointOptimizer
 from hpo_cli.data import Splits
@@ -63,6 +63,11 @@ def build(node: DictConfig, *args: Any, offers: Mapping[str, Any] | None = None)
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def solver_without_curvature(node: DictConfig) -> DictConfig:
+    """The solver's node less ``curvature``, which the runner reads (the solver never sees it)."""
+    return OmegaConf.create({k: v for k, v in node.items() if k != "curvature"})
 
 
 @dataclass
@@ -199,7 +204,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         list(hyper.parameters()),
         optimizer=build(cfg.optimizer, model.parameters()),
         hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
-        solver=build(cfg.solver),
+        solver=build(solver_without_curvature(cfg.solver)),
         on_failure=cfg.on_failure,
     )
     return Experiment(

@@ -29,6 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
+from hpo_cli.core.curvature import CURVATURES
 from hpo_cli.data.protocol import DataOptions
 from hpo_cli.runner.early_stopping import MONITORS, EarlyStopping
 from hpo_cli.runner.trackers import TRACKER_NAMES, TrackingSettings
@@ -73,6 +74,16 @@ def schema_for(target: Callable[..., Any]) -> type:
             default = field(default_factory=functools.partial(list, default))
         fields.append((name, checkable_type(hints.get(name, Any), name, default), default))
     return make_dataclass(f"{target.__name__}Config", fields)
+
+
+def solver_schema(target: Callable[..., Any]) -> type:
+    """:func:`schema_for` a solver; an inverse-HVP solver's (any but those that unroll the inner
+    optimisation, ``target.unrolls``) gains ``curvature``: the matrix it inverts
+    (:data:`hpo_cli.core.curvature.CURVATURES`), read by the runner and not passed to the solver."""
+    schema = schema_for(target)
+    if getattr(target, "unrolls", False):
+        return schema
+    return make_dataclass(schema.__name__, [("curvature", str, "hessian")], bases=(schema,))
 
 
 # ---------------------------------------------------------------- optimisers
@@ -120,6 +131,9 @@ class SolverComparisonConfig:
     solvers: list[str] = field(default_factory=lambda: ["identity", "neumann", "cg"])
     budget: int = 50  # the largest K: Neumann terms, CG steps
     neumann_alpha: float | None = None  # Neumann's fixed step; None: 1/λmax of the dense H
+    horizons: list[int] = field(default_factory=list)  # inner phases of the unrolled references
+    directions: int = 8  # random directions of λ for the finite-difference check
+    fd_eps: float = 1e-4  # central-difference step along each unit direction
 
 
 @dataclass
@@ -199,7 +213,10 @@ def yaml_schemas(conf_dir: Path = CONF_DIR) -> dict[tuple[str, str], type]:
             continue
         if "_target_" not in node:
             raise ConfigError(f"{path} extends {bases[0]} but names no _target_ to derive it from")
-        schemas[group, bases[0]] = schema_for(get_object(node._target_))
+        target = get_object(node._target_)
+        schemas[group, bases[0]] = (
+            solver_schema(target) if group == "solver" else schema_for(target)
+        )
     return schemas
 
 
@@ -243,6 +260,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
     workers = cfg.data.num_workers
     _require(workers >= 0, "data.num_workers", workers, "must be >= 0")
+    curvature = cfg.solver.get("curvature", "hessian")
+    _require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
     max_iter = cfg.solver.get("max_iter")
     _require(
         max_iter is None or max_iter >= 1,
@@ -296,3 +315,7 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
     )
     alpha = comparison.neumann_alpha
     _require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
+    horizons = list(comparison.horizons)
+    _require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
+    _require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
+    _require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")

@@ -40,6 +40,7 @@ from hpo_cli.runner.diagnostics import (
     solver_comparison_rows,
 )
 from hpo_cli.runner.early_stopping import BEST_CHECKPOINT_NAME, EarlyStopping
+from hpo_cli.runner.hyper_losses import check_unrolled, ift_losses, unrolled_losses
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.progress import Progress, RunFailed, phase
 from hpo_cli.runner.trackers import Trackers
@@ -58,10 +59,11 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted."""
     train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
-    train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
-    val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
     try:
-        result = exp.joint.hyper_step(train_loss, val_loss)
+        if getattr(exp.joint.solver, "unrolls", False):  # differentiates K inner steps itself
+            result = exp.joint.unrolled_hyper_step(*unrolled_losses(exp, val_batch))
+        else:
+            result = exp.joint.hyper_step(*ift_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
     progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
@@ -197,6 +199,7 @@ def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> P
     exp = build_experiment(cfg)
     stopping: EarlyStopping = build(cfg.early_stopping)
     check_solver_comparison(exp)
+    check_unrolled(exp)
     metrics = MetricsLog(run_dir / "metrics.csv")
     comparisons = None
     if cfg.solver_comparison.every:

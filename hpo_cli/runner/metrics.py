@@ -46,7 +46,19 @@ COLUMNS = [
     "hessian_trace_std_error",
 ]
 
-SOLVER_COMPARISON_COLUMNS = ["outer_step", "solver", "k", "hvps", "cosine", "rel_error", "status"]
+SOLVER_COMPARISON_COLUMNS = [
+    "outer_step",
+    "solver",
+    "k",
+    "hvps",
+    "cosine",
+    "rel_error",
+    "status",
+    "reference",
+    "horizon",
+    "fd_correlation",
+    "time_s",
+]
 """``solver_comparison.csv``: see :class:`hpo_cli.analysis.solver_comparison.SolverComparison`."""
 
 
