@@ -66,8 +66,10 @@ def first_line(error: BaseException) -> str:
 
 
 def solver_without_curvature(node: DictConfig) -> DictConfig:
-    """The solver's node less ``curvature``, which the runner reads (the solver never sees it)."""
-    return OmegaConf.create({k: v for k, v in node.items() if k != "curvature"})
+    """The solver's node less ``curvature``, which the runner reads (the solver never sees it);
+    still keyed ``solver`` so that errors name ``solver.<key>``."""
+    kept = {k: v for k, v in node.items() if k != "curvature"}
+    return OmegaConf.create({"solver": kept}).solver
 
 
 @dataclass
