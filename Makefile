@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/hpo-run $(ARGS)
 
+# One test process per core (pytest-xdist); the tests that share a module's or a session's run
+# carry an xdist_group mark and stay in one process. The run ends with its 15 slowest tests.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # The cluster extra: the Ray launcher and the Optuna sweeper (not needed by make test or CI).
 CLUSTER := $(VENV)/.installed-cluster

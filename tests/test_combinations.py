@@ -57,8 +57,6 @@ def config(dataset: str, model: str, hyper: str, data_dir: Path):
         overrides.append("model.hidden_sizes=[8]")
     if hyper == "distill":  # 8 training examples cannot seed one real image for each class
         overrides.append("hyper.init=noise")
-    if model == "resnet18":  # the one big model: worth both cores
-        overrides.append("threads=null")
     if model == "two_layer_linear":
         overrides.append("model.width=8")
     register_configs()

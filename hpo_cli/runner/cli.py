@@ -28,6 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.errors import fail
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
 from hpo_cli.runner.progress import RunFailed
@@ -38,9 +39,7 @@ register_configs()
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    log.error(message)
-    print(f"hpo-run: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    fail("hpo-run", message, code)
 
 
 def _override_key(override: str) -> str:

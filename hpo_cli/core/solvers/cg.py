@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
 from hpo_cli.core.vectors import TensorList, add, add_, all_finite, clone, dot, norm, zeros_like
 
@@ -31,13 +31,14 @@ class ConjugateGradient:
     """Preconditioned conjugate gradient from x₀ = 0.
 
     Args:
-        max_iter: the most iterations (one product with A each).
+        max_iter: the most iterations (one product with A each); 20 by default, a budget per
+            hypergradient rather than a full solve (raise it, or use ``tol``, for one).
         tol: stop when ‖r‖ ≤ tol·‖b‖, r = b − (A + μI)x the recursively updated residual.
         damping: μ ≥ 0 added to the diagonal.
         preconditioner: optional v ↦ M⁻¹v; ``None`` for plain CG.
     """
 
-    max_iter: int = 100
+    max_iter: int = 20
     tol: float = 1e-6
     damping: float = 0.0
     preconditioner: Preconditioner | None = None
@@ -50,15 +51,12 @@ class ConjugateGradient:
         if self.damping < 0:
             raise ValueError(f"cg.damping must be >= 0, got {self.damping}")
 
-    def _apply(self, matvec: MatVec, vector: TensorList) -> list[torch.Tensor]:
-        product = matvec(vector)
-        return add(product, vector, alpha=self.damping) if self.damping else product
-
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
         # The iterate x and residual r are updated in place: each iteration allocates the
         # product (A + μI) p and, once that is freed, the next direction (and z = M⁻¹r when
         # preconditioned). Without a
         # preconditioner z = r, so rᵀz = ‖r‖² is also the squared residual norm.
+        matvec = damped(matvec, self.damping)
         solution = zeros_like(b)
         residual = clone(b)
         z = self.preconditioner(residual) if self.preconditioner else residual
@@ -77,7 +75,7 @@ class ConjugateGradient:
             if iterations == self.max_iter:
                 message = f"‖r‖/‖b‖ = {residual_norm / b_norm:.3g} after {iterations} iterations"
                 break
-            product = self._apply(matvec, direction)
+            product = matvec(direction)
             matvecs += 1
             curvature = float(dot(direction, product))
             if not math.isfinite(curvature):

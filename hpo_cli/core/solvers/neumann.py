@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
 from hpo_cli.core.vectors import (
     TensorList,
@@ -68,18 +68,22 @@ class Neumann:
     """Truncated Neumann series x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b.
 
     Args:
-        terms: K, the number of products with A (the highest power in the sum).
+        terms: K, the number of products with A (the highest power in the sum); 3 by default,
+            hpo-run's default study (a few terms give a usable hypergradient direction).
         alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max from ``power_iterations``
             steps of power iteration (which cost extra products).
         power_iterations: power-iteration steps used by ``alpha="auto"``.
         tol: stop early once ‖t_k‖ ≤ tol·‖t_0‖ (the remaining terms are negligible); 0 runs all
             K terms.
+        damping: μ ≥ 0: the series is summed for A + μI (every eigenvalue shifted up by μ), which
+            converges for some α once μ > −λmin(A).
     """
 
-    terms: int = 10
+    terms: int = 3
     alpha: float | str = "auto"
     power_iterations: int = 10
     tol: float = 0.0
+    damping: float = 0.0
 
     def __post_init__(self) -> None:
         if self.terms < 0:
@@ -88,9 +92,12 @@ class Neumann:
             raise ValueError(f"neumann.alpha must be > 0 or 'auto', got {self.alpha!r}")
         if self.power_iterations < 1:
             raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
+        if self.damping < 0:
+            raise ValueError(f"neumann.damping must be >= 0, got {self.damping}")
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
-        extras: dict[str, float] = {}
+        matvec = damped(matvec, self.damping)
+        extras: dict[str, float] = {"damping": self.damping}
         matvecs = 0
         b_norm = float(norm(b))
         if b_norm == 0.0:
@@ -109,7 +116,8 @@ class Neumann:
                     message=(
                         f"the dominant eigenvalue of H is estimated at {largest:.3g}: not a "
                         "positive finite number (H is not positive definite or not finite), so "
-                        "no step α makes the Neumann series converge"
+                        "no step α makes the Neumann series converge; set damping > 0 "
+                        "(solver.damping) or use cg"
                     ),
                     extras=extras,
                 )
@@ -139,7 +147,7 @@ class Neumann:
                 message = (
                     f"term {k} outgrew the first (‖t_k‖/‖t_0‖ = {term_norm / first_norm:.3g}, "
                     f"ρ(I − αH) >= {ratio:.4g}) with α = {alpha:.3g}: the series explodes; "
-                    "take α < 2/λmax, add damping to H, or use cg"
+                    "take α < 2/λmax, set damping > 0 (solver.damping), or use cg"
                 )
                 break
             add_(solution, term)
