@@ -10,6 +10,7 @@ counts too.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hpo_cli"
@@ -74,3 +75,31 @@ def test_the_maths_imports_none_of_the_layers_built_on_it():
         if any(within(name, layer) for layer in above)
     ]
     assert offenders == []
+
+
+def module_map() -> list[str]:
+    """The rows of README.md's module map (section "The library")."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme.split("| layer | module | what it holds |", 1)[1].split("\n\n", 1)[0]
+    return [line for line in table.splitlines() if line.startswith("|")][1:]
+
+
+def test_the_readme_module_map_matches_the_tree():
+    """Every path the map names exists (files named in a folder's row too), and every module of
+    the package is named, itself or by its folder."""
+    named: set[Path] = set()
+    for row in module_map():
+        _, module, description = (cell.strip() for cell in row.strip("|").split("|"))
+        paths = [PACKAGE.parent / part.strip(" `") for part in module.split(",") if part.strip()]
+        for path in paths:
+            assert path.exists(), f"README names {path.relative_to(PACKAGE.parent)}: not in tree"
+            if path.is_dir():
+                for name in re.findall(r"`([a-z_]+\.py)`", description):
+                    assert (path / name).exists(), f"README names {path.name}/{name}: not there"
+        named.update(paths)
+    missing = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in modules()
+        if path.name != "__init__.py" and not any(path == n or n in path.parents for n in named)
+    ]
+    assert missing == [], "modules the README's module map does not name"

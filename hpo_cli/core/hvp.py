@@ -1,4 +1,5 @@
-"""Curvature products of a scalar loss, without forming any matrix.
+"""Hessian-vector, Gauss-Newton-vector and mixed products of a scalar loss, without forming any
+matrix; Tikhonov damping of any such product (:func:`damped`).
 
 For a training loss L_t(w, λ) with weights w (d entries) and hyperparameters λ (p entries):
 

@@ -1,4 +1,5 @@
-"""``hpo-hessian``: the curvature of the training loss, analysed like the solvers see it.
+"""``hpo-hessian``: the Hessian (or Gauss-Newton matrix) of the training loss, analysed like the
+solvers see it.
 
     hpo-hessian                                      # train the configured model, then analyse
     hpo-hessian params=[3.weight] curvature=ggn      # one weight matrix, Gauss-Newton matrix
