@@ -121,7 +121,7 @@ def test_invalid_values_fail_in_one_line_before_training(tmp_path, overrides, ne
 
 def test_unknown_option_shows_hydras_choices(tmp_path):
     result = hpo_run(tmp_path, "solver=newton")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Could not find 'solver/newton'" in result.stderr
     assert "neumann" in result.stderr
 
@@ -136,7 +136,7 @@ def test_a_diverging_solver_stops_the_run_and_keeps_its_files(tmp_path):
     result = hpo_run(tmp_path, *FAST, "solver.alpha=1000")
     assert result.returncode == 1
     line = error_lines(result)[0]
-    assert "neumann solver diverged" in line and "resume=" in line
+    assert "neumann solver diverged" in line and "no checkpoint had been written yet" in line
     assert len(metrics(tmp_path)) == 1, "the evaluation before the first hyper-step is kept"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "diverged" in summary["error"]

@@ -134,6 +134,39 @@ def test_hypergradient_raises_for_seed_000_configuration():
         hypergradient(train, val, [w], [lam], Neumann(terms=50, alpha=1.0))
 
 
+MILD = diag(0.5, -0.1)  # α = 1: I − A = diag(0.5, 1.1): terms grow 10% per term
+MILD_B = (0.2, 1.0)
+
+
+def test_a_three_term_series_growing_slowly_is_unstable_not_diverged():
+    """The paper's 3-term series on an indefinite H: ‖t_3‖/‖t_0‖ = 1.30 is no explosion; the
+    closed-form partial sum is returned, flagged ``unstable`` (ρ̂ = 1.1 ≥ 1)."""
+    x, info = Neumann(terms=3, alpha=1.0)(matvec_of(MILD), vec(*MILD_B))
+    assert info.status == "unstable" and not info.diverged
+    assert info.extras["spectral_radius_estimate"] >= 1.0
+    partial = [
+        sum((1 - lam) ** k for k in range(4)) * b
+        for lam, b in zip((0.5, -0.1), MILD_B, strict=True)
+    ]
+    torch.testing.assert_close(x[0], torch.tensor(partial, dtype=DT), rtol=1e-12, atol=0)
+
+
+def test_a_series_growing_like_seed_000s_is_diverged_within_three_terms():
+    """Seed 000's series grew 2.7× per term: 2.7³ ≈ 20 times the first term by term 3."""
+    _, info = Neumann(terms=3, alpha=1.0)(matvec_of(diag(0.5, -1.7)), vec(0.0, 1.0))
+    assert info.diverged and info.iterations == 3
+    assert "grew to 19.7× the first" in info.message
+
+
+def test_the_growth_limit_decides_divergence():
+    """‖t_3‖/‖t_0‖ = 1.331 on the mild series: diverged only below that limit."""
+    solve = matvec_of(MILD), vec(0.0, 1.0)
+    assert Neumann(terms=3, alpha=1.0, growth_limit=1.3)(*solve)[1].diverged
+    assert not Neumann(terms=3, alpha=1.0, growth_limit=1.34)(*solve)[1].diverged
+    with pytest.raises(ValueError, match="growth_limit must be > 1"):
+        Neumann(growth_limit=1.0)
+
+
 # ---- Neumann α = "auto" with a dominant negative eigenvalue -----------------------------------
 
 DOMINANT_NEGATIVE = diag(1.0, -5.0)

@@ -237,6 +237,18 @@ def test_cifar_files_that_fail_the_md5_check_are_refused(name, tmp_path):
         IMAGE_LOADERS[name](train_size=10, val_size=10, data_dir=str(tmp_path), seed=0)
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_an_idx_file_of_random_bytes_is_named_in_one_line(name, tmp_path):
+    """It used to be a 47-line AssertionError from torchvision's IDX reader."""
+    write(name, tmp_path)
+    damaged = next(tmp_path.glob("*/raw/train-images-idx3-ubyte"))
+    damaged.write_bytes(torch.randint(0, 256, (5000,), dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(ValueError) as error:
+        IMAGE_LOADERS[name](train_size=10, val_size=10, data_dir=str(tmp_path), seed=0)
+    message = str(error.value)
+    assert "\n" not in message and f"{damaged} is not a valid IDX file" in message
+
+
 def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise URLError("no network")

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_module
 
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.runner.build import build_experiment
+from hpo_cli.runner.checkpoint import read_checkpoint
 from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.diagnostics import untouched_run
 from hpo_cli.runner.loop import evaluate_split, hyper_step, inner_step, train
@@ -125,7 +126,7 @@ def test_hessian_diagnostics_match_the_dense_hessian(tmp_path):
     last = pd.read_csv(tmp_path / "metrics.csv").iloc[-1]
 
     exp = build_experiment(cfg)  # the same weights again, from the final checkpoint
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
     exp.model.load_state_dict(state["model"])
     exp.hyper.load_state_dict(state["hyper"])
     params = list(exp.model.parameters())
@@ -182,10 +183,20 @@ def test_without_hyper_steps_the_weights_train_exactly_as_with_a_frozen_lambda(t
 
 
 def test_skip_counts_bad_hyper_steps_instead_of_stopping(tmp_path):
-    train(config("solver.alpha=1000", "on_failure=skip"), tmp_path)
+    train(config("solver.alpha=1000", "on_failure=skip", "max_skipped_fraction=1"), tmp_path)
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert table["skipped_hyper_steps"].tolist() == [0, 1, 2, 3]
     assert table["solver_diverged"].iloc[1:].all()
+
+
+def test_a_run_whose_hyper_steps_were_mostly_skipped_fails_at_its_end(tmp_path):
+    """on_failure=skip with every hyper-step skipped: the run goes to its end (every row and
+    the last checkpoint written), then fails, saying how many were skipped."""
+    with pytest.raises(RunFailed, match="3 of 3 hyper-steps were skipped") as caught:
+        train(config("solver.alpha=1000", "on_failure=skip"), tmp_path)
+    assert caught.value.progress.outer_step == 3
+    assert pd.read_csv(tmp_path / "metrics.csv")["outer_step"].tolist() == [0, 1, 2, 3]
+    assert (tmp_path / "checkpoint.pt").exists()
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_metrics(tmp_path):

@@ -38,12 +38,20 @@ def _location(kind: type[VisionDataset]) -> tuple[Path, list[str]]:
 def _read(
     kind: type[VisionDataset], name: str, data_dir: str, download: bool, train: bool
 ) -> VisionDataset:
-    """torchvision's reader for one official split; a one-line ValueError when it cannot."""
+    """torchvision's reader for one official split; a one-line ValueError when it cannot,
+    naming the file when an MNIST-style IDX file is damaged."""
     try:
         return kind(str(Path(data_dir).expanduser()), train=train, download=download)
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, AssertionError, ValueError, IndexError) as error:
         subfolder, files = _location(kind)
         folder = Path(data_dir).expanduser().resolve() / subfolder
+        damaged = _damaged_idx_file(kind, folder, files)
+        if damaged is not None:
+            raise ValueError(
+                f"dataset={name}: {damaged} is not a valid IDX file (damaged, or not "
+                f"{kind.__name__} data); replace it, or delete it and fetch it again with "
+                "dataset.download=true"
+            ) from error
         if download:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise ValueError(
@@ -55,6 +63,23 @@ def _read(
             f"{', '.join(files)}); fetch them once with dataset.download=true (needs internet), "
             f"or set dataset.data_dir to the folder that holds {subfolder}/"
         ) from error
+
+
+def _damaged_idx_file(kind: type[VisionDataset], folder: Path, files: list[str]) -> Path | None:
+    """The first existing IDX file of an MNIST-style ``kind`` in ``folder`` that torchvision's
+    IDX reader rejects, or ``None`` (CIFAR, missing files, all readable)."""
+    if not hasattr(kind, "resources"):
+        return None
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    for path in (folder / name for name in files):
+        if not path.exists():
+            continue
+        try:
+            read_sn3_pascalvincent_tensor(str(path), strict=False)
+        except (AssertionError, ValueError, RuntimeError, IndexError, OSError):
+            return path
+    return None
 
 
 def _images(dataset: VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import itertools
 from torch import nn
 
 from hpo_cli.models.activations import activation as make_activation
-from hpo_cli.models.shapes import image_shape
+from hpo_cli.models.shapes import check_widths, image_shape
 
 
 class LeNet(nn.Sequential):
@@ -38,6 +38,8 @@ class LeNet(nn.Sequential):
         make_activation(activation)
         if not channels:
             raise ValueError("model.channels=[] is invalid: give at least one convolution")
+        check_widths("channels", channels)
+        check_widths("hidden_sizes", hidden_sizes)
         in_channels, height, width = image_shape(input_shape, "lenet", 2 ** len(channels))
         layers: list[nn.Module] = []
         for fan_in, fan_out in itertools.pairwise([in_channels, *channels]):

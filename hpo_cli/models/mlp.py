@@ -8,6 +8,7 @@ import math
 from torch import nn
 
 from hpo_cli.models.activations import activation as make_activation
+from hpo_cli.models.shapes import check_widths
 
 
 class MLP(nn.Sequential):
@@ -31,6 +32,7 @@ class MLP(nn.Sequential):
         activation: str = "elu",
     ) -> None:
         make_activation(activation)  # an unknown name fails before any layer is built
+        check_widths("hidden_sizes", hidden_sizes or [])
         features = math.prod(input_shape)
         widths = [features, *(hidden_sizes if hidden_sizes is not None else [features])]
         layers: list[nn.Module] = [nn.Flatten()]

@@ -24,3 +24,10 @@ def image_shape(input_shape: tuple[int, ...], model: str, min_size: int) -> tupl
             f"{height}x{width}"
         )
     return channels, height, width
+
+
+def check_widths(key: str, widths: list[int]) -> None:
+    """One line when a list of layer widths (``model.hidden_sizes``, ``model.channels``) holds
+    a width below 1."""
+    if any(width < 1 for width in widths):
+        raise ValueError(f"model.{key}={list(widths)} is invalid: every width must be >= 1")

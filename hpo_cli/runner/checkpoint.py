@@ -1,12 +1,20 @@
 """Checkpoints: everything a run needs to continue exactly where it stopped.
 
-Written atomically (a temporary file, then ``os.replace``) so a kill during the write leaves the
-previous checkpoint intact.
+Written so that neither a kill nor a machine crash loses the run: the new checkpoint goes to a
+temporary file that is flushed and fsynced, the current one is kept as ``checkpoint.previous.pt``
+(a hard link), the temporary file replaces ``checkpoint.pt`` with ``os.replace`` and the
+directory is fsynced. A checkpoint that cannot be read falls back to the previous one, saying so.
+
+Checkpoints hold only tensors and plain values (numbers, strings, lists, dicts, ``None``) and
+are loaded with ``torch.load(..., weights_only=True)``: one from someone else's run directory
+cannot run code. A file that needs more is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,25 +22,91 @@ from typing import Any
 import torch
 
 from hpo_cli.runner.build import Experiment
+from hpo_cli.runner.config import ConfigError
 from hpo_cli.runner.progress import Progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.previous.pt"
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be used (damaged, not a checkpoint, or unsafe): bad input, exit 2."""
+
+
+def fsync_directory(directory: Path) -> None:
+    """Force a directory's entries (a rename, a new file) to disk."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Save ``state`` (tensors, state dicts, RNG states, plain numbers) to the run directory."""
+    """Save ``state`` (tensors, state dicts, RNG states, plain values) to the run directory,
+    keeping the checkpoint it replaces as :data:`PREVIOUS_NAME`."""
     path = run_dir / CHECKPOINT_NAME
     partial = path.with_suffix(".pt.partial")
-    torch.save(state, partial)
+    with partial.open("wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if path.exists():
+        previous = run_dir / PREVIOUS_NAME
+        previous.unlink(missing_ok=True)
+        os.link(path, previous)
     os.replace(partial, path)
+    fsync_directory(run_dir)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """One checkpoint file, loaded with ``weights_only=True`` onto the CPU.
+
+    Raises:
+        CheckpointError: the file is damaged, is not a checkpoint, or holds objects other than
+            tensors and plain values.
+    """
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain values; refused, since "
+                "loading it could run arbitrary code"
+            ) from error
+        raise CheckpointError(f"{path} is damaged (not a readable checkpoint)") from error
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        reason = str(error).split(".")[0] or type(error).__name__
+        raise CheckpointError(f"{path} is damaged or truncated ({reason})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an hpo-run checkpoint (it holds a {type(state)})")
+    return state
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The last checkpoint of a run directory, or ``None`` when it has none yet."""
-    path = run_dir / CHECKPOINT_NAME
-    if not path.exists():
+    """The last readable checkpoint of a run directory, or ``None`` when it has none yet.
+
+    When ``checkpoint.pt`` cannot be read but the previous checkpoint can, a warning says so
+    and the previous one is returned (the run then repeats the steps in between).
+
+    Raises:
+        CheckpointError: no checkpoint of the directory can be read.
+    """
+    path, previous = run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME
+    if not path.exists() and not previous.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as error:
+        if not previous.exists():
+            raise
+        state = read_checkpoint(previous)
+        log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
+        return state
 
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:

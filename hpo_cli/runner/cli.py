@@ -25,44 +25,26 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
+from hpo_cli.runner.config import GROUP_SCHEMAS, ConfigError, RunConfig, register_configs, validate
 from hpo_cli.runner.errors import fail
+from hpo_cli.runner.help import group_options, help_text
+from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
+from hpo_cli.runner.preflight import prepare, save_run_config
 from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
 
 log = logging.getLogger("hpo_cli")
 register_configs()
+SUMMARY = "gradient-based hyperparameter optimisation by implicit differentiation"
 
 
 def _fail(message: str, code: int) -> NoReturn:
     fail("hpo-run", message, code)
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def resume_arguments(arguments: list[str]) -> list[str]:
-    """Command-line overrides for ``resume=DIR``: the original run's own overrides, updated by the
-    new ones, with Hydra writing into DIR again. Other command lines pass through unchanged."""
-    resume = [a.split("=", 1)[1] for a in arguments if _override_key(a) == "resume"]
-    if not resume or resume[-1] in ("null", ""):
-        return arguments
-    if "-m" in arguments or "--multirun" in arguments:
-        _fail("resume= continues one run; it cannot be combined with --multirun", 2)
-    run_dir = Path(resume[-1]).expanduser().resolve()
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.exists():
-        _fail(f"resume={resume[-1]} is not an hpo-run run directory (no {saved})", 2)
-    merged = {_override_key(o): o for o in OmegaConf.load(saved)}
-    merged.update({_override_key(a): a for a in arguments})
-    merged["resume"] = f"resume='{run_dir}'"
-    merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
-    return list(merged.values())
 
 
 def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
@@ -78,8 +60,38 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
-    """Validate, train into ``run_dir``, then write summary.json and the plots; one clear line
-    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN.
+    """Validate ``cfg``, then hold ``run_dir``'s lock (:mod:`hpo_cli.runner.lock`) and
+    :func:`train_and_report` there; a directory another process writes is refused in one line
+    (exit 2; NaN in a multirun, with nothing written).
+    """
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        return _refused(str(error), run_dir, overrides, multirun)
+    try:
+        with run_lock(run_dir):
+            return train_and_report(cfg, run_dir, overrides, multirun)
+    except RunLocked as error:
+        if multirun:
+            log.error("job refused: %s", error)
+            return math.nan
+        _fail(str(error), 2)
+
+
+def kept_files(run_dir: Path, failed: bool) -> str:
+    """What a stopped run leaves, for its error line. A resume is suggested only after an
+    interruption with a checkpoint: after a failure it would repeat the failure (a resume
+    cannot change what decides the trajectory), and without a checkpoint it starts over."""
+    if not (run_dir / CHECKPOINT_NAME).exists():
+        return f"the metrics so far are kept in {run_dir} (no checkpoint had been written yet)"
+    kept = f"the metrics and the last checkpoint are kept in {run_dir}"
+    return kept if failed else f"{kept} (continue with: hpo-run resume={run_dir})"
+
+
+def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """Train into ``run_dir``, then write summary.json and the plots; one clear line
+    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN. A
+    resume saves its configuration in ``.hydra/`` only once it has passed validation.
 
     Args:
         cfg: the composed configuration.
@@ -91,7 +103,8 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
     try:
-        validate(cfg)
+        if cfg.resume:
+            save_run_config(run_dir, cfg, overrides)
         progress = train(cfg, run_dir)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
@@ -106,10 +119,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
             plot_run(run_dir)
-        message = (
-            f"{error or 'interrupted'}; metrics and the last checkpoint are kept in {run_dir} "
-            f"(continue with: hpo-run resume={run_dir})"
-        )
+        message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
         if failed and multirun:
             log.error("job failed: %s", message)
             return math.nan
@@ -145,6 +155,20 @@ def run(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.argv = [sys.argv[0], *resume_arguments(sys.argv[1:])]
+    """Console-script entry point: :func:`hpo_cli.runner.preflight.prepare` checks the command
+    line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
+    ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.help`); Hydra's other flags (``--cfg``,
+    ``--hydra-help``, ...) go to Hydra unchecked."""
+    arguments = sys.argv[1:]
+    if "--help" in arguments or "-h" in arguments:
+        groups = {group: group_options(group) for group in [*GROUP_SCHEMAS, "experiment"]}
+        print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
+        return
+    if all(a in ("-m", "--multirun") or not a.startswith("-") for a in arguments):
+        try:
+            arguments = prepare(arguments)
+        except ConfigError as error:  # before Hydra has set up logging: stderr only
+            print(f"hpo-run: error: {error}", file=sys.stderr)
+            sys.exit(2)
+    sys.argv = [sys.argv[0], *arguments]
     run()

@@ -139,7 +139,7 @@ class ProblemConfig:
     model: Any = MISSING
     hyper: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
-    seed: int = 0
+    seed: int = 0  # data split, initialisation, batches and noise
     dtype: str = "float32"  # float32 | float64
     threads: int | None = None  # torch intra-op CPU threads; None: torch's default
 
@@ -155,8 +155,8 @@ class RunConfig(ProblemConfig):
     solver: Any = MISSING
     optimizer: Any = MISSING
     hyper_optimizer: Any = MISSING
-    outer_steps: int = 200
-    inner_steps: int = 50
+    outer_steps: int = 200  # hyper-steps (one per outer step)
+    inner_steps: int = 50  # inner-optimiser steps per outer step
     warmup_inner_steps: int = 0  # inner steps before the first hyper-step
     batch_size: int = 32  # inner mini-batch
     hyper_train_batch: int | None = None  # None: the full training split
@@ -169,9 +169,10 @@ class RunConfig(ProblemConfig):
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
+    max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
-    plots: bool = True
+    plots: bool = True  # PNG plots in the run directory
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -246,7 +247,16 @@ def validate(cfg: DictConfig) -> None:
         require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
     for group in ("optimizer", "hyper_optimizer"):
         require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
+    max_iter = cfg.solver.get("max_iter")
+    require(
+        max_iter is None or max_iter >= 1,
+        "solver.max_iter",
+        max_iter,
+        "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
+    )
     require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
+    fraction = cfg.max_skipped_fraction
+    require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
 
 
 def validate_problem(cfg: DictConfig) -> None:

@@ -18,8 +18,10 @@ Results land in Hydra's run directory: hessian.json, spectrum.png, density.png a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,9 @@ from hpo_cli.runner.config import (
     validate_problem,
 )
 from hpo_cli.runner.errors import fail
+from hpo_cli.runner.help import experiment_misfit, group_options, help_text
 from hpo_cli.runner.hessian_plots import plot_density, plot_spectrum
+from hpo_cli.runner.preflight import MULTIRUN_FLAGS, argument, compose_jobs
 
 log = logging.getLogger("hpo_cli.analysis.hessian")
 
@@ -55,13 +59,14 @@ class HessianConfig(ProblemConfig):
     """The top level of ``hpo-hessian``: hpo-run's data, model and λ (:class:`ProblemConfig`),
     then what to analyse and how."""
 
+    seed: int = 0  # data split and initialisation
     dtype: str = "float64"  # float32 | float64
     run_dir: str | None = None  # an hpo-run run directory to analyse; None: train here
     train_steps: int = 1000  # L-BFGS iterations at most (run_dir=null)
     train_tol: float = 1e-6  # stop training once ‖∇_w L_t‖ ≤ train_tol
     params: list[str] | None = None  # parameter names (model.named_parameters()); None: all
     mode: str = "auto"  # dense | lanczos | auto (dense when d ≤ dense_max)
-    dense_max: int = 2000
+    dense_max: int = 2000  # mode=auto: dense up to this many weights
     curvature: str = "hessian"  # hessian | ggn
     k: int = 6  # eigenvalues at each end (lanczos)
     probes: int = 100  # Hutchinson probes (lanczos)
@@ -70,7 +75,7 @@ class HessianConfig(ProblemConfig):
     neumann_alpha: float | None = None  # Neumann step to diagnose; None: 1 (no step, seed 000)
     cg_tol: float = 1e-6  # CG relative accuracy for the iteration prediction
     rank_rtol: float | None = None  # τ = rank_rtol·max|λ|; None: max|λ|·d·ε(dtype)
-    plots: bool = True
+    plots: bool = True  # spectrum and density PNGs
 
 
 def register() -> None:
@@ -290,6 +295,51 @@ def run(cfg: DictConfig) -> None:
         fail("hpo-hessian", str(error), 2)
 
 
+HESSIAN_GROUPS = ("dataset", "model", "hyper", "device")
+
+
+def fitting_experiments() -> dict[str, str | None]:
+    """hpo-run's experiments → the first group or key hpo-hessian does not take (``None``:
+    the experiment fits hpo-hessian)."""
+    keys = {f.name for f in dataclasses.fields(HessianConfig)}
+    return {
+        name: experiment_misfit(name, set(HESSIAN_GROUPS), keys)
+        for name in group_options("experiment")
+    }
+
+
+def check_arguments(arguments: list[str]) -> None:
+    """Refuse, before Hydra runs, an experiment that sets what hpo-hessian does not take and
+    anything Hydra cannot compose (one line, exit 2).
+
+    Raises:
+        ConfigError: the command line is refused.
+    """
+    experiment = argument(arguments, "experiment")
+    misfits = fitting_experiments()
+    if experiment in misfits and misfits[experiment] is not None:
+        fitting = ", ".join(name for name, misfit in misfits.items() if misfit is None)
+        raise ConfigError(
+            f"experiment={experiment} sets {misfits[experiment]}, which hpo-hessian does not "
+            f"take (it is an hpo-run experiment); hpo-hessian's experiments: {fitting}"
+        )
+    compose_jobs(arguments, "hessian", HessianConfig)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: its own ``--help``, then the command line checked
+    (:func:`check_arguments`), then Hydra."""
+    arguments = sys.argv[1:]
+    if "--help" in arguments or "-h" in arguments:
+        groups = {group: group_options(group) for group in HESSIAN_GROUPS}
+        groups["experiment"] = [name for name, bad in fitting_experiments().items() if not bad]
+        summary = "the curvature of a training loss (Hessian spectra, condition, solvers)"
+        print(help_text("hpo-hessian", summary, HessianConfig, groups, "hessian"))
+        return
+    if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
+        try:
+            check_arguments(arguments)
+        except ConfigError as error:  # before Hydra has set up logging: stderr only
+            print(f"hpo-hessian: error: {error}", file=sys.stderr)
+            sys.exit(2)
     run()

@@ -168,15 +168,16 @@ def start_or_resume(
     if checkpoint is not None:
         progress = restore(exp, checkpoint)
         progress.device = str(exp.device)
-        for file in logs:
-            file.keep_until(progress.outer_step)
+        metrics.keep_until(progress.outer_step, progress.metrics_rows)
+        if comparisons is not None:
+            comparisons.keep_until(progress.outer_step)
         log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
         return progress, False
     if metrics.rows() and not exp.cfg.resume:
         raise ConfigError(f"{run_dir} already holds metrics.csv; pass resume={run_dir}")
     for file in logs:
         file.keep_until(-1)
-    progress = Progress(device=str(exp.device))
+    progress = Progress(device=str(exp.device), metrics_rows=0)
     for _ in range(exp.cfg.warmup_inner_steps):
         inner_step(exp)
     progress.inner_steps = exp.cfg.warmup_inner_steps
@@ -203,8 +204,13 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
+    def record(row: dict[str, Any]) -> None:
+        metrics.append(row)
+        if progress.metrics_rows is not None:
+            progress.metrics_rows += 1
+
     if fresh:
-        metrics.append(evaluation_row(exp, progress, elapsed()))
+        record(evaluation_row(exp, progress, elapsed()))
 
     bar = tqdm(
         total=cfg.outer_steps,
@@ -221,7 +227,7 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 if progress.outer_step % cfg.eval_every == 0 or last:
                     with phase(progress, "eval", exp.device):
                         row = evaluation_row(exp, progress, elapsed())
-                    metrics.append(row)
+                    record(row)
                     bar.set_postfix(
                         train_loss=f"{row['train_loss']:.3g}",
                         val_err=f"{row['val_error']:.3f}",
@@ -231,6 +237,24 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
                 if progress.outer_step % cfg.checkpoint_every == 0 or last:
                     save_checkpoint(run_dir, checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)
+        check_skipped(cfg, progress)
     finally:
         progress.elapsed_s = elapsed()
     return progress
+
+
+def check_skipped(cfg: DictConfig, progress: Progress) -> None:
+    """Fail a run whose hyper-steps were mostly skipped (``on_failure=skip``): more than
+    ``max_skipped_fraction`` of its outer steps, so λ was hardly tuned.
+
+    Raises:
+        RunFailed: with the count, so that summary.json and the exit status say so.
+    """
+    steps, skipped = progress.outer_step, progress.skipped_hyper_steps
+    if cfg.hyper_steps and steps and skipped > cfg.max_skipped_fraction * steps:
+        raise RunFailed(
+            f"{skipped} of {steps} hyper-steps were skipped (more than max_skipped_fraction="
+            f"{cfg.max_skipped_fraction:g} of them): λ was hardly tuned; see the warnings, and "
+            "the solver_status column of metrics.csv",
+            progress,
+        )

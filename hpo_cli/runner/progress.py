@@ -24,6 +24,7 @@ class Progress:
     elapsed_s: float = 0.0
     phase_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     last_hyper: dict[str, Any] = field(default_factory=dict)
+    metrics_rows: int | None = None  # rows in metrics.csv; None in checkpoints older than it
 
 
 class RunFailed(RuntimeError):

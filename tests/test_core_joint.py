@@ -1,0 +1,102 @@
+"""JointOptimizer on ridge regression with one decay per weight (float64): its hyper-step moves
+λ along the closed-form hypergradient, its inner step is the inner optimiser's, and its failure
+policy stops or skips (counting) an untrustworthy hypergradient without touching λ."""
+
+import pytest
+import torch
+from torch import nn
+
+from hpo_cli import Exact, HypergradientError, JointOptimizer, Neumann
+
+DT = torch.float64
+
+
+def ridge(seed: int = 0, n: int = 60, d: int = 6):
+    gen = torch.Generator().manual_seed(seed)
+    w_true = torch.randn(d, generator=gen, dtype=DT)
+    x, x_val = (torch.randn(n, d, generator=gen, dtype=DT) for _ in range(2))
+    y = x @ w_true + 0.3 * torch.randn(n, generator=gen, dtype=DT)
+    y_val = x_val @ w_true + 0.3 * torch.randn(n, generator=gen, dtype=DT)
+    model = nn.Linear(d, 1, bias=False).to(DT)
+    log_decay = torch.full((d,), -2.0, dtype=DT, requires_grad=True)
+
+    def train_loss() -> torch.Tensor:
+        penalty = (log_decay.exp() * model.weight.squeeze(0).square()).sum()
+        return (model(x).squeeze(-1) - y).square().mean() + penalty
+
+    def val_loss() -> torch.Tensor:
+        return (model(x_val).squeeze(-1) - y_val).square().mean()
+
+    return model, log_decay, (x, y, x_val, y_val), train_loss, val_loss
+
+
+def closed_form_hypergradient(log_decay, data):
+    """dL_v/dθ at w*(c), c = exp θ: H = 2XᵀX/n + 2 diag c, b = ∇L_v(w*), dL_v/dc = −2 w* ⊙ H⁻¹b."""
+    x, y, x_val, y_val = data
+    c = log_decay.detach().exp()
+    h = 2 * x.T @ x / len(x) + 2 * torch.diag(c)
+    w = torch.linalg.solve(h, 2 * x.T @ y / len(x))
+    b = 2 * x_val.T @ (x_val @ w - y_val) / len(x_val)
+    return -2 * w * torch.linalg.solve(h, b) * c
+
+
+def test_inner_steps_reach_the_minimiser_and_the_hyper_step_follows_the_closed_form():
+    model, log_decay, data, train_loss, val_loss = ridge()
+    lbfgs = torch.optim.LBFGS(
+        model.parameters(),
+        max_iter=100,
+        tolerance_grad=1e-15,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+    hyper_optimizer = torch.optim.SGD([log_decay], lr=0.1)
+    joint = JointOptimizer(model, [log_decay], lbfgs, hyper_optimizer, Exact())
+    joint.inner_step(train_loss)  # L-BFGS re-evaluates the closure: the optimiser's own contract
+    expected = closed_form_hypergradient(log_decay, data)
+    before = log_decay.detach().clone()
+    result = joint.hyper_step(train_loss(), val_loss())
+    assert result.failure is None
+    torch.testing.assert_close(result.grads[0], expected, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(log_decay.detach(), before - 0.1 * expected, rtol=1e-8, atol=1e-12)
+
+
+def diverging_joint(on_failure: str):
+    """Neumann with α = 1 on a Hessian whose largest eigenvalue is far above 2: the series grows
+    by |1 − λmax| per term and is reported diverged."""
+    model, log_decay, _, train_loss, val_loss = ridge()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    hyper_optimizer = torch.optim.SGD([log_decay], lr=0.1)
+    scaled = lambda: 50 * train_loss()  # noqa: E731 (λmax ≈ 100)
+    solver = Neumann(terms=20, alpha=1.0)
+    joint = JointOptimizer(
+        model, [log_decay], optimizer, hyper_optimizer, solver, on_failure=on_failure
+    )
+    return joint, log_decay, scaled, val_loss
+
+
+def test_stop_raises_and_leaves_lambda_alone():
+    joint, log_decay, train_loss, val_loss = diverging_joint("stop")
+    before = log_decay.detach().clone()
+    with pytest.raises(HypergradientError, match="diverged"):
+        joint.hyper_step(train_loss(), val_loss())
+    assert torch.equal(log_decay.detach(), before)
+
+
+def test_skip_counts_and_leaves_lambda_alone():
+    joint, log_decay, train_loss, val_loss = diverging_joint("skip")
+    before = log_decay.detach().clone()
+    for expected_count in (1, 2):
+        result = joint.hyper_step(train_loss(), val_loss())
+        assert result.failure is not None and "diverged" in result.failure
+        assert joint.skipped_hyper_steps == expected_count
+    assert torch.equal(log_decay.detach(), before)
+    assert log_decay.grad is None
+
+
+def test_an_unknown_failure_policy_is_refused():
+    model, log_decay, *_ = ridge()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="on_failure=retry"):
+        JointOptimizer(model, [log_decay], optimizer, optimizer, Exact(), on_failure="retry")
