@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/hpo-run $(ARGS)
 
+# One test process per core (pytest-xdist); the tests that share a module's or a session's run
+# carry an xdist_group mark and stay in one process. The run ends with its 15 slowest tests.
+TEST_WORKERS ?= 2
 test: install-tracking
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 # The tracking extra: TensorBoard, MLflow and W&B for logger=... (make test installs it so that
 # the trackers' tests run; make run does without it).

@@ -12,7 +12,7 @@ See :mod:`hpo_cli.core.hypergradient` for the maths and the sign convention.
 """
 
 from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
-from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, dense_matrix
+from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, damped, dense_matrix
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.core.joint import JointOptimizer
 from hpo_cli.core.solvers import (
@@ -44,6 +44,7 @@ __all__ = [
     "TrainingCurvature",
     "constrained_parameter",
     "constraint",
+    "damped",
     "dense_matrix",
     "hypergradient",
 ]

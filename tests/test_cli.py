@@ -1,4 +1,9 @@
-"""``hpo-run`` end to end, as a user runs it: files written, resume after kill -9, bad input."""
+"""``hpo-run`` end to end, as a user runs it: files written, resume after kill -9, bad input.
+
+Most commands run in this process (:mod:`cli_runs`: ``main()`` with ``sys.argv`` set); the
+console script itself runs in a separate process where that is the point: the run killed with
+-9, and the installed wheel.
+"""
 
 from __future__ import annotations
 
@@ -14,49 +19,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runs import FAST, SHARES_FINISHED_RUN, Result, hpo_run
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 ROOT = Path(__file__).resolve().parents[1]
-FAST = [
-    "outer_steps=4",
-    "inner_steps=5",
-    "eval_every=1",
-    "checkpoint_every=2",
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[16]",
-    "batch_size=8",
-    "warmup_inner_steps=100",
-]
-
-
-def hpo_run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [HPO_RUN, *overrides, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 def metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv")
 
 
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+def error_lines(result: Result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("hpo-run: error:")]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """One short completed run, shared by the tests that only read it or copy it."""
-    run_dir = tmp_path_factory.mktemp("finished")
-    result = hpo_run(run_dir, *FAST)
-    assert result.returncode == 0, result.stderr
-    return run_dir
-
-
+@SHARES_FINISHED_RUN
 def test_a_short_run_writes_every_file(finished_run):
     for name in ("metrics.csv", "summary.json", "checkpoint.pt", "hpo-run.log"):
         assert (finished_run / name).exists(), name
@@ -77,6 +54,7 @@ def test_a_short_run_writes_every_file(finished_run):
     assert "outer 4:" in log and "\r" not in log
 
 
+@SHARES_FINISHED_RUN
 def test_a_second_run_into_the_same_directory_is_refused(finished_run):
     before = (finished_run / "metrics.csv").read_text()
     result = hpo_run(finished_run, *FAST)
@@ -85,19 +63,18 @@ def test_a_second_run_into_the_same_directory_is_refused(finished_run):
     assert (finished_run / "metrics.csv").read_text() == before
 
 
+@SHARES_FINISHED_RUN
 def test_resume_can_extend_a_finished_run(finished_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
-    result = subprocess.run(
-        [HPO_RUN, f"resume={run_dir}", "outer_steps=6"], capture_output=True, text=True
-    )
+    result = hpo_run(None, f"resume={run_dir}", "outer_steps=6")
     assert result.returncode == 0, result.stderr
     assert metrics(run_dir)["outer_step"].tolist() == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_resume_after_kill_9_has_no_gap_and_no_duplicate(tmp_path):
     """Kill the run between checkpoints, resume it, and compare with an uninterrupted run."""
-    settings = [*FAST[4:], "outer_steps=60", "inner_steps=20", "checkpoint_every=7"]
+    settings = [*FAST[4:], "outer_steps=40", "inner_steps=10", "checkpoint_every=7", "plots=false"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert hpo_run(whole, *settings).returncode == 0
 
@@ -115,14 +92,14 @@ def test_resume_after_kill_9_has_no_gap_and_no_duplicate(tmp_path):
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
     rows_at_kill = len(metrics(killed))
-    assert rows_at_kill < 61
+    assert rows_at_kill < 41
 
-    result = subprocess.run([HPO_RUN, f"resume={killed}"], capture_output=True, text=True)
+    result = hpo_run(None, f"resume={killed}")
     assert result.returncode == 0, result.stderr
     columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
     pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(killed)[columns])
     summary = json.loads((killed / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["outer_steps"] == 60
+    assert summary["status"] == "completed" and summary["outer_steps"] == 40
 
 
 @pytest.mark.parametrize(
@@ -150,7 +127,7 @@ def test_unknown_option_shows_hydras_choices(tmp_path):
 
 
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
-    result = subprocess.run([HPO_RUN, f"resume={tmp_path}"], capture_output=True, text=True)
+    result = hpo_run(None, f"resume={tmp_path}")
     assert result.returncode == 2
     assert "is not an hpo-run run directory" in error_lines(result)[0]
 
@@ -166,18 +143,8 @@ def test_a_diverging_solver_stops_the_run_and_keeps_its_files(tmp_path):
 
 
 def test_multirun_sweeps_solvers_and_seeds(tmp_path):
-    result = subprocess.run(
-        [
-            HPO_RUN,
-            "-m",
-            *FAST,
-            "solver=identity,cg",
-            "seed=0,1",
-            f"hydra.sweep.dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
+    result = hpo_run(
+        None, "-m", *FAST, "solver=identity,cg", "seed=0,1", f"hydra.sweep.dir={tmp_path}"
     )
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())

@@ -56,13 +56,17 @@ def takes(dataset: str, model: str) -> bool:
 def test_every_combination_composes_and_validates():
     """Every data set with every model meant for its inputs, and every option of the other
     groups. Their YAML files never refer to one another, so composing each option once covers
-    every combination of them; the full product would only add time."""
-    for dataset, model in itertools.product(options("dataset"), options("model")):
-        if takes(dataset, model):
-            validate(compose_config(f"dataset={dataset}", f"model={model}", "device=auto"))
-    for group in ("hyper", "solver", "optimizer", "hyper_optimizer", "device"):
-        for name in options(group):
-            validate(compose_config(f"{group}={name}"))
+    every combination of them; the full product would only add time. One Hydra initialisation
+    serves every composition."""
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        for dataset, model in itertools.product(options("dataset"), options("model")):
+            if takes(dataset, model):
+                overrides = [f"dataset={dataset}", f"model={model}", "device=auto"]
+                validate(compose("config", overrides=overrides))
+        for group in ("hyper", "solver", "optimizer", "hyper_optimizer", "device"):
+            for name in options(group):
+                validate(compose("config", overrides=[f"{group}={name}"]))
 
 
 def test_group_files_do_not_refer_to_other_groups():

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runs import SHARES_FINISHED_RUN, hpo_hessian
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
 from hpo_cli.analysis.hessian import analyse_eigenvalues, dense_spectrum
+from hpo_cli.runner.build import build_problem
 from hpo_cli.runner.checkpoint import load_checkpoint
 from hpo_cli.runner.config import ConfigError
 from hpo_cli.runner.hessian_cli import (
-    _problem,
     curvature_operator,
     load_run,
-    run_config,
     select_parameters,
     validate,
 )
-from tests.test_cli import FAST, hpo_run
 
 HPO_HESSIAN = str(Path(sys.executable).parent / "hpo-hessian")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -44,7 +43,8 @@ SEED_004 = [
 ]
 
 
-def hpo_hessian(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+def hpo_hessian_script(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """The installed console script, in its own process."""
     return subprocess.run(
         [HPO_HESSIAN, *overrides, f"hydra.run.dir={run_dir}"],
         capture_output=True,
@@ -61,15 +61,15 @@ def config(*overrides: str):
 def test_seed_004_through_the_cli_matches_the_kronecker_form(tmp_path):
     """L = (1/n) Σ (y − W₂W₁x)² + c‖W‖² with W₂ (1 × 100): H = (2/n) AAᵀ + 2cI with A = W₁X
     (samples as columns), i.e. I₁ ⊗ (2/n)AAᵀ: rank 5 of 100 at any weights."""
-    result = hpo_hessian(tmp_path, *SEED_004)
+    result = hpo_hessian_script(tmp_path, *SEED_004)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "hessian.json").read_text())
     for name in ("spectrum.png", "density.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG, name
     assert report["mode"] == "dense" and report["size"] == 100 and report["dtype"] == "float64"
     assert report["params"] == {"2.weight": [1, 100]}
-    problem = _problem(run_config(config(*SEED_004)), "the same model, rebuilt here")
-    activations = problem.model[1].weight.detach() @ problem.train.inputs.T  # A = W₁X
+    problem = build_problem(config(*SEED_004))  # the same model, rebuilt here
+    activations = problem.model[1].weight.detach() @ problem.data.train.inputs.T  # A = W₁X
     (decay,) = problem.hyper.coefficients()
     closed_form = 2 / 5 * activations @ activations.T + 2 * decay * torch.eye(100)
     expected = analyse_eigenvalues(torch.linalg.eigvalsh(closed_form))
@@ -98,16 +98,15 @@ def test_experiment_hessian_condition_is_the_seed_004_setting():
         config("experiment=overfit_validation")  # hpo-run's settings: analyse its run_dir
 
 
-def test_a_run_directory_is_analysed_at_its_checkpoint(tmp_path):
-    run_dir, out = tmp_path / "run", tmp_path / "hessian"
-    trained = hpo_run(run_dir, *FAST, "plots=false")
-    assert trained.returncode == 0, trained.stderr
+@SHARES_FINISHED_RUN
+def test_a_run_directory_is_analysed_at_its_checkpoint(finished_run, tmp_path):
+    run_dir, out = finished_run, tmp_path / "hessian"
     result = hpo_hessian(out, f"run_dir={run_dir}", "params=[3.weight]", "plots=false")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "hessian.json").read_text())
     assert "outer step 4" in report["source"] and report["training"] is None
     # The same Hessian, from the checkpoint's weights and decay loaded here by hand.
-    reference = load_run(config(f"run_dir={run_dir}"))
+    reference, _ = load_run(config(f"run_dir={run_dir}"))
     state = load_checkpoint(run_dir)
     assert torch.equal(
         reference.model.state_dict()["3.weight"], state["model"]["3.weight"].double()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_runs import Result, hpo_run
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -28,6 +29,7 @@ from hpo_cli.runner import sweep as sweep_module
 from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.sweep import aggregate, collect
 
+pytestmark = pytest.mark.xdist_group("sweeps")  # one process computes the shared sweeps
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 RAY = str(Path(sys.executable).parent / "ray")
 CLUSTER_EXTRA = 'needs the cluster extra: pip install -e ".[cluster]" (make test-slow does)'
@@ -55,7 +57,11 @@ SWEEP = ["solver=neumann,identity", "seed=0,1"]
 
 def run_sweep(
     sweep_dir: Path, *overrides: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+) -> subprocess.CompletedProcess[str] | Result:
+    """``hpo-run -m``: in this process (:mod:`cli_runs`), or, with ``env`` (the Ray launchers),
+    as a console script in a separate process with that environment."""
+    if env is None:
+        return hpo_run(None, "-m", *overrides, *TINY, f"hydra.sweep.dir={sweep_dir}")
     environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     return subprocess.run(
         [HPO_RUN, "-m", *overrides, *TINY, f"hydra.sweep.dir={sweep_dir}"],

@@ -120,8 +120,8 @@ def test_evaluation_uses_eval_mode_and_restores_training_mode():
     assert exp.model.training
 
 
-def test_curvature_diagnostics_match_the_dense_hessian(tmp_path):
-    cfg = config("curvature_every=1", "curvature_probes=200", "dtype=float64", "outer_steps=2")
+def test_hessian_diagnostics_match_the_dense_hessian(tmp_path):
+    cfg = config("hessian_every=1", "hessian_probes=200", "dtype=float64", "outer_steps=2")
     train(cfg, tmp_path)
     last = pd.read_csv(tmp_path / "metrics.csv").iloc[-1]
 
@@ -140,9 +140,9 @@ def test_curvature_diagnostics_match_the_dense_hessian(tmp_path):
     assert abs(last["hessian_trace"] - exact_trace) <= 4 * last["hessian_trace_std_error"]
 
 
-def test_curvature_diagnostics_leave_the_trajectory_unchanged(tmp_path):
+def test_hessian_diagnostics_leave_the_trajectory_unchanged(tmp_path):
     tables = []
-    for name, extra in (("off", []), ("on", ["curvature_every=1", "hyper=dropout"])):
+    for name, extra in (("off", []), ("on", ["hessian_every=1", "hyper=dropout"])):
         (tmp_path / name).mkdir()
         overrides = extra if name == "on" else ["hyper=dropout"]
         train(config(*overrides), tmp_path / name)

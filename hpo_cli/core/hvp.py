@@ -1,4 +1,5 @@
-"""Curvature products of a scalar loss, without forming any matrix.
+"""Hessian-vector, Gauss-Newton-vector and mixed products of a scalar loss, without forming any
+matrix; Tikhonov damping of any such product (:func:`damped`).
 
 For a training loss L_t(w, λ) with weights w (d entries) and hyperparameters λ (p entries):
 
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from hpo_cli.core.vectors import TensorList, flatten, unflatten
+from hpo_cli.core.vectors import TensorList, add, flatten, unflatten
 
 MatVec = Callable[[TensorList], list[torch.Tensor]]
 
@@ -156,6 +157,18 @@ class GaussNewtonCurvature:
             materialize_grads=True,
         )
         return [p.detach() for p in products]
+
+
+def damped(matvec: MatVec, damping: float) -> MatVec:
+    """v ↦ (A + μI) v for μ = ``damping`` ≥ 0 (Tikhonov damping): A's spectrum shifted up by μ.
+
+    The one place damping is written; every solver that takes a ``damping`` (CG, Neumann, the
+    exact solve) and the Hessian-free optimiser apply it through this. μ = 0 returns ``matvec``
+    itself, so undamped products cost nothing extra.
+    """
+    if damping == 0:
+        return matvec
+    return lambda vector: add(matvec(vector), vector, alpha=damping)
 
 
 def dense_matrix(matvec: MatVec, like: TensorList) -> torch.Tensor:

@@ -34,7 +34,8 @@ class Distill(HyperModule):
         learn_labels: learn soft labels Z too (else each image keeps its class).
         init: ``"real"`` (m random training examples of each class, drawn with torch's global
             generator) or ``"noise"`` (Gaussian with the training inputs' mean and std).
-        weight_decay: c.
+        weight_decay: c; 1e-3 by default, since without it the weights of a model fitting a
+            separable synthetic set grow without bound.
         data: the training data context: classes, input shape and the examples to start from.
     """
 
@@ -44,7 +45,7 @@ class Distill(HyperModule):
         images_per_class: int = 1,
         learn_labels: bool = False,
         init: str = "real",
-        weight_decay: float = 0.0,
+        weight_decay: float = 1e-3,
         *,
         data: Splits,
     ) -> None:

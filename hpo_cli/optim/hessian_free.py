@@ -39,7 +39,7 @@ from typing import ClassVar
 
 import torch
 
-from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.vectors import add, dot, norm, scale
 from hpo_cli.optim.local_model import (
     CURVATURES,
@@ -227,7 +227,7 @@ class HessianFree(torch.optim.Optimizer):
         start = [p.detach().clone() for p in params]
         model, weights = self._local_model(loss_closures, curvature_closures, group)
         damping = self.damping
-        matvec = _damped(model.curvature, damping)
+        matvec = damped(model.curvature, damping)
         preconditioner = None
         if group["preconditioner"]:
             exponent = group["preconditioner_exponent"]
@@ -360,13 +360,6 @@ class HessianFree(torch.optim.Optimizer):
         """w ← start + t·step, in place."""
         for p, w0, x in zip(self._params, start, step, strict=True):
             p.copy_(w0 + t * x)
-
-
-def _damped(curvature: MatVec, damping: float) -> MatVec:
-    """v ↦ (B + λI) v."""
-    if damping == 0:
-        return curvature
-    return lambda vector: add(curvature(vector), vector, alpha=damping)
 
 
 def _divide_by(diagonal: list[torch.Tensor]) -> Preconditioner:

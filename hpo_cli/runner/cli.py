@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
 from hpo_cli.runner.config import GROUPS, ConfigError, RunConfig, register_configs, validate
 from hpo_cli.runner.console import summary_block
+from hpo_cli.runner.errors import fail
 from hpo_cli.runner.help import group_options, help_text
 from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
@@ -46,9 +47,7 @@ SUMMARY = "gradient-based hyperparameter optimisation by implicit differentiatio
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    log.error(message)
-    print(f"hpo-run: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    fail("hpo-run", message, code)
 
 
 def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:

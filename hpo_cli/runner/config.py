@@ -137,24 +137,31 @@ class SolverComparisonConfig:
 
 
 @dataclass
-class RunConfig:
+class ProblemConfig:
+    """What ``hpo-run`` and ``hpo-hessian`` share: the data, the network and λ, and where and in
+    which precision they live (:func:`hpo_cli.runner.build.build_problem` builds them)."""
+
+    dataset: Any = MISSING
+    model: Any = MISSING
+    hyper: Any = MISSING
+    data: DataOptions = field(default_factory=DataOptions)  # how a loader's result is held
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    seed: int = 0  # data split, initialisation, batches and noise
+    dtype: str = "float32"  # float32 | float64
+    threads: int | None = None  # torch intra-op CPU threads; None: torch's default
+
+
+@dataclass
+class RunConfig(ProblemConfig):
     """The top level: what to run and for how long.
 
     One outer step = ``inner_steps`` inner-optimiser steps on training mini-batches, then one
     hypergradient and one hyper-optimiser step.
     """
 
-    dataset: Any = MISSING
-    data: DataOptions = field(default_factory=DataOptions)  # how a loader's result is held
-    model: Any = MISSING
-    hyper: Any = MISSING
     solver: Any = MISSING
     optimizer: Any = MISSING
     hyper_optimizer: Any = MISSING
-    device: DeviceConfig = field(default_factory=DeviceConfig)
-    seed: int = 0  # data split, initialisation, batches and noise
-    dtype: str = "float32"  # float32 | float64
-    threads: int | None = None  # torch intra-op CPU threads; None: torch's default
     outer_steps: int = 200  # hyper-steps (one per outer step)
     inner_steps: int = 50  # inner-optimiser steps per outer step
     warmup_inner_steps: int = 0  # inner steps before the first hyper-step
@@ -164,8 +171,8 @@ class RunConfig:
     reset_inner_optimizer: bool = False  # fresh inner optimiser state every outer step
     eval_every: int = 5  # outer steps between metrics rows
     hyper_steps: bool = True  # false: train at fixed λ (the baseline of a black-box search)
-    curvature_every: int | None = None  # outer steps between Hessian diagnostics; None: off
-    curvature_probes: int = 10  # Hutchinson probes for the trace estimate
+    hessian_every: int | None = None  # outer steps between Hessian diagnostics; None: off
+    hessian_probes: int = 10  # Hutchinson probes for the trace estimate
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
@@ -231,13 +238,15 @@ def register_configs() -> None:
         store.store(group=group, name=name, node=schema)
 
 
-def _require(condition: bool, key: str, value: object, requirement: str) -> None:
+def require(condition: bool, key: str, value: object, requirement: str) -> None:
+    """Raise :class:`ConfigError` ``key=value is invalid: requirement`` unless ``condition``."""
     if not condition:
         raise ConfigError(f"{key}={value} is invalid: {requirement}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that the schemas' types cannot express; raises :class:`ConfigError`."""
+    validate_problem(cfg)
     for key in (
         "outer_steps",
         "inner_steps",
@@ -246,36 +255,41 @@ def validate(cfg: DictConfig) -> None:
         "checkpoint_every",
         "log_every",
     ):
-        _require(cfg[key] > 0, key, cfg[key], "must be > 0")
-    _require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
-    every = cfg.curvature_every
-    _require(every is None or every > 0, "curvature_every", every, "must be > 0 or null")
-    _require(cfg.curvature_probes >= 2, "curvature_probes", cfg.curvature_probes, "must be >= 2")
+        require(cfg[key] > 0, key, cfg[key], "must be > 0")
+    every = cfg.hessian_every
+    require(every is None or every > 0, "hessian_every", every, "must be > 0 or null")
+    require(cfg.hessian_probes >= 2, "hessian_probes", cfg.hessian_probes, "must be >= 2")
     validate_solver_comparison(cfg.solver_comparison)
-    _require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
+    require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
     for key in ("hyper_train_batch", "hyper_val_batch"):
-        _require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
+        require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
     for group in ("optimizer", "hyper_optimizer"):
-        _require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
-    _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
-    workers = cfg.data.num_workers
-    _require(workers >= 0, "data.num_workers", workers, "must be >= 0")
+        require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
     curvature = cfg.solver.get("curvature", "hessian")
-    _require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
+    require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
     max_iter = cfg.solver.get("max_iter")
-    _require(
+    require(
         max_iter is None or max_iter >= 1,
         "solver.max_iter",
         max_iter,
         "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
     )
-    _require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
+    require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
     fraction = cfg.max_skipped_fraction
-    _require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
-    _require(
+    require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
+    validate_tracking(cfg)
+
+
+def validate_problem(cfg: DictConfig) -> None:
+    """Range checks of the :class:`ProblemConfig` keys (dtype, threads, device), shared by
+    ``hpo-run`` and ``hpo-hessian``; raises :class:`ConfigError`."""
+    require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
+    require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
+    require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )
-    validate_tracking(cfg)
+    workers = cfg.data.num_workers
+    require(workers >= 0, "data.num_workers", workers, "must be >= 0")
 
 
 def validate_tracking(cfg: DictConfig) -> None:
@@ -283,15 +297,15 @@ def validate_tracking(cfg: DictConfig) -> None:
     :class:`ConfigError`."""
     names = tracker_names(cfg)
     known = ("csv", *TRACKER_NAMES)
-    _require(set(names) <= set(known), "logger", cfg.logger, f"a list of {', '.join(known)}")
+    require(set(names) <= set(known), "logger", cfg.logger, f"a list of {', '.join(known)}")
     mode = cfg.tracking.wandb_mode
-    _require(mode in ("offline", "online"), "tracking.wandb_mode", mode, "offline or online")
+    require(mode in ("offline", "online"), "tracking.wandb_mode", mode, "offline or online")
     stopping = cfg.early_stopping
     patience, min_delta = stopping.patience, stopping.min_delta
-    _require(patience is None or patience > 0, "early_stopping.patience", patience, "> 0 or null")
-    _require(min_delta >= 0, "early_stopping.min_delta", min_delta, "must be >= 0")
+    require(patience is None or patience > 0, "early_stopping.patience", patience, "> 0 or null")
+    require(min_delta >= 0, "early_stopping.min_delta", min_delta, "must be >= 0")
     monitor = stopping.monitor
-    _require(monitor in MONITORS, "early_stopping.monitor", monitor, " or ".join(MONITORS))
+    require(monitor in MONITORS, "early_stopping.monitor", monitor, " or ".join(MONITORS))
 
 
 def tracker_names(cfg: DictConfig) -> list[str]:
@@ -305,17 +319,17 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
     """Range checks of the ``solver_comparison`` block; raises :class:`ConfigError`."""
     every, solvers = comparison.every, list(comparison.solvers)
     key = "solver_comparison"
-    _require(every is None or every > 0, f"{key}.every", every, "must be > 0 or null")
-    _require(comparison.budget >= 0, f"{key}.budget", comparison.budget, "must be >= 0")
-    _require(
+    require(every is None or every > 0, f"{key}.every", every, "must be > 0 or null")
+    require(comparison.budget >= 0, f"{key}.budget", comparison.budget, "must be >= 0")
+    require(
         bool(solvers) and set(solvers) <= set(SOLVER_FAMILIES),
         f"{key}.solvers",
         solvers,
         f"a non-empty list of {', '.join(SOLVER_FAMILIES)}",
     )
     alpha = comparison.neumann_alpha
-    _require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
+    require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
     horizons = list(comparison.horizons)
-    _require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
-    _require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
-    _require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")
+    require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
+    require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
+    require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")

@@ -1,5 +1,5 @@
 """Optional diagnostics of a run that leave its trajectory unchanged: the training Hessian's
-extreme eigenvalues and trace (``curvature_every``) and every solver's hypergradient against a
+extreme eigenvalues and trace (``hessian_every``) and every solver's hypergradient against a
 dense solve (``solver_comparison.every``)."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def hessian_row(exp: Experiment) -> dict[str, float]:
             ).values[0]
             for which in ("LA", "SA")
         }
-        trace = hutchinson_trace(operator, exp.cfg.curvature_probes, seed=exp.cfg.seed)
+        trace = hutchinson_trace(operator, exp.cfg.hessian_probes, seed=exp.cfg.seed)
     return {
         "hessian_lambda_max": float(extremes["LA"]),
         "hessian_lambda_min": float(extremes["SA"]),

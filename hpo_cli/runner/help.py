@@ -42,17 +42,18 @@ def default_choices(config_name: str) -> dict[str, str | None]:
 
 
 def field_comments(schema: type) -> dict[str, str]:
-    """The comment at the end of each field's line in the dataclass ``schema``'s source; for a
-    field without one that holds a dataclass, the keys it holds."""
+    """The comment at the end of each field's line in the dataclass ``schema``'s source (or in
+    the base class that declares it, when the schema does not redeclare it); for a field without
+    one that holds a dataclass, the keys it holds."""
     comments: dict[str, str] = {}
     names = {f.name for f in dataclasses.fields(schema)}
-    source = inspect.getsource(schema)
-    line_names: dict[int, str] = {}
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.NAME and token.string in names and token.start[1] == 4:
-            line_names.setdefault(token.start[0], token.string)
-        elif token.type == tokenize.COMMENT and token.start[0] in line_names:
-            comments[line_names[token.start[0]]] = token.string.lstrip("# ").strip()
+    for declaring in (c for c in schema.__mro__ if dataclasses.is_dataclass(c)):
+        line_names: dict[int, str] = {}
+        for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(declaring)).readline):
+            if token.type == tokenize.NAME and token.string in names and token.start[1] == 4:
+                line_names.setdefault(token.start[0], token.string)
+            elif token.type == tokenize.COMMENT and token.start[0] in line_names:
+                comments.setdefault(line_names[token.start[0]], token.string.lstrip("# ").strip())
     for field in dataclasses.fields(schema):
         if field.name not in comments and dataclasses.is_dataclass(field.default_factory):
             keys = ", ".join(

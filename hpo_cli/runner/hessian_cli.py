@@ -1,4 +1,5 @@
-"""``hpo-hessian``: the curvature of the training loss, analysed like the solvers see it.
+"""``hpo-hessian``: the Hessian (or Gauss-Newton matrix) of the training loss, analysed like the
+solvers see it.
 
     hpo-hessian                                      # train the configured model, then analyse
     hpo-hessian params=[3.weight] curvature=ggn      # one weight matrix, Gauss-Newton matrix
@@ -21,7 +22,7 @@ import dataclasses
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +31,22 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.analysis.hessian import CurvatureReport, analyse, ggn_operator, hessian_operator
 from hpo_cli.analysis.hessian.analysis import json_safe
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
-from hpo_cli.core.solvers import Identity
 from hpo_cli.core.vectors import norm
-from hpo_cli.data import Split
-from hpo_cli.data.protocol import DataOptions
-from hpo_cli.hyper import Criterion, HyperModule
-from hpo_cli.runner.build import build_experiment
+from hpo_cli.runner.build import Problem, build_problem
 from hpo_cli.runner.checkpoint import load_checkpoint
 from hpo_cli.runner.config import (
     ConfigError,
-    DeviceConfig,
-    RunConfig,
-    SGDOptimizer,
+    ProblemConfig,
     register_configs,
-    schema_for,
+    require,
+    validate_problem,
 )
+from hpo_cli.runner.errors import fail
 from hpo_cli.runner.help import experiment_misfit, group_options, help_text
 from hpo_cli.runner.hessian_plots import plot_density, plot_spectrum
 from hpo_cli.runner.preflight import MULTIRUN_FLAGS, argument, compose_jobs
@@ -58,17 +55,12 @@ log = logging.getLogger("hpo_cli.analysis.hessian")
 
 
 @dataclass
-class HessianConfig:
-    """The top level of ``hpo-hessian`` (the groups are hpo-run's)."""
+class HessianConfig(ProblemConfig):
+    """The top level of ``hpo-hessian``: hpo-run's data, model and λ (:class:`ProblemConfig`),
+    then what to analyse and how."""
 
-    dataset: Any = MISSING
-    data: DataOptions = field(default_factory=DataOptions)  # as hpo-run's ``data`` block
-    model: Any = MISSING
-    hyper: Any = MISSING
-    device: DeviceConfig = field(default_factory=DeviceConfig)
     seed: int = 0  # data split and initialisation
     dtype: str = "float64"  # float32 | float64
-    threads: int | None = None  # torch intra-op CPU threads; None: torch's default
     run_dir: str | None = None  # an hpo-run run directory to analyse; None: train here
     train_steps: int = 1000  # L-BFGS iterations at most (run_dir=null)
     train_tol: float = 1e-6  # stop training once ‖∇_w L_t‖ ≤ train_tol
@@ -95,55 +87,31 @@ def register() -> None:
 register()
 
 
-def _require(condition: bool, key: str, value: object, requirement: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key}={value} is invalid: {requirement}")
-
-
 def validate(cfg: DictConfig) -> None:
     """Range checks in one line naming the key; raises :class:`ConfigError`."""
-    _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
-    _require(cfg.mode in ("auto", "dense", "lanczos"), "mode", cfg.mode, "auto|dense|lanczos")
-    _require(cfg.curvature in ("hessian", "ggn"), "curvature", cfg.curvature, "hessian|ggn")
+    validate_problem(cfg)
+    require(cfg.mode in ("auto", "dense", "lanczos"), "mode", cfg.mode, "auto|dense|lanczos")
+    require(cfg.curvature in ("hessian", "ggn"), "curvature", cfg.curvature, "hessian|ggn")
     for key in ("dense_max", "k", "slq_probes", "slq_steps"):
-        _require(cfg[key] > 0, key, cfg[key], "must be > 0")
-    _require(cfg.probes >= 2, "probes", cfg.probes, "must be >= 2")
-    _require(cfg.train_steps >= 0, "train_steps", cfg.train_steps, "must be >= 0")
-    _require(cfg.train_tol >= 0, "train_tol", cfg.train_tol, "must be >= 0")
-    _require(0 < cfg.cg_tol < 1, "cg_tol", cfg.cg_tol, "must be in (0, 1)")
+        require(cfg[key] > 0, key, cfg[key], "must be > 0")
+    require(cfg.probes >= 2, "probes", cfg.probes, "must be >= 2")
+    require(cfg.train_steps >= 0, "train_steps", cfg.train_steps, "must be >= 0")
+    require(cfg.train_tol >= 0, "train_tol", cfg.train_tol, "must be >= 0")
+    require(0 < cfg.cg_tol < 1, "cg_tol", cfg.cg_tol, "must be in (0, 1)")
     for key in ("neumann_alpha", "rank_rtol"):
-        _require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
-    _require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
-    _require(
-        cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
-    )
+        require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
 
 
-@dataclass
-class Problem:
-    """A model at the weights to analyse, with its training loss's ingredients."""
-
-    model: torch.nn.Module
-    hyper: HyperModule
-    train: Split
-    criterion: Criterion
-    source: str
-    training: dict[str, Any] = field(default_factory=dict)
-
-    def training_loss(self) -> torch.Tensor:
-        """L_t(w, λ) on the whole training split, as hpo-run's hypergradient defines it."""
-        batch = self.train.sample(None, torch.Generator())
-        return self.hyper.training_loss(self.model, batch, self.criterion)
+def training_loss(problem: Problem) -> torch.Tensor:
+    """L_t(w, λ) on the whole training split, as hpo-run's hypergradient defines it."""
+    batch = problem.data.train.sample(None, torch.Generator())
+    return problem.hyper.training_loss(problem.model, batch, problem.criterion)
 
 
-def _problem(run_cfg: DictConfig, source: str) -> Problem:
-    exp = build_experiment(run_cfg)
-    return Problem(exp.model, exp.hyper, exp.data.train, exp.criterion, source)
-
-
-def load_run(cfg: DictConfig) -> Problem:
+def load_run(cfg: DictConfig) -> tuple[Problem, str]:
     """The model and hyperparameters of an hpo-run run directory's last checkpoint, built from
-    that run's own configuration in the dtype and on the device asked for here."""
+    that run's own configuration in the dtype and on the device asked for here; and a line
+    naming the source."""
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     saved = run_dir / ".hydra" / "config.yaml"
     checkpoint = load_checkpoint(run_dir) if saved.exists() else None
@@ -151,44 +119,22 @@ def load_run(cfg: DictConfig) -> Problem:
         missing = saved if not saved.exists() else run_dir / "checkpoint.pt"
         raise ConfigError(f"run_dir={cfg.run_dir} is not an hpo-run run directory (no {missing})")
     run_cfg = OmegaConf.load(saved)
-    run_cfg.dtype, run_cfg.device, run_cfg.resume = cfg.dtype, cfg.device, None
+    run_cfg.dtype, run_cfg.device = cfg.dtype, cfg.device
     if cfg.threads:
         run_cfg.threads = cfg.threads
-    outer_step = checkpoint.get("progress", {}).get("outer_step")
-    problem = _problem(run_cfg, f"{run_dir} (outer step {outer_step})")
+    problem = build_problem(run_cfg)
     problem.model.load_state_dict(checkpoint["model"])
     problem.hyper.load_state_dict(checkpoint["hyper"])
-    return problem
+    outer_step = checkpoint.get("progress", {}).get("outer_step")
+    return problem, f"{run_dir} (outer step {outer_step})"
 
 
-def run_config(cfg: DictConfig) -> DictConfig:
-    """hpo-run's configuration of the same data, model and hyperparameters, so that
-    :func:`hpo_cli.runner.build.build_experiment` builds them exactly as hpo-run does (its solver
-    and optimisers are left at their defaults; nothing here uses them)."""
-    return OmegaConf.merge(
-        OmegaConf.structured(RunConfig),
-        {
-            "dataset": cfg.dataset,
-            "data": cfg.data,
-            "model": cfg.model,
-            "hyper": cfg.hyper,
-            "device": cfg.device,
-            "seed": cfg.seed,
-            "dtype": cfg.dtype,
-            "threads": cfg.threads,
-            "batch_size": 1,
-            "solver": OmegaConf.structured(schema_for(Identity)),
-            "optimizer": OmegaConf.structured(SGDOptimizer),
-            "hyper_optimizer": OmegaConf.structured(SGDOptimizer),
-        },
-    )
-
-
-def train_here(cfg: DictConfig, chunk: int = 10) -> Problem:
-    """Build the configured data, model and hyperparameters; train w by full-batch L-BFGS
-    (strong-Wolfe line search) for at most ``train_steps`` iterations, in chunks of ``chunk``,
-    until ‖∇_w L_t‖ ≤ ``train_tol``."""
-    problem = _problem(run_config(cfg), "trained here")
+def train_here(cfg: DictConfig, chunk: int = 10) -> tuple[Problem, dict[str, Any]]:
+    """Build the configured data, model and hyperparameters as hpo-run does; train w by
+    full-batch L-BFGS (strong-Wolfe line search) for at most ``train_steps`` iterations, in
+    chunks of ``chunk``, until ‖∇_w L_t‖ ≤ ``train_tol``. Returns the problem and a record of
+    the training."""
+    problem = build_problem(cfg)
     params = list(problem.model.parameters())
     optimizer = torch.optim.LBFGS(
         params, lr=1, line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0
@@ -196,7 +142,7 @@ def train_here(cfg: DictConfig, chunk: int = 10) -> Problem:
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = problem.training_loss()
+        loss = training_loss(problem)
         loss.backward(inputs=params)
         return loss
 
@@ -209,14 +155,13 @@ def train_here(cfg: DictConfig, chunk: int = 10) -> Problem:
         steps += optimizer.param_groups[0]["max_iter"]
         loss = closure().detach()
         gradient_norm = float(norm([p.grad for p in params]))
-    problem.training = {
+    return problem, {
         "optimizer": "L-BFGS (strong Wolfe), full batch",
         "steps": steps,
         "loss": float(loss),
         "gradient_norm": gradient_norm,
         "converged": gradient_norm <= cfg.train_tol,
     }
-    return problem
 
 
 def select_parameters(model: torch.nn.Module, names: list[str] | None) -> dict[str, torch.Tensor]:
@@ -238,9 +183,10 @@ def curvature_operator(
 ) -> SymmetricOperator:
     """H of L_t, or G = Jᵀ H_z J + ∇²R for L_t = mean criterion + penalty R."""
     if curvature == "hessian":
-        return hessian_operator(problem.training_loss(), params)
-    outputs = problem.model(problem.train.inputs)
-    data_loss = problem.criterion(outputs, problem.train.targets).mean()
+        return hessian_operator(training_loss(problem), params)
+    train = problem.data.train
+    outputs = problem.model(train.inputs)
+    data_loss = problem.criterion(outputs, train.targets).mean()
     return ggn_operator(outputs, data_loss, params, problem.hyper.penalty(problem.model))
 
 
@@ -287,9 +233,11 @@ def summary_lines(report: CurvatureReport, names: list[str], curvature: str) -> 
 
 def analyse_config(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Everything ``hpo-hessian`` does for a validated config; returns hessian.json's content."""
-    problem = load_run(cfg) if cfg.run_dir else train_here(cfg)
-    if problem.training:
-        training = problem.training
+    training: dict[str, Any] | None = None
+    if cfg.run_dir:
+        problem, source = load_run(cfg)
+    else:
+        (problem, training), source = train_here(cfg), "trained here"
         log.info(
             "trained %d L-BFGS steps: loss %.6g, ‖∇L_t‖ = %.3g%s",
             training["steps"],
@@ -317,11 +265,11 @@ def analyse_config(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         seed=cfg.seed,
     )
     result = {
-        "source": problem.source,
+        "source": source,
         "curvature": cfg.curvature,
         "params": {name: list(p.shape) for name, p in selected.items()},
         "device": str(operator.device),
-        "training": json_safe(problem.training) if problem.training else None,
+        "training": json_safe(training) if training else None,
         **report.to_dict(),
     }
     (output_dir / "hessian.json").write_text(json.dumps(result, indent=1, allow_nan=False))
@@ -334,25 +282,17 @@ def analyse_config(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _fail(message: str, code: int) -> None:
-    log.error(message)
-    print(f"hpo-hessian: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="hessian")
 def run(cfg: DictConfig) -> None:
     """Validate, then analyse; one clear line on bad input."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         analyse_config(cfg, output_dir)
     except InstantiationException as error:
-        _fail(str(error.__cause__ or error), 2)
+        fail("hpo-hessian", str(error.__cause__ or error), 2)
     except ConfigError as error:
-        _fail(str(error), 2)
+        fail("hpo-hessian", str(error), 2)
 
 
 HESSIAN_GROUPS = ("dataset", "model", "hyper", "device")

@@ -127,7 +127,7 @@ def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[fl
 
 def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> dict[str, Any]:
     """One ``metrics.csv`` row: losses and errors of every split, λ's statistics, the last
-    hyper-step's diagnostics, and (every ``curvature_every`` steps) the Hessian's."""
+    hyper-step's diagnostics, and (every ``hessian_every`` steps) the Hessian's."""
     row: dict[str, Any] = {"outer_step": progress.outer_step, "inner_steps": progress.inner_steps}
     for name in ("train", "val", "test"):
         row[f"{name}_loss"], row[f"{name}_error"] = evaluate_split(exp, getattr(exp.data, name))
@@ -143,7 +143,7 @@ def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> d
         wall_time_s=wall_time_s,
         **progress.last_hyper,
     )
-    every = exp.cfg.curvature_every
+    every = exp.cfg.hessian_every
     if every and progress.outer_step % every == 0:
         row.update(hessian_row(exp))
     return row

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
 from hpo_cli.core.vectors import (
     TensorList,
@@ -54,7 +54,8 @@ class ConjugateGradient:
     """Preconditioned conjugate gradient from x₀ = 0, or warm from the previous call's solution.
 
     Args:
-        max_iter: the most iterations (one product with A each).
+        max_iter: the most iterations (one product with A each); 20 by default, a budget per
+            hypergradient rather than a full solve (raise it, or use ``tol``, for one).
         tol: stop when ‖r‖ ≤ tol·‖b‖, r = b − (A + μI)x the recursively updated residual.
         damping: μ ≥ 0 added to the diagonal.
         preconditioner: optional v ↦ M⁻¹v; ``None`` for plain CG.
@@ -66,7 +67,7 @@ class ConjugateGradient:
             hpo-run's checkpoints.
     """
 
-    max_iter: int = 100
+    max_iter: int = 20
     tol: float = 1e-6
     damping: float = 0.0
     preconditioner: Preconditioner | None = None
@@ -90,10 +91,6 @@ class ConjugateGradient:
         self._state.clear()
         self._state.update(state)
 
-    def _apply(self, matvec: MatVec, vector: TensorList) -> list[torch.Tensor]:
-        product = matvec(vector)
-        return add(product, vector, alpha=self.damping) if self.damping else product
-
     def _start(
         self, matvec: MatVec, b: TensorList, b_norm: float
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], int, bool]:
@@ -107,7 +104,7 @@ class ConjugateGradient:
         ):
             return zeros_like(b), clone(b), 0, False
         previous = [v.to(x) for v, x in zip(previous, b, strict=True)]
-        product = self._apply(matvec, previous)
+        product = matvec(previous)
         product_norm2 = float(dot(product, product))
         factor = float(dot(b, product)) / product_norm2 if product_norm2 > 0 else math.nan
         if math.isfinite(factor):
@@ -131,6 +128,7 @@ class ConjugateGradient:
         if not math.isfinite(b_norm):
             info = SolveInfo("cg", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
             return [torch.full_like(x, math.nan) for x in b], info
+        matvec = damped(matvec, self.damping)
         solution, residual, matvecs, warm = self._start(matvec, b, b_norm)
         z = self.preconditioner(residual) if self.preconditioner else residual
         direction = clone(z)
@@ -147,7 +145,7 @@ class ConjugateGradient:
         for iteration in range(self.max_iter):
             if iteration % checks == 0 and not bool(running):
                 break
-            product = self._apply(matvec, direction)
+            product = matvec(direction)
             matvecs += 1
             curvature = dot(direction, product)
             step_ok = running & (curvature > 0)  # False for a non-finite pᵀAp too

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.core.hvp import MatVec, dense_matrix
+from hpo_cli.core.hvp import MatVec, damped, dense_matrix
 from hpo_cli.core.solvers.base import SolveInfo, Status
 from hpo_cli.core.vectors import TensorList, flatten, unflatten
 
@@ -57,11 +57,9 @@ class Exact:
             raise ValueError(
                 f"exact solver: {dim} weights exceed max_dim={self.max_dim}; use cg or neumann"
             )
-        matrix = dense_matrix(matvec, b)
+        matrix = dense_matrix(damped(matvec, self.damping), b)
         matrix = 0.5 * (matrix + matrix.T)
         rhs = flatten(b)
-        if self.damping:
-            matrix = matrix + self.damping * torch.eye(dim, dtype=rhs.dtype, device=rhs.device)
         if self.method == "pinv":
             solution = torch.linalg.pinv(matrix, rtol=self.rtol, hermitian=True) @ rhs
         else:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
 from hpo_cli.core.vectors import (
     TensorList,
@@ -84,7 +84,8 @@ class Neumann:
     """Truncated Neumann series x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b.
 
     Args:
-        terms: K, the number of products with A (the highest power in the sum).
+        terms: K, the number of products with A (the highest power in the sum); 3 by default,
+            hpo-run's default study (a few terms give a usable hypergradient direction).
         alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max from ``power_iterations``
             steps of power iteration (which cost extra products).
         power_iterations: power-iteration steps used by ``alpha="auto"``.
@@ -100,9 +101,11 @@ class Neumann:
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: power iterations of a warm refresh.
+        damping: μ ≥ 0: the series is summed for A + μI (every eigenvalue shifted up by μ), which
+            converges for some α once μ > −λmin(A).
     """
 
-    terms: int = 10
+    terms: int = 3
     alpha: float | str = "auto"
     power_iterations: int = 10
     tol: float = 0.0
@@ -111,6 +114,7 @@ class Neumann:
     refresh_every: int = 10
     refresh_iterations: int = 3
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    damping: float = 0.0
 
     def __post_init__(self) -> None:
         if self.terms < 0:
@@ -121,6 +125,8 @@ class Neumann:
             raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
         if not self.growth_limit > 1:
             raise ValueError(f"neumann.growth_limit must be > 1, got {self.growth_limit}")
+        if self.damping < 0:
+            raise ValueError(f"neumann.damping must be >= 0, got {self.damping}")
         for key in ("refresh_every", "refresh_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
@@ -177,7 +183,8 @@ class Neumann:
     def _solve(
         self, matvec: MatVec, b: TensorList, refresh: bool
     ) -> tuple[list[torch.Tensor], SolveInfo]:
-        extras: dict[str, float] = {}
+        matvec = damped(matvec, self.damping)
+        extras: dict[str, float] = {"damping": self.damping}
         matvecs = 0
         b_norm = float(norm(b))
         if b_norm == 0.0:
@@ -197,7 +204,8 @@ class Neumann:
                     message=(
                         f"the dominant eigenvalue of H is estimated at {largest:.3g}: not a "
                         "positive finite number (H is not positive definite or not finite), so "
-                        "no step α makes the Neumann series converge"
+                        "no step α makes the Neumann series converge; set damping > 0 "
+                        "(solver.damping) or use cg"
                     ),
                     extras=extras,
                 )
@@ -244,8 +252,8 @@ class Neumann:
                     message = (
                         f"term {j} grew to {term_norm / first_norm:.3g}× the first (limit "
                         f"{self.growth_limit:g}×, ρ(I − αH) >= {ratio:.4g}) with "
-                        f"α = {alpha:.3g}: the series explodes; take α < 2/λmax, add damping "
-                        "to H, or use cg"
+                        f"α = {alpha:.3g}: the series explodes; take α < 2/λmax, set "
+                        "damping > 0 (solver.damping), or use cg"
                     )
                     break
                 previous_norm = term_norm

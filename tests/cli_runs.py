@@ -1,0 +1,88 @@
+"""Run ``hpo-run`` and ``hpo-hessian`` in the test's own process, as the console scripts do
+(``main()`` with ``sys.argv`` set), capturing the exit status, stdout and stderr.
+
+A fresh interpreter costs seconds of imports (torch, Hydra, matplotlib) per command; the tests
+whose point is a separate process (kill -9, an installed wheel, the console scripts themselves)
+still start one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+
+@dataclass
+class Result:
+    """What ``subprocess.run(..., capture_output=True, text=True)`` would have returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def exit_status(error: SystemExit) -> int:
+    if error.code is None:
+        return 0
+    return error.code if isinstance(error.code, int) else 1
+
+
+def call_main(main: Callable[[], None], program: str, arguments: list[str]) -> Result:
+    """``main()`` with ``sys.argv = [program, *arguments]``; Hydra's global state is cleared
+    afterwards so that the next composition (here or in another test) starts afresh."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv = sys.argv
+    sys.argv = [program, *arguments]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main()
+            except SystemExit as error:
+                code = exit_status(error)
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    return Result(code, stdout.getvalue(), stderr.getvalue())
+
+
+def hpo_run(run_dir: Path | None, *overrides: str) -> Result:
+    """``hpo-run OVERRIDES hydra.run.dir=RUN_DIR`` (no ``hydra.run.dir`` when ``run_dir`` is
+    None, e.g. for ``resume=`` or ``-m``)."""
+    from hpo_cli.runner import cli
+
+    directory = [] if run_dir is None else [f"hydra.run.dir={run_dir}"]
+    return call_main(cli.main, "hpo-run", [*overrides, *directory])
+
+
+def hpo_hessian(run_dir: Path, *overrides: str) -> Result:
+    """``hpo-hessian OVERRIDES hydra.run.dir=RUN_DIR``."""
+    from hpo_cli.runner import hessian_cli
+
+    return call_main(hessian_cli.main, "hpo-hessian", [*overrides, f"hydra.run.dir={run_dir}"])
+
+
+FAST = [
+    "outer_steps=4",
+    "inner_steps=5",
+    "eval_every=1",
+    "checkpoint_every=2",
+    "dataset.train_size=20",
+    "dataset.val_size=20",
+    "dataset.test_size=40",
+    "model.hidden_sizes=[16]",
+    "batch_size=8",
+    "warmup_inner_steps=100",
+]
+"""A few seconds' run of the default experiment: 4 outer steps on 20 training digits."""
+
+SHARES_FINISHED_RUN = pytest.mark.xdist_group("finished_run")
+"""Mark of the tests using the session's ``finished_run`` (tests/conftest.py): under
+pytest-xdist's ``--dist loadgroup`` they run in one process, which makes that run once."""
