@@ -174,9 +174,10 @@ def test_a_second_writer_is_refused_and_kill_9_releases_the_lock(tmp_path, capsy
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 200
         while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert writer.poll() is None, "the writer stopped before its first checkpoint"
         before = (run_dir / ".hydra" / "config.yaml").read_bytes()
         assert hpo_run(f"resume={run_dir}") == 2
         assert f"in use by process {writer.pid}" in error_lines(capsys)[0]
