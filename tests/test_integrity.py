@@ -129,6 +129,14 @@ def test_a_fresh_run_aimed_at_a_run_is_refused_before_hydra_rewrites_its_config(
     assert "seed=3" not in (run_copy / ".hydra" / "overrides.yaml").read_text()
 
 
+def test_cfg_job_shows_a_resumed_runs_configuration_and_writes_nothing(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert hpo_run("--cfg", "job", f"resume={run_copy}", "outer_steps=9") == 0
+    printed = capsys.readouterr().out
+    assert "outer_steps: 9" in printed and "- 16" in printed  # the run's model.hidden_sizes
+    assert snapshot(run_copy) == before
+
+
 # ---------------------------------------------------------------- exit 2 for every config error
 @pytest.mark.parametrize(
     ("arguments", "needle"),
