@@ -105,7 +105,11 @@ def compose_jobs(
     see :func:`job_overrides`)."""
     multirun = any(a in MULTIRUN_FLAGS for a in arguments)
     overrides = [a for a in arguments if a not in MULTIRUN_FLAGS]
-    return [compose_run(o, config_name, schema) for o in job_overrides(overrides, multirun)]
+    try:
+        jobs = list(job_overrides(overrides, multirun))
+    except HydraException as error:  # a sweep Hydra's grammar cannot parse
+        raise ConfigError(hydra_error_line(error)) from error
+    return [compose_run(o, config_name, schema) for o in jobs]
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> Iterator[list[str]]:
