@@ -153,11 +153,16 @@ def holds_run(run_dir: Path) -> bool:
     return (metrics.exists() and metrics.stat().st_size > 0) or (run_dir / "checkpoint.pt").exists()
 
 
+def refuse_existing_run(run_dir: Path) -> None:
+    """Refuse a new run into a directory that holds a run (:func:`holds_run`)."""
+    if holds_run(run_dir):
+        raise ConfigError(f"{run_dir} already holds a run; pass resume={run_dir}")
+
+
 def check_fresh(run_dir: Path) -> None:
     """Refuse a new run into a directory that another process writes or that holds a run."""
     check_unlocked(run_dir)
-    if holds_run(run_dir):
-        raise ConfigError(f"{run_dir} already holds metrics.csv; pass resume={run_dir}")
+    refuse_existing_run(run_dir)
 
 
 def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
