@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/hpo-run $(ARGS)
 
-test: install
+test: install-tracking
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tracking extra: TensorBoard, MLflow and W&B for logger=... (make test installs it so that
+# the trackers' tests run; make run does without it).
+TRACKING := $(VENV)/.installed-tracking
+.PHONY: install-tracking
+install-tracking: $(TRACKING)
+
+$(TRACKING): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,tracking]"
+	touch $(TRACKING)
 
 # The cluster extra: the Ray launcher and the Optuna sweeper (not needed by make test or CI).
 CLUSTER := $(VENV)/.installed-cluster
@@ -32,9 +42,10 @@ $(CLUSTER): $(STAMP)
 
 # The slow group, skipped by make test: sweeps through the submitit launcher's local mode and
 # through Ray (a local instance and a running cluster, on 127.0.0.1 only), the Optuna baseline,
-# and four of the seven ResNet-18 combinations.
+# a run and a sweep sent to a real mlflow server on 127.0.0.1, and four of the seven ResNet-18
+# combinations.
 .PHONY: test-slow
-test-slow: install-cluster
+test-slow: install-cluster install-tracking
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: install
@@ -47,11 +58,30 @@ bench: install
 	$(BIN)/python -m benchmarks.overhead $(ARGS)
 	$(BIN)/python -m benchmarks.scaling $(ARGS)
 	$(BIN)/python -m benchmarks.peers $(ARGS)
+	$(BIN)/python -m benchmarks.loop $(ARGS)
+	$(BIN)/python -m benchmarks.streaming $(ARGS)
 
-# The peer libraries of benchmarks.peers (without them, make bench lists them as not available).
+# The peer comparisons with the peers required: exit 1 in one line when one is not installed.
+.PHONY: bench-peers
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers --peers $(ARGS)
+	$(BIN)/python -m benchmarks.loop --peers $(ARGS)
+
+# On a machine with an NVIDIA GPU: the default experiment, ResNet-18, the quick benchmarks and
+# the 10^7-weight scaling point on CUDA (exit 1 on any failure; without a GPU, one line, exit 2).
+.PHONY: gpu-check
+gpu-check: install
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
+
+# The peer libraries of benchmarks.peers and benchmarks.loop (`make bench-peers` fails without
+# them). betty-ml 0.1.1's metadata (`torch>=1.6.*`) is refused by pip >= 24.1, which `install`
+# upgrades to: a pip < 24.1 kept apart in .venv/oldpip installs it without its dependencies
+# (torch and numpy, which hpo-cli already installs).
 .PHONY: install-bench
 install-bench: install
 	$(BIN)/python -m pip install -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --target $(VENV)/oldpip "pip<24.1"
+	PYTHONPATH=$(VENV)/oldpip $(BIN)/python -m pip install --no-deps "betty-ml==0.1.1"
 
 .PHONY: bench-hf
 bench-hf: install

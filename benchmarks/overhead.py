@@ -44,7 +44,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from benchmarks.hypergradient_cost import (
+from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,

@@ -8,7 +8,8 @@ Run from the repository root (the peers are the optional ``bench`` extra)::
     python -m benchmarks.peers --device cuda   # the same on the GPU
     python -m benchmarks.peers --threads 1 --out /tmp/bench
 
-A peer that does not import is listed as "not available: <reason>" and skipped.
+A peer that does not import is listed as "not available: <reason>" and skipped; with
+``--peers`` (``make bench-peers``) the run stops instead, exit 1, one line naming the missing.
 
 Every method computes the same thing, the IFT hypergradient −(∂²L_t/∂λ∂w)ᵀ x with
 x ≈ H⁻¹ ∂L_v/∂w from K Hessian-vector products (HVPs), the losses built inside the timed call:
@@ -27,7 +28,10 @@ x ≈ H⁻¹ ∂L_v/∂w from K Hessian-vector products (HVPs), the losses built
   place for the per-weight penalty).
 * higher: K differentiable SGD steps (step α) from the current weights with
   ``higher.innerloop_ctx``, then the validation loss differentiated through them (unrolled
-  differentiation: the same truncated Neumann series, computed by reverse mode).
+  differentiation: the same truncated Neumann series, computed by reverse mode), against
+  hpo-cli's ``unrolled_hypergradient`` with ``SGDUpdate(α)`` (:mod:`hpo_cli.core.unrolled`) at
+  equal K; for both, "graph MB" is the memory autograd holds for the reverse pass (saved
+  tensors, unique storages), which grows linearly with K.
 
 α = 1/λ̂max from 100 power iterations at setup, the same for every Neumann method and for
 higher's step. Problems: (a) ridge regression (``benchmarks.hypergradient_cost``'s: n = 200,
@@ -53,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.hypergradient_cost import (
+from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -63,21 +67,25 @@ from benchmarks.hypergradient_cost import (
     Table,
     benchmark_command,
     benchmark_parser,
-    fixed_alpha,
     fmt_ms,
     fmt_ratio,
     fmt_sci,
     log,
-    make_mlp_problem,
-    make_ridge,
     measure_group,
     parse_benchmark_args,
-    pretrain,
     report_stem,
     resolve_device,
     write_report,
 )
+from benchmarks.problems import (
+    fixed_alpha,
+    make_mlp_problem,
+    make_ridge,
+    pretrain,
+)
+from benchmarks.unrolled_memory import graph_megabytes
 from hpo_cli import ConjugateGradient, Neumann, hypergradient
+from hpo_cli.core.unrolled import SGDUpdate, unrolled_hypergradient
 
 Vector = list[torch.Tensor]
 Method = Callable[[], Vector]
@@ -110,6 +118,27 @@ def peer_status() -> dict[str, str]:
             version = dist_version(dist)
         status[name] = str(version)
     return status
+
+
+def require_peers(status: dict[str, str], wanted: bool) -> list[str]:
+    """The peers that do not import; with ``wanted``, exit 1 in one line when there are any."""
+    missing = [name for name, value in status.items() if value.startswith("not available")]
+    if wanted and missing:
+        print(
+            f"error: --peers: not installed: {', '.join(missing)} (run `make install-bench`)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    return missing
+
+
+def add_peers_flag(parser: argparse.ArgumentParser) -> None:
+    """``--peers``: the run needs the peer libraries (``make bench-peers``)."""
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="require the peer libraries: exit 1 in one line when one does not import",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +372,24 @@ def higher_method(problem: Problem, k: int, alpha: float) -> Method:
     return run
 
 
+def unrolled_method(problem: Problem, k: int, alpha: float) -> Method:
+    update = SGDUpdate(alpha)
+
+    def run() -> Vector:
+        grads, _ = unrolled_hypergradient(
+            problem.model,
+            problem.hparams,
+            update,
+            update.init_state(problem.params),
+            lambda _step: problem.train_loss(),
+            problem.val_loss,
+            k,
+        )
+        return list(grads)
+
+    return run
+
+
 FLOOR = "floor: K HVPs, no solver"
 
 
@@ -364,8 +411,11 @@ def floor_method(problem: Problem, k: int) -> Method:
 def methods(problem: Problem, k: int, alpha: float, status: dict[str, str]) -> dict[str, Method]:
     """Every available method at K, keyed by "library: method", and the floor."""
     table: dict[str, Method] = {
-        "hpo-cli: cg": HpoCliMethod(problem, ConjugateGradient(max_iter=k, tol=0.0)),
+        "hpo-cli: cg": HpoCliMethod(
+            problem, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)
+        ),
         "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k, alpha=alpha)),
+        "hpo-cli: unrolled SGD": unrolled_method(problem, k, alpha),
         FLOOR: floor_method(problem, k),
     }
     available = {name for name, value in status.items() if not value.startswith("not avail")}
@@ -420,8 +470,12 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
         if problem.reference is not None:
             reference = problem.reference
         else:
-            same = "hpo-cli: cg" if family(label) == "cg" else "hpo-cli: neumann"
-            reference = timed[same][1]
+            same = {"cg": "hpo-cli: cg", "unrolled": "hpo-cli: unrolled SGD"}
+            reference = timed[same.get(family(label), "hpo-cli: neumann")][1]
+        if family(label) == "unrolled":
+            memory = {"graph_mb": graph_megabytes(statements[label])}
+        else:
+            memory = {}
         rows.append(
             {
                 "problem": problem.name,
@@ -431,6 +485,7 @@ def k_rows(problem: Problem, k: int, alpha: float, status: dict[str, str], sizes
                 **timing.columns(),
                 "rel_error": relative_error(result, reference),
                 **getattr(statements[label], "info", {}),
+                **memory,
             }
         )
     return rows
@@ -501,6 +556,7 @@ COLUMNS = [
     Column("rel_error", "rel. error", fmt_sci),
     Column("status", "hpo-cli status"),
     Column("hvps", "HVPs"),
+    Column("graph_mb", "graph MB", fmt_ms),
     Column("ratio_same", "hpo-cli ÷ fastest same method", fmt_ratio),
     Column("same_peer", "that peer"),
     Column("ratio_accuracy", "hpo-cli ÷ fastest at ≤ its error", fmt_ratio),
@@ -542,7 +598,7 @@ def peer_table(
     else:
         notes.append(
             "No closed form: rel. error = difference to hpo-cli's result with the same method "
-            "and K (agreement, not accuracy; higher is compared with hpo-cli's Neumann). "
+            "and K (agreement, not accuracy; higher is compared with hpo-cli's unrolled SGD). "
             "Ratio: hpo-cli's time over the fastest peer running the same method at the same K. "
             "The pretrained MLP's Hessian is indefinite: hpo-cli's CG stops at the first "
             "direction of negative curvature (status, HVPs), the peers' CG runs all K "
@@ -597,6 +653,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
         "peers", "hpo-cli's hypergradient against torchopt, betty, curvlinops and higher."
     )
+    add_peers_flag(parser)
     return parse_benchmark_args(parser, argv)
 
 
@@ -611,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = benchmark_command("peers", argv)
     start = CpuSnapshot.now()
     status = peer_status()
+    require_peers(status, args.peers)
     tables = [status_table(status)]
     ridge_ks, mlp_ks = (QUICK_KS, QUICK_MLP_KS) if args.quick else (RIDGE_KS, MLP_KS)
     tables.append(peer_table(ridge_problem(sizes, device), ridge_ks, status, sizes, "7a"))

@@ -34,15 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.hypergradient_cost import (
+from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
-    WEIGHT_DECAY,
-    Batch,
     BenchmarkRun,
     Column,
     CpuSnapshot,
-    MLPProblem,
     Sizes,
     Table,
     benchmark_command,
@@ -51,13 +48,18 @@ from benchmarks.hypergradient_cost import (
     log,
     measure_group,
     parse_benchmark_args,
-    randint,
-    randn,
     report_stem,
     resolve_device,
     write_report,
 )
 from benchmarks.overhead import cuda_peak_bytes, profiler_peak_bytes
+from benchmarks.problems import (
+    WEIGHT_DECAY,
+    Batch,
+    MLPProblem,
+    randint,
+    randn,
+)
 from hpo_cli import ConjugateGradient, hypergradient
 
 INPUTS, CLASSES, BATCH, K = 100, 10, 128, 10
@@ -90,7 +92,7 @@ def make_problem(width: int, device: torch.device) -> MLPProblem:
 
 
 def statement(problem: MLPProblem) -> Callable[[], Any]:
-    solver = ConjugateGradient(max_iter=K, tol=0.0, damping=DAMPING)
+    solver = ConjugateGradient(max_iter=K, tol=0.0, damping=DAMPING, warm_start=False)
 
     def run() -> Any:
         result = hypergradient(

@@ -20,6 +20,7 @@ from pathlib import Path
 from experiments import (
     distillation,
     hessian_condition,
+    hypergradient_quality,
     inverse_comparison,
     neumann_divergence,
     overfit_validation,
@@ -80,6 +81,12 @@ CATALOGUE = [
     Figure("hessian_condition", hessian_condition.CAPTION, hessian_condition.plot, [],
            hessian_condition.FILES, hessian_condition.PROGRAM, hessian_condition.describe),
     Figure("distillation", distillation.CAPTION, distillation.plot),
+    Figure("hypergradient_quality", hypergradient_quality.CAPTION, hypergradient_quality.plot,
+           ["outer_steps=30", "solver_comparison.horizons=[1,5]"], hypergradient_quality.FILES,
+           describe=hypergradient_quality.describe),
+    Figure("hypergradient_quality_ridge", hypergradient_quality.RIDGE_CAPTION,
+           hypergradient_quality.plot, ["outer_steps=30", "solver_comparison.horizons=[1,5]"],
+           hypergradient_quality.FILES, describe=hypergradient_quality.describe),
 ]  # fmt: skip
 
 

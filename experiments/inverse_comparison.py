@@ -31,9 +31,10 @@ NAMES = {"neumann": "Neumann", "cg": "CG", "identity": "identity"}
 
 
 def read_comparison(run_dir: Path) -> pd.DataFrame:
-    """The run's ``solver_comparison.csv``: outer_step, solver, k, hvps, cosine, rel_error,
-    status (one row per solver and budget K at each compared outer step)."""
-    return pd.read_csv(run_dir / "solver_comparison.csv")
+    """The run's ``solver_comparison.csv`` rows against the dense solve: outer_step, solver, k,
+    hvps, cosine, rel_error, status (one row per solver and budget K at each compared step)."""
+    table = pd.read_csv(run_dir / "solver_comparison.csv")
+    return table[table["reference"] == "dense"] if "reference" in table else table
 
 
 def plot(run_dir: Path, out_dir: Path) -> list[Path]:

@@ -100,3 +100,17 @@ def write_readable(name: str, root: Path, monkeypatch: pytest.MonkeyPatch, **siz
     if name.startswith("cifar"):
         accept_cifar_checksums(monkeypatch, name, root)
     return written
+
+
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 8) -> Path:
+    """An ``ImageFolder`` tree of small random RGB PNGs: ``root/class_<k>/<i>.png``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        folder = root / f"class_{k}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 
 def run_quick(module: str, out: Path) -> subprocess.CompletedProcess[str]:
@@ -78,3 +79,48 @@ def test_quick_peers_agree_with_the_closed_form(tmp_path):
         pytest.skip("torchopt not installed (the optional bench extra)")
     peer = ridge[(ridge["method"] == "torchopt: solve_cg") & (ridge["k"] == ridge["k"].max())]
     assert float(peer["rel_error"].iloc[0]) < 1e-8
+
+
+def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
+    """In process (no second interpreter): both problems, both families, every hyper-step."""
+    from benchmarks import loop
+
+    threads = torch.get_num_threads()
+    try:
+        assert loop.main(["--quick", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    table = pd.read_csv(tmp_path / "loop_cpu_quick.csv")
+    assert set(table["section"]) == {"default", "mlp"}
+    hpo = table[table["method"].str.startswith("hpo-cli")]
+    assert (hpo["steps"] == 2).all() and (hpo["products"] > 0).all()
+    for _, rows in hpo.groupby("section"):
+        by = rows.set_index("method")
+        cold, kept = (
+            by.loc["hpo-cli: neumann, cold"],
+            by.loc["hpo-cli: neumann, warm, refresh every 10"],
+        )
+        assert kept["products"] < cold["products"], "a kept λ̂max spares the power iterations"
+        # CG to ‖r‖ ≤ 1e-3‖b‖ on the PD-damped system lands near the reference's 1e-6 solve
+        assert by.loc["hpo-cli: cg, cold", "median_error"] < 0.05
+    report = (tmp_path / "loop_cpu_quick.md").read_text()
+    assert "target" in report and "× cold products" in report
+
+
+def test_peers_flag_fails_in_one_line_when_a_peer_is_missing(capsys):
+    from benchmarks.peers import require_peers
+
+    status = {"torchopt": "0.7.3", "betty": "not available: ModuleNotFoundError: betty"}
+    assert require_peers(status, wanted=False) == ["betty"]
+    with pytest.raises(SystemExit) as exit_info:
+        require_peers(status, wanted=True)
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "betty" in lines[0] and "make install-bench" in lines[0]
+
+
+def test_quick_streaming_times_both_paths(tmp_path):
+    run_quick("benchmarks.streaming", tmp_path)
+    table = pd.read_csv(tmp_path / "streaming_cpu_quick.csv").set_index("data")
+    assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
+    assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0

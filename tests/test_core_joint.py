@@ -56,8 +56,9 @@ def test_inner_steps_reach_the_minimiser_and_the_hyper_step_follows_the_closed_f
     before = log_decay.detach().clone()
     result = joint.hyper_step(train_loss(), val_loss())
     assert result.failure is None
-    torch.testing.assert_close(result.grads[0], expected, rtol=1e-8, atol=1e-12)
-    torch.testing.assert_close(log_decay.detach(), before - 0.1 * expected, rtol=1e-8, atol=1e-12)
+    # L-BFGS stops within ~1e-8 of w*; an inexact inner solve would be off by 1e-5 and more
+    torch.testing.assert_close(result.grads[0], expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(log_decay.detach(), before - 0.1 * expected, rtol=1e-6, atol=1e-12)
 
 
 def diverging_joint(on_failure: str):
@@ -100,3 +101,17 @@ def test_an_unknown_failure_policy_is_refused():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="on_failure=retry"):
         JointOptimizer(model, [log_decay], optimizer, optimizer, Exact(), on_failure="retry")
+
+
+def test_state_dict_restores_both_optimisers_and_the_skip_count():
+    """What a hand-written loop's checkpoint needs beside the model's and λ's tensors."""
+    joint, _, train_loss, val_loss = diverging_joint("skip")
+    joint.optimizer.param_groups[0]["lr"] = 0.125
+    joint.hyper_optimizer.param_groups[0]["lr"] = 0.5
+    joint.hyper_step(train_loss(), val_loss())  # skipped and counted
+    state = joint.state_dict()
+    other, *_ = diverging_joint("skip")
+    other.load_state_dict(state)
+    assert other.skipped_hyper_steps == 1
+    assert other.optimizer.param_groups[0]["lr"] == 0.125
+    assert other.hyper_optimizer.param_groups[0]["lr"] == 0.5

@@ -71,6 +71,8 @@ def test_the_catalogue_holds_the_documented_experiments():
         "augment_net",
         "inverse_comparison",
         "hessian_condition",
+        "hypergradient_quality",
+        "hypergradient_quality_ridge",
     }
 
 
@@ -95,9 +97,21 @@ def test_the_overrides_of_an_experiment_take_effect():
     assert "resnet18" in config("augment_net").model._target_
 
 
+QUALITY = [  # hypergradient_quality's comparison, cut to seconds
+    "inner_steps=5",
+    "solver_comparison.budget=2",
+    "solver_comparison.horizons=[1,2]",
+    "solver_comparison.directions=3",
+]
+CHEAPER = {
+    "hypergradient_quality": [*QUALITY, "model.hidden_sizes=[2]", "solver=identity"],
+    "hypergradient_quality_ridge": [*QUALITY, "warmup_inner_steps=50"],
+}
+
+
 @pytest.mark.parametrize("name", sorted(set(NAMES) - NEEDS_DATA))
 def test_cheap_experiments_run_a_few_outer_steps(name, tmp_path):
-    train(config(name, "outer_steps=3", "checkpoint_every=3"), tmp_path)
+    train(config(name, "outer_steps=3", "checkpoint_every=3", *CHEAPER.get(name, [])), tmp_path)
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert table["outer_step"].tolist()[-1] == 3
     assert table["val_loss"].map(math.isfinite).all()
@@ -154,6 +168,11 @@ def test_neumann_divergence_curves_contrast_the_step_sizes(tmp_path):
 
 SMALL_RUNS = {  # cheaper than make figures' own small settings
     "inverse_comparison": ["solver_comparison.every=1", "solver_comparison.budget=12"],
+    "hypergradient_quality": ["solver_comparison.every=1", *CHEAPER["hypergradient_quality"]],
+    "hypergradient_quality_ridge": [
+        "solver_comparison.every=1",
+        *CHEAPER["hypergradient_quality_ridge"],
+    ],
 }
 
 

@@ -97,7 +97,7 @@ def test_evaluation_every_k_steps_and_at_the_end(tmp_path):
     assert pd.read_csv(tmp_path / "metrics.csv")["outer_step"].tolist() == [0, 3, 6, 7]
 
 
-@pytest.mark.parametrize("solver", ["identity", "neumann", "cg", "exact"])
+@pytest.mark.parametrize("solver", ["identity", "neumann", "cg", "exact", "unrolled"])
 def test_every_solver_trains(tmp_path, solver):
     progress = train(config(f"solver={solver}"), tmp_path)
     table = pd.read_csv(tmp_path / "metrics.csv")

@@ -13,17 +13,24 @@ of its measures against g* from a dense solve (:class:`~hpo_cli.core.solvers.Exa
 Every g is :func:`hpo_cli.core.hypergradient` with that solver, on the same two losses (rebuilt for
 each solve, at the same weights and λ); nothing is trained and nothing is written (hpo-run's
 ``solver_comparison`` option calls this every few outer steps and writes
-``solver_comparison.csv``).
+``solver_comparison.csv``). Besides the Hessian's solvers, ``ggn_cg`` is CG on the Gauss-Newton
+matrix plus the penalty's Hessian (:mod:`hpo_cli.core.curvature`) and ``unrolled`` the hypergradient
+through K steps of the inner optimiser (:mod:`hpo_cli.core.unrolled`), computed by a callable the
+caller supplies. :mod:`hpo_cli.analysis.training_response` compares the same estimates with what
+the real training does over a horizon.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from hpo_cli.analysis.training_response import agreement
+from hpo_cli.core.curvature import curvature_matvec
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.core.hypergradient import hypergradient
 from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, InverseHVPSolver, Neumann
@@ -32,8 +39,17 @@ from hpo_cli.core.vectors import flatten
 Losses = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 """Builds (L_t, L_v) with fresh autograd graphs, at the current weights and λ."""
 
-SOLVER_FAMILIES = ("identity", "neumann", "cg")
+OutputLosses = Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]]
+"""Builds (L_t, L_v, the outputs L_t's data term came from, the penalty R): for ``ggn_cg``."""
+
+Unroll = Callable[[int], tuple[torch.Tensor, ...]]
+"""K ↦ the unrolled hypergradient through K inner steps (:mod:`hpo_cli.core.unrolled`)."""
+
+SOLVER_FAMILIES = ("identity", "neumann", "cg", "ggn_cg", "unrolled")
 """The solvers :func:`budget_sweep` knows; ``identity`` costs no products, so it has no K."""
+
+UNROLLED_STEPS = (1, 2, 5, 10, 20, 50, 100, 200)
+"""The K of ``unrolled`` up to the budget: each costs a K-step unroll, so not every K."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,8 @@ class Candidate:
 
     name: str
     k: int
-    solver: InverseHVPSolver
+    solver: InverseHVPSolver | None  # None: unrolled (K steps), computed by the caller's Unroll
+    curvature: str = "hessian"
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,13 @@ class SolverComparison:
         cosine: ⟨g, g*⟩/(‖g‖‖g*‖); 0 when g = 0, NaN when the solver failed.
         rel_error: ‖g − g*‖/‖g*‖; NaN when the solver failed or g* = 0.
         status: the solver's status (``converged``, ``max_iterations``, ``diverged``, ...).
+        reference: what g* is: ``dense`` (the dense IFT solve) or ``unrolled`` (the unrolled
+            hypergradient through ``horizon`` steps of the inner optimiser).
+        horizon: the reference's inner steps (0 for ``dense``).
+        fd_correlation: Pearson correlation of ⟨g, d_i⟩ with central differences of the real
+            training's validation loss over ``horizon`` steps, over random directions d_i (NaN for
+            ``dense``).
+        time_s: seconds to compute g.
     """
 
     solver: str
@@ -64,6 +88,22 @@ class SolverComparison:
     cosine: float
     rel_error: float
     status: str
+    reference: str = "dense"
+    horizon: int = 0
+    fd_correlation: float = math.nan
+    time_s: float = math.nan
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One candidate's flat hypergradient (``None`` when it failed), its cost and status."""
+
+    solver: str
+    k: int
+    hvps: int
+    status: str
+    grads: torch.Tensor | None
+    time_s: float
 
 
 def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list[Candidate]:
@@ -79,6 +119,8 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
     Returns:
         ``Neumann(terms=K, alpha)`` and ``ConjugateGradient(max_iter=K, tol=0)`` (K full steps,
         no early stop) for every K; ``Identity()`` once, with K = 0.
+    ``ggn_cg``: ``ConjugateGradient(max_iter=K, tol=0)`` on the Gauss-Newton curvature;
+    ``unrolled``: K steps for K in :data:`UNROLLED_STEPS` up to ``budget``.
     """
     unknown = sorted(set(names) - set(SOLVER_FAMILIES))
     if unknown:
@@ -89,11 +131,15 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
     for name in names:
         if name == "identity":
             candidates.append(Candidate(name, 0, Identity()))
+        if name == "unrolled":
+            candidates += [Candidate(name, k, None) for k in UNROLLED_STEPS if k <= budget]
         for k in range(budget + 1):
             if name == "neumann":
                 candidates.append(Candidate(name, k, Neumann(terms=k, alpha=alpha)))
-            elif name == "cg":
-                candidates.append(Candidate(name, k, ConjugateGradient(max_iter=k, tol=0.0)))
+            elif name in ("cg", "ggn_cg"):
+                curvature = "ggn" if name == "ggn_cg" else "hessian"
+                solver = ConjugateGradient(max_iter=k, tol=0.0)
+                candidates.append(Candidate(name, k, solver, curvature))
     return candidates
 
 
@@ -112,14 +158,17 @@ def neumann_step(train_loss: torch.Tensor, params: Sequence[torch.Tensor]) -> fl
     return 1.0 / largest
 
 
-def compare_hypergradients(
+def estimate_hypergradients(
     losses: Losses,
     params: Sequence[torch.Tensor],
     hparams: Sequence[torch.Tensor],
     candidates: Sequence[Candidate],
     reference: InverseHVPSolver | None = None,
-) -> list[SolverComparison]:
-    """Each candidate's hypergradient against the reference's, by cosine and relative error.
+    *,
+    output_losses: OutputLosses | None = None,
+    unroll: Unroll | None = None,
+) -> tuple[Estimate, list[Estimate]]:
+    """The reference's hypergradient g* and each candidate's, flattened, with costs.
 
     Args:
         losses: builds the scalar L_t(w, λ) and L_v(w, λ) with their graphs; called once per
@@ -129,15 +178,23 @@ def compare_hypergradients(
         candidates: the solvers to compare, e.g. :func:`budget_sweep`.
         reference: the solver of g*; default ``Exact(method="pinv")``, the dense H⁺b, which is
             H⁻¹b when H is invertible and still defined when it is not.
+        output_losses: needed by ``ggn`` candidates.
+        unroll: needed by ``unrolled`` candidates.
 
-    Returns:
-        One :class:`SolverComparison` for g* itself (``exact``: cosine 1, error 0), then one
-        per candidate, in order.
+    Raises:
+        ValueError: the reference failed, or a candidate lacks what it needs.
     """
     params, hparams = list(params), list(hparams)
 
-    def solve(solver: InverseHVPSolver) -> tuple[torch.Tensor | None, int, str]:
-        train_loss, val_loss = losses()
+    def solve(solver: InverseHVPSolver, curvature: str) -> tuple[torch.Tensor | None, int, str]:
+        if curvature == "hessian":
+            train_loss, val_loss = losses()
+            matvec = None
+        else:
+            if output_losses is None:
+                raise ValueError(f"curvature={curvature} needs the network outputs")
+            train_loss, val_loss, outputs, penalty = output_losses()
+            matvec = curvature_matvec(curvature, train_loss, params, outputs, penalty)
         result = hypergradient(
             train_loss,
             val_loss,
@@ -146,21 +203,63 @@ def compare_hypergradients(
             solver,
             check_residual=False,
             raise_on_failure=False,
+            curvature=matvec,
         )
         grads = None if result.failure else flatten(result.grads).detach()
         return grads, result.hvps, result.solve.status
 
-    exact, exact_hvps, exact_status = solve(reference or Exact(method="pinv"))
-    if exact is None:
-        raise ValueError(f"the reference solve failed ({exact_status})")
-    exact_norm = float(exact.norm())
-    rows = [SolverComparison("exact", exact_hvps, exact_hvps, 1.0, 0.0, exact_status)]
-    for candidate in candidates:
-        estimate, hvps, status = solve(candidate.solver)
-        cosine = error = math.nan
-        if estimate is not None:
-            norms = float(estimate.norm()) * exact_norm
-            cosine = float(estimate @ exact) / norms if norms > 0 else 0.0
-            error = float((estimate - exact).norm()) / exact_norm if exact_norm > 0 else math.nan
-        rows.append(SolverComparison(candidate.name, candidate.k, hvps, cosine, error, status))
-    return rows
+    def timed(candidate: Candidate) -> Estimate:
+        started = time.perf_counter()
+        if candidate.solver is None:
+            if unroll is None:
+                raise ValueError("unrolled candidates need an unroll callable")
+            grads = flatten(unroll(candidate.k)).detach()
+            finite = bool(torch.isfinite(grads).all())
+            grads, hvps, status = (grads if finite else None), candidate.k, "approximation"
+        else:
+            grads, hvps, status = solve(candidate.solver, candidate.curvature)
+        elapsed = time.perf_counter() - started
+        return Estimate(candidate.name, candidate.k, hvps, status, grads, elapsed)
+
+    exact = timed(Candidate("exact", 0, reference or Exact(method="pinv")))
+    if exact.grads is None:
+        raise ValueError(f"the reference solve failed ({exact.status})")
+    exact = Estimate("exact", exact.hvps, exact.hvps, exact.status, exact.grads, exact.time_s)
+    return exact, [timed(candidate) for candidate in candidates]
+
+
+def compare_hypergradients(
+    losses: Losses,
+    params: Sequence[torch.Tensor],
+    hparams: Sequence[torch.Tensor],
+    candidates: Sequence[Candidate],
+    reference: InverseHVPSolver | None = None,
+    **needs: OutputLosses | Unroll | None,
+) -> list[SolverComparison]:
+    """Each candidate's hypergradient against the reference's, by cosine and relative error
+    (arguments as :func:`estimate_hypergradients`).
+
+    Returns:
+        One :class:`SolverComparison` for g* itself (``exact``: cosine 1, error 0), then one
+        per candidate, in order.
+    """
+    exact, estimates = estimate_hypergradients(
+        losses, params, hparams, candidates, reference, **needs
+    )
+    return [compared(e, exact.grads) for e in [exact, *estimates]]
+
+
+def compared(estimate: Estimate, target: torch.Tensor, **where: object) -> SolverComparison:
+    """The :class:`SolverComparison` row of one estimate against a flat reference g* =
+    ``target``; ``where`` sets the row's ``reference``, ``horizon`` and ``fd_correlation``."""
+    cosine, error = agreement(estimate.grads, target)
+    return SolverComparison(
+        estimate.solver,
+        estimate.k,
+        estimate.hvps,
+        cosine,
+        error,
+        estimate.status,
+        time_s=estimate.time_s,
+        **where,
+    )

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.core.hvp import TrainingCurvature
+from hpo_cli.core.hvp import MatVec, TrainingCurvature
 from hpo_cli.core.solvers.base import InverseHVPSolver, SolveInfo
-from hpo_cli.core.vectors import add_, all_finite, norm, scale_
+from hpo_cli.core.vectors import TensorList, add_, all_finite, norm, scale_
 
 
 class HypergradientError(RuntimeError):
@@ -84,6 +84,7 @@ def hypergradient(
     raise_on_failure: bool = True,
     write_grad: bool = False,
     retain_val_graph: bool = False,
+    curvature: MatVec | None = None,
 ) -> Hypergradient:
     """dL_v/dλ = ∂L_v/∂λ − (∂²L_t/∂λ∂w)ᵀ H⁻¹ ∂L_v/∂w at the current weights.
 
@@ -107,6 +108,9 @@ def hypergradient(
             validation activations; keep it to reuse ``val_loss`` in another call, or when
             ``val_loss`` shares part of its graph with ``train_loss`` (one forward pass over both
             batches). ``train_loss``'s graph is kept either way.
+        curvature: the matvec v ↦ A v of the matrix the solver inverts in place of H (e.g. the
+            Gauss-Newton matrix, :mod:`hpo_cli.core.curvature`); the residual is then against
+            A, and ``hvps`` counts A's products. Default: H = ∂²L_t/∂w² of ``train_loss``.
 
     Returns:
         A :class:`Hypergradient` with the gradients and the solver's diagnostics.
@@ -127,7 +131,7 @@ def hypergradient(
     direct = val_grads[len(params) :]  # ∂L_v/∂λ, None where λ does not enter L_v
     del val_grads
     try:
-        curvature = TrainingCurvature(train_loss, params, hparams)
+        training = TrainingCurvature(train_loss, params, hparams)
     except RuntimeError as error:
         if retain_val_graph or "backward through the graph a second time" not in str(error):
             raise
@@ -135,15 +139,22 @@ def hypergradient(
             "hypergradient: train_loss and val_loss share part of their autograd graph, which "
             "was freed with val_loss's; pass retain_val_graph=True"
         ) from error
-    inverse_hvp, info = solver(curvature.hvp, val_grad_params)
+    matvec = training.hvp if curvature is None else curvature
+    products = [0]
+
+    def counted(vector: TensorList) -> list[torch.Tensor]:
+        products[0] += 1
+        return matvec(vector)
+
+    inverse_hvp, info = solver(counted, val_grad_params)
     residual = None
     if check_residual and not info.diverged:
         b_norm = float(norm(val_grad_params))
-        mismatch = curvature.hvp(inverse_hvp)
+        mismatch = counted(inverse_hvp)
         add_(mismatch, val_grad_params, alpha=-1.0)
         residual = float(norm(mismatch)) / b_norm if b_norm > 0 else 0.0
         del mismatch
-    mixed = curvature.mixed_vjp(inverse_hvp)  # (∂²L_t/∂λ∂w)ᵀ x
+    mixed = training.mixed_vjp(inverse_hvp)  # (∂²L_t/∂λ∂w)ᵀ x
     scale_(mixed, -1.0)
     for grad, partial in zip(mixed, direct, strict=True):
         if partial is not None:
@@ -157,7 +168,7 @@ def hypergradient(
         failure = f"the hypergradient is not finite ({info.solver}: {info.message})"
     if failure and raise_on_failure:
         raise HypergradientError(failure, info)
-    result = Hypergradient(grads, info, residual, curvature.hvp_count, failure)
+    result = Hypergradient(grads, info, residual, products[0], failure)
     if write_grad and failure is None:
         for hparam, grad in zip(hparams, grads, strict=True):
             hparam.grad = grad.clone() if hparam.grad is None else hparam.grad + grad

@@ -9,6 +9,11 @@ The object behind ``hpo-run``'s loop and the few lines a hand-written PyTorch lo
             joint.inner_step(lambda: train_loss_fn(model, next(train_batches)))  # w ← w − η ∇_w L_t
         result = joint.hyper_step(train_loss_fn(model, batch), val_loss_fn(model, val_batch))
 
+``hpo-run``'s loop (:mod:`hpo_cli.runner.loop`) is exactly this, so a hand-written loop and the
+runner share one code path; ``examples/own_loop.py`` is a complete script. In PyTorch Lightning,
+the same calls go in ``training_step`` with ``automatic_optimization = False`` (the optimisers
+are the module's own; ``JointOptimizer`` only needs them passed in).
+
 One outer step is ``inner_steps`` calls of :meth:`JointOptimizer.inner_step` (the inner
 optimiser on L_t(w, λ)) and one :meth:`JointOptimizer.hyper_step`: the IFT hypergradient
 dL_v/dλ (:func:`hpo_cli.core.hypergradient.hypergradient`), then one step of the outer optimiser
@@ -19,10 +24,12 @@ error (``on_failure="stop"``) or a skipped hyper-step that is counted (``on_fail
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.core.solvers import InverseHVPSolver
 from hpo_cli.optim.local_model import loss_and_outputs
@@ -40,7 +47,8 @@ class JointOptimizer:
             optimiser; one with ``closure_returns_graph = True``, such as Hessian-free, gets a
             closure returning (loss with graph, model outputs)).
         hyper_optimizer: the outer optimiser over ``hparams``.
-        solver: the inverse-HVP solver of the hypergradient.
+        solver: the inverse-HVP solver of the hypergradient, or a solver that differentiates the
+            inner optimisation itself (``solver.unrolls``; see :meth:`unrolled_hyper_step`).
         on_failure: ``"stop"`` raises :class:`HypergradientError` on an untrustworthy
             hypergradient; ``"skip"`` leaves λ unchanged and counts it in
             :attr:`skipped_hyper_steps`.
@@ -85,12 +93,16 @@ class JointOptimizer:
 
         return self.optimizer.step(closure).detach()
 
-    def hyper_step(self, train_loss: torch.Tensor, val_loss: torch.Tensor) -> Hypergradient:
+    def hyper_step(
+        self, train_loss: torch.Tensor, val_loss: torch.Tensor, curvature: MatVec | None = None
+    ) -> Hypergradient:
         """dL_v/dλ at the current weights, then one outer-optimiser step on λ.
 
         Args:
             train_loss: scalar L_t(w, λ) with its graph, on the batch that defines H.
             val_loss: scalar L_v(w, λ) with its graph (its graph is freed, as by ``backward``).
+            curvature: the matrix the solver inverts in place of H, as a matvec (e.g. the
+                Gauss-Newton one of :func:`hpo_cli.core.curvature.curvature_matvec`).
 
         Returns:
             The hypergradient and its diagnostics; ``result.failure`` is set when the step was
@@ -108,7 +120,36 @@ class JointOptimizer:
             self.solver,
             raise_on_failure=False,
             write_grad=True,
+            curvature=curvature,
         )
+        return self._apply(result)
+
+    def unrolled_hyper_step(
+        self,
+        training_loss: Callable[[int], torch.Tensor],
+        validation_loss: Callable[[], torch.Tensor],
+    ) -> Hypergradient:
+        """The hyper-step of a solver that differentiates the inner optimisation itself
+        (``solver.unrolls``, e.g. :class:`hpo_cli.core.unrolled.Unrolled`): it calls
+        ``solver.hypergradient(model, hparams, optimizer, training_loss, validation_loss)``, which
+        leaves the weights and the inner optimiser's state unchanged.
+
+        Args:
+            training_loss: L_t(w, λ) of training mini-batch k (the same batch for the same k),
+                computed by calling the model.
+            validation_loss: L_v(w, λ), computed by calling the model.
+        """
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        result = self.solver.hypergradient(
+            self.model, self.hparams, self.optimizer, training_loss, validation_loss
+        )
+        if result.failure is None:
+            for hparam, grad in zip(self.hparams, result.grads, strict=True):
+                hparam.grad = grad.detach().clone()
+        return self._apply(result)
+
+    def _apply(self, result: Hypergradient) -> Hypergradient:
+        """Step λ along ``λ.grad`` (already written), or apply the failure policy."""
         if result.failure is None:
             self.hyper_optimizer.step()
         elif self.on_failure == "skip":
@@ -116,3 +157,18 @@ class JointOptimizer:
         else:
             raise HypergradientError(result.failure, result.solve)
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both optimisers' states and the skipped count, for a hand-written loop's checkpoint
+        (the model's and λ's own tensors are saved with their modules)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "skipped_hyper_steps": self.skipped_hyper_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.skipped_hyper_steps = int(state["skipped_hyper_steps"])

@@ -39,8 +39,10 @@ def norm(xs: TensorList) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(xs))))
 
 
-def add(xs: TensorList, ys: TensorList, alpha: float = 1.0) -> list[torch.Tensor]:
-    """x + alpha * y."""
+def add(xs: TensorList, ys: TensorList, alpha: float | torch.Tensor = 1.0) -> list[torch.Tensor]:
+    """x + alpha * y; ``alpha`` a number, or a 0-d tensor that stays on the device."""
+    if isinstance(alpha, torch.Tensor):
+        return list(torch._foreach_addcmul(list(xs), list(ys), [alpha] * len(xs)))
     return list(torch._foreach_add(list(xs), list(ys), alpha=alpha))
 
 
@@ -49,9 +51,12 @@ def scale(xs: TensorList, alpha: float) -> list[torch.Tensor]:
     return list(torch._foreach_mul(list(xs), alpha))
 
 
-def add_(xs: TensorList, ys: TensorList, alpha: float = 1.0) -> None:
-    """x ← x + alpha * y, in place (``ys`` may be ``xs`` itself)."""
-    torch._foreach_add_(list(xs), list(ys), alpha=alpha)
+def add_(xs: TensorList, ys: TensorList, alpha: float | torch.Tensor = 1.0) -> None:
+    """x ← x + alpha * y, in place (``ys`` may be ``xs`` itself); ``alpha`` as in :func:`add`."""
+    if isinstance(alpha, torch.Tensor):
+        torch._foreach_addcmul_(list(xs), list(ys), [alpha] * len(xs))
+    else:
+        torch._foreach_add_(list(xs), list(ys), alpha=alpha)
 
 
 def scale_(xs: TensorList, alpha: float) -> None:

@@ -4,6 +4,8 @@
 Every loader takes its sizes and options as keyword arguments with defaults (the configuration)
 and the run's ``seed`` (supplied by the runner), and returns :class:`hpo_cli.data.Splits`:
 train/validation/test splits, deterministic given the seed, with disjoint examples.
+Loaders from elsewhere may return plain arrays, separate sets or a ``torch.utils.data.Dataset``
+instead (:mod:`hpo_cli.data.protocol`); large ones are streamed (:mod:`hpo_cli.data.streaming`).
 
 | option | loader | inputs | task |
 | --- | --- | --- | --- |

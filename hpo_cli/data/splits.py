@@ -1,13 +1,15 @@
 """Splits and mini-batches: data sets as tensors cut into training, validation and test sets.
 
-A loader returns :class:`Splits`; :func:`hpo_cli.runner.loop` only ever sees that. The loaders of
-the ``dataset`` group are listed in :mod:`hpo_cli.data`. Small data sets
-live on the chosen device as whole tensors, and mini-batches are index draws from a seeded
-``torch.Generator``, so a run is reproducible and resumable.
+:func:`hpo_cli.runner.loop` only ever sees :class:`Splits` (built-in loaders return it; other
+loaders' results become one, :mod:`hpo_cli.data.protocol`). Small data sets live on the chosen
+device as whole tensors (:class:`Split`), and mini-batches are index draws from a seeded
+``torch.Generator``, so a run is reproducible and resumable; larger ones are streamed
+(:class:`hpo_cli.data.streaming.StreamedSplit`, the same interface).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,25 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def to(self, device: torch.device, dtype: torch.dtype, task: str) -> Split:
+        """Inputs (and real targets) on ``device`` in ``dtype``."""
+        targets = self.targets.to(device)
+        return Split(
+            self.inputs.to(device, dtype), targets.to(dtype) if task == "regression" else targets
+        )
+
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole split in order as (inputs, targets), ``size`` examples at a time."""
+        for start in range(0, len(self), size):
+            yield self.inputs[start : start + size], self.targets[start : start + size]
+
+    def state_dict(self) -> dict[str, int]:
+        """Nothing to save: draws come from the caller's generator."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Nothing to restore (see :meth:`state_dict`)."""
 
     def head(self, size: int | None) -> Batch:
         """The first ``size`` examples (``None``: all), drawing no random numbers."""
@@ -68,20 +89,20 @@ class Splits:
     def to(self, device: torch.device, dtype: torch.dtype) -> Splits:
         """The same splits with inputs (and real targets) on ``device`` in ``dtype``."""
 
-        def move(split: Split) -> Split:
-            targets = split.targets.to(device)
-            if self.task == "regression":
-                targets = targets.to(dtype)
-            return Split(split.inputs.to(device, dtype), targets)
+        train, val, test = (split.to(device, dtype, self.task) for split in self.splits())
+        return Splits(train, val, test, self.task, self.num_outputs, self.input_shape)
 
-        return Splits(
-            move(self.train),
-            move(self.val),
-            move(self.test),
-            self.task,
-            self.num_outputs,
-            self.input_shape,
-        )
+    def splits(self) -> tuple[Split, Split, Split]:
+        return self.train, self.val, self.test
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """The samplers' positions of streamed splits (:mod:`hpo_cli.data.streaming`), plain
+        ints for the checkpoint; empty dicts for splits held as tensors."""
+        return {name: getattr(self, name).state_dict() for name in ("train", "val", "test")}
+
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        for name, split_state in state.items():
+            getattr(self, name).load_state_dict(split_state)
 
 
 def split_sizes(

@@ -7,6 +7,16 @@ it gets the direct term from :func:`hpo_cli.core.hypergradient` automatically.
 
 Losses are built from a per-example ``criterion(outputs, targets) -> (b,)`` so that a module can
 weight examples (``batch.index`` says which training examples a batch holds).
+
+The contract for a module of one's own (named by ``hyper._target_``, inside hpo-cli or not):
+
+* the constructor takes ``model`` (the network, already on its device and dtype) and/or
+  ``data`` (the :class:`hpo_cli.data.Splits`), by those names, only if its signature lists them,
+  plus its own keyword arguments from the YAML;
+* its parameters (``nn.Parameter``) are λ, on the model's device and dtype;
+* :meth:`penalty` (or :meth:`training_loss` / :meth:`validation_loss`, overridden) says how λ
+  enters the losses; everything must be differentiable in w and λ (twice in w);
+* :meth:`constrained_values` returns λ's values for ``metrics.csv``.
 """
 
 from __future__ import annotations

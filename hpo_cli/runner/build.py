@@ -7,18 +7,23 @@ objects (the data, the model, parameter iterators) are passed to the constructor
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.core.joint import JointOptimizer
 from hpo_cli.data import Splits
+from hpo_cli.data.protocol import DataOptions, as_splits
+from hpo_cli.data.streaming import StreamedSplit
 from hpo_cli.data.tasks import CRITERIA, ERRORS
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.runner.config import ConfigError
+from hpo_cli.runner.targets import check_node, offered_arguments
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -33,20 +38,36 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
-def build(node: DictConfig, *args: Any, **runtime: Any) -> Any:
+def build(node: DictConfig, *args: Any, offers: Mapping[str, Any] | None = None) -> Any:
     """Instantiate the ``_target_`` of ``node`` with run-time objects (data, modules, parameter
     iterators) passed as they are: given to ``instantiate`` directly, Hydra would first turn
     them into config nodes.
 
+    The node's keys are first checked against the target's own signature
+    (:func:`hpo_cli.runner.targets.check_node`). ``args`` are passed positionally; of
+    ``offers``, only the names the target's signature lists (and the node does not set).
+
     Raises:
-        ConfigError: the constructor refused its arguments (a value out of range, an unknown
-            key forced in with ``+``), with the constructor's one-line message.
+        ConfigError: a key the target does not take, or the constructor refused its arguments
+            (a value out of range), with the constructor's one-line message.
     """
+    offers = offers or {}
+    target = check_node(node, supplied=offers, positional=len(args))
     constructor = instantiate(node, _partial_=True)
     try:
-        return constructor(*args, **runtime)
+        return constructor(*args, **offered_arguments(target, node, offers))
     except (TypeError, ValueError) as error:
-        raise ConfigError(str(error)) from error
+        raise ConfigError(first_line(error)) from error
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def solver_without_curvature(node: DictConfig) -> DictConfig:
+    """The solver's node less ``curvature``, which the runner reads (the solver never sees it)."""
+    return OmegaConf.create({k: v for k, v in node.items() if k != "curvature"})
 
 
 @dataclass
@@ -98,11 +119,67 @@ def build_problem(cfg: DictConfig) -> Problem:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    data = build(cfg.dataset, seed=cfg.seed).to(device, dtype)
-    model = build(cfg.model, input_shape=data.input_shape, num_outputs=data.num_outputs)
+    data = build_data(cfg, dtype).to(device, dtype)
+    model = build(cfg.model, offers=shape_offers(data))
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(
+            f"model={cfg.model._target_} built a {type(model).__name__}, not a torch.nn.Module"
+        )
     model = model.to(device, dtype)
-    hyper = build(cfg.hyper, model=model, data=data)
+    check_outputs(model, data, cfg.model._target_)
+    hyper = build(cfg.hyper, offers={"model": model, "data": data})
     return Problem(device, data, model, hyper)
+
+
+def build_data(cfg: DictConfig, dtype: torch.dtype) -> Splits:
+    """The ``dataset`` loader's result as :class:`Splits` (:mod:`hpo_cli.data.protocol`)."""
+    result = build(cfg.dataset, offers={"seed": cfg.seed})
+    options = DataOptions(**cfg.data)
+    try:
+        return as_splits(result, cfg.dataset._target_, options, cfg.seed, dtype)
+    except ValueError as error:
+        raise ConfigError(first_line(error)) from error
+
+
+def shape_offers(data: Splits) -> dict[str, Any]:
+    """What a model's constructor may ask for by name: ``input_shape`` (one input's shape),
+    ``num_outputs`` (classes, or 1), ``in_features`` (prod(input_shape)), ``num_classes``
+    (classification only) and ``in_channels`` (image inputs (C, H, W) only)."""
+    offers = {
+        "input_shape": data.input_shape,
+        "num_outputs": data.num_outputs,
+        "in_features": math.prod(data.input_shape),
+    }
+    if data.task == "classification":
+        offers["num_classes"] = data.num_outputs
+    if len(data.input_shape) == 3:
+        offers["in_channels"] = data.input_shape[0]
+    return offers
+
+
+def check_outputs(model: torch.nn.Module, data: Splits, name: str) -> None:
+    """One forward pass on two training examples, in eval mode and without gradients (no RNG
+    drawn, no batch-norm statistics moved): the outputs must be (b, classes) for
+    classification, (b, 1) or (b,) for regression; otherwise one line before training."""
+    batch = data.train.head(2)
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(batch.inputs)
+    except Exception as error:  # a shape mismatch inside the model, reported as one line
+        shape = tuple(batch.inputs.shape)
+        raise ConfigError(f"model={name} fails on inputs {shape}: {first_line(error)}") from error
+    finally:
+        model.train()
+    b, k = len(batch.inputs), data.num_outputs
+    shape = tuple(getattr(outputs, "shape", ()))
+    fits = shape == (b, k) if data.task == "classification" else shape in ((b, 1), (b,))
+    if not fits:
+        wanted = f"({b}, {k}) for {k} classes" if data.task == "classification" else f"({b}, 1)"
+        raise ConfigError(
+            f"model={name} maps inputs {tuple(batch.inputs.shape)} to outputs {shape}, but the "
+            f"{data.task} data set needs {wanted}"
+        )
 
 
 def build_experiment(cfg: DictConfig) -> Experiment:
@@ -116,12 +193,18 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     ):
         if size is not None and size > len(split):
             raise ConfigError(f"{key}={size} asks for more than the {len(split)} examples there")
+    whole = [key for key in ("hyper_train_batch", "hyper_val_batch") if cfg[key] is None]
+    if isinstance(data.train, StreamedSplit) and whole:
+        raise ConfigError(
+            f"{whole[0]}=null asks for a whole split, but the data set is streamed (larger than "
+            f"data.max_in_memory_bytes={cfg.data.max_in_memory_bytes}): set {' and '.join(whole)}"
+        )
     joint = JointOptimizer(
         model,
         list(hyper.parameters()),
         optimizer=build(cfg.optimizer, model.parameters()),
         hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
-        solver=build(cfg.solver),
+        solver=build(solver_without_curvature(cfg.solver)),
         on_failure=cfg.on_failure,
     )
     return Experiment(

@@ -44,16 +44,16 @@ def fsync_directory(directory: Path) -> None:
         os.close(handle)
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Save ``state`` (tensors, state dicts, RNG states, plain values) to the run directory,
-    keeping the checkpoint it replaces as :data:`PREVIOUS_NAME`."""
-    path = run_dir / CHECKPOINT_NAME
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT_NAME) -> None:
+    """Save ``state`` (tensors, state dicts, RNG states, plain values) to ``run_dir/name``,
+    keeping the checkpoint it replaces as :data:`PREVIOUS_NAME` (the main checkpoint only)."""
+    path = run_dir / name
     partial = path.with_suffix(".pt.partial")
     with partial.open("wb") as handle:
         torch.save(state, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    if path.exists():
+    if name == CHECKPOINT_NAME and path.exists():
         previous = run_dir / PREVIOUS_NAME
         previous.unlink(missing_ok=True)
         os.link(path, previous)
@@ -111,7 +111,9 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
     """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
-    optimisers, the batch generator and the global RNG states."""
+    optimisers, the solver's warm-start state (when it keeps one), the batch generator, streamed
+    data's samplers and the global RNG states."""
+    solver_state = getattr(exp.joint.solver, "state_dict", None)
     return {
         "progress": {
             **progress.__dict__,
@@ -122,7 +124,9 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
         "hyper": exp.hyper.state_dict(),
         "optimizer": exp.joint.optimizer.state_dict(),
         "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
+        "solver": solver_state() if solver_state else None,
         "batches": exp.batches.get_state(),
+        "data": exp.data.state_dict(),  # streamed splits' sampler positions (plain ints)
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
     }
@@ -134,7 +138,10 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     exp.hyper.load_state_dict(state["hyper"])
     exp.joint.optimizer.load_state_dict(state["optimizer"])
     exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+    if state.get("solver") is not None:  # absent from checkpoints written before warm starts
+        exp.joint.solver.load_state_dict(state["solver"])
     exp.batches.set_state(state["batches"])
+    exp.data.load_state_dict(state.get("data", {}))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])

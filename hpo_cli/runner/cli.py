@@ -4,6 +4,7 @@
     hpo-run solver=cg device=cuda             # pick a solver and a device
     hpo-run -m solver=neumann,cg seed=0,1,2   # a sweep, one run directory per job
     hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
+    hpo-run --config-dir my/conf model=my_net # a config directory of one's own, beside hpo-cli's
 
 Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
 checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
@@ -28,14 +29,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hpo_cli.runner.checkpoint import CHECKPOINT_NAME
-from hpo_cli.runner.config import GROUP_SCHEMAS, ConfigError, RunConfig, register_configs, validate
+from hpo_cli.runner.config import GROUPS, ConfigError, RunConfig, register_configs, validate
+from hpo_cli.runner.console import summary_block
 from hpo_cli.runner.help import group_options, help_text
 from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.plots import plot_run
-from hpo_cli.runner.preflight import prepare, save_run_config
+from hpo_cli.runner.preflight import config_dir_arguments, prepare, save_run_config
 from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
+from hpo_cli.runner.tracking import trackers_for
 
 log = logging.getLogger("hpo_cli")
 register_configs()
@@ -103,10 +106,12 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     Returns:
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
+    trackers = None
     try:
+        trackers = trackers_for(cfg, run_dir, overrides, multirun)
         if cfg.resume:
             save_run_config(run_dir, cfg, overrides)
-        progress = train(cfg, run_dir)
+        progress = train(cfg, run_dir, trackers)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
     except ConfigError as error:
@@ -120,6 +125,8 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
             plot_run(run_dir)
+        if trackers is not None:
+            trackers.finish(status)
         message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
         if failed and multirun:
             log.error("job failed: %s", message)
@@ -131,19 +138,15 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         log.exception("job failed")
         message = f"{type(error).__name__}: {error}"
         write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        if trackers is not None:
+            trackers.finish("failed")
         return math.nan
     summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
     if cfg.plots:
         plot_run(run_dir)
-    final = summary["final"]
-    log.info(
-        "done in %.1f s: val error %.3f, test error %.3f; results in %s",
-        summary["time_s"]["total"],
-        final["val_error"],
-        final["test_error"],
-        run_dir,
-    )
-    return float(final["val_loss"])
+    trackers.finish("completed")
+    log.info("%s", summary_block(summary, run_dir, trackers.locations()))
+    return float(summary["final"]["val_loss"])
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -160,9 +163,9 @@ def main() -> None:
     line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
     ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.help`); Hydra's other flags (``--cfg``,
     ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``)."""
-    arguments = sys.argv[1:]
+    arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
     if "--help" in arguments or "-h" in arguments:
-        groups = {group: group_options(group) for group in [*GROUP_SCHEMAS, "experiment"]}
+        groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
         print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
         return
     try:

@@ -2,10 +2,11 @@
 
 Each YAML file under ``hpo_cli/conf/<group>/`` starts from one of these schemas (its defaults
 list names ``base_<name>``), so a value of the wrong type or a misspelt key fails at start-up with
-Hydra's own message. Objects are built with ``hydra.utils.instantiate`` from ``_target_``. The
-schemas of hpo-cli's own solvers, data sets, models and hyperparameter modules are derived from
-their constructors' signatures (:func:`schema_for`): a new one is its Python file, its YAML file
-and one line in :data:`GROUP_SCHEMAS`.
+Hydra's own message. The schemas of hpo-cli's solvers, data sets, models and hyperparameter
+modules are derived from the signature of the ``_target_`` their YAML names (:func:`schema_for`,
+:func:`yaml_schemas`): a new one is its Python file and its YAML file, no registration line.
+A user's own YAML files (in their own config directory) need no schema: every node is also
+checked against its ``_target_``'s signature when it is built (:mod:`hpo_cli.runner.targets`).
 
 Range checks that types cannot express (positive learning rates, non-zero step counts) live in
 :func:`validate`, which names the offending key in one line before any training starts.
@@ -19,27 +20,19 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
-from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, Neumann
-from hpo_cli.data import (
-    load_cifar10,
-    load_cifar100,
-    load_diabetes,
-    load_digits,
-    load_fashion_mnist,
-    load_linreg,
-    load_mnist,
-    load_regression1d,
-)
-from hpo_cli.hyper import AugmentNet, Distill, Dropout, LossWeights, WeightDecay
-from hpo_cli.models import MLP, LeNet, Linear, TwoLayerLinear, resnet18
-from hpo_cli.optim import HessianFree
+from hpo_cli.core.curvature import CURVATURES
+from hpo_cli.data.protocol import DataOptions
+from hpo_cli.runner.early_stopping import MONITORS, EarlyStopping
+from hpo_cli.runner.trackers import TRACKER_NAMES, TrackingSettings
 
 
 class ConfigError(ValueError):
@@ -47,7 +40,7 @@ class ConfigError(ValueError):
 
 
 # ---------------------------------------------------------------- schemas from signatures
-def _checkable_type(kind: Any, name: str, default: Any) -> Any:
+def checkable_type(kind: Any, name: str, default: Any) -> Any:
     """``kind`` if OmegaConf can check it, else ``Any``. Unions of several types become ``Any``
     too: OmegaConf would refuse ``1000`` for ``float | str`` (it does not widen int to float)."""
     arguments = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -79,8 +72,18 @@ def schema_for(target: Callable[..., Any]) -> type:
         default = parameter.default
         if isinstance(default, list):
             default = field(default_factory=functools.partial(list, default))
-        fields.append((name, _checkable_type(hints.get(name, Any), name, default), default))
+        fields.append((name, checkable_type(hints.get(name, Any), name, default), default))
     return make_dataclass(f"{target.__name__}Config", fields)
+
+
+def solver_schema(target: Callable[..., Any]) -> type:
+    """:func:`schema_for` a solver; an inverse-HVP solver's (any but those that unroll the inner
+    optimisation, ``target.unrolls``) gains ``curvature``: the matrix it inverts
+    (:data:`hpo_cli.core.curvature.CURVATURES`), read by the runner and not passed to the solver."""
+    schema = schema_for(target)
+    if getattr(target, "unrolls", False):
+        return schema
+    return make_dataclass(schema.__name__, [("curvature", str, "hessian")], bases=(schema,))
 
 
 # ---------------------------------------------------------------- optimisers
@@ -128,6 +131,9 @@ class SolverComparisonConfig:
     solvers: list[str] = field(default_factory=lambda: ["identity", "neumann", "cg"])
     budget: int = 50  # the largest K: Neumann terms, CG steps
     neumann_alpha: float | None = None  # Neumann's fixed step; None: 1/λmax of the dense H
+    horizons: list[int] = field(default_factory=list)  # inner phases of the unrolled references
+    directions: int = 8  # random directions of λ for the finite-difference check
+    fd_eps: float = 1e-4  # central-difference step along each unit direction
 
 
 @dataclass
@@ -139,6 +145,7 @@ class RunConfig:
     """
 
     dataset: Any = MISSING
+    data: DataOptions = field(default_factory=DataOptions)  # how a loader's result is held
     model: Any = MISSING
     hyper: Any = MISSING
     solver: Any = MISSING
@@ -165,50 +172,52 @@ class RunConfig:
     max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
+    log_every: int = 10  # outer steps between console lines (and one at the end)
     plots: bool = True  # PNG plots in the run directory
+    logger: Any = field(default_factory=lambda: ["csv"])  # csv (always), tensorboard, mlflow, wandb
+    tracking: Any = field(default_factory=schema_for(TrackingSettings))  # where trackers write
+    early_stopping: Any = field(default_factory=schema_for(EarlyStopping))  # patience null: off
 
+
+GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer", "device")
+"""The config groups of ``hpo-run`` (``experiment`` aside)."""
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {
-        "digits": schema_for(load_digits),
-        "diabetes": schema_for(load_diabetes),
-        "linreg": schema_for(load_linreg),
-        "regression1d": schema_for(load_regression1d),
-        "mnist": schema_for(load_mnist),
-        "fashion_mnist": schema_for(load_fashion_mnist),
-        "cifar10": schema_for(load_cifar10),
-        "cifar100": schema_for(load_cifar100),
-    },
-    "model": {
-        "mlp": schema_for(MLP),
-        "linear": schema_for(Linear),
-        "two_layer_linear": schema_for(TwoLayerLinear),
-        "lenet": schema_for(LeNet),
-        "resnet18": schema_for(resnet18),
-    },
-    "hyper": {
-        "weight_decay": schema_for(WeightDecay),
-        "augment_net": schema_for(AugmentNet),
-        "distill": schema_for(Distill),
-        "loss_weights": schema_for(LossWeights),
-        "dropout": schema_for(Dropout),
-    },
-    "solver": {
-        "identity": schema_for(Identity),
-        "neumann": schema_for(Neumann),
-        "cg": schema_for(ConjugateGradient),
-        "exact": schema_for(Exact),
-    },
-    "optimizer": {
-        "adam": AdamOptimizer,
-        "sgd": SGDOptimizer,
-        "rmsprop": RMSpropOptimizer,
-        "hessian_free": schema_for(HessianFree),
-    },
+    "optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
     "hyper_optimizer": {"adam": AdamOptimizer, "sgd": SGDOptimizer, "rmsprop": RMSpropOptimizer},
     "device": {"device": DeviceConfig},
 }
-"""Group → option → schema, registered as ``base_<option>``; a new option adds one line."""
+"""Hand-written schemas (torch's optimisers, whose signatures OmegaConf cannot type, and the
+device), registered as ``base_<option>``. Every other ``base_<name>`` is derived from a YAML file
+(:func:`yaml_schemas`)."""
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@functools.cache
+def yaml_schemas(conf_dir: Path = CONF_DIR) -> dict[tuple[str, str], type]:
+    """(group, ``base_<name>``) → :func:`schema_for` of the ``_target_`` of each hpo-cli YAML file
+    whose defaults list names a ``base_<name>`` that :data:`GROUP_SCHEMAS` does not hold.
+
+    This is what makes a new solver, data set, model or hyperparameter module its Python file and
+    its YAML file (``defaults: [base_<name>, _self_]`` and ``_target_: package.module.Name``),
+    with no registration line: the schema comes from the constructor the YAML names.
+    """
+    schemas: dict[tuple[str, str], type] = {}
+    for path in sorted(conf_dir.glob("*/*.yaml")):
+        group, node = path.parent.name, OmegaConf.load(path)
+        bases = [
+            d for d in node.get("defaults", []) if isinstance(d, str) and d.startswith("base_")
+        ]
+        if not bases or bases[0][5:] in GROUP_SCHEMAS.get(group, {}):
+            continue
+        if "_target_" not in node:
+            raise ConfigError(f"{path} extends {bases[0]} but names no _target_ to derive it from")
+        target = get_object(node._target_)
+        schemas[group, bases[0]] = (
+            solver_schema(target) if group == "solver" else schema_for(target)
+        )
+    return schemas
 
 
 def register_configs() -> None:
@@ -218,6 +227,8 @@ def register_configs() -> None:
     for group, schemas in GROUP_SCHEMAS.items():
         for name, schema in schemas.items():
             store.store(group=group, name=f"base_{name}", node=schema)
+    for (group, name), schema in yaml_schemas().items():
+        store.store(group=group, name=name, node=schema)
 
 
 def _require(condition: bool, key: str, value: object, requirement: str) -> None:
@@ -227,7 +238,14 @@ def _require(condition: bool, key: str, value: object, requirement: str) -> None
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that the schemas' types cannot express; raises :class:`ConfigError`."""
-    for key in ("outer_steps", "inner_steps", "batch_size", "eval_every", "checkpoint_every"):
+    for key in (
+        "outer_steps",
+        "inner_steps",
+        "batch_size",
+        "eval_every",
+        "checkpoint_every",
+        "log_every",
+    ):
         _require(cfg[key] > 0, key, cfg[key], "must be > 0")
     _require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
     every = cfg.curvature_every
@@ -240,6 +258,10 @@ def validate(cfg: DictConfig) -> None:
     for group in ("optimizer", "hyper_optimizer"):
         _require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
     _require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
+    workers = cfg.data.num_workers
+    _require(workers >= 0, "data.num_workers", workers, "must be >= 0")
+    curvature = cfg.solver.get("curvature", "hessian")
+    _require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
     max_iter = cfg.solver.get("max_iter")
     _require(
         max_iter is None or max_iter >= 1,
@@ -253,6 +275,30 @@ def validate(cfg: DictConfig) -> None:
     _require(
         cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
     )
+    validate_tracking(cfg)
+
+
+def validate_tracking(cfg: DictConfig) -> None:
+    """Range checks of ``logger``, ``tracking`` and ``early_stopping``; raises
+    :class:`ConfigError`."""
+    names = tracker_names(cfg)
+    known = ("csv", *TRACKER_NAMES)
+    _require(set(names) <= set(known), "logger", cfg.logger, f"a list of {', '.join(known)}")
+    mode = cfg.tracking.wandb_mode
+    _require(mode in ("offline", "online"), "tracking.wandb_mode", mode, "offline or online")
+    stopping = cfg.early_stopping
+    patience, min_delta = stopping.patience, stopping.min_delta
+    _require(patience is None or patience > 0, "early_stopping.patience", patience, "> 0 or null")
+    _require(min_delta >= 0, "early_stopping.min_delta", min_delta, "must be >= 0")
+    monitor = stopping.monitor
+    _require(monitor in MONITORS, "early_stopping.monitor", monitor, " or ".join(MONITORS))
+
+
+def tracker_names(cfg: DictConfig) -> list[str]:
+    """The trackers of ``logger`` besides ``csv`` (which is always on), in the order given:
+    ``logger=mlflow`` and ``logger=[tensorboard,mlflow]`` both work."""
+    chosen = [cfg.logger] if isinstance(cfg.logger, str) else list(cfg.logger or [])
+    return [name for name in dict.fromkeys(chosen) if name != "csv"]
 
 
 def validate_solver_comparison(comparison: DictConfig) -> None:
@@ -269,3 +315,7 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
     )
     alpha = comparison.neumann_alpha
     _require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
+    horizons = list(comparison.horizons)
+    _require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
+    _require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
+    _require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")

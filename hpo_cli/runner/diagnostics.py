@@ -13,11 +13,19 @@ import torch
 from omegaconf import DictConfig
 
 from hpo_cli.analysis.hessian import extreme_eigenvalues, hessian_operator, hutchinson_trace
-from hpo_cli.analysis.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
+from hpo_cli.analysis.solver_comparison import (
+    budget_sweep,
+    compared,
+    estimate_hypergradients,
+    neumann_step,
+)
 from hpo_cli.core.solvers import Exact
+from hpo_cli.core.unrolled import update_for
 from hpo_cli.runner.build import Experiment
 from hpo_cli.runner.config import ConfigError
+from hpo_cli.runner.hyper_losses import output_losses
 from hpo_cli.runner.progress import Progress, RunFailed
+from hpo_cli.runner.training_response import horizon_rows, unroll_candidates
 
 
 @contextmanager
@@ -96,7 +104,20 @@ def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str
             if alpha is None and "neumann" in settings.solvers:
                 alpha = neumann_step(losses()[0], params)
             candidates = budget_sweep(settings.solvers, settings.budget, alpha)
-            rows = compare_hypergradients(losses, params, hparams, candidates)
+            exact, estimates = estimate_hypergradients(
+                losses,
+                params,
+                hparams,
+                candidates,
+                output_losses=lambda: output_losses(exp, train_batch, val_batch),
+                unroll=(
+                    unroll_candidates(exp, val_batch, settings.budget)
+                    if "unrolled" in settings.solvers
+                    else None
+                ),
+            )
+            rows = [compared(e, exact.grads) for e in [exact, *estimates]]
+            rows += horizon_rows(exp, val_batch, exact, estimates)
         except ValueError as error:
             message = f"outer step {progress.outer_step}: solver_comparison: {error}"
             raise RunFailed(message, progress) from error
@@ -104,9 +125,16 @@ def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str
 
 
 def check_solver_comparison(exp: Experiment) -> None:
-    """Refuse, before training, a comparison whose dense reference the model is too big for."""
-    if not exp.cfg.solver_comparison.every:
+    """Refuse, before training, a comparison whose dense reference the model is too big for, or
+    whose unrolled candidates and references the inner optimiser cannot be unrolled for."""
+    settings = exp.cfg.solver_comparison
+    if not settings.every:
         return
+    if settings.horizons or "unrolled" in settings.solvers:
+        try:
+            update_for(exp.joint.optimizer)
+        except ValueError as error:
+            raise ConfigError(f"solver_comparison (horizons, unrolled): {error}") from error
     size, limit = sum(p.numel() for p in exp.model.parameters()), Exact().max_dim
     if size > limit:
         raise ConfigError(

@@ -35,18 +35,20 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from hpo_cli.analysis.hessian import CurvatureReport, analyse, ggn_operator, hessian_operator
 from hpo_cli.analysis.hessian.analysis import json_safe
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
+from hpo_cli.core.solvers import Identity
 from hpo_cli.core.vectors import norm
 from hpo_cli.data import Split
+from hpo_cli.data.protocol import DataOptions
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.checkpoint import load_checkpoint
 from hpo_cli.runner.config import (
-    GROUP_SCHEMAS,
     ConfigError,
     DeviceConfig,
     RunConfig,
     SGDOptimizer,
     register_configs,
+    schema_for,
 )
 from hpo_cli.runner.help import experiment_misfit, group_options, help_text
 from hpo_cli.runner.hessian_plots import plot_density, plot_spectrum
@@ -60,6 +62,7 @@ class HessianConfig:
     """The top level of ``hpo-hessian`` (the groups are hpo-run's)."""
 
     dataset: Any = MISSING
+    data: DataOptions = field(default_factory=DataOptions)  # as hpo-run's ``data`` block
     model: Any = MISSING
     hyper: Any = MISSING
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -166,6 +169,7 @@ def run_config(cfg: DictConfig) -> DictConfig:
         OmegaConf.structured(RunConfig),
         {
             "dataset": cfg.dataset,
+            "data": cfg.data,
             "model": cfg.model,
             "hyper": cfg.hyper,
             "device": cfg.device,
@@ -173,7 +177,7 @@ def run_config(cfg: DictConfig) -> DictConfig:
             "dtype": cfg.dtype,
             "threads": cfg.threads,
             "batch_size": 1,
-            "solver": OmegaConf.structured(GROUP_SCHEMAS["solver"]["identity"]),
+            "solver": OmegaConf.structured(schema_for(Identity)),
             "optimizer": OmegaConf.structured(SGDOptimizer),
             "hyper_optimizer": OmegaConf.structured(SGDOptimizer),
         },

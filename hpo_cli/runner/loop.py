@@ -29,17 +29,21 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hpo_cli.core.hypergradient import HypergradientError
 from hpo_cli.data import Split
-from hpo_cli.runner.build import Experiment, build_experiment
+from hpo_cli.runner.build import Experiment, build, build_experiment
 from hpo_cli.runner.checkpoint import checkpoint_state, load_checkpoint, restore, save_checkpoint
+from hpo_cli.runner.console import log_due
 from hpo_cli.runner.diagnostics import (
     check_solver_comparison,
     hessian_row,
     solver_comparison_due,
     solver_comparison_rows,
 )
+from hpo_cli.runner.early_stopping import BEST_CHECKPOINT_NAME, EarlyStopping
+from hpo_cli.runner.hyper_losses import check_unrolled, ift_losses, unrolled_losses
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.preflight import refuse_existing_run
 from hpo_cli.runner.progress import Progress, RunFailed, phase
+from hpo_cli.runner.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,11 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted."""
     train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
-    train_loss = exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
-    val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
     try:
-        result = exp.joint.hyper_step(train_loss, val_loss)
+        if getattr(exp.joint.solver, "unrolls", False):  # differentiates K inner steps itself
+            result = exp.joint.unrolled_hyper_step(*unrolled_losses(exp, val_batch))
+        else:
+            result = exp.joint.hyper_step(*ift_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
     progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
@@ -111,9 +116,7 @@ def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[fl
     loss_sum = error_sum = 0.0
     exp.model.eval()
     try:
-        for start in range(0, len(split), chunk):
-            inputs = split.inputs[start : start + chunk]
-            targets = split.targets[start : start + chunk]
+        for inputs, targets in split.chunks(chunk):
             outputs = exp.model(inputs)
             loss_sum += float(exp.criterion(outputs, targets).sum())
             error_sum += float(exp.error(outputs, targets).sum())
@@ -184,19 +187,25 @@ def start_or_resume(
     return progress, True
 
 
-def train(cfg: DictConfig, run_dir: Path) -> Progress:
-    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``.
+def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
+    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``
+    and every metrics row to ``trackers``; stop early by ``cfg.early_stopping``
+    (:mod:`hpo_cli.runner.early_stopping`), keeping the best weights in checkpoint_best.pt.
 
     Raises:
         RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
             ``on_failure=skip``); metrics and the last checkpoint stay on disk.
     """
     exp = build_experiment(cfg)
+    stopping: EarlyStopping = build(cfg.early_stopping)
     check_solver_comparison(exp)
+    check_unrolled(exp)
     metrics = MetricsLog(run_dir / "metrics.csv")
     comparisons = None
     if cfg.solver_comparison.every:
-        comparisons = MetricsLog(run_dir / "solver_comparison.csv", SOLVER_COMPARISON_COLUMNS)
+        comparisons = MetricsLog(
+            run_dir / "solver_comparison.csv", SOLVER_COMPARISON_COLUMNS, one_row_per_step=False
+        )
     started = time.perf_counter()
     progress, fresh = start_or_resume(exp, run_dir, metrics, comparisons)
     elapsed_before = progress.elapsed_s
@@ -208,9 +217,23 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
         metrics.append(row)
         if progress.metrics_rows is not None:
             progress.metrics_rows += 1
+        if trackers is not None and trackers.active:
+            with phase(progress, "tracking", exp.device):
+                trackers.log_row(row)
+        if stopping.update(progress.early_stopping, row) and stopping.enabled:
+            state = checkpoint_state(exp, progress, elapsed())
+            save_checkpoint(run_dir, state, BEST_CHECKPOINT_NAME)
 
     if fresh:
         record(evaluation_row(exp, progress, elapsed()))
+    elif stopping.stopped(progress.early_stopping):
+        log.warning(
+            "%s stopped at outer step %d by %s; nothing to continue (raise "
+            "early_stopping.patience, or set it to null, to train on)",
+            run_dir,
+            progress.outer_step,
+            stopping.reason(progress.early_stopping),
+        )
 
     bar = tqdm(
         total=cfg.outer_steps,
@@ -221,25 +244,31 @@ def train(cfg: DictConfig, run_dir: Path) -> Progress:
     )
     try:
         with logging_redirect_tqdm(), bar:
-            while progress.outer_step < cfg.outer_steps:
+            while progress.outer_step < cfg.outer_steps and not stopping.stopped(
+                progress.early_stopping
+            ):
                 outer_step(exp, progress, comparisons)
                 last = progress.outer_step == cfg.outer_steps
                 if progress.outer_step % cfg.eval_every == 0 or last:
                     with phase(progress, "eval", exp.device):
                         row = evaluation_row(exp, progress, elapsed())
                     record(row)
+                    last = last or stopping.stopped(progress.early_stopping)
                     bar.set_postfix(
                         train_loss=f"{row['train_loss']:.3g}",
                         val_err=f"{row['val_error']:.3f}",
                         test_err=f"{row['test_error']:.3f}",
                     )
-                    log_row(row)
+                    if log_due(progress.outer_step, cfg.eval_every, cfg.log_every, last):
+                        log_row(row)
                 if progress.outer_step % cfg.checkpoint_every == 0 or last:
                     save_checkpoint(run_dir, checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)
         check_skipped(cfg, progress)
     finally:
         progress.elapsed_s = elapsed()
+    stopped = stopping.stopped(progress.early_stopping)
+    progress.stop_reason = stopping.reason(progress.early_stopping) if stopped else "completed"
     return progress
 
 

@@ -46,7 +46,19 @@ COLUMNS = [
     "hessian_trace_std_error",
 ]
 
-SOLVER_COMPARISON_COLUMNS = ["outer_step", "solver", "k", "hvps", "cosine", "rel_error", "status"]
+SOLVER_COMPARISON_COLUMNS = [
+    "outer_step",
+    "solver",
+    "k",
+    "hvps",
+    "cosine",
+    "rel_error",
+    "status",
+    "reference",
+    "horizon",
+    "fd_correlation",
+    "time_s",
+]
 """``solver_comparison.csv``: see :class:`hpo_cli.analysis.solver_comparison.SolverComparison`."""
 
 
@@ -55,11 +67,16 @@ class MetricsDamaged(ConfigError):
 
 
 class MetricsLog:
-    """Append-only CSV of rows with the given columns (default :data:`COLUMNS`)."""
+    """Append-only CSV of rows with the given columns (default :data:`COLUMNS`); with
+    ``one_row_per_step`` (metrics.csv) no two rows share an outer step, without it (one row per
+    solver and budget) rows of one step follow each other."""
 
-    def __init__(self, path: Path, columns: list[str] = COLUMNS) -> None:
+    def __init__(
+        self, path: Path, columns: list[str] = COLUMNS, *, one_row_per_step: bool = True
+    ) -> None:
         self.path = path
         self.columns = columns
+        self.one_row_per_step = one_row_per_step
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row and force it to disk."""
@@ -90,9 +107,10 @@ class MetricsLog:
     def checked_rows(self, outer_step: int, expected: int | None = None) -> list[dict[str, str]]:
         """The rows up to ``outer_step``, refusing a file that would leave a hole in the run.
 
-        Every row must be complete (all fields, ending in a newline) and the steps strictly
-        increasing; with ``expected``, the number of rows the run had written when its checkpoint
-        at ``outer_step`` was saved, exactly that many rows must precede it. A last line cut
+        Every row must be complete (all fields, ending in a newline) and the steps increasing
+        (strictly with ``one_row_per_step``); with ``expected``, the number of rows the run had
+        written when its checkpoint at ``outer_step`` was saved, exactly that many rows must
+        precede it. A last line cut
         short after those rows (a crash during a later write) is dropped: it is recomputed.
 
         Raises:
@@ -113,7 +131,10 @@ class MetricsLog:
                 )
             if step > outer_step:
                 break
-            if rows and step <= int(rows[-1]["outer_step"]):
+            previous = int(rows[-1]["outer_step"]) if rows else None
+            if previous is not None and (
+                step < previous or (step == previous and self.one_row_per_step)
+            ):
                 raise MetricsDamaged(
                     f"{self.path} line {number} repeats or goes back to outer step {step}"
                 )

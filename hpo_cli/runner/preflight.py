@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.checkpoint import load_checkpoint
-from hpo_cli.runner.config import GROUP_SCHEMAS, ConfigError, RunConfig
+from hpo_cli.runner.config import GROUPS, ConfigError, RunConfig
 from hpo_cli.runner.lock import check_unlocked
 from hpo_cli.runner.metrics import MetricsLog
 
@@ -46,9 +46,25 @@ RESUME_MAY_CHANGE = (
     "checkpoint_every",
     "max_skipped_fraction",
     "resume",
+    "log_every",
+    "logger",
+    "tracking",
+    "early_stopping.patience",
+    "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
 )
-"""Keys a resume may change: they leave the run's trajectory as it was (``outer_steps`` may only
-grow)."""
+"""Keys (and the keys under them) a resume may change: they leave the run's trajectory as it
+was (``outer_steps`` may only grow; a larger ``early_stopping.patience`` trains on a stopped
+run)."""
+
+
+def resume_may_change(key: str, saved: Any) -> bool:
+    """Whether a resume may change ``key`` from its ``saved`` value: a key of
+    :data:`RESUME_MAY_CHANGE` or under one, or an ``early_stopping`` key that the run's saved
+    config predates (its checkpoints hold no early-stopping state to contradict)."""
+    listed = any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+    return listed or (saved == "<missing>" and key.startswith("early_stopping."))
+
+
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 SAVED_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
@@ -87,7 +103,7 @@ def compose_run(
         except (HydraException, OmegaConfBaseException, ValueError) as error:
             raise ConfigError(hydra_error_line(error)) from error
     choices = cfg.hydra.runtime.choices
-    for group in GROUP_SCHEMAS:
+    for group in GROUPS:
         choice = choices.get(group)
         if isinstance(choice, str) and choice.startswith("base_"):
             raise ConfigError(f"{group}={choice} is an internal schema, not an option of {group}")
@@ -165,6 +181,35 @@ def check_fresh(run_dir: Path) -> None:
     refuse_existing_run(run_dir)
 
 
+def config_dir_arguments(arguments: list[str]) -> list[str]:
+    """``--config-dir DIR`` (``-cd DIR``) and ``hydra.searchpath=[...]`` as one
+    ``hydra.searchpath`` override of absolute ``file://`` paths, so that the run records it
+    (``.hydra/hydra.yaml``) and ``resume=`` finds the user's config directory from anywhere."""
+    paths, rest, given = [], [], iter(arguments)
+    for argument in given:
+        flag, _, value = argument.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            paths.append(f"file://{Path(value or next(given, '')).expanduser().resolve()}")
+        elif flag == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    entry = f"file://{Path(entry[7:]).expanduser().resolve()}"
+                paths.append(entry)
+        else:
+            rest.append(argument)
+    return [*rest, f"hydra.searchpath=[{','.join(paths)}]"] if paths else rest
+
+
+def saved_searchpath(run_dir: Path) -> list[str]:
+    """The ``hydra.searchpath`` override a run was started with (none: an empty list)."""
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    if not hydra_yaml.exists():
+        return []
+    overrides = OmegaConf.load(hydra_yaml).hydra.overrides.hydra
+    return [o for o in overrides if o.split("=", 1)[0] == "hydra.searchpath"]
+
+
 def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     """The original run's own overrides, updated by the new ones, with Hydra writing into
     ``run_dir`` again."""
@@ -175,7 +220,7 @@ def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     def key(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
-    merged = {key(o): o for o in OmegaConf.load(saved)}
+    merged = {key(o): o for o in [*saved_searchpath(run_dir), *OmegaConf.load(saved)]}
     merged.update({key(a): a for a in overrides})
     merged["resume"] = f"resume='{run_dir}'"
     merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
@@ -207,7 +252,7 @@ def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
     """Refuse new overrides that pick another option of a group (``model=linear``) than the
     saved run's, before composing them with the run's own overrides (which may not fit it)."""
     saved = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
-    for group in [*GROUP_SCHEMAS, "experiment"]:
+    for group in [*GROUPS, "experiment"]:
         new, old = argument(overrides, group), saved.get(group)
         old = "null" if old is None else str(old)
         if new is not None and new != old:
@@ -227,7 +272,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             checkpoint cannot be read, or ``metrics.csv`` is damaged before it.
     """
     saved = OmegaConf.load(run_dir / SAVED_CONFIG)
-    changes = [c for c in changed_keys(saved, cfg) if c[0] not in RESUME_MAY_CHANGE]
+    changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(c[0], c[1])]
     if changes:
         key, old, new = changes[0]
         others = f" (and {len(changes) - 1} other keys)" if len(changes) > 1 else ""

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from hpo_cli.runner.early_stopping import initial_state
+
 
 @dataclass
 class Progress:
@@ -24,6 +26,8 @@ class Progress:
     elapsed_s: float = 0.0
     phase_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     last_hyper: dict[str, Any] = field(default_factory=dict)
+    early_stopping: dict[str, Any] = field(default_factory=initial_state)  # best, best_step, wait
+    stop_reason: str | None = None  # "completed" or the early-stopping reason, once stopped
     metrics_rows: int | None = None  # rows in metrics.csv; None in checkpoints older than it
 
 

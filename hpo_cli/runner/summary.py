@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hpo_cli.runner.early_stopping import BEST_CHECKPOINT_NAME
 from hpo_cli.runner.metrics import write_json
 
 
@@ -30,6 +31,25 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{name: version(name) for name in packages}}
 
 
+def best_of_monitor(
+    run_dir: Path, rows: list[dict[str, Any]], state: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The early-stopping rule's best evaluation (:mod:`hpo_cli.runner.early_stopping`, kept
+    whether or not the rule may stop the run): monitor, step, value, its metrics row and, when
+    early stopping is on, ``checkpoint_best.pt``."""
+    if not state or state.get("best_step") is None:
+        return None
+    step = state["best_step"]
+    checkpoint = BEST_CHECKPOINT_NAME if (run_dir / BEST_CHECKPOINT_NAME).exists() else None
+    return {
+        "monitor": state["monitor"],
+        "step": step,
+        "value": state["best"],
+        "row": next((row for row in rows if row["outer_step"] == step), None),
+        "checkpoint": checkpoint,
+    }
+
+
 def write_summary(
     run_dir: Path,
     *,
@@ -46,14 +66,17 @@ def write_summary(
     rows = read_metrics(run_dir)
     best = min(rows, key=lambda row: (row["val_error"], row["val_loss"])) if rows else None
     device = progress.device if progress else None
+    stop_reason = progress.stop_reason if progress and status == "completed" else None
     summary = {
         "status": status,
+        "stop_reason": stop_reason or status,
         "error": error,
         "outer_steps": progress.outer_step if progress else None,
         "inner_steps": progress.inner_steps if progress else None,
         "skipped_hyper_steps": progress.skipped_hyper_steps if progress else None,
         "final": rows[-1] if rows else None,
         "best_by_validation": best,
+        "best": best_of_monitor(run_dir, rows, progress.early_stopping if progress else None),
         "time_s": {"total": progress.elapsed_s, **progress.phase_s} if progress else None,
         "device": device,
         "cuda_device": torch.cuda.get_device_name() if device and "cuda" in device else None,

@@ -7,7 +7,10 @@ tensors shaped like the model's parameters (:mod:`hpo_cli.core.vectors`).
     solver(matvec, b) -> (x, SolveInfo)
 
 The solver does not know where the products come from; the caller does not know how the
-solver iterates. Adding a solver means writing one such callable in its own file.
+solver iterates. Adding a solver means writing one such callable in its own file (inside
+hpo-cli or in one's own package, named by ``solver._target_``; its constructor's keyword
+arguments are the YAML's keys). It returns x as a list shaped like b and a :class:`SolveInfo`;
+status ``diverged`` (or non-finite values in x) makes the caller apply its failure policy.
 """
 
 from __future__ import annotations

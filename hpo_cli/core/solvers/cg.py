@@ -15,32 +15,63 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.solvers.base import SolveInfo, Status
-from hpo_cli.core.vectors import TensorList, add, add_, all_finite, clone, dot, norm, zeros_like
+from hpo_cli.core.vectors import (
+    TensorList,
+    add,
+    add_,
+    all_finite,
+    clone,
+    dot,
+    norm,
+    scale,
+    zeros_like,
+)
 
 Preconditioner = Callable[[TensorList], list[torch.Tensor]]
+CHECK_EVERY = 4  # iterations between two host reads of the stopping state on an accelerator
+CPU_CHECK_EVERY = 1  # on the CPU a read costs nothing and spares the products past the stop
+_STOPS = {  # the device's stop code → status and message
+    0: (Status.MAX_ITERATIONS, "‖r‖/‖b‖ = {ratio:.3g} after {iterations} iterations"),
+    1: (Status.CONVERGED, "‖r‖/‖b‖ <= {tol:g} after {iterations} iterations"),
+    2: (
+        Status.NEGATIVE_CURVATURE,
+        "pᵀ(H + μI)p = {curvature:.3g} <= 0 at iteration {iterations}: H is not positive "
+        "definite along p; increase damping",
+    ),
+    3: (Status.DIVERGED, "non-finite pᵀAp at iteration {iterations}"),
+}
 
 
 @dataclass(frozen=True)
 class ConjugateGradient:
-    """Preconditioned conjugate gradient from x₀ = 0.
+    """Preconditioned conjugate gradient from x₀ = 0, or warm from the previous call's solution.
 
     Args:
         max_iter: the most iterations (one product with A each).
         tol: stop when ‖r‖ ≤ tol·‖b‖, r = b − (A + μI)x the recursively updated residual.
         damping: μ ≥ 0 added to the diagonal.
         preconditioner: optional v ↦ M⁻¹v; ``None`` for plain CG.
+        warm_start: start from x₀ = s·x_prev, the previous call's solution scaled to the new
+            right-hand side by the least-squares factor s = ⟨b, Ax_prev⟩/‖Ax_prev‖² (one
+            product, counted), so that ‖b − Ax₀‖ ≤ ‖b‖; when the warm residual is not smaller
+            than ‖b‖ (or the shapes differ) it starts cold from 0. Meant for one solver object
+            per problem, as in a training loop; the state (:meth:`state_dict`) goes into
+            hpo-run's checkpoints.
     """
 
     max_iter: int = 100
     tol: float = 1e-6
     damping: float = 0.0
     preconditioner: Preconditioner | None = None
+    warm_start: bool = False
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iter < 0:
@@ -50,63 +81,118 @@ class ConjugateGradient:
         if self.damping < 0:
             raise ValueError(f"cg.damping must be >= 0, got {self.damping}")
 
+    def state_dict(self) -> dict[str, Any]:
+        """The warm-start state: the previous solution (empty before the first call)."""
+        return {key: clone(value) for key, value in self._state.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
+        self._state.clear()
+        self._state.update(state)
+
     def _apply(self, matvec: MatVec, vector: TensorList) -> list[torch.Tensor]:
         product = matvec(vector)
         return add(product, vector, alpha=self.damping) if self.damping else product
 
+    def _start(
+        self, matvec: MatVec, b: TensorList, b_norm: float
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], int, bool]:
+        """x₀, r₀ = b − (A + μI)x₀, the products spent and whether x₀ is warm (see
+        ``warm_start``; else x₀ = 0, r₀ = b)."""
+        previous = self._state.get("solution")
+        if (
+            not self.warm_start
+            or previous is None
+            or [v.shape for v in previous] != [x.shape for x in b]
+        ):
+            return zeros_like(b), clone(b), 0, False
+        previous = [v.to(x) for v, x in zip(previous, b, strict=True)]
+        product = self._apply(matvec, previous)
+        product_norm2 = float(dot(product, product))
+        factor = float(dot(b, product)) / product_norm2 if product_norm2 > 0 else math.nan
+        if math.isfinite(factor):
+            residual = add(b, product, alpha=-factor)
+            if float(norm(residual)) < b_norm:
+                return scale(previous, factor), residual, 1, True
+        return zeros_like(b), clone(b), 1, False
+
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
         # The iterate x and residual r are updated in place: each iteration allocates the
         # product (A + μI) p and, once that is freed, the next direction (and z = M⁻¹r when
-        # preconditioned). Without a
-        # preconditioner z = r, so rᵀz = ‖r‖² is also the squared residual norm.
-        solution = zeros_like(b)
-        residual = clone(b)
+        # preconditioned). Without a preconditioner z = r, so rᵀz = ‖r‖² is also the squared
+        # residual norm. Step lengths and stopping tests stay on the device: an iteration that
+        # should not happen (converged, pᵀAp ≤ 0 or not finite) takes a step of 0 and freezes
+        # the state, and the host reads whether the solve still runs every ``checks``
+        # iterations (one synchronisation), so at most ``checks`` − 1 products are spent past
+        # the stop and the iterate is the one a check after every iteration gives. On the CPU,
+        # where a read costs nothing (checks = 1), the step lengths are read as numbers
+        # (``_foreach_add`` with a number is faster there than with a 0-d tensor).
+        b_norm = float(norm(b))
+        if not math.isfinite(b_norm):
+            info = SolveInfo("cg", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
+            return [torch.full_like(x, math.nan) for x in b], info
+        solution, residual, matvecs, warm = self._start(matvec, b, b_norm)
         z = self.preconditioner(residual) if self.preconditioner else residual
         direction = clone(z)
-        rz = float(dot(residual, z))
-        b_norm = float(norm(b))
-        extras = {"damping": self.damping}
-        status, message = Status.MAX_ITERATIONS, ""
-        iterations = matvecs = 0
-        residual_norm = b_norm
-        while True:
-            if residual_norm <= self.tol * b_norm:
-                status = Status.CONVERGED
-                message = f"‖r‖/‖b‖ <= {self.tol:g} after {iterations} iterations"
-                break
-            if iterations == self.max_iter:
-                message = f"‖r‖/‖b‖ = {residual_norm / b_norm:.3g} after {iterations} iterations"
+        rz = dot(residual, z)
+        residual_norm = norm(residual)
+        threshold = self.tol * b_norm
+        device = residual_norm.device
+        checks = CPU_CHECK_EVERY if device.type == "cpu" else CHECK_EVERY
+        on_host = float if checks == 1 else torch.Tensor.detach  # read every iteration anyway
+        running = residual_norm > threshold
+        stop = torch.zeros((), dtype=torch.int64, device=device)  # a _STOPS code, 0: none
+        iterations = torch.zeros((), dtype=torch.int64, device=device)
+        curvature_at_stop = torch.full((), math.nan, device=device)
+        for iteration in range(self.max_iter):
+            if iteration % checks == 0 and not bool(running):
                 break
             product = self._apply(matvec, direction)
             matvecs += 1
-            curvature = float(dot(direction, product))
-            if not math.isfinite(curvature):
-                status, message = Status.DIVERGED, f"non-finite pᵀAp at iteration {iterations}"
-                break
-            if curvature <= 0:
-                extras["curvature"] = curvature
-                status = Status.NEGATIVE_CURVATURE
-                message = (
-                    f"pᵀ(H + μI)p = {curvature:.3g} <= 0 at iteration {iterations}: "
-                    "H is not positive definite along p; increase damping"
-                )
-                break
-            step = rz / curvature
+            curvature = dot(direction, product)
+            step_ok = running & (curvature > 0)  # False for a non-finite pᵀAp too
+            stopped_here = running & ~step_ok
+            finite = torch.isfinite(curvature)
+            stop = torch.where(stopped_here, torch.where(finite, 2, 3), stop)
+            curvature_at_stop = torch.where(stopped_here, curvature, curvature_at_stop)
+            step = on_host(torch.where(step_ok, rz / curvature, 0.0))
             add_(solution, direction, alpha=step)
             add_(residual, product, alpha=-step)
             del product
             if self.preconditioner:
                 z = self.preconditioner(residual)
-                rz_next = float(dot(residual, z))
-                residual_norm = float(norm(residual))
+                rz_next = dot(residual, z)
+                new_norm = norm(residual)
             else:
-                rz_next = float(dot(residual, residual))
-                residual_norm = math.sqrt(rz_next)
-            direction = add(z, direction, alpha=rz_next / rz)  # the product's memory, reused
-            rz = rz_next
-            iterations += 1
+                rz_next = dot(residual, residual)
+                new_norm = rz_next.sqrt()
+            converged = step_ok & (new_norm <= threshold)
+            stop = torch.where(converged, 1, stop)
+            iterations = iterations + step_ok
+            residual_norm = torch.where(step_ok, new_norm, residual_norm)
+            beta = on_host(torch.where(step_ok, rz_next / rz, 0.0))
+            direction = add(z, direction, alpha=beta)  # the product's memory, reused
+            rz = torch.where(step_ok, rz_next, rz)
+            running = step_ok & ~converged
+        code, iterations, residual_norm, curvature = torch.stack(
+            [stop.double(), iterations.double(), residual_norm.double(), curvature_at_stop.double()]
+        ).tolist()
+        iterations = int(iterations)
+        extras = {"damping": self.damping, "warm_start": float(warm)}
+        if code == 0 and residual_norm <= threshold:
+            code = 1  # converged before the first product (or exactly at tol 0)
+        status, message = _STOPS[int(code)]
+        if code == 2:
+            extras["curvature"] = curvature
+            message = message.format(curvature=curvature, iterations=iterations)
+        else:
+            message = message.format(
+                tol=self.tol, iterations=iterations, ratio=residual_norm / b_norm if b_norm else 0.0
+            )
         if status != Status.DIVERGED and not all_finite(solution):
             status, message = Status.DIVERGED, "the CG iterate is not finite"
+        if self.warm_start and status != Status.DIVERGED:
+            self._state["solution"] = [x.detach().clone() for x in solution]
         info = SolveInfo(
             solver="cg",
             status=status,

@@ -26,7 +26,8 @@ estimate of that spectral radius, reported as ``spectral_radius_estimate``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -43,15 +44,19 @@ from hpo_cli.core.vectors import (
     zeros_like,
 )
 
+CHECK_EVERY = 4  # terms between two host reads of the term norms (one sync) on an accelerator
+CPU_CHECK_EVERY = 1  # on the CPU a read costs nothing and spares the products past the stop
 
-def estimate_largest_eigenvalue(
+
+def power_iteration(
     matvec: MatVec, start: TensorList, iterations: int
-) -> tuple[float, int]:
+) -> tuple[float, int, list[torch.Tensor]]:
     """Power iteration for the eigenvalue of largest magnitude of a symmetric A.
 
     Returns the Rayleigh quotient vᵀAv/vᵀv of the last iterate (a lower bound on |λ|max that
-    converges to λmax when it dominates; negative when the dominant eigenvalue is negative) and
-    the number of products used.
+    converges to λmax when it dominates; negative when the dominant eigenvalue is negative), the
+    number of products used and the last unit iterate v (the eigenvector estimate, a warm start
+    for the next call).
     """
     vector = scale(start, 1.0 / float(norm(start)))
     estimate = math.nan
@@ -60,10 +65,18 @@ def estimate_largest_eigenvalue(
         estimate = float(dot(vector, product))
         product_norm = float(norm(product))
         if product_norm == 0.0 or not math.isfinite(product_norm):
-            return estimate, step
+            return estimate, step, vector
         vector = product  # normalised in place: two weight-sized vectors alive, not three
         scale_(vector, 1.0 / product_norm)
-    return estimate, iterations
+    return estimate, iterations, vector
+
+
+def estimate_largest_eigenvalue(
+    matvec: MatVec, start: TensorList, iterations: int
+) -> tuple[float, int]:
+    """:func:`power_iteration`'s Rayleigh quotient and product count (no eigenvector)."""
+    estimate, steps, _ = power_iteration(matvec, start, iterations)
+    return estimate, steps
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,16 @@ class Neumann:
         power_iterations: power-iteration steps used by ``alpha="auto"``.
         tol: stop early once ‖t_k‖ ≤ tol·‖t_0‖ (the remaining terms are negligible); 0 runs all
             K terms.
+        warm_start: with ``alpha="auto"``, keep λ̂max and its eigenvector between calls (one
+            solver object per problem, as in a training loop, where H changes little from one
+            outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
+            products), then ``refresh_iterations`` power iterations from the kept eigenvector
+            refresh it. Safety: a series that diverges with a kept α (the series' own growth
+            test) is summed once more after a refresh (its products count too). The state
+            (:meth:`state_dict`) goes into hpo-run's checkpoints.
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
+        refresh_every: calls between two eigenvalue estimates when warm (1: every call).
+        refresh_iterations: power iterations of a warm refresh.
     """
 
     terms: int = 10
@@ -85,6 +107,10 @@ class Neumann:
     power_iterations: int = 10
     tol: float = 0.0
     growth_limit: float = 10.0
+    warm_start: bool = False
+    refresh_every: int = 10
+    refresh_iterations: int = 3
+    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.terms < 0:
@@ -95,8 +121,62 @@ class Neumann:
             raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
         if not self.growth_limit > 1:
             raise ValueError(f"neumann.growth_limit must be > 1, got {self.growth_limit}")
+        for key in ("refresh_every", "refresh_iterations"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The warm-start state (λ̂max, its eigenvector, calls since the last estimate)."""
+        return {
+            key: clone(value) if key == "vector" else value for key, value in self._state.items()
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
+        self._state.clear()
+        self._state.update(state)
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
+        solution, info = self._solve(matvec, b, refresh=False)
+        if info.diverged and info.extras.get("alpha_kept"):
+            solution, retry = self._solve(matvec, b, refresh=True)  # the safety net
+            retry.matvecs += info.matvecs
+            retry.extras["warm_retry"] = 1.0
+            return solution, retry
+        return solution, info
+
+    def _largest_eigenvalue(
+        self, matvec: MatVec, b: TensorList, refresh: bool
+    ) -> tuple[float, int, bool]:
+        """λ̂max, the products spent, and whether it was kept from an earlier call (no products;
+        never with ``refresh``); records the warm-start state."""
+        state = self._state
+        vector = state.get("vector")
+        usable = (
+            self.warm_start
+            and vector is not None
+            and [v.shape for v in vector] == [x.shape for x in b]
+        )
+        if usable and not refresh and state["calls"] % self.refresh_every != 0:
+            state["calls"] += 1
+            return state["largest"], 0, True
+        if usable:
+            start, iterations = (
+                [v.to(x) for v, x in zip(vector, b, strict=True)],
+                self.refresh_iterations,
+            )
+        else:
+            start, iterations = b, self.power_iterations
+        largest, matvecs, vector = power_iteration(matvec, start, iterations)
+        if self.warm_start and 0.0 < largest < math.inf:
+            state.update(largest=largest, vector=vector, calls=1)
+        else:
+            state.clear()
+        return largest, matvecs, False
+
+    def _solve(
+        self, matvec: MatVec, b: TensorList, refresh: bool
+    ) -> tuple[list[torch.Tensor], SolveInfo]:
         extras: dict[str, float] = {}
         matvecs = 0
         b_norm = float(norm(b))
@@ -106,8 +186,9 @@ class Neumann:
             info = SolveInfo("neumann", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
             return [torch.full_like(x, math.nan) for x in b], info
         if self.alpha == "auto":
-            largest, matvecs = estimate_largest_eigenvalue(matvec, b, self.power_iterations)
+            largest, matvecs, kept = self._largest_eigenvalue(matvec, b, refresh)
             extras["lambda_max_estimate"] = largest
+            extras["alpha_kept"] = float(kept)
             if not 0.0 < largest < math.inf:
                 info = SolveInfo(
                     solver="neumann",
@@ -127,32 +208,52 @@ class Neumann:
         extras["alpha"] = alpha
 
         # Three weight-sized vectors live across iterations, each updated in place: the term
-        # t_k, the partial sum x_k and the product A t_k.
+        # t_k, the partial sum x_k and the product A t_k. The checks below read the term norms
+        # on the host only every ``checks`` terms (one synchronisation each time): until then a
+        # term joins the sum times an on-device mask (0 once a term grew past growth_limit times
+        # the first or fell below tol), so the sum is the one a check after every term gives
+        # (but a non-finite term, 0·inf, makes it non-finite: diverged either way), and at most
+        # ``checks`` − 1 products are spent past the stop.
         term = scale(b, alpha)
         solution = clone(term)
         first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
+        checks = CPU_CHECK_EVERY if b[0].device.type == "cpu" else CHECK_EVERY
+        on_host = float if checks == 1 else torch.Tensor.detach  # read every term anyway
+        running = torch.ones((), dtype=torch.bool, device=b[0].device)
+        pending: list[torch.Tensor] = []
         for k in range(1, self.terms + 1):
             product = matvec(term)
             add_(term, product, alpha=-alpha)
             del product
             matvecs += 1
-            iterations = k
-            term_norm = float(norm(term))
-            ratio = term_norm / previous_norm
-            extras["spectral_radius_estimate"] = ratio
-            if not math.isfinite(term_norm) or term_norm > self.growth_limit * first_norm:
-                status = Status.DIVERGED
-                message = (
-                    f"term {k} grew to {term_norm / first_norm:.3g}× the first (limit "
-                    f"{self.growth_limit:g}×, ρ(I − αH) >= {ratio:.4g}) with α = {alpha:.3g}: "
-                    "the series explodes; take α < 2/λmax, add damping to H, or use cg"
-                )
-                break
-            add_(solution, term)
-            previous_norm = term_norm
-            if term_norm <= self.tol * first_norm:
-                status, message = Status.CONVERGED, f"terms fell below tol after {k} terms"
+            term_norm_t = norm(term)
+            keep = running & (term_norm_t <= self.growth_limit * first_norm)  # False if not finite
+            add_(solution, term, alpha=on_host(keep.to(term_norm_t.dtype)))
+            running = keep & (term_norm_t > self.tol * first_norm)
+            pending.append(term_norm_t)
+            if len(pending) < checks and k < self.terms:
+                continue
+            first_term = k - len(pending) + 1
+            for j, term_norm in enumerate(torch.stack(pending).tolist(), start=first_term):
+                iterations = j
+                ratio = term_norm / previous_norm
+                extras["spectral_radius_estimate"] = ratio
+                if not math.isfinite(term_norm) or term_norm > self.growth_limit * first_norm:
+                    status = Status.DIVERGED
+                    message = (
+                        f"term {j} grew to {term_norm / first_norm:.3g}× the first (limit "
+                        f"{self.growth_limit:g}×, ρ(I − αH) >= {ratio:.4g}) with "
+                        f"α = {alpha:.3g}: the series explodes; take α < 2/λmax, add damping "
+                        "to H, or use cg"
+                    )
+                    break
+                previous_norm = term_norm
+                if term_norm <= self.tol * first_norm:
+                    status, message = Status.CONVERGED, f"terms fell below tol after {j} terms"
+                    break
+            pending.clear()
+            if status != Status.MAX_ITERATIONS:
                 break
         if status == Status.MAX_ITERATIONS and extras.get("spectral_radius_estimate", 0.0) >= 1:
             status = Status.UNSTABLE
@@ -160,7 +261,6 @@ class Neumann:
                 f"; ρ(I − αH) >= {extras['spectral_radius_estimate']:.4g}, so more terms would "
                 "not converge (H has eigenvalues <= 0 or α > 2/λmax)"
             )
-        # Every term kept in the sum is at most growth_limit times the finite first one: finite.
         info = SolveInfo(
             solver="neumann",
             status=status,
