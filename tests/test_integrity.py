@@ -129,6 +129,14 @@ def test_a_fresh_run_aimed_at_a_run_is_refused_before_hydra_rewrites_its_config(
     assert "seed=3" not in (run_copy / ".hydra" / "overrides.yaml").read_text()
 
 
+def test_cfg_job_shows_a_resumed_runs_configuration_and_writes_nothing(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert hpo_run("--cfg", "job", f"resume={run_copy}", "outer_steps=9") == 0
+    printed = capsys.readouterr().out
+    assert "outer_steps: 9" in printed and "- 16" in printed  # the run's model.hidden_sizes
+    assert snapshot(run_copy) == before
+
+
 # ---------------------------------------------------------------- exit 2 for every config error
 @pytest.mark.parametrize(
     ("arguments", "needle"),
@@ -139,6 +147,7 @@ def test_a_fresh_run_aimed_at_a_run_is_refused_before_hydra_rewrites_its_config(
         (["solver=base_cg"], "solver=base_cg is an internal schema"),
         (["+foo=1"], "foo is not a top-level configuration key"),
         (["-m", "solver=neumann,newton"], "Could not find 'solver/newton'"),
+        (["-m", "seed=[1"], "no viable alternative at input '[1'"),
         (["model.hidden_sizes=[-5]"], "model.hidden_sizes=[-5] is invalid"),
         (["solver=cg", "solver.max_iter=0"], "solver.max_iter=0 is invalid"),
         (["max_skipped_fraction=2"], "max_skipped_fraction=2.0 is invalid"),
@@ -174,9 +183,10 @@ def test_a_second_writer_is_refused_and_kill_9_releases_the_lock(tmp_path, capsy
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 200
         while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert writer.poll() is None, "the writer stopped before its first checkpoint"
         before = (run_dir / ".hydra" / "config.yaml").read_bytes()
         assert hpo_run(f"resume={run_dir}") == 2
         assert f"in use by process {writer.pid}" in error_lines(capsys)[0]

@@ -161,17 +161,16 @@ def main() -> None:
     """Console-script entry point: :func:`hpo_cli.runner.preflight.prepare` checks the command
     line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
     ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.help`); Hydra's other flags (``--cfg``,
-    ``--hydra-help``, ...) go to Hydra unchecked."""
+    ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``)."""
     arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
     if "--help" in arguments or "-h" in arguments:
         groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
         print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
         return
-    if all(a in ("-m", "--multirun") or not a.startswith("-") for a in arguments):
-        try:
-            arguments = prepare(arguments)
-        except ConfigError as error:  # before Hydra has set up logging: stderr only
-            print(f"hpo-run: error: {error}", file=sys.stderr)
-            sys.exit(2)
+    try:
+        arguments = prepare(arguments)
+    except ConfigError as error:  # before Hydra has set up logging: stderr only
+        print(f"hpo-run: error: {error}", file=sys.stderr)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *arguments]
     run()

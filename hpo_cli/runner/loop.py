@@ -31,7 +31,6 @@ from hpo_cli.core.hypergradient import HypergradientError
 from hpo_cli.data import Split
 from hpo_cli.runner.build import Experiment, build, build_experiment
 from hpo_cli.runner.checkpoint import checkpoint_state, load_checkpoint, restore, save_checkpoint
-from hpo_cli.runner.config import ConfigError
 from hpo_cli.runner.console import log_due
 from hpo_cli.runner.diagnostics import (
     check_solver_comparison,
@@ -42,6 +41,7 @@ from hpo_cli.runner.diagnostics import (
 from hpo_cli.runner.early_stopping import BEST_CHECKPOINT_NAME, EarlyStopping
 from hpo_cli.runner.hyper_losses import check_unrolled, ift_losses, unrolled_losses
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
+from hpo_cli.runner.preflight import refuse_existing_run
 from hpo_cli.runner.progress import Progress, RunFailed, phase
 from hpo_cli.runner.trackers import Trackers
 
@@ -176,8 +176,8 @@ def start_or_resume(
             comparisons.keep_until(progress.outer_step)
         log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
         return progress, False
-    if metrics.rows() and not exp.cfg.resume:
-        raise ConfigError(f"{run_dir} already holds metrics.csv; pass resume={run_dir}")
+    if not exp.cfg.resume:
+        refuse_existing_run(run_dir)
     for file in logs:
         file.keep_until(-1)
     progress = Progress(device=str(exp.device), metrics_rows=0)

@@ -121,7 +121,11 @@ def compose_jobs(
     see :func:`job_overrides`)."""
     multirun = any(a in MULTIRUN_FLAGS for a in arguments)
     overrides = [a for a in arguments if a not in MULTIRUN_FLAGS]
-    return [compose_run(o, config_name, schema) for o in job_overrides(overrides, multirun)]
+    try:
+        jobs = list(job_overrides(overrides, multirun))
+    except HydraException as error:  # a sweep Hydra's grammar cannot parse
+        raise ConfigError(hydra_error_line(error)) from error
+    return [compose_run(o, config_name, schema) for o in jobs]
 
 
 def job_overrides(overrides: list[str], multirun: bool) -> Iterator[list[str]]:
@@ -165,11 +169,16 @@ def holds_run(run_dir: Path) -> bool:
     return (metrics.exists() and metrics.stat().st_size > 0) or (run_dir / "checkpoint.pt").exists()
 
 
+def refuse_existing_run(run_dir: Path) -> None:
+    """Refuse a new run into a directory that holds a run (:func:`holds_run`)."""
+    if holds_run(run_dir):
+        raise ConfigError(f"{run_dir} already holds a run; pass resume={run_dir}")
+
+
 def check_fresh(run_dir: Path) -> None:
     """Refuse a new run into a directory that another process writes or that holds a run."""
     check_unlocked(run_dir)
-    if holds_run(run_dir):
-        raise ConfigError(f"{run_dir} already holds metrics.csv; pass resume={run_dir}")
+    refuse_existing_run(run_dir)
 
 
 def config_dir_arguments(arguments: list[str]) -> list[str]:
@@ -299,26 +308,32 @@ def save_run_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Non
 def prepare(arguments: list[str]) -> list[str]:
     """Check an ``hpo-run`` command line before Hydra runs it; returns the arguments to hand
     to Hydra (a resume: the saved overrides updated by the new ones, ``.hydra/`` left alone).
+    With Hydra flags other than ``-m`` (``--cfg job``, ``--info``: nothing is run), a resume's
+    overrides are merged but nothing is checked.
 
     Raises:
         ConfigError: the command is refused; nothing has been written.
     """
-    multirun = any(a in MULTIRUN_FLAGS for a in arguments)
-    flags = [a for a in arguments if a in MULTIRUN_FLAGS]
-    overrides = [a for a in arguments if a not in MULTIRUN_FLAGS]
+    flags = [a for a in arguments if a.startswith("-")]
+    checked = all(flag in MULTIRUN_FLAGS for flag in flags)
+    multirun = any(flag in MULTIRUN_FLAGS for flag in flags)
+    overrides = [a for a in arguments if not a.startswith("-")]
     resume = argument(overrides, "resume")
     if resume in (None, "null", ""):
-        configs = compose_jobs(arguments)
-        run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
-        if not multirun and "${" not in run_dir:
-            check_fresh(Path(run_dir).expanduser().resolve())
+        if checked:
+            configs = compose_jobs(arguments)
+            run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
+            if not multirun and "${" not in run_dir:
+                check_fresh(Path(run_dir).expanduser().resolve())
         return arguments
     if multirun:
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
     run_dir = Path(resume).expanduser().resolve()
     merged = resume_overrides(run_dir, overrides)
+    if not checked:  # flags may take values (--cfg job): keep the command line's order
+        kept = [a for a in arguments if argument([a], "resume") is None]
+        return [*kept, *[o for o in merged if o not in overrides], "hydra.output_subdir=null"]
     check_resume_groups(run_dir, overrides)
-    overrides = merged
-    cfg = compose_run(overrides)
+    cfg = compose_run(merged)
     check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
-    return [*flags, *overrides, "hydra.output_subdir=null"]
+    return [*flags, *merged, "hydra.output_subdir=null"]
