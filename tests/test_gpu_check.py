@@ -20,7 +20,7 @@ def test_without_a_gpu_it_says_so_in_one_line_and_exits_2(tmp_path, capsys, monk
 def test_the_resnet_check_composes_with_cifar_shaped_synthetic_data():
     cfg = compose_config([*gpu_check.RESNET, "device=cpu"])
     assert cfg.model._target_.endswith("resnet18") and cfg.hyper.granularity == "weight"
-    data = build(cfg.dataset, seed=0)
+    data = build(cfg.dataset, offers={"seed": 0})
     assert data.input_shape == (3, 32, 32) and len(data.train) == cfg.dataset.train_size
     assert data.train.targets.unique().numel() == 10, "every class occurs"
 
