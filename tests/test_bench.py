@@ -20,6 +20,7 @@ def run_quick(module: str, out: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.slow  # a whole benchmark module; make test-slow runs it
 def test_quick_benchmark_runs_every_section(tmp_path):
     run_quick("benchmarks.hypergradient_cost", tmp_path)
     report = (tmp_path / "hypergradient_cost_cpu_quick.md").read_text()
@@ -52,6 +53,7 @@ def test_quick_benchmark_runs_every_section(tmp_path):
     assert len(ks) >= 2 and (reduced["hvps"] > 0).all() and reduced["cosine"].notna().all()
 
 
+@pytest.mark.slow  # a whole benchmark module; make test-slow runs it
 def test_quick_overhead_measures_time_and_memory(tmp_path):
     run_quick("benchmarks.overhead", tmp_path)
     table = pd.read_csv(tmp_path / "overhead_cpu_quick.csv")
@@ -61,6 +63,7 @@ def test_quick_overhead_measures_time_and_memory(tmp_path):
     assert (memory["hyper_kib"] > 0).all() and (memory["train_kib"] > 0).all()
 
 
+@pytest.mark.slow  # a whole benchmark module; make test-slow runs it
 def test_quick_scaling_fits_a_slope_and_draws_it(tmp_path):
     run_quick("benchmarks.scaling", tmp_path)
     assert (tmp_path / "scaling_cpu_quick.png").stat().st_size > 0

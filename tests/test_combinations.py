@@ -35,10 +35,10 @@ TINY = [
     "dataset.val_size=6",
     "dataset.test_size=6",
     "batch_size=4",
-    "outer_steps=2",
+    "outer_steps=1",
     "inner_steps=2",
     "eval_every=1",
-    "checkpoint_every=2",
+    "checkpoint_every=1",
     "plots=false",
     "solver=cg",
     "solver.max_iter=2",
@@ -76,7 +76,7 @@ def image_root(tmp_path_factory) -> Path:
     return root
 
 
-RESNET_IN_DEFAULT_GROUP = {"weight_decay_per_weight", "augment_net", "distill"}
+RESNET_IN_DEFAULT_GROUP = {"weight_decay_per_weight", "augment_net"}
 
 
 def covered(dataset: str, model: str, hyper: str) -> bool:

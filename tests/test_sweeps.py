@@ -125,6 +125,7 @@ def test_the_summary_is_mean_and_std_of_the_jobs_final_values(basic_sweep):
         )
 
 
+@pytest.mark.slow  # a launcher end to end, like submitit's and Ray's
 def test_the_joblib_launcher_gives_the_same_sweep(basic_sweep, joblib_sweep):
     basic, joblib = (
         pd.read_csv(d / "sweep.csv").drop(columns="wall_time_s")
