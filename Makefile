@@ -52,8 +52,8 @@ test-slow: install-cluster install-tracking
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check hpo_cli tests benchmarks experiments
-	$(BIN)/ruff format --check hpo_cli tests benchmarks experiments
+	$(BIN)/ruff check hpo_cli tests benchmarks experiments examples
+	$(BIN)/ruff format --check hpo_cli tests benchmarks experiments examples
 
 bench: install
 	$(BIN)/python -m benchmarks.hypergradient_cost $(ARGS)
