@@ -227,8 +227,10 @@ def yaml_schemas(conf_dir: Path = CONF_DIR) -> dict[tuple[str, str], type]:
     return schemas
 
 
+@functools.cache
 def register_configs() -> None:
-    """Store the top-level schema as ``base_config`` and each group's as ``base_<name>``."""
+    """Store the top-level schema as ``base_config`` and each group's as ``base_<name>``, once per
+    process (the ConfigStore is a process-wide singleton)."""
     store = ConfigStore.instance()
     store.store(name="base_config", node=RunConfig)
     for group, schemas in GROUP_SCHEMAS.items():
