@@ -5,15 +5,18 @@ hidden activations, a CNN on flat inputs) must instead be refused before trainin
 The solver is damped CG with two iterations: the solver is not what this test is about, and
 damping keeps it stable on these barely trained models.
 
-ResNet-18 costs seconds a run here (one thread), so it runs one outer step instead of two, with
-every hyperparameter module on CIFAR-10 (7 runs instead of 35), and only with the three modules
-that change its inputs or its training loss the most (per-weight decay, augment_net, distill) in
-the default group; the other four are in the slow group (make test-slow). tests/test_config.py
+Every combination runs one outer step (inner steps, a hyper-step, two metrics rows, a
+checkpoint). ResNet-18 costs seconds a run here, so it runs with every hyperparameter module on
+CIFAR-10 only (7 runs instead of 35), and only with the two modules that change its inputs or its
+training loss the most (per-weight decay, augment_net) in the default group; the other five are
+in the slow group (make test-slow). tests/test_config.py
 builds it on every image data set.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import re
 from pathlib import Path
@@ -22,6 +25,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 from image_files import write_readable
+from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import ConfigError, register_configs
@@ -30,10 +34,8 @@ from hpo_cli.runner.loop import train
 CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
 FLAT_DATASETS = {"diabetes", "linreg", "regression1d"}
+SIZES = {"dataset.train_size": 8, "dataset.val_size": 6, "dataset.test_size": 6}
 TINY = [
-    "dataset.train_size=8",
-    "dataset.val_size=6",
-    "dataset.test_size=6",
     "batch_size=4",
     "outer_steps=1",
     "inner_steps=2",
@@ -50,21 +52,33 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
-def config(dataset: str, model: str, hyper: str, data_dir: Path):
-    overrides = [f"dataset={dataset}", f"model={model}", f"hyper={hyper}", *TINY]
-    if dataset in FILE_DATASETS:
-        overrides.append(f"dataset.data_dir={data_dir}")
-    if model == "mlp":
-        overrides.append("model.hidden_sizes=[8]")
-    if hyper == "distill":  # 8 training examples cannot seed one real image for each class
-        overrides.append("hyper.init=noise")
-    if model == "two_layer_linear":
-        overrides.append("model.width=8")
-    if model == "resnet18":  # the one big model: one outer step (inner steps, a hyper-step)
-        overrides.append("outer_steps=1")
+@functools.cache
+def composed(*overrides: str) -> DictConfig:
+    """hpo-run's configuration with ``overrides``, composed once per process (a composition
+    costs about half a second; tests/test_config.py composes every combination itself)."""
     register_configs()
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=overrides)
+        return compose("config", overrides=list(overrides))
+
+
+def config(dataset: str, model: str, hyper: str, data_dir: Path) -> DictConfig:
+    """The tiny configuration of one combination: the base configuration with the three groups'
+    nodes as each option composes them, then this test's sizes."""
+    cfg = copy.deepcopy(composed(*TINY))
+    for group, option in (("dataset", dataset), ("model", model), ("hyper", hyper)):
+        cfg[group] = composed(f"{group}={option}")[group]
+    settings = dict(SIZES)
+    if dataset in FILE_DATASETS:
+        settings["dataset.data_dir"] = str(data_dir)
+    if model == "mlp":
+        settings["model.hidden_sizes"] = [8]
+    if hyper == "distill":  # 8 training examples cannot seed one real image for each class
+        settings["hyper.init"] = "noise"
+    if model == "two_layer_linear":
+        settings["model.width"] = 8
+    for key, value in settings.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
 
 
 @pytest.fixture(scope="module")
