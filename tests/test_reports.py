@@ -109,7 +109,7 @@ def test_the_console_logs_every_log_every_steps_and_ends_with_a_summary_block(
     rows = [r.getMessage() for r in caplog.records if r.name == "hpo_cli.runner.loop"]
     assert [line.split(":")[0] for line in rows] == ["outer 2", "outer 4"]
     block = caplog.records[-1].getMessage().splitlines()
-    assert block[0] == "hpo-run completed: completed"
+    assert block[0] == "hpo-run completed"
     assert block[1].startswith("  best by val_loss: outer step ")
     assert block[2].startswith("  final: outer step 4: val loss ")
     assert block[3].startswith("  time: ") and "inner" in block[3] and "hypergradient" in block[3]

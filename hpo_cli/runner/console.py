@@ -36,7 +36,8 @@ def summary_block(summary: dict[str, Any], run_dir: Path, trackers: list[str]) -
     )
     best = summary["best"] or {"monitor": "val_error", "row": summary["best_by_validation"]}
     lines = [
-        f"hpo-run {summary['status']}: {summary['stop_reason']}",
+        f"hpo-run {summary['status']}"
+        + ("" if summary["stop_reason"] == summary["status"] else f": {summary['stop_reason']}"),
         f"  best by {best['monitor']}: {_row_line(best['row'])}",
         f"  final: {_row_line(summary['final'])}",
         f"  time: {total:.1f} s ({split}, other {other:.1f} s)",
