@@ -134,10 +134,21 @@ def test_a_problem_of_another_shape_starts_cold():
     assert info.extras["warm_start"] == 0.0
 
 
-@pytest.mark.parametrize("solver", ["neumann", "cg"])
-def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, tmp_path):
-    """hpo-run's checkpoint carries the solver's warm state: 2 + 2 outer steps through
-    save_checkpoint / read_checkpoint / restore equal 4 uninterrupted ones."""
+@pytest.mark.parametrize(
+    ("solver", "options"),
+    [
+        ("neumann", ["solver.refresh_every=3"]),
+        ("cg", ["solver.damping=1.0"]),
+        (
+            "cg",
+            ["solver.damping=1.0", "solver.preconditioner=hutchinson", "solver.refresh_every=3"],
+        ),
+    ],
+)
+def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, options, tmp_path):
+    """hpo-run's checkpoint carries the solver's warm state (with CG's Hutchinson diagonal and
+    its probes' generator): 2 + 2 outer steps through save_checkpoint / read_checkpoint /
+    restore equal 4 uninterrupted ones."""
     from benchmarks.overhead import compose_config
     from hpo_cli.runner.build import build_experiment
     from hpo_cli.runner.checkpoint import (
@@ -154,7 +165,7 @@ def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, tm
         "solver.warm_start=true",
         "inner_steps=3",
         "model.hidden_sizes=[8]",
-        *(["solver.refresh_every=3"] if solver == "neumann" else ["solver.damping=1.0"]),
+        *options,
     ]
 
     def run(steps, exp, progress):

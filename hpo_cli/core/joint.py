@@ -112,10 +112,14 @@ class JointOptimizer:
             HypergradientError: the hypergradient cannot be trusted and ``on_failure="stop"``.
         """
         self.hyper_optimizer.zero_grad(set_to_none=True)
+        params = list(self.model.parameters())
+        observe = getattr(self.solver, "observe_optimizer", None)
+        if observe is not None:  # a solver preconditioned by the optimiser's second moments
+            observe(self.optimizer, params)
         result = hypergradient(
             train_loss,
             val_loss,
-            list(self.model.parameters()),
+            params,
             self.hparams,
             self.solver,
             raise_on_failure=False,

@@ -30,6 +30,7 @@ from omegaconf.errors import ValidationError
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
 from hpo_cli.core.curvature import CURVATURES
+from hpo_cli.core.solvers.diagonal import MOMENT_OPTIMIZERS
 from hpo_cli.data.protocol import DataOptions
 from hpo_cli.runner.early_stopping import MONITORS, EarlyStopping
 from hpo_cli.runner.trackers import TRACKER_NAMES, TrackingSettings
@@ -276,10 +277,26 @@ def validate(cfg: DictConfig) -> None:
         max_iter,
         "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
     )
+    validate_preconditioner(cfg)
     require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
     fraction = cfg.max_skipped_fraction
     require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     validate_tracking(cfg)
+
+
+def validate_preconditioner(cfg: DictConfig) -> None:
+    """``solver.preconditioner=adam`` reads the inner optimiser's second moments: it needs
+    Adam, AdamW or RMSprop (:data:`hpo_cli.core.solvers.diagonal.MOMENT_OPTIMIZERS`)."""
+    if cfg.solver.get("preconditioner") != "adam":
+        return
+    target = cfg.optimizer._target_
+    optimizer = get_object(target)
+    require(
+        isinstance(optimizer, type) and issubclass(optimizer, MOMENT_OPTIMIZERS),
+        "solver.preconditioner",
+        "adam",
+        f"needs optimizer=adam or rmsprop (second moments), not {target}",
+    )
 
 
 def validate_problem(cfg: DictConfig) -> None:

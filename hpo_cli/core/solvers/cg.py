@@ -6,15 +6,18 @@ the solver stops there, keeps the iterate it has (the truncated-CG answer of Ste
 and reports ``negative_curvature``. Damping μ > 0 shifts the spectrum up by μ and is the usual
 cure.
 
-With a preconditioner M ≈ (A + μI) given as v ↦ M⁻¹v (symmetric positive definite), this is
-preconditioned CG; in exact arithmetic it converges in at most d iterations, faster when the
-(preconditioned) spectrum is clustered.
+With a preconditioner M ≈ (A + μI), symmetric positive definite and applied as z = M⁻¹r, this
+is preconditioned CG (PCG): p₀ = z₀, α = rᵀz/pᵀ(A + μI)p, x ← x + αp, r ← r − α(A + μI)p,
+β = r_newᵀz_new/r_oldᵀz_old, p ← z + βp. In exact arithmetic it converges in at most d
+iterations, faster when the spectrum of M^{-1/2}(A + μI)M^{-1/2} is clustered. The diagonal
+preconditioners by name (Hutchinson's estimate of diag A, the inner optimiser's second moments)
+are in :mod:`hpo_cli.core.solvers.diagonal`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +25,11 @@ import torch
 
 from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
+from hpo_cli.core.solvers.diagonal import (
+    hutchinson_diagonal,
+    second_moment_diagonal,
+    spd_diagonal,
+)
 from hpo_cli.core.vectors import (
     TensorList,
     add,
@@ -35,6 +43,8 @@ from hpo_cli.core.vectors import (
 )
 
 Preconditioner = Callable[[TensorList], list[torch.Tensor]]
+PRECONDITIONERS = ("none", "hutchinson", "adam")  # the preconditioners by name
+PROBE_SEED = 0  # the Rademacher probes' generator starts here; its state is solver state
 CHECK_EVERY = 4  # iterations between two host reads of the stopping state on an accelerator
 CPU_CHECK_EVERY = 1  # on the CPU a read costs nothing and spares the products past the stop
 _STOPS = {  # the device's stop code → status and message
@@ -58,21 +68,38 @@ class ConjugateGradient:
             hypergradient rather than a full solve (raise it, or use ``tol``, for one).
         tol: stop when ‖r‖ ≤ tol·‖b‖, r = b − (A + μI)x the recursively updated residual.
         damping: μ ≥ 0 added to the diagonal.
-        preconditioner: optional v ↦ M⁻¹v; ``None`` for plain CG.
+        preconditioner: M ≈ A + μI, by name or as a callable v ↦ M⁻¹v (library use):
+
+            * ``"none"``: plain CG (M = I).
+            * ``"hutchinson"``: M = diag(m), m = max(|d̂| + μ, 0.001·mean(|d̂| + μ)) with d̂ the
+              Hutchinson estimate of diag(A) from ``probes`` products with Rademacher probes
+              (counted in ``SolveInfo.matvecs``), re-estimated every ``refresh_every`` calls
+              and kept in between (solver state, like the warm start's). |·| and the floor make
+              M SPD where diag(A) or its estimate is ≤ 0 (an indefinite Hessian, few probes);
+              see :func:`hpo_cli.core.solvers.diagonal.spd_diagonal`.
+            * ``"adam"``: m = √v̂ + ε of the inner Adam/AdamW/RMSprop optimiser (its own
+              denominator), floored likewise, recomputed every call at no product's cost. The
+              optimiser is handed over by :meth:`observe_optimizer` (``JointOptimizer`` calls
+              it before every hyper-step); until it has second moments the solve is plain CG.
         warm_start: start from x₀ = s·x_prev, the previous call's solution scaled to the new
             right-hand side by the least-squares factor s = ⟨b, Ax_prev⟩/‖Ax_prev‖² (one
             product, counted), so that ‖b − Ax₀‖ ≤ ‖b‖; when the warm residual is not smaller
             than ‖b‖ (or the shapes differ) it starts cold from 0. Meant for one solver object
             per problem, as in a training loop; the state (:meth:`state_dict`) goes into
             hpo-run's checkpoints.
+        probes: Rademacher probes (products with A) of one Hutchinson estimate.
+        refresh_every: calls between two Hutchinson estimates (1: every call).
     """
 
     max_iter: int = 20
     tol: float = 1e-6
     damping: float = 0.0
-    preconditioner: Preconditioner | None = None
+    preconditioner: str | Preconditioner = "none"
     warm_start: bool = False
+    probes: int = 4
+    refresh_every: int = 10
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _optimizer: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iter < 0:
@@ -81,15 +108,69 @@ class ConjugateGradient:
             raise ValueError(f"cg.tol must be >= 0, got {self.tol}")
         if self.damping < 0:
             raise ValueError(f"cg.damping must be >= 0, got {self.damping}")
+        if not callable(self.preconditioner) and self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(
+                f"cg.preconditioner must be one of {', '.join(PRECONDITIONERS)} (or a callable "
+                f"v ↦ M⁻¹v), got {self.preconditioner!r}"
+            )
+        for key in ("probes", "refresh_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"cg.{key} must be >= 1, got {getattr(self, key)}")
 
     def state_dict(self) -> dict[str, Any]:
-        """The warm-start state: the previous solution (empty before the first call)."""
-        return {key: clone(value) for key, value in self._state.items()}
+        """The state kept between calls (empty before the first call): the previous solution
+        (``warm_start``); Hutchinson's diagonal of M, the calls since it was estimated and the
+        probes' generator state (``preconditioner="hutchinson"``)."""
+        return {key: _copy(value) for key, value in self._state.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
         self._state.clear()
         self._state.update(state)
+
+    def observe_optimizer(
+        self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
+    ) -> None:
+        """Hand over the inner optimiser whose second moments ``preconditioner="adam"`` reads
+        (kept by reference, not in :meth:`state_dict`: the optimiser's state is saved with it);
+        ``params`` in the order of the solver's vectors."""
+        self._optimizer.update(optimizer=optimizer, params=list(params))
+
+    def _precondition(
+        self, matvec: MatVec, b: TensorList
+    ) -> tuple[Preconditioner | None, int, dict[str, float]]:
+        """v ↦ M⁻¹v (``None``: M = I), the products spent on it (Hutchinson's probes, with the
+        undamped ``matvec``) and its extras for :class:`SolveInfo`."""
+        if callable(self.preconditioner):
+            return self.preconditioner, 0, {}
+        if self.preconditioner == "adam":
+            optimizer = self._optimizer.get("optimizer")
+            moments = None
+            if optimizer is not None:
+                moments = second_moment_diagonal(optimizer, self._optimizer["params"])
+            if moments is None or [m.shape for m in moments] != [x.shape for x in b]:
+                return None, 0, {"preconditioned": 0.0}
+            return _divide_by(spd_diagonal(moments)), 0, {"preconditioned": 1.0}
+        if self.preconditioner == "none":
+            return None, 0, {}
+        state = self._state
+        diagonal = state.get("diagonal")
+        usable = diagonal is not None and [m.shape for m in diagonal] == [x.shape for x in b]
+        products = 0
+        if usable and state["calls"] % self.refresh_every != 0:
+            state["calls"] += 1
+        else:
+            generator = torch.Generator()
+            if "generator" in state:
+                generator.set_state(state["generator"])
+            else:
+                generator.manual_seed(PROBE_SEED)
+            estimate = hutchinson_diagonal(matvec, b, self.probes, generator)
+            diagonal = spd_diagonal(estimate, shift=self.damping)
+            state.update(diagonal=diagonal, calls=1, generator=generator.get_state())
+            products = self.probes
+        diagonal = [m.to(x) for m, x in zip(diagonal, b, strict=True)]
+        return _divide_by(diagonal), products, {"preconditioner_products": float(products)}
 
     def _start(
         self, matvec: MatVec, b: TensorList, b_norm: float
@@ -128,9 +209,11 @@ class ConjugateGradient:
         if not math.isfinite(b_norm):
             info = SolveInfo("cg", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
             return [torch.full_like(x, math.nan) for x in b], info
+        precondition, probe_products, precondition_extras = self._precondition(matvec, b)
         matvec = damped(matvec, self.damping)
         solution, residual, matvecs, warm = self._start(matvec, b, b_norm)
-        z = self.preconditioner(residual) if self.preconditioner else residual
+        matvecs += probe_products
+        z = precondition(residual) if precondition is not None else residual
         direction = clone(z)
         rz = dot(residual, z)
         residual_norm = norm(residual)
@@ -157,8 +240,8 @@ class ConjugateGradient:
             add_(solution, direction, alpha=step)
             add_(residual, product, alpha=-step)
             del product
-            if self.preconditioner:
-                z = self.preconditioner(residual)
+            if precondition is not None:
+                z = precondition(residual)
                 rz_next = dot(residual, z)
                 new_norm = norm(residual)
             else:
@@ -176,7 +259,7 @@ class ConjugateGradient:
             [stop.double(), iterations.double(), residual_norm.double(), curvature_at_stop.double()]
         ).tolist()
         iterations = int(iterations)
-        extras = {"damping": self.damping, "warm_start": float(warm)}
+        extras = {"damping": self.damping, "warm_start": float(warm), **precondition_extras}
         if code == 0 and residual_norm <= threshold:
             code = 1  # converged before the first product (or exactly at tol 0)
         status, message = _STOPS[int(code)]
@@ -201,3 +284,15 @@ class ConjugateGradient:
             extras=extras,
         )
         return solution, info
+
+
+def _copy(value: Any) -> Any:
+    """A detached copy of a state entry: a tensor list, a tensor or a number."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return clone(value) if isinstance(value, list) else value
+
+
+def _divide_by(diagonal: list[torch.Tensor]) -> Preconditioner:
+    """v ↦ M⁻¹v = v / m entrywise for M = diag(m), m > 0."""
+    return lambda vector: list(torch._foreach_div(list(vector), diagonal))
