@@ -49,7 +49,6 @@ from benchmarks.harness import (
     QUICK_SIZES,
     BenchmarkRun,
     Column,
-    CpuSnapshot,
     Table,
     benchmark_command,
     benchmark_parser,
@@ -63,6 +62,7 @@ from benchmarks.harness import (
     write_report,
 )
 from benchmarks.loop_run import Family, LoopProblem, Record, problems, run_problem
+from benchmarks.machine import CpuSnapshot
 from benchmarks.peer_adapters import add_peers_flag, peer_status, require_peers
 
 EQUAL_ACCURACY = 1.05  # errors within this factor count as equal

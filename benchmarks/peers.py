@@ -61,7 +61,6 @@ from benchmarks.harness import (
     QUICK_SIZES,
     BenchmarkRun,
     Column,
-    CpuSnapshot,
     Sizes,
     Table,
     benchmark_command,
@@ -76,6 +75,7 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
+from benchmarks.machine import CpuSnapshot
 from benchmarks.peer_adapters import Problem, add_peers_flag, peer_status, require_peers
 from benchmarks.peer_methods import FLOOR, methods, mlp_problem, ridge_problem
 from benchmarks.problems import fixed_alpha
