@@ -8,7 +8,7 @@
   IQR exceeds ``NOISY_IQR`` of it is marked † in the Markdown.
 - Reports: ``write_report`` writes ``<out>/<stem>.md`` and ``.csv`` (machine information on every
   CSV row) and prints the Markdown, with the machine table, the command, the wall time and the
-  load other processes put on the machine (from ``/proc/stat``).
+  load other processes put on the machine (:mod:`benchmarks.machine`).
 - Command line: ``benchmark_parser`` / ``parse_benchmark_args`` give every benchmark the flags
   --device, --threads, --quick and --out; progress goes to stderr through ``log``.
 """
@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from torch.utils import benchmark
 
+from benchmarks.machine import CpuSnapshot, background_warning, device_name, other_cores
+
 IQR_THRESHOLD = 0.05  # adaptive_autorange stops once IQR/median falls below this
 NOISY_IQR = 0.2  # a median whose IQR exceeds this fraction of it is marked † in the tables
-BUSY_CORES = 0.25  # warn when other processes kept this many cores busy during the run
 
 
 @dataclass(frozen=True)
@@ -205,54 +206,6 @@ def first_line(error: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU: {cpu_name()}"
-
-
-def system_busy_seconds() -> float | None:
-    """CPU seconds all processes have spent busy since boot (Linux ``/proc/stat``), or None."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return None
-    ticks = [int(x) for x in fields]  # user nice system idle iowait irq softirq steal
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass(frozen=True)
-class CpuSnapshot:
-    """What the whole machine and this process had consumed at one instant."""
-
-    wall: float
-    own: float
-    system: float | None
-
-    @classmethod
-    def now(cls) -> CpuSnapshot:
-        return cls(time.perf_counter(), time.process_time(), system_busy_seconds())
-
-
-def other_cores(start: CpuSnapshot, end: CpuSnapshot) -> float | None:
-    """Cores kept busy by other processes between two snapshots, on average."""
-    if start.system is None or end.system is None:
-        return None
-    others = (end.system - start.system) - (end.own - start.own)
-    return max(others, 0.0) / (end.wall - start.wall)
-
-
 def machine_info(
     device: torch.device,
     sizes: Sizes,
@@ -280,19 +233,6 @@ def machine_info(
             else f"{background:.2f} of {os.cpu_count()} cores busy on average during the run"
         ),
     }
-
-
-def background_warning(background: float | None) -> str | None:
-    """A warning when other processes kept a quarter of a core or more busy during the run."""
-    if background is None or background < BUSY_CORES:
-        return None
-    return (
-        f"> **Warning:** other processes kept {background:.2f} cores busy on average during "
-        "this run, so absolute times are inflated and noisier (with several threads, each "
-        "parallel region may wait for a busy core). Statements compared in one table are timed "
-        "in interleaved rounds, which keeps their ratios fairer; rerun on an idle machine (or "
-        "with --threads 1) for absolute numbers."
-    )
 
 
 def is_noisy(row: dict[str, Any], key: str) -> bool:

@@ -65,7 +65,6 @@ from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
-    CpuSnapshot,
     Sizes,
     Table,
     benchmark_command,
@@ -77,6 +76,7 @@ from benchmarks.harness import (
     write_report,
 )
 from benchmarks.hvp_cost import section_hvp_cost
+from benchmarks.machine import CpuSnapshot
 from benchmarks.problems import ACTIVATIONS, make_mlp_problem, pretrain
 from benchmarks.solver_accuracy import section_mlp, section_reduced_mlp, section_ridge
 from benchmarks.vector_arithmetic import section_vector_arithmetic

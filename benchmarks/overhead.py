@@ -49,7 +49,6 @@ from benchmarks.harness import (
     QUICK_SIZES,
     BenchmarkRun,
     Column,
-    CpuSnapshot,
     Sizes,
     Table,
     benchmark_command,
@@ -62,6 +61,7 @@ from benchmarks.harness import (
     report_stem,
     write_report,
 )
+from benchmarks.machine import CpuSnapshot
 from hpo_cli.runner.build import Experiment, build_experiment
 from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.loop import hyper_step, inner_step, outer_step

@@ -41,28 +41,26 @@ where no closed form exists: the error column is then the difference to hpo-cli'
 the same method and K (agreement, not accuracy). Each K's statements are timed side by side
 (``torch.utils.benchmark``, interleaved rounds, median and IQR). Output:
 ``<out>/peers_<device>[_quick].{md,csv}``.
+
+The problems and the list of methods are ``benchmarks.peer_methods``, the peers' adapters
+``benchmarks.peer_adapters``; this module times them and writes the tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from types import SimpleNamespace
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from benchmarks.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
     Column,
-    CpuSnapshot,
     Sizes,
     Table,
     benchmark_command,
@@ -77,362 +75,18 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.problems import (
-    fixed_alpha,
-    make_mlp_problem,
-    make_ridge,
-    pretrain,
-)
+from benchmarks.machine import CpuSnapshot
+from benchmarks.peer_adapters import Problem, add_peers_flag, peer_status, require_peers
+from benchmarks.peer_methods import FLOOR, methods, mlp_problem, ridge_problem
+from benchmarks.problems import fixed_alpha
 from benchmarks.unrolled_memory import graph_megabytes
-from hpo_cli import ConjugateGradient, Neumann, hypergradient
-from hpo_cli.core.unrolled import SGDUpdate, unrolled_hypergradient
 
-Vector = list[torch.Tensor]
-Method = Callable[[], Vector]
 RIDGE_KS = (5, 10, 20, 50)
 MLP_KS = (10, 50)
 QUICK_KS = (5, 10)  # ridge (d = 10 in quick mode: CG is exact at K = 10)
 QUICK_MLP_KS = (5,)
 PEER_TIMING = {"min_run_time": 0.6, "max_run_time": 1.5, "rounds": 2}
-PEERS = {"torchopt": "torchopt", "betty": "betty", "curvlinops": "curvlinops", "higher": "higher"}
 EQUAL_ACCURACY = 1.05  # a peer counts as "as accurate" up to this factor on hpo-cli's error
-
-
-def peer_status() -> dict[str, str]:
-    """Each peer's version, or "not available: <reason>" when it does not import."""
-    status = {}
-    for name, module in PEERS.items():
-        try:
-            imported = importlib.import_module(module)
-        except Exception as error:
-            status[name] = (
-                f"not available: {type(error).__name__}: {error} "
-                "(`make install-bench` or `pip install -e '.[bench]'`)"
-            )
-            continue
-        version = getattr(imported, "__version__", None)
-        if version is None:
-            from importlib.metadata import version as dist_version
-
-            dist = {"betty": "betty-ml", "curvlinops": "curvlinops-for-pytorch"}.get(name, name)
-            version = dist_version(dist)
-        status[name] = str(version)
-    return status
-
-
-def require_peers(status: dict[str, str], wanted: bool) -> list[str]:
-    """The peers that do not import; with ``wanted``, exit 1 in one line when there are any."""
-    missing = [name for name, value in status.items() if value.startswith("not available")]
-    if wanted and missing:
-        print(
-            f"error: --peers: not installed: {', '.join(missing)} (run `make install-bench`)",
-            file=sys.stderr,
-        )
-        raise SystemExit(1)
-    return missing
-
-
-def add_peers_flag(parser: argparse.ArgumentParser) -> None:
-    """``--peers``: the run needs the peer libraries (``make bench-peers``)."""
-    parser.add_argument(
-        "--peers",
-        action="store_true",
-        help="require the peer libraries: exit 1 in one line when one does not import",
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Problems
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Problem:
-    """A model, per-weight hyperparameters and two losses, functional in the weights' module."""
-
-    name: str
-    model: nn.Module
-    hparams: Vector
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    data_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    penalty: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
-    reference: Vector | None = None  # the exact hypergradient, where known
-
-    @property
-    def params(self) -> Vector:
-        return list(self.model.parameters())
-
-    def train_loss(self, model: Callable[..., torch.Tensor] | None = None, **kw: Any) -> Any:
-        model = model or self.model
-        weights = kw.get("params") or self.params
-        return self.data_loss(model(self.train_x, **kw), self.train_y) + self.penalty(
-            weights, self.hparams
-        )
-
-    def val_loss(self, model: Callable[..., torch.Tensor] | None = None, **kw: Any) -> Any:
-        model = model or self.model
-        return self.data_loss(model(self.val_x, **kw), self.val_y)
-
-
-class RidgeModel(nn.Module):
-    """x ↦ x w with w a parameter: the ridge regression's weights as a module (for higher)."""
-
-    def __init__(self, weights: torch.Tensor) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weights.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight
-
-
-def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return (outputs - targets).square().mean()
-
-
-def ridge_problem(sizes: Sizes, device: torch.device) -> Problem:
-    ridge = make_ridge(sizes, device)
-    return Problem(
-        name="ridge",
-        model=RidgeModel(ridge.weights),
-        hparams=[ridge.theta],
-        train_x=ridge.x_train,
-        train_y=ridge.y_train,
-        val_x=ridge.x_val,
-        val_y=ridge.y_val,
-        data_loss=mse,
-        penalty=lambda w, t: (t[0].exp() * w[0].square()).sum(),
-        reference=[ridge.reference()],
-    )
-
-
-def mlp_problem(sizes: Sizes, device: torch.device) -> Problem:
-    mlp = make_mlp_problem(sizes, "relu", device)
-    log(f"peers: pretraining the MLP ({sizes.pretrain_steps} Adam steps)")
-    pretrain(mlp, sizes.pretrain_steps)
-
-    def penalty(weights: Sequence[torch.Tensor], hparams: Sequence[torch.Tensor]) -> torch.Tensor:
-        return sum(
-            (nn.functional.softplus(t) * w.square()).sum()
-            for t, w in zip(hparams, weights, strict=True)
-        )
-
-    return Problem(
-        name="mlp",
-        model=mlp.model,
-        hparams=mlp.hparams,
-        train_x=mlp.train.x,
-        train_y=mlp.train.y,
-        val_x=mlp.val.x,
-        val_y=mlp.val.y,
-        data_loss=nn.functional.cross_entropy,
-        penalty=penalty,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Methods: each returns dL_v/dλ as a list shaped like the hyperparameters
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class IFTPieces:
-    """The gradient graph and right-hand side every linear-solver peer starts from."""
-
-    gradients: tuple[torch.Tensor, ...]
-    rhs: Vector
-    params: Vector
-    hparams: Vector
-
-    def matvec(self, vector: Sequence[torch.Tensor]) -> Vector:
-        return list(
-            torch.autograd.grad(self.gradients, self.params, list(vector), retain_graph=True)
-        )
-
-    def finish(self, solution: Sequence[torch.Tensor]) -> Vector:
-        mixed = torch.autograd.grad(self.gradients, self.hparams, list(solution))
-        return [-m for m in mixed]
-
-
-def ift_pieces(problem: Problem) -> IFTPieces:
-    params = problem.params
-    gradients = torch.autograd.grad(problem.train_loss(), params, create_graph=True)
-    rhs = list(torch.autograd.grad(problem.val_loss(), params))
-    return IFTPieces(gradients, rhs, params, problem.hparams)
-
-
-class HpoCliMethod:
-    """hpo-cli's ``hypergradient``; keeps the last call's solver status and HVP count."""
-
-    def __init__(self, problem: Problem, solver: Any) -> None:
-        self.problem, self.solver = problem, solver
-        self.info: dict[str, Any] = {}
-
-    def __call__(self) -> Vector:
-        problem = self.problem
-        result = hypergradient(
-            problem.train_loss(),
-            problem.val_loss(),
-            problem.params,
-            problem.hparams,
-            self.solver,
-            check_residual=False,
-            raise_on_failure=False,
-        )
-        self.info = {"status": result.solve.status, "hvps": result.hvps}
-        return list(result.grads)
-
-
-def torchopt_method(problem: Problem, kind: str, k: int, alpha: float) -> Method:
-    from torchopt import linear_solve
-
-    if kind == "cg":
-        solve = linear_solve.solve_cg(maxiter=k, rtol=0.0, atol=0.0)
-    else:
-        solve = linear_solve.solve_inv(ns=True, maxiter=k, alpha=alpha)
-
-    def run() -> Vector:
-        pieces = ift_pieces(problem)
-        return pieces.finish(solve(pieces.matvec, pieces.rhs))
-
-    return run
-
-
-def betty_method(problem: Problem, kind: str, k: int, alpha: float) -> Method:
-    from betty import hypergradient as betty_hypergradient
-
-    config = SimpleNamespace(
-        neumann_iterations=k, neumann_alpha=alpha, cg_iterations=k, cg_alpha=1.0
-    )
-    lower = SimpleNamespace(
-        paths=[],
-        config=config,
-        cur_batch=None,
-        training_step_exec=lambda batch: problem.train_loss(),
-        trainable_parameters=lambda: problem.params,
-        parameters=lambda: problem.params,
-    )
-    upper = SimpleNamespace(trainable_parameters=lambda: problem.hparams)
-    function = betty_hypergradient.neumann if kind == "neumann" else betty_hypergradient.cg
-
-    def run() -> Vector:
-        vector = list(torch.autograd.grad(problem.val_loss(), problem.params))
-        return list(function(vector, lower, upper))
-
-    return run
-
-
-def curvlinops_method(problem: Problem, kind: str, k: int, alpha: float) -> Method:
-    from curvlinops import CGInverseLinearOperator, NeumannInverseLinearOperator
-    from curvlinops._torch_base import PyTorchLinearOperator
-
-    class HVPOperator(PyTorchLinearOperator):
-        SELF_ADJOINT = True
-
-        def __init__(self, pieces: IFTPieces) -> None:
-            shapes = [tuple(p.shape) for p in pieces.params]
-            super().__init__(shapes, shapes)
-            self.pieces = pieces
-
-        def _matmat(self, X: list[torch.Tensor]) -> list[torch.Tensor]:
-            columns = [self.pieces.matvec([x[..., j] for x in X]) for j in range(X[0].shape[-1])]
-            return [torch.stack(parts, dim=-1) for parts in zip(*columns, strict=True)]
-
-    def run() -> Vector:
-        pieces = ift_pieces(problem)
-        operator = HVPOperator(pieces)
-        if kind == "cg":
-            inverse = CGInverseLinearOperator(
-                operator, max_iter=k, max_tridiag_iter=k, tolerance=0.0
-            )
-        else:
-            inverse = NeumannInverseLinearOperator(operator, num_terms=k, scale=alpha)
-        return pieces.finish(inverse @ [r.detach() for r in pieces.rhs])
-
-    return run
-
-
-def higher_method(problem: Problem, k: int, alpha: float) -> Method:
-    import higher
-
-    def run() -> Vector:
-        optimizer = torch.optim.SGD(problem.model.parameters(), lr=alpha)
-        with higher.innerloop_ctx(problem.model, optimizer, copy_initial_weights=True) as (
-            fmodel,
-            diffopt,
-        ):
-            for _ in range(k):
-                weights = list(fmodel.parameters())
-                diffopt.step(problem.train_loss(fmodel, params=weights))
-            val = problem.val_loss(fmodel, params=list(fmodel.parameters()))
-            return list(torch.autograd.grad(val, problem.hparams))
-
-    return run
-
-
-def unrolled_method(problem: Problem, k: int, alpha: float) -> Method:
-    update = SGDUpdate(alpha)
-
-    def run() -> Vector:
-        grads, _ = unrolled_hypergradient(
-            problem.model,
-            problem.hparams,
-            update,
-            update.init_state(problem.params),
-            lambda _step: problem.train_loss(),
-            problem.val_loss,
-            k,
-        )
-        return list(grads)
-
-    return run
-
-
-FLOOR = "floor: K HVPs, no solver"
-
-
-def floor_method(problem: Problem, k: int) -> Method:
-    """The work every IFT method here shares, and nothing else: the gradient graph, ∂L_v/∂w,
-    K autograd HVPs in sequence and the mixed product. No solver spends less on these HVPs; its
-    result is not a hypergradient (no error is reported)."""
-
-    def run() -> Vector:
-        pieces = ift_pieces(problem)
-        vector = pieces.rhs
-        for _ in range(k):
-            vector = pieces.matvec(vector)
-        return pieces.finish(vector)
-
-    return run
-
-
-def methods(problem: Problem, k: int, alpha: float, status: dict[str, str]) -> dict[str, Method]:
-    """Every available method at K, keyed by "library: method", and the floor."""
-    table: dict[str, Method] = {
-        "hpo-cli: cg": HpoCliMethod(
-            problem, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)
-        ),
-        "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k, alpha=alpha)),
-        "hpo-cli: unrolled SGD": unrolled_method(problem, k, alpha),
-        FLOOR: floor_method(problem, k),
-    }
-    available = {name for name, value in status.items() if not value.startswith("not avail")}
-    if "torchopt" in available:
-        table["torchopt: solve_cg"] = torchopt_method(problem, "cg", k, alpha)
-        table["torchopt: solve_inv(ns=True)"] = torchopt_method(problem, "neumann", k, alpha)
-    if "betty" in available:
-        table["betty: cg"] = betty_method(problem, "cg", k, alpha)
-        table["betty: neumann"] = betty_method(problem, "neumann", k, alpha)
-    if "curvlinops" in available:
-        table["curvlinops: CGInverseLinearOperator"] = curvlinops_method(problem, "cg", k, alpha)
-        table["curvlinops: NeumannInverseLinearOperator"] = curvlinops_method(
-            problem, "neumann", k, alpha
-        )
-    if "higher" in available:
-        table["higher: unrolled SGD"] = higher_method(problem, k, alpha)
-    return table
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ from benchmarks.harness import (
     QUICK_SIZES,
     BenchmarkRun,
     Column,
-    CpuSnapshot,
     Sizes,
     Table,
     benchmark_command,
@@ -52,6 +51,7 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
+from benchmarks.machine import CpuSnapshot
 from benchmarks.overhead import cuda_peak_bytes, profiler_peak_bytes
 from benchmarks.problems import (
     WEIGHT_DECAY,

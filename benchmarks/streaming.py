@@ -32,7 +32,6 @@ from benchmarks.harness import (
     QUICK_SIZES,
     BenchmarkRun,
     Column,
-    CpuSnapshot,
     Sizes,
     Table,
     benchmark_command,
@@ -46,6 +45,7 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
+from benchmarks.machine import CpuSnapshot
 from hpo_cli import Identity, JointOptimizer
 from hpo_cli.data.protocol import DataOptions, as_splits
 from hpo_cli.data.tasks import cross_entropy

@@ -111,7 +111,7 @@ def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
 
 
 def test_peers_flag_fails_in_one_line_when_a_peer_is_missing(capsys):
-    from benchmarks.peers import require_peers
+    from benchmarks.peer_adapters import require_peers
 
     status = {"torchopt": "0.7.3", "betty": "not available: ModuleNotFoundError: betty"}
     assert require_peers(status, wanted=False) == ["betty"]

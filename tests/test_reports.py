@@ -15,7 +15,7 @@ from tiny_runs import metrics, run
 
 from hpo_cli.runner import plots
 from hpo_cli.runner.console import log_due
-from hpo_cli.runner.sweep import draw_sweep
+from hpo_cli.runner.sweep_plots import draw_sweep
 
 HYDRA_RECORD = """hydra:
   runtime:

@@ -35,7 +35,6 @@ from hpo_cli.runner.errors import fail
 from hpo_cli.runner.help import group_options, help_text
 from hpo_cli.runner.lock import RunLocked, run_lock
 from hpo_cli.runner.loop import train
-from hpo_cli.runner.plots import plot_run
 from hpo_cli.runner.preflight import config_dir_arguments, prepare, save_run_config
 from hpo_cli.runner.progress import RunFailed
 from hpo_cli.runner.summary import write_summary
@@ -123,7 +122,7 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
             run_dir, status=status, progress=progress, overrides=overrides, error=str(error) or None
         )
         if cfg.plots and (run_dir / "metrics.csv").exists():
-            plot_run(run_dir)
+            draw_plots(run_dir)
         if trackers is not None:
             trackers.finish(status)
         message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
@@ -142,10 +141,18 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         return math.nan
     summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
     if cfg.plots:
-        plot_run(run_dir)
+        draw_plots(run_dir)
     trackers.finish("completed")
     log.info("%s", summary_block(summary, run_dir, trackers.locations()))
     return float(summary["final"]["val_loss"])
+
+
+def draw_plots(run_dir: Path) -> None:
+    """The run's PNG plots (:mod:`hpo_cli.runner.plots`), imported here so that a run without
+    plots, ``--help`` and a refused command start without matplotlib."""
+    from hpo_cli.runner.plots import plot_run
+
+    plot_run(run_dir)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -32,20 +32,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from hydra.experimental.callback import Callback
-from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.trackers import log_sweep
 
 log = logging.getLogger(__name__)
 FINAL_COLUMNS = ("val_loss", "val_error", "test_loss", "test_error")
-CURVES = {"val_loss": "validation loss", "test_error": "test error"}
 FAILURE_COLUMNS = ["job", "status", "overrides", "error"]
 
 
@@ -141,64 +135,6 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def plot_sweep(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """:func:`draw_sweep` into ``out_dir/sweep.png`` and ``sweep.pdf``."""
-    figure = draw_sweep(table, f"sweep {out_dir.parent.name}/{out_dir.name}")
-    paths = [out_dir / "sweep.png", out_dir / "sweep.pdf"]
-    for path in paths:
-        figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return paths
-
-
-def draw_sweep(table: pd.DataFrame, title: str) -> plt.Figure:
-    """Mean ± std over each setting's completed jobs of :data:`CURVES` against outer steps
-    (linear x); a setting with jobs that did not complete says so in its legend entry, and each
-    such job's rows up to where it stopped are drawn dashed, ending in a cross."""
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4))
-    jobs = table.groupby("job", sort=False)[["setting", "status"]].first()
-    for axis, (column, label) in zip(axes, CURVES.items(), strict=True):
-        for index, (setting, rows) in enumerate(table.groupby("setting", sort=False)):
-            colour = f"C{index % 10}"
-            statuses = jobs[jobs["setting"] == setting]["status"]
-            failed = int((statuses != "completed").sum())
-            name = setting if not failed else f"{setting} ({failed} of {len(statuses)} jobs failed)"
-            completed = rows[rows["status"] == "completed"]
-            if len(completed):
-                stats = completed.groupby("outer_step")[column].agg(["mean", "std"]).fillna(0.0)
-                axis.plot(stats.index, stats["mean"], color=colour, label=name)
-                low, high = stats["mean"] - stats["std"], stats["mean"] + stats["std"]
-                axis.fill_between(stats.index, low, high, color=colour, alpha=0.25)
-                name = None
-            for _, job_rows in rows[rows["status"] != "completed"].groupby("job", sort=False):
-                axis.plot(
-                    job_rows["outer_step"],
-                    job_rows[column],
-                    color=colour,
-                    linestyle="--",
-                    linewidth=1,
-                    label=name,
-                )
-                axis.plot(
-                    job_rows["outer_step"].iloc[-1:],
-                    job_rows[column].iloc[-1:],
-                    color=colour,
-                    marker="x",
-                    markersize=8,
-                )
-                name = None
-        axis.set(xlabel="outer step", ylabel=f"{label} (mean ± std over seeds)", xscale="linear")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    failed_jobs = int((jobs["status"] != "completed").sum())
-    title += f": {len(jobs)} jobs"
-    if failed_jobs:
-        title += f", {failed_jobs} did not complete (dashed, × where they stopped)"
-    figure.suptitle(title, fontsize=10)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
 def aggregate(sweep_dir: Path) -> list[Path]:
     """Write ``sweep_failures.csv``, then ``sweep.csv``, ``sweep_summary.csv`` and the plots
     into ``sweep_dir``; return their paths.
@@ -213,6 +149,8 @@ def aggregate(sweep_dir: Path) -> list[Path]:
     table = collect(sweep_dir)
     table.to_csv(sweep_dir / "sweep.csv", index=False)
     summarise(table).to_csv(sweep_dir / "sweep_summary.csv", index=False)
+    from hpo_cli.runner.sweep_plots import plot_sweep  # matplotlib only when a sweep ends
+
     plots = plot_sweep(table, sweep_dir)
     tables = [sweep_dir / name for name in ("sweep.csv", "sweep_summary.csv", "sweep_failures.csv")]
     return tables + plots

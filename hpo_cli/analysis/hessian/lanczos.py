@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
 
@@ -59,6 +58,8 @@ def extreme_eigenvalues(
             32)) Lanczos vectors).
         fallback_steps: Lanczos steps for the Ritz values used when ARPACK does not converge.
     """
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh  # 0.2 s: on use
+
     size = operator.size
     if not 0 < k < size:
         raise ValueError(f"k={k} must satisfy 0 < k < d={size} for Lanczos; use dense analysis")

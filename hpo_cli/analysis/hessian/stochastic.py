@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
-from scipy.stats import norm as normal
 
 from hpo_cli.analysis.hessian.lanczos import lanczos_tridiagonal, tridiagonal_matrix
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
@@ -60,7 +60,7 @@ def hutchinson_trace(
     values = torch.stack(samples).to("cpu", torch.float64)
     mean = float(values.mean())
     std_error = float(values.std()) / math.sqrt(probes)
-    half_width = float(normal.ppf(0.5 + confidence / 2)) * std_error
+    half_width = NormalDist().inv_cdf(0.5 + confidence / 2) * std_error
     return TraceEstimate(mean, std_error, mean - half_width, mean + half_width, probes, confidence)
 
 
