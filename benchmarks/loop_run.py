@@ -40,6 +40,8 @@ LANCZOS_TOL = 1e-4
 CG_TOL, REFERENCE_TOL, REFERENCE_ITERATIONS, CG_MAX_ITER = 1e-3, 1e-6, 1000, 200
 DAMPING_FRACTION = 0.1  # μ = max(0, −λ̂min) + this × λ̂max, at the first state
 REFRESH_EVERY = (1, 3, 10)  # Neumann's warm rows: calls between two λ̂max refreshes
+CG_REFRESH_EVERY = (1, 10)  # preconditioned CG's rows: calls between two Hutchinson diagonals
+COMPILED = "hpo-cli: cg, cold, compiled"  # its first call includes the compilation
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ Method = Callable[[State], Outcome]
 
 def hpo_cli_method(solver: Any) -> Method:
     def run(state: State) -> Outcome:
+        observe = getattr(solver, "observe_optimizer", None)
+        if observe is not None:  # as JointOptimizer.hyper_step does
+            observe(state.exp.joint.optimizer, state.params)
         result = hypergradient(
             state.train_loss(),
             state.val_loss(),
@@ -179,7 +184,9 @@ class Family:
         return [label for label in self.methods if label.startswith("hpo-cli") and "warm" in label]
 
 
-def families(alpha: float, damping: float, available: set[str]) -> list[Family]:
+def families(
+    alpha: float, damping: float, available: set[str], compiled: bool = False
+) -> list[Family]:
     neumann = {"hpo-cli: neumann, cold": hpo_cli_method(Neumann(TERMS))}
     for k in REFRESH_EVERY:
         solver = Neumann(TERMS, warm_start=True, refresh_every=k)
@@ -198,6 +205,18 @@ def families(alpha: float, damping: float, available: set[str]) -> list[Family]:
             ConjugateGradient(CG_MAX_ITER, CG_TOL, damping, warm_start=True)
         ),
     }
+    for k in CG_REFRESH_EVERY:
+        cg[f"hpo-cli: cg, hutchinson every {k}, cold"] = hpo_cli_method(
+            ConjugateGradient(CG_MAX_ITER, CG_TOL, damping, "hutchinson", refresh_every=k)
+        )
+    cg[f"hpo-cli: cg, hutchinson every {k}, warm"] = hpo_cli_method(
+        ConjugateGradient(CG_MAX_ITER, CG_TOL, damping, "hutchinson", True, refresh_every=k)
+    )
+    cg["hpo-cli: cg, adam, cold"] = hpo_cli_method(
+        ConjugateGradient(CG_MAX_ITER, CG_TOL, damping, "adam")
+    )
+    if compiled:
+        cg[COMPILED] = hpo_cli_method(ConjugateGradient(CG_MAX_ITER, CG_TOL, damping, compile=True))
     if "torchopt" in available:
         cg["torchopt: solve_cg"] = peer_cg(torchopt_damped_cg, damping)
     if "curvlinops" in available:
@@ -239,7 +258,10 @@ def hyper_step_with(exp: Experiment, grads: Vector) -> None:
     exp.joint.hyper_optimizer.step()
 
 
-def run_problem(problem: LoopProblem, available: set[str]) -> tuple[list[Family], dict]:
+def run_problem(
+    problem: LoopProblem, available: set[str], compiled: bool = False
+) -> tuple[list[Family], dict]:
+    """The run; ``compiled`` adds the row of CG with ``compile=True``."""
     exp = build_experiment(compose_config(problem.overrides))
     cfg = exp.cfg
     records: dict[str, Record] = {}
@@ -252,7 +274,7 @@ def run_problem(problem: LoopProblem, available: set[str]) -> tuple[list[Family]
         state = State(exp, train_batch, val_batch)
         if not chosen:
             largest = state.largest_eigenvalue()
-            chosen = families(1.0 / largest, state.damping(largest), available)
+            chosen = families(1.0 / largest, state.damping(largest), available, compiled)
         driving = None
         for family in chosen:
             reference, _, _ = family.reference(state)(state)
