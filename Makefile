@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python -m benchmarks.scaling $(ARGS)
 	$(BIN)/python -m benchmarks.peers $(ARGS)
 	$(BIN)/python -m benchmarks.loop $(ARGS)
+	$(BIN)/python -m benchmarks.compiled_hvp $(ARGS)
 	$(BIN)/python -m benchmarks.streaming $(ARGS)
 
 # The peer comparisons with the peers required: exit 1 in one line when one is not installed.

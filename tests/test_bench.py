@@ -72,6 +72,17 @@ def test_quick_scaling_fits_a_slope_and_draws_it(tmp_path):
     assert "Fitted slope" in (tmp_path / "scaling_cpu_quick.md").read_text()
 
 
+@pytest.mark.slow  # compiles with torch.compile (seconds to tens of seconds)
+def test_quick_compiled_hvp_matches_the_reused_graph_product(tmp_path):
+    from benchmarks import compiled_hvp
+
+    assert compiled_hvp.main(["--quick", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "compiled_hvp_cpu_quick.csv")
+    assert len(table) == 4 and (table["median_ms"] > 0).all()
+    assert (table["rel_diff_to_b"].dropna() < 1e-5).all()  # float32: the same product
+    assert "Compilation of (d)" in (tmp_path / "compiled_hvp_cpu_quick.md").read_text()
+
+
 def test_quick_peers_agree_with_the_closed_form(tmp_path):
     run_quick("benchmarks.peers", tmp_path)
     table = pd.read_csv(tmp_path / "peers_cpu_quick.csv")
@@ -106,6 +117,8 @@ def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
         assert kept["products"] < cold["products"], "a kept λ̂max spares the power iterations"
         # CG to ‖r‖ ≤ 1e-3‖b‖ on the PD-damped system lands near the reference's 1e-6 solve
         assert by.loc["hpo-cli: cg, cold", "median_error"] < 0.05
+        # Hutchinson's 4 probes every call are counted with the preconditioned solve's products
+        assert by.loc["hpo-cli: cg, hutchinson every 1, cold", "products"] >= 4 + 1
     report = (tmp_path / "loop_cpu_quick.md").read_text()
     assert "target" in report and "× cold products" in report
 
