@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import subprocess
@@ -18,6 +19,16 @@ def run_quick(module: str, out: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result
+
+
+def run_quick_here(module: str, out: Path) -> None:
+    """``python -m MODULE --quick --out OUT`` in this process (no second interpreter), with this
+    process's thread count restored afterwards."""
+    threads = torch.get_num_threads()
+    try:
+        assert importlib.import_module(module).main(["--quick", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow  # a whole benchmark module; make test-slow runs it
@@ -84,7 +95,7 @@ def test_quick_compiled_hvp_matches_the_reused_graph_product(tmp_path):
 
 
 def test_quick_peers_agree_with_the_closed_form(tmp_path):
-    run_quick("benchmarks.peers", tmp_path)
+    run_quick_here("benchmarks.peers", tmp_path)
     table = pd.read_csv(tmp_path / "peers_cpu_quick.csv")
     ridge = table[table["section"] == "7a"]
     hpo_cg = ridge[(ridge["method"] == "hpo-cli: cg") & (ridge["k"] == ridge["k"].max())]
@@ -96,14 +107,8 @@ def test_quick_peers_agree_with_the_closed_form(tmp_path):
 
 
 def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
-    """In process (no second interpreter): both problems, both families, every hyper-step."""
-    from benchmarks import loop
-
-    threads = torch.get_num_threads()
-    try:
-        assert loop.main(["--quick", "--out", str(tmp_path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    """Both problems, both families, every hyper-step."""
+    run_quick_here("benchmarks.loop", tmp_path)
     table = pd.read_csv(tmp_path / "loop_cpu_quick.csv")
     assert set(table["section"]) == {"default", "mlp"}
     hpo = table[table["method"].str.startswith("hpo-cli")]
@@ -136,7 +141,7 @@ def test_peers_flag_fails_in_one_line_when_a_peer_is_missing(capsys):
 
 
 def test_quick_streaming_times_both_paths(tmp_path):
-    run_quick("benchmarks.streaming", tmp_path)
+    run_quick_here("benchmarks.streaming", tmp_path)
     table = pd.read_csv(tmp_path / "streaming_cpu_quick.csv").set_index("data")
     assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
     assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0

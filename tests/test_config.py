@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 
@@ -54,29 +55,39 @@ def takes(dataset: str, model: str) -> bool:
 
 
 def test_every_combination_composes_and_validates():
-    """Every data set with every model meant for its inputs, and every option of the other
-    groups. Their YAML files never refer to one another, so composing each option once covers
-    every combination of them; the full product would only add time. One Hydra initialisation
-    serves every composition."""
+    """Every option of every group composes and validates; then every data set with every model
+    meant for its inputs, assembled from those compositions. Group files never refer to one
+    another (the test below), so the composition of a combination is its options' nodes in the
+    base configuration: composing each option once covers every combination, and composing the
+    product would only add time. One Hydra initialisation serves every composition."""
     register_configs()
+    nodes = {}
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        for dataset, model in itertools.product(options("dataset"), options("model")):
-            if takes(dataset, model):
-                overrides = [f"dataset={dataset}", f"model={model}", "device=auto"]
-                validate(compose("config", overrides=overrides))
-        for group in ("hyper", "solver", "optimizer", "hyper_optimizer", "device"):
+        base = compose("config", overrides=["device=auto"])
+        for group in ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer"):
             for name in options(group):
-                validate(compose("config", overrides=[f"{group}={name}"]))
+                cfg = compose("config", overrides=[f"{group}={name}", "device=auto"])
+                validate(cfg)
+                nodes[group, name] = cfg[group]
+        for name in options("device"):
+            validate(compose("config", overrides=[f"device={name}"]))
+    for dataset, model in itertools.product(options("dataset"), options("model")):
+        if takes(dataset, model):
+            cfg = copy.deepcopy(base)
+            cfg.dataset, cfg.model = nodes["dataset", dataset], nodes["model", model]
+            validate(cfg)
 
 
 def test_group_files_do_not_refer_to_other_groups():
-    """The premise of the test above: a group's YAML only extends its own schema."""
+    """The premise of the test above: a group's YAML only extends its own schema and
+    interpolates no other value."""
     for group in ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer", "device"):
         for path in (CONF / group).glob("*.yaml"):
             defaults = OmegaConf.load(path).get("defaults", [])
             assert all(
                 (isinstance(d, str) and d.startswith("base_")) or d == "_self_" for d in defaults
             ), path
+            assert "${" not in path.read_text(), path
 
 
 @pytest.mark.parametrize(

@@ -134,15 +134,15 @@ def test_the_joblib_launcher_gives_the_same_sweep(basic_sweep, joblib_sweep):
     pd.testing.assert_frame_equal(basic, joblib)
 
 
-def test_the_script_reaggregates_from_files_alone(basic_sweep, tmp_path):
+def test_the_script_reaggregates_from_files_alone(basic_sweep, tmp_path, monkeypatch):
     copy = tmp_path / "sweep"
-    subprocess.run(["cp", "-r", str(basic_sweep), str(copy)], check=True)
+    shutil.copytree(basic_sweep, copy)
     for name in ("sweep.csv", "sweep_summary.csv", "sweep.png"):
         (copy / name).unlink()
-    result = subprocess.run(
-        [sys.executable, "-m", "hpo_cli.runner.sweep", str(copy)], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
+    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweep", str(copy)])
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_module.main()
+    assert exit_info.value.code == 0
     pd.testing.assert_frame_equal(
         pd.read_csv(copy / "sweep.csv"), pd.read_csv(basic_sweep / "sweep.csv")
     )
