@@ -18,7 +18,8 @@ run: install
 	$(BIN)/hpo-run $(ARGS)
 
 # One test process per core (pytest-xdist); the tests that share a module's or a session's run
-# carry an xdist_group mark and stay in one process. The run ends with its 15 slowest tests.
+# share one xdist_group (tests/conftest.py) and stay in one process. The run ends with its 15
+# slowest tests.
 TEST_WORKERS ?= 2
 test: install-tracking
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 
@@ -80,9 +79,7 @@ FAST = [
     "model.hidden_sizes=[16]",
     "batch_size=8",
     "warmup_inner_steps=100",
+    "plots=false",
 ]
-"""A few seconds' run of the default experiment: 4 outer steps on 20 training digits."""
-
-SHARES_FINISHED_RUN = pytest.mark.xdist_group("finished_run")
-"""Mark of the tests using the session's ``finished_run`` (tests/conftest.py): under
-pytest-xdist's ``--dist loadgroup`` they run in one process, which makes that run once."""
+"""A second's run of the default experiment: 4 outer steps on 20 training digits, no plots (the
+tests of plots ask for them)."""

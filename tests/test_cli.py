@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runs import FAST, SHARES_FINISHED_RUN, Result, hpo_run
+from cli_runs import FAST, Result, hpo_run
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,6 @@ def error_lines(result: Result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("hpo-run: error:")]
 
 
-@SHARES_FINISHED_RUN
 def test_a_short_run_writes_every_file(finished_run):
     for name in ("metrics.csv", "summary.json", "checkpoint.pt", "hpo-run.log"):
         assert (finished_run / name).exists(), name
@@ -54,7 +53,6 @@ def test_a_short_run_writes_every_file(finished_run):
     assert "outer 4:" in log and "\r" not in log
 
 
-@SHARES_FINISHED_RUN
 def test_a_second_run_into_the_same_directory_is_refused(finished_run):
     before = (finished_run / "metrics.csv").read_text()
     result = hpo_run(finished_run, *FAST)
@@ -63,7 +61,6 @@ def test_a_second_run_into_the_same_directory_is_refused(finished_run):
     assert (finished_run / "metrics.csv").read_text() == before
 
 
-@SHARES_FINISHED_RUN
 def test_resume_can_extend_a_finished_run(finished_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
@@ -74,7 +71,7 @@ def test_resume_can_extend_a_finished_run(finished_run, tmp_path):
 
 def test_resume_after_kill_9_has_no_gap_and_no_duplicate(tmp_path):
     """Kill the run between checkpoints, resume it, and compare with an uninterrupted run."""
-    settings = [*FAST[4:], "outer_steps=24", "inner_steps=10", "checkpoint_every=7", "plots=false"]
+    settings = [*FAST[4:], "outer_steps=24", "inner_steps=10", "checkpoint_every=7"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert hpo_run(whole, *settings).returncode == 0
 
@@ -197,7 +194,7 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run(
-        [sys.executable, "-c", script, *FAST, "plots=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-c", script, *FAST, f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True,
         text=True,
         env=env,

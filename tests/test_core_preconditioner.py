@@ -6,11 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from cli_runs import FAST, hpo_run
 
 from hpo_cli import ConjugateGradient
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, spd_diagonal
-from tests.cli_runs import FAST, hpo_run
 
 DT = torch.float64
 

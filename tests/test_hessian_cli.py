@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import SHARES_FINISHED_RUN, hpo_hessian
+from cli_runs import hpo_hessian
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
@@ -98,7 +98,6 @@ def test_experiment_hessian_condition_is_the_seed_004_setting():
         config("experiment=overfit_validation")  # hpo-run's settings: analyse its run_dir
 
 
-@SHARES_FINISHED_RUN
 def test_a_run_directory_is_analysed_at_its_checkpoint(finished_run, tmp_path):
     run_dir, out = finished_run, tmp_path / "hessian"
     result = hpo_hessian(out, f"run_dir={run_dir}", "params=[3.weight]", "plots=false")
