@@ -221,13 +221,14 @@ class Neumann:
         # term joins the sum times an on-device mask (0 once a term grew past growth_limit times
         # the first or fell below tol), so the sum is the one a check after every term gives
         # (but a non-finite term, 0·inf, makes it non-finite: diverged either way), and at most
-        # ``checks`` − 1 products are spent past the stop.
+        # ``checks`` − 1 products are spent past the stop. On the CPU (checks = 1) each norm is
+        # read at once and the loop stops right after, so no mask is kept there.
         term = scale(b, alpha)
         solution = clone(term)
         first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
         checks = CPU_CHECK_EVERY if b[0].device.type == "cpu" else CHECK_EVERY
-        on_host = float if checks == 1 else torch.Tensor.detach  # read every term anyway
+        limit = self.growth_limit * first_norm
         running = torch.ones((), dtype=torch.bool, device=b[0].device)
         pending: list[torch.Tensor] = []
         for k in range(1, self.terms + 1):
@@ -236,18 +237,23 @@ class Neumann:
             del product
             matvecs += 1
             term_norm_t = norm(term)
-            keep = running & (term_norm_t <= self.growth_limit * first_norm)  # False if not finite
-            add_(solution, term, alpha=on_host(keep.to(term_norm_t.dtype)))
-            running = keep & (term_norm_t > self.tol * first_norm)
+            if checks == 1:  # read now, and stop right after: no mask to keep on the device
+                keep: float | torch.Tensor = float(float(term_norm_t) <= limit)  # 0 if not finite
+            else:
+                mask = running & (term_norm_t <= limit)  # False if not finite
+                running = mask & (term_norm_t > self.tol * first_norm)
+                keep = mask.to(term_norm_t.dtype)
+            add_(solution, term, alpha=keep)
             pending.append(term_norm_t)
             if len(pending) < checks and k < self.terms:
                 continue
             first_term = k - len(pending) + 1
-            for j, term_norm in enumerate(torch.stack(pending).tolist(), start=first_term):
+            norms = [float(pending[0])] if checks == 1 else torch.stack(pending).tolist()
+            for j, term_norm in enumerate(norms, start=first_term):
                 iterations = j
                 ratio = term_norm / previous_norm
                 extras["spectral_radius_estimate"] = ratio
-                if not math.isfinite(term_norm) or term_norm > self.growth_limit * first_norm:
+                if not math.isfinite(term_norm) or term_norm > limit:
                     status = Status.DIVERGED
                     message = (
                         f"term {j} grew to {term_norm / first_norm:.3g}× the first (limit "
