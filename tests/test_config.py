@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import typing
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,20 @@ def test_solver_options_reach_the_solver():
     solver = build_experiment(cfg).joint.solver
     assert (solver.max_iter, solver.damping) == (7, 0.5)
     assert OmegaConf.select(cfg, "solver.tol") == solver.tol
+
+
+def test_the_type_check_shortcut_accepts_only_what_omegaconf_accepts():
+    """``targets._plainly_valid`` skips OmegaConf for plain values: never for one it refuses."""
+    from hpo_cli.runner.targets import _plainly_valid, _value_schema
+
+    kinds = [int, float, str, bool, int | None, float | None, str | None, list[int], typing.Any]
+    values = [1, 1.5, True, "a", "3", None, float("nan"), [1], {"a": 1}]
+    shortcuts = 0
+    for kind in kinds:
+        for value in values:
+            if _plainly_valid(kind, value):
+                shortcuts += 1
+                schema = _value_schema(kind)
+                if schema is not None:
+                    OmegaConf.merge(schema, {"value": value})  # raises on a refused value
+    assert shortcuts >= 10

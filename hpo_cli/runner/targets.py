@@ -19,6 +19,7 @@ has to accept what it does not use.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -124,19 +125,50 @@ def check_node(
     return target
 
 
+PLAIN_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+"""Annotation → the Python types of the values OmegaConf accepts for it as they are."""
+
+
+def _plainly_valid(kind: Any, value: Any) -> bool:
+    """Whether OmegaConf would accept ``value`` for ``kind`` without converting it: the common
+    case (a number for a number, a string for a string, None for an optional), decided without
+    a structured config; False means "ask OmegaConf"."""
+    arguments = typing.get_args(kind)
+    if value is None:
+        return type(None) in arguments
+    if type(None) in arguments and len(arguments) == 2:  # Optional[X]
+        kind = next(a for a in arguments if a is not type(None))
+    accepted = PLAIN_TYPES.get(kind)
+    return accepted is not None and type(value) in accepted
+
+
 def _check_type(full_key: str, name: str, kind: Any, value: Any, target: str) -> None:
-    kind = checkable_type(kind, name, MISSING)
-    if kind is Any or isinstance(value, dict):
+    if _plainly_valid(kind, value):
         return
     try:
-        OmegaConf.merge(
-            OmegaConf.structured(make_dataclass("Check", [(name, kind, MISSING)])), {name: value}
-        )
+        schema = _value_schema(kind)
+    except TypeError:  # an annotation that cannot be hashed: not cached
+        schema = _value_schema.__wrapped__(kind)
+    if schema is None or isinstance(value, dict):
+        return
+    try:
+        OmegaConf.merge(schema, {"value": value})
     except ValidationError as error:
         expected = getattr(kind, "__name__", str(kind))
         raise ConfigError(
             f"{full_key}={value!r} is invalid: {target} takes {name}: {expected}"
         ) from error
+
+
+@functools.cache
+def _value_schema(kind: Any) -> DictConfig | None:
+    """A structured config with one field ``value: kind`` that checks a value by merging it in,
+    or None where OmegaConf cannot check ``kind``; made once per annotation (making a dataclass
+    costs a millisecond, and every build checks every key of every node)."""
+    kind = checkable_type(kind, "value", MISSING)
+    if kind is Any:
+        return None
+    return OmegaConf.structured(make_dataclass("Check", [("value", kind, MISSING)]))
 
 
 def offered_arguments(target: Callable[..., Any], node: DictConfig, offers: Mapping[str, Any]):
