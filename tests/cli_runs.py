@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +35,14 @@ def exit_status(error: SystemExit) -> int:
 
 
 def call_main(main: Callable[[], None], program: str, arguments: list[str]) -> Result:
-    """``main()`` with ``sys.argv = [program, *arguments]``; Hydra's global state is cleared
-    afterwards so that the next composition (here or in another test) starts afresh."""
+    """``main()`` with ``sys.argv = [program, *arguments]``. Afterwards Hydra's global state is
+    cleared, so that the next composition (here or in another test) starts afresh, and the root
+    logger gets its handlers back: the ones a Hydra job adds (the console, the run's log file)
+    are closed, so that no later test logs into this one's streams."""
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_argv = sys.argv
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     sys.argv = [program, *arguments]
     code = 0
     try:
@@ -49,6 +54,11 @@ def call_main(main: Callable[[], None], program: str, arguments: list[str]) -> R
     finally:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     return Result(code, stdout.getvalue(), stderr.getvalue())
 
 
