@@ -20,9 +20,12 @@ run: install
 # One test process per core (pytest-xdist); the tests that share a module's or a session's run
 # share one xdist_group (tests/conftest.py) and stay in one process. The run ends with its 15
 # slowest tests.
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: each test process and each command
+# the tests start would otherwise compile hpo-cli and the tests again (about 1 s each).
 TEST_WORKERS ?= 2
 test: install-tracking
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup \
+		--durations=15 $(PYTEST_ARGS)
 
 # The tracking extra: TensorBoard, MLflow and W&B for logger=... (make test installs it so that
 # the trackers' tests run; make run does without it).
@@ -44,10 +47,10 @@ $(CLUSTER): $(STAMP)
 	$(BIN)/python -m pip install -e ".[dev,cluster]"
 	touch $(CLUSTER)
 
-# The slow group, skipped by make test: sweeps through the submitit launcher's local mode and
+# The slow group, skipped by make test: sweeps through the joblib launcher, submitit's local mode and
 # through Ray (a local instance and a running cluster, on 127.0.0.1 only), the Optuna baseline,
-# a run and a sweep sent to a real mlflow server on 127.0.0.1, and four of the seven ResNet-18
-# combinations.
+# a run and a sweep sent to a real mlflow server on 127.0.0.1, five of the seven ResNet-18
+# combinations, three whole quick benchmarks and the torch.compile tests.
 .PHONY: test-slow
 test-slow: install-cluster install-tracking
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
