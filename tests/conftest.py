@@ -26,6 +26,7 @@ SHARED_FIXTURES = (
     "ridge_run",
     "catalogue",
     "mlflow_template",
+    "basic_sweep",
 )
 """Fixtures made once per module or session and read by several tests, each costing seconds."""
 

@@ -29,7 +29,6 @@ from hpo_cli.runner import sweep as sweep_module
 from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.sweep import aggregate, collect
 
-pytestmark = pytest.mark.xdist_group("sweeps")  # one process computes the shared sweeps
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 RAY = str(Path(sys.executable).parent / "ray")
 CLUSTER_EXTRA = 'needs the cluster extra: pip install -e ".[cluster]" (make test-slow does)'
