@@ -17,14 +17,14 @@ the hyper-step on batches drawn as ``hyper_step`` draws them, driven by hpo-cli'
 state (losses built inside the timed call, ``check_residual=False`` for all, so hpo-cli's
 products exclude the runner's one-product residual check):
 
-* Neumann family (K = 3 terms, hpo-run's default): hpo-cli cold (α = auto from 10 power
-  iterations every call) and warm (λ̂max kept, refreshed every 1, 3 or 10 calls by 3 power
-  iterations from the kept eigenvector); the peers' Neumann series with a fixed α = 1/λ̂max
-  estimated once before the run (100 power iterations), as they are used. Reference: the same
-  K-term series with α = 1/λmax, λmax from ARPACK's Lanczos at that state (relative accuracy
-  10⁻⁴; independent of the start vector, which a power iteration's few steps are not).
-* CG family on (H + μI)x = b, μ = max(0, −λ̂min) + 0.1·λ̂max at the first state (power
-  iterations; H is indefinite here), stopping at ‖r‖ ≤ 10⁻³‖b‖:
+* Neumann family (K = 3 terms, hpo-run's default): hpo-cli cold (α = auto from 10 Lanczos
+  steps from ∂L_v/∂w every call, and rows with 4 and 6 steps) and warm (λ̂max kept, refreshed
+  every 1, 3 or 10 calls by 3 Lanczos steps from the kept Ritz vector); the peers' Neumann
+  series with a fixed α = 1/λ̂max estimated once before the run (100 Lanczos steps), as they
+  are used. Reference: the same K-term series with α = 1/λmax, λmax from ARPACK's implicitly
+  restarted Lanczos at that state (relative accuracy 10⁻⁴, independent of any start vector).
+* CG family on (H + μI)x = b, μ = max(0, −λ̂min) + 0.1·λ̂max at the first state (100
+  Lanczos steps; H is indefinite here), stopping at ‖r‖ ≤ 10⁻³‖b‖:
   hpo-cli cold and warm; preconditioned by Hutchinson's diagonal (4 probes, counted in the
   products, re-estimated every 1 or 10 calls; cold, and warm at 10) or by the inner Adam's
   second moments (cold); without ``--quick``, cold with ``compile=True`` (its first call

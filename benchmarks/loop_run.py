@@ -25,12 +25,12 @@ from benchmarks.peer_adapters import (
     torchopt_damped_cg,
     torchopt_method,
 )
-from benchmarks.problems import SETUP_POWER_ITERATIONS
+from benchmarks.problems import SETUP_LANCZOS_STEPS
 from hpo_cli import ConjugateGradient, Neumann, TrainingCurvature, hypergradient
 from hpo_cli.analysis.hessian.lanczos import extreme_eigenvalues
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
-from hpo_cli.core.solvers import estimate_largest_eigenvalue
-from hpo_cli.core.vectors import add, flatten
+from hpo_cli.core.solvers import lanczos_extremes
+from hpo_cli.core.vectors import flatten
 from hpo_cli.runner.build import Experiment, build_experiment
 from hpo_cli.runner.loop import inner_step
 
@@ -40,6 +40,7 @@ LANCZOS_TOL = 1e-4
 CG_TOL, REFERENCE_TOL, REFERENCE_ITERATIONS, CG_MAX_ITER = 1e-3, 1e-6, 1000, 200
 DAMPING_FRACTION = 0.1  # μ = max(0, −λ̂min) + this × λ̂max, at the first state
 REFRESH_EVERY = (1, 3, 10)  # Neumann's warm rows: calls between two λ̂max refreshes
+SHORT_LANCZOS = (4, 6)  # Neumann's cold rows with fewer Lanczos steps than the default
 CG_REFRESH_EVERY = (1, 10)  # preconditioned CG's rows: calls between two Hutchinson diagonals
 COMPILED = "hpo-cli: cg, cold, compiled"  # its first call includes the compilation
 
@@ -100,16 +101,12 @@ class State:
     def val_loss(self) -> torch.Tensor:
         return self.exp.hyper.validation_loss(self.exp.model, self.val_batch, self.exp.criterion)
 
-    def largest_eigenvalue(self, shift: float = 0.0) -> float:
-        """λ̂max of H − shift·I by power iteration from ∂L_v/∂w (with shift = λ̂max of H, the
-        most negative eigenvalue of H minus the shift)."""
+    def extreme_eigenvalues(self) -> tuple[float, float]:
+        """λ̂max and λ̂min of H: the extreme Ritz values of a long Lanczos run from ∂L_v/∂w."""
         curvature = TrainingCurvature(self.train_loss(), self.params)
         b = list(torch.autograd.grad(self.val_loss(), self.params))
-
-        def shifted(vector: Vector) -> Vector:
-            return add(curvature.hvp(vector), vector, alpha=-shift)
-
-        return estimate_largest_eigenvalue(shifted, b, SETUP_POWER_ITERATIONS)[0]
+        extremes = lanczos_extremes(curvature.hvp, b, SETUP_LANCZOS_STEPS)
+        return extremes.largest, extremes.smallest
 
     def lanczos_largest_eigenvalue(self) -> float:
         """λmax of H by ARPACK's Lanczos (relative accuracy 10⁻⁴), independent of any start
@@ -118,9 +115,9 @@ class State:
         operator = SymmetricOperator(curvature.hvp, [p.detach() for p in self.params])
         return float(extreme_eigenvalues(operator, 1, "LA", tol=LANCZOS_TOL).values[-1])
 
-    def damping(self, largest: float) -> float:
-        """μ that makes H + μI positive definite here: max(0, −λ̂min) + 0.1·λ̂max."""
-        smallest = self.largest_eigenvalue(shift=largest) + largest
+    @staticmethod
+    def damping(largest: float, smallest: float) -> float:
+        """μ that makes H + μI positive definite: max(0, −λ̂min) + 0.1·λ̂max."""
         return max(0.0, -smallest) + DAMPING_FRACTION * largest
 
 
@@ -188,6 +185,9 @@ def families(
     alpha: float, damping: float, available: set[str], compiled: bool = False
 ) -> list[Family]:
     neumann = {"hpo-cli: neumann, cold": hpo_cli_method(Neumann(TERMS))}
+    for steps in SHORT_LANCZOS:
+        solver = Neumann(TERMS, lanczos_iterations=steps)
+        neumann[f"hpo-cli: neumann, cold with {steps} Lanczos steps"] = hpo_cli_method(solver)
     for k in REFRESH_EVERY:
         solver = Neumann(TERMS, warm_start=True, refresh_every=k)
         neumann[f"hpo-cli: neumann, warm, refresh every {k}"] = hpo_cli_method(solver)
@@ -273,8 +273,8 @@ def run_problem(
         val_batch = exp.data.val.sample(cfg.hyper_val_batch, exp.batches)
         state = State(exp, train_batch, val_batch)
         if not chosen:
-            largest = state.largest_eigenvalue()
-            chosen = families(1.0 / largest, state.damping(largest), available, compiled)
+            largest, smallest = state.extreme_eigenvalues()
+            chosen = families(1.0 / largest, state.damping(largest, smallest), available, compiled)
         driving = None
         for family in chosen:
             reference, _, _ = family.reference(state)(state)

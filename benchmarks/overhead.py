@@ -134,7 +134,7 @@ def section_overhead(cfg: DictConfig, sizes: Sizes) -> Table:
             f"Overhead of hyper-steps: {ratio:.2f}× the time per inner step without them "
             f"({verdict} the target ≤ {TARGET_TIME}×).",
             f"Configuration: {describe(cfg)}. Last hyper-step: solver status "
-            f"{hyper.get('solver_status')}, {hyper.get('solver_hvps')} HVPs (power iterations "
+            f"{hyper.get('solver_status')}, {hyper.get('solver_hvps')} HVPs (Lanczos steps "
             "for α = auto, series terms and the residual check).",
             "The last two rows are in units of one inner step of the 'off' row.",
         ],

@@ -33,7 +33,7 @@ x ≈ H⁻¹ ∂L_v/∂w from K Hessian-vector products (HVPs), the losses built
   equal K; for both, "graph MB" is the memory autograd holds for the reverse pass (saved
   tensors, unique storages), which grows linearly with K.
 
-α = 1/λ̂max from 100 power iterations at setup, the same for every Neumann method and for
+α = 1/λ̂max from 100 Lanczos steps at setup, the same for every Neumann method and for
 higher's step. Problems: (a) ridge regression (``benchmarks.hypergradient_cost``'s: n = 200,
 d = 50, c = exp(θ) per weight, float64, w at its closed-form optimum), error relative to the
 closed form; (b) the MLP 784-256-256-10 of that benchmark (float32, pretrained 300 Adam steps),

@@ -26,7 +26,7 @@ CIFAR_SHAPE = (3, 32, 32)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU}
 WEIGHT_DECAY = 1e-3  # initial softplus(θ) of every MLP weight
 CG_DAMPING = 1e-2  # μ for the damped CG rows on the (indefinite) MLP Hessian
-SETUP_POWER_ITERATIONS = 100  # λmax estimate behind the fixed Neumann step α = 1/λ̂max
+SETUP_LANCZOS_STEPS = 100  # Lanczos steps behind the fixed Neumann step α = 1/λ̂max
 PRETRAIN_LR = 1e-3
 
 
@@ -157,10 +157,10 @@ def accuracy(grads: Sequence[torch.Tensor], reference: torch.Tensor) -> dict[str
 
 
 def fixed_alpha(loss: torch.Tensor, params: Vector) -> float:
-    """α = 1/λ̂max from a long power iteration at setup time (a step tuned once, outside)."""
+    """α = 1/λ̂max from a long Lanczos run at setup time (a step tuned once, outside)."""
     curvature = TrainingCurvature(loss, params)
     start = random_like(params, seed=7)
-    largest, _ = estimate_largest_eigenvalue(curvature.hvp, start, SETUP_POWER_ITERATIONS)
+    largest, _ = estimate_largest_eigenvalue(curvature.hvp, start, SETUP_LANCZOS_STEPS)
     return 1.0 / largest
 
 

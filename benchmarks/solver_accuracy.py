@@ -28,7 +28,7 @@ from benchmarks.harness import (
 )
 from benchmarks.problems import (
     CG_DAMPING,
-    SETUP_POWER_ITERATIONS,
+    SETUP_LANCZOS_STEPS,
     WEIGHT_DECAY,
     Batch,
     Losses,
@@ -187,10 +187,10 @@ def section_ridge(sizes: Sizes, device: torch.device) -> Table:
     table.notes.append(marginal_hvp_cost(table.rows) + ".")
     eigenvalues = torch.linalg.eigvalsh(problem.hessian())
     table.notes += [
-        f"Fixed α = 1/λ̂max with λ̂max = {1 / alpha:.4g} from {SETUP_POWER_ITERATIONS} power "
-        f"iterations at setup (true eigenvalues of H: {eigenvalues.min():.3g} … "
-        f"{eigenvalues.max():.4g}); α = auto spends {Neumann().power_iterations} power iterations "
-        "inside every call.",
+        f"Fixed α = 1/λ̂max with λ̂max = {1 / alpha:.4g} from {SETUP_LANCZOS_STEPS} Lanczos "
+        f"steps at setup (true eigenvalues of H: {eigenvalues.min():.3g} … "
+        f"{eigenvalues.max():.4g}); α = auto spends {Neumann().lanczos_iterations} Lanczos "
+        "steps inside every call.",
         "Each call builds both losses and runs `hypergradient(..., check_residual=True)`: HVPs "
         "include the residual check; the error is ‖g − g*‖/‖g*‖ against the closed form "
         "dL_v/dθ_i = −2 w*_i [H⁻¹∇L_v(w*)]_i c_i.",
@@ -241,7 +241,7 @@ def section_mlp(problem: MLPProblem, gradient_norm: float, sizes: Sizes) -> Tabl
         f"loss (final ‖∂L_t/∂w‖ = {gradient_norm:.2g}); initial softplus(θ) = {WEIGHT_DECAY:g}. "
         "The Hessian is still indefinite there, so undamped CG can stop early on negative "
         "curvature (status column); the damped rows solve (H + μI)x = b.",
-        f"Fixed α = 1/λ̂max = {alpha:.4g} from {SETUP_POWER_ITERATIONS} power iterations at "
+        f"Fixed α = 1/λ̂max = {alpha:.4g} from {SETUP_LANCZOS_STEPS} Lanczos steps at "
         "setup. Exact (a dense d×d Hessian) is infeasible at this size and skipped: the "
         "accuracy of each solver on this problem is measured at a reduced width in 3c.",
         "Each call builds both losses (two forward passes) and runs "
@@ -328,7 +328,7 @@ def section_reduced_mlp(sizes: Sizes, activation: str, device: torch.device) -> 
         "started from 0 resolves them last, or never: undamped CG stops on negative "
         "curvature, Neumann's terms grow along negative directions, and damped CG converges "
         f"to (H + μI)⁻¹b (μ = {CG_DAMPING:g}), not to H⁻¹b.",
-        f"Fixed α = 1/λ̂max = {alpha:.4g} from {SETUP_POWER_ITERATIONS} power iterations at "
+        f"Fixed α = 1/λ̂max = {alpha:.4g} from {SETUP_LANCZOS_STEPS} Lanczos steps at "
         "setup; HVPs include the residual check.",
     ]
     return table

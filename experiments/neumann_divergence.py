@@ -20,7 +20,7 @@ import torch
 
 from experiments.common import restore_run, save, script_main
 from hpo_cli import Exact, Neumann, TrainingCurvature, hypergradient
-from hpo_cli.core.solvers.neumann import estimate_largest_eigenvalue
+from hpo_cli.core.solvers import estimate_largest_eigenvalue
 from hpo_cli.core.vectors import add, flatten, norm, scale
 from hpo_cli.runner.build import Experiment
 
@@ -81,7 +81,7 @@ QUIET = {"raise_on_failure": False, "check_residual": False}
 
 
 def step_sizes(exp: Experiment) -> dict[str, float]:
-    """α = 1, the run's fixed α and 1/λ̂max from 20 power iterations on H (b as start)."""
+    """α = 1, the run's fixed α and 1/λ̂max from 20 Lanczos steps on H (b as start)."""
     train_loss, val_loss = _losses(exp)
     params = list(exp.model.parameters())
     curvature = TrainingCurvature(train_loss, params)

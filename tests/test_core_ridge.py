@@ -309,7 +309,7 @@ def test_no_residual_when_not_checked():
     [
         (Identity(), 1),
         (Neumann(terms=7, alpha=0.1), 8),
-        (Neumann(terms=7, alpha="auto", power_iterations=5), 13),
+        (Neumann(terms=7, alpha="auto", lanczos_iterations=5), 13),
         (ConjugateGradient(tol=0.0, max_iter=4), 5),
         (Exact(), DIM + 1),
     ],

@@ -8,7 +8,8 @@ from hpo_cli.core.solvers.base import InverseHVPSolver, SolveInfo, Status
 from hpo_cli.core.solvers.cg import ConjugateGradient
 from hpo_cli.core.solvers.exact import Exact, SingularSystemError
 from hpo_cli.core.solvers.identity import Identity
-from hpo_cli.core.solvers.neumann import Neumann, estimate_largest_eigenvalue
+from hpo_cli.core.solvers.lanczos_estimate import estimate_largest_eigenvalue, lanczos_extremes
+from hpo_cli.core.solvers.neumann import Neumann
 
 __all__ = [
     "ConjugateGradient",
@@ -20,4 +21,5 @@ __all__ = [
     "SolveInfo",
     "Status",
     "estimate_largest_eigenvalue",
+    "lanczos_extremes",
 ]

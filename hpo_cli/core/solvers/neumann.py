@@ -33,50 +33,18 @@ import torch
 
 from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
+from hpo_cli.core.solvers.lanczos_estimate import lanczos_extremes
 from hpo_cli.core.vectors import (
     TensorList,
     add_,
     clone,
-    dot,
     norm,
     scale,
-    scale_,
     zeros_like,
 )
 
 CHECK_EVERY = 4  # terms between two host reads of the term norms (one sync) on an accelerator
 CPU_CHECK_EVERY = 1  # on the CPU a read costs nothing and spares the products past the stop
-
-
-def power_iteration(
-    matvec: MatVec, start: TensorList, iterations: int
-) -> tuple[float, int, list[torch.Tensor]]:
-    """Power iteration for the eigenvalue of largest magnitude of a symmetric A.
-
-    Returns the Rayleigh quotient vᵀAv/vᵀv of the last iterate (a lower bound on |λ|max that
-    converges to λmax when it dominates; negative when the dominant eigenvalue is negative), the
-    number of products used and the last unit iterate v (the eigenvector estimate, a warm start
-    for the next call).
-    """
-    vector = scale(start, 1.0 / float(norm(start)))
-    estimate = math.nan
-    for step in range(1, iterations + 1):
-        product = matvec(vector)
-        estimate = float(dot(vector, product))
-        product_norm = float(norm(product))
-        if product_norm == 0.0 or not math.isfinite(product_norm):
-            return estimate, step, vector
-        vector = product  # normalised in place: two weight-sized vectors alive, not three
-        scale_(vector, 1.0 / product_norm)
-    return estimate, iterations, vector
-
-
-def estimate_largest_eigenvalue(
-    matvec: MatVec, start: TensorList, iterations: int
-) -> tuple[float, int]:
-    """:func:`power_iteration`'s Rayleigh quotient and product count (no eigenvector)."""
-    estimate, steps, _ = power_iteration(matvec, start, iterations)
-    return estimate, steps
 
 
 @dataclass(frozen=True)
@@ -86,28 +54,29 @@ class Neumann:
     Args:
         terms: K, the number of products with A (the highest power in the sum); 3 by default,
             hpo-run's default study (a few terms give a usable hypergradient direction).
-        alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max from ``power_iterations``
-            steps of power iteration (which cost extra products).
-        power_iterations: power-iteration steps used by ``alpha="auto"``.
+        alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max the largest Ritz value of
+            ``lanczos_iterations`` Lanczos steps from b (extra products;
+            :mod:`~hpo_cli.core.solvers.lanczos_estimate`).
+        lanczos_iterations: Lanczos steps (products) of a cold estimate for ``alpha="auto"``.
         tol: stop early once ‖t_k‖ ≤ tol·‖t_0‖ (the remaining terms are negligible); 0 runs all
             K terms.
         warm_start: with ``alpha="auto"``, keep λ̂max and its eigenvector between calls (one
             solver object per problem, as in a training loop, where H changes little from one
             outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
-            products), then ``refresh_iterations`` power iterations from the kept eigenvector
+            products), then ``refresh_iterations`` Lanczos steps from the kept Ritz vector
             refresh it. Safety: a series that diverges with a kept α (the series' own growth
             test) is summed once more after a refresh (its products count too). The state
             (:meth:`state_dict`) goes into hpo-run's checkpoints.
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
-        refresh_iterations: power iterations of a warm refresh.
+        refresh_iterations: Lanczos steps of a warm refresh.
         damping: μ ≥ 0: the series is summed for A + μI (every eigenvalue shifted up by μ), which
             converges for some α once μ > −λmin(A).
     """
 
     terms: int = 3
     alpha: float | str = "auto"
-    power_iterations: int = 10
+    lanczos_iterations: int = 10
     tol: float = 0.0
     growth_limit: float = 10.0
     warm_start: bool = False
@@ -121,13 +90,11 @@ class Neumann:
             raise ValueError(f"neumann.terms must be >= 0, got {self.terms}")
         if self.alpha != "auto" and not (isinstance(self.alpha, int | float) and self.alpha > 0):
             raise ValueError(f"neumann.alpha must be > 0 or 'auto', got {self.alpha!r}")
-        if self.power_iterations < 1:
-            raise ValueError(f"neumann.power_iterations must be >= 1, got {self.power_iterations}")
         if not self.growth_limit > 1:
             raise ValueError(f"neumann.growth_limit must be > 1, got {self.growth_limit}")
         if self.damping < 0:
             raise ValueError(f"neumann.damping must be >= 0, got {self.damping}")
-        for key in ("refresh_every", "refresh_iterations"):
+        for key in ("lanczos_iterations", "refresh_every", "refresh_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
 
@@ -154,8 +121,9 @@ class Neumann:
     def _largest_eigenvalue(
         self, matvec: MatVec, b: TensorList, refresh: bool
     ) -> tuple[float, int, bool]:
-        """λ̂max, the products spent, and whether it was kept from an earlier call (no products;
-        never with ``refresh``); records the warm-start state."""
+        """λ̂max (the Ritz value of largest magnitude, signed: negative when H's dominant
+        eigenvalue is), the products spent, and whether it was kept from an earlier call (no
+        products; never with ``refresh``); records the warm-start state."""
         state = self._state
         vector = state.get("vector")
         usable = (
@@ -167,18 +135,17 @@ class Neumann:
             state["calls"] += 1
             return state["largest"], 0, True
         if usable:
-            start, iterations = (
-                [v.to(x) for v, x in zip(vector, b, strict=True)],
-                self.refresh_iterations,
-            )
+            start = [v.to(x) for v, x in zip(vector, b, strict=True)]
+            iterations = self.refresh_iterations
         else:
-            start, iterations = b, self.power_iterations
-        largest, matvecs, vector = power_iteration(matvec, start, iterations)
+            start, iterations = b, self.lanczos_iterations
+        estimate = lanczos_extremes(matvec, start, iterations, ritz_vector=self.warm_start)
+        largest = estimate.dominant
         if self.warm_start and 0.0 < largest < math.inf:
-            state.update(largest=largest, vector=vector, calls=1)
+            state.update(largest=largest, vector=estimate.vector, calls=1)
         else:
             state.clear()
-        return largest, matvecs, False
+        return largest, estimate.matvecs, False
 
     def _solve(
         self, matvec: MatVec, b: TensorList, refresh: bool

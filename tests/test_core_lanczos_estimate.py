@@ -1,0 +1,113 @@
+"""Neumann's λ̂max for α = "auto": a few Lanczos steps (float64, dense eigendecompositions)."""
+
+import pytest
+import torch
+
+from hpo_cli import Neumann
+from hpo_cli.core.solvers import estimate_largest_eigenvalue, lanczos_extremes
+from hpo_cli.core.vectors import dot, norm, scale
+
+DT = torch.float64
+
+
+def symmetric(eigenvalues, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    dim = len(eigenvalues)
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=DT))
+    return basis @ torch.diag(torch.tensor(eigenvalues, dtype=DT)) @ basis.T
+
+
+def matvec_of(matrix):
+    return lambda v: [matrix @ v[0]]
+
+
+def power_iteration_estimate(matrix, start, steps):
+    """The Rayleigh quotient after ``steps`` products of power iteration (the old estimate)."""
+    vector = scale([start], 1.0 / float(norm([start])))
+    for _ in range(steps - 1):
+        vector = [matrix @ vector[0]]
+        vector = scale(vector, 1.0 / float(norm(vector)))
+    return float(dot(vector, [matrix @ vector[0]]))
+
+
+SPECTRUM = torch.linspace(-2.0, 10.0, 60).tolist()  # indefinite, slow for power iteration
+
+
+@pytest.mark.parametrize("steps", [2, 4, 8, 16])
+def test_ritz_values_lie_inside_the_spectrum_and_beat_power_iteration(steps):
+    matrix = symmetric(SPECTRUM)
+    start = torch.ones(60, dtype=DT)
+    estimate = lanczos_extremes(matvec_of(matrix), [start], steps)
+    assert estimate.matvecs == steps
+    assert -2.0 - 1e-12 <= estimate.smallest <= estimate.largest <= 10.0 + 1e-12
+    assert estimate.largest >= power_iteration_estimate(matrix, start, steps) - 1e-12
+
+
+def test_a_few_steps_find_lambda_max_where_power_iteration_is_far_off():
+    matrix = symmetric(SPECTRUM)
+    start = torch.ones(60, dtype=DT)
+    estimate = lanczos_extremes(matvec_of(matrix), [start], 12)
+    assert estimate.largest == pytest.approx(10.0, rel=1e-2)
+    assert power_iteration_estimate(matrix, start, 12) < 0.97 * 10.0  # gap 0.2: slow
+
+
+def test_an_invariant_krylov_space_gives_exact_eigenvalues_and_stops():
+    matrix = torch.diag(torch.tensor([1.0, 3.0, 7.0, 2.0], dtype=DT))
+    start = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=DT)  # spans 3 eigenvectors
+    estimate = lanczos_extremes(matvec_of(matrix), [start], 10, ritz_vector=True)
+    assert estimate.matvecs == 3  # the breakdown after 3 products stops the recurrence
+    assert (estimate.smallest, estimate.largest) == pytest.approx((1.0, 7.0), rel=1e-12)
+    torch.testing.assert_close(
+        estimate.vector[0].abs(), torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=DT), atol=1e-10, rtol=0
+    )
+
+
+def test_reading_the_coefficients_once_gives_the_same_estimate(monkeypatch):
+    """Off the CPU the coefficients are read once, after all steps; T is then cut at the
+    breakdown, so the estimate is the one of reading each step (the products past it count)."""
+    from hpo_cli.core.solvers import lanczos_estimate as module
+
+    for matrix, start in [
+        (symmetric(SPECTRUM), torch.ones(60, dtype=DT)),
+        (torch.diag(torch.tensor([1.0, 3.0, 7.0, 2.0], dtype=DT)), torch.ones(4, dtype=DT)),
+    ]:
+        each = lanczos_extremes(matvec_of(matrix), [start], 8, ritz_vector=True)
+        monkeypatch.setattr(module, "CPU_READS_EACH_STEP", False)
+        once = lanczos_extremes(matvec_of(matrix), [start], 8, ritz_vector=True)
+        monkeypatch.setattr(module, "CPU_READS_EACH_STEP", True)
+        assert once.matvecs == 8 and each.matvecs == min(8, len(start))
+        assert (once.largest, once.smallest) == pytest.approx(
+            (each.largest, each.smallest), rel=1e-12
+        )
+        torch.testing.assert_close(once.vector[0], each.vector[0], atol=1e-10, rtol=0)
+
+
+def test_the_ritz_vector_is_a_unit_vector_whose_residual_shrinks_with_the_steps():
+    matrix = symmetric(SPECTRUM)
+    residuals = []
+    for steps in (4, 12, 30):
+        estimate = lanczos_extremes(matvec_of(matrix), [torch.ones(60, dtype=DT)], steps, True)
+        vector = estimate.vector[0]
+        assert float(torch.linalg.vector_norm(vector)) == pytest.approx(1.0, rel=1e-12)
+        assert float(vector @ matrix @ vector) == pytest.approx(estimate.largest, rel=1e-10)
+        residuals.append(
+            float(torch.linalg.vector_norm(matrix @ vector - estimate.largest * vector))
+        )
+    assert residuals[0] > residuals[1] > residuals[2]
+
+
+def test_the_dominant_value_is_signed_and_a_non_finite_product_gives_nan():
+    assert estimate_largest_eigenvalue(
+        matvec_of(torch.diag(torch.tensor([1.0, -5.0], dtype=DT))), [torch.ones(2, dtype=DT)], 5
+    ) == (pytest.approx(-5.0, rel=1e-12), 2)
+    estimate = lanczos_extremes(lambda v: [v[0] * float("nan")], [torch.ones(3, dtype=DT)], 4)
+    assert estimate.largest != estimate.largest  # nan
+
+
+def test_neumann_auto_uses_the_largest_ritz_value():
+    matrix, b = symmetric(SPECTRUM, seed=1), torch.ones(60, dtype=DT)
+    _, info = Neumann(terms=3, lanczos_iterations=12)(matvec_of(matrix), [b])
+    expected = lanczos_extremes(matvec_of(matrix), [b], 12).largest
+    assert info.extras["lambda_max_estimate"] == pytest.approx(expected, rel=1e-12)
+    assert info.extras["alpha"] == pytest.approx(1.0 / expected, rel=1e-12)
+    assert info.matvecs == 12 + 3
