@@ -119,7 +119,7 @@ def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
             by.loc["hpo-cli: neumann, cold"],
             by.loc["hpo-cli: neumann, warm, refresh every 10"],
         )
-        assert kept["products"] < cold["products"], "a kept λ̂max spares the power iterations"
+        assert kept["products"] < cold["products"], "a kept λ̂max spares the Lanczos steps"
         # CG to ‖r‖ ≤ 1e-3‖b‖ on the PD-damped system lands near the reference's 1e-6 solve
         assert by.loc["hpo-cli: cg, cold", "median_error"] < 0.05
         # Hutchinson's 4 probes every call are counted with the preconditioned solve's products

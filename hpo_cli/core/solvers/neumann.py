@@ -60,13 +60,14 @@ class Neumann:
         lanczos_iterations: Lanczos steps (products) of a cold estimate for ``alpha="auto"``.
         tol: stop early once ‖t_k‖ ≤ tol·‖t_0‖ (the remaining terms are negligible); 0 runs all
             K terms.
-        warm_start: with ``alpha="auto"``, keep λ̂max and its eigenvector between calls (one
+        warm_start: with ``alpha="auto"``, keep λ̂max and its Ritz vector between calls (one
             solver object per problem, as in a training loop, where H changes little from one
             outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
             products), then ``refresh_iterations`` Lanczos steps from the kept Ritz vector
-            refresh it. Safety: a series that diverges with a kept α (the series' own growth
-            test) is summed once more after a refresh (its products count too). The state
-            (:meth:`state_dict`) goes into hpo-run's checkpoints.
+            refresh it (an estimate then keeps its Lanczos basis, one weight-sized vector per
+            step, to form the Ritz vector). Safety: a series that diverges with a kept α (the
+            series' own growth test) is summed once more after a refresh (its products count
+            too). The state (:meth:`state_dict`) goes into hpo-run's checkpoints.
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: Lanczos steps of a warm refresh.
@@ -99,7 +100,7 @@ class Neumann:
                 raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
 
     def state_dict(self) -> dict[str, Any]:
-        """The warm-start state (λ̂max, its eigenvector, calls since the last estimate)."""
+        """The warm-start state (λ̂max, its Ritz vector, calls since the last estimate)."""
         return {
             key: clone(value) if key == "vector" else value for key, value in self._state.items()
         }
