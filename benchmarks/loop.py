@@ -177,6 +177,19 @@ def compile_note(records: dict[str, Record]) -> list[str]:
     ]
 
 
+def step_note(records: dict[str, Record]) -> list[str]:
+    """How close each hpo-cli Neumann row's λ̂max (α = 1/λ̂max) is to ARPACK's λmax."""
+    notes = []
+    for label, record in records.items():
+        if record.lambda_ratios:
+            ratios = record.lambda_ratios
+            notes.append(
+                f"{label}: λ̂max / λmax (ARPACK) over the run: min {min(ratios):.3f}, median "
+                f"{statistics.median(ratios):.3f}, max {max(ratios):.3f}."
+            )
+    return notes
+
+
 def section_loop(
     problem: LoopProblem, available: set[str], missing: list[str], compiled: bool
 ) -> Table:
@@ -188,6 +201,7 @@ def section_loop(
         table.rows += rows
         table.notes += verdicts(family, rows)
     table.notes += compile_note(records)
+    table.notes += step_note(records)
     table.notes += [
         f"Overrides of hpo-run's defaults: {' '.join(problem.overrides) or 'none'}; "
         f"{problem.outer_steps} hyper-steps, driven by hpo-cli's cold Neumann (the default). "

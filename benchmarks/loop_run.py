@@ -8,6 +8,8 @@ reference (the methods, references and constants are described in ``benchmarks.l
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +110,7 @@ class State:
         extremes = lanczos_extremes(curvature.hvp, b, SETUP_LANCZOS_STEPS)
         return extremes.largest, extremes.smallest
 
+    @functools.cached_property
     def lanczos_largest_eigenvalue(self) -> float:
         """λmax of H by ARPACK's Lanczos (relative accuracy 10⁻⁴), independent of any start
         vector a solver uses."""
@@ -121,7 +124,7 @@ class State:
         return max(0.0, -smallest) + DAMPING_FRACTION * largest
 
 
-Outcome = tuple[Vector, int, str]  # hypergradient, products, status
+Outcome = tuple[Vector, int, str, float]  # hypergradient, products, status, λ̂max (or nan)
 Method = Callable[[State], Outcome]
 
 
@@ -139,7 +142,8 @@ def hpo_cli_method(solver: Any) -> Method:
             check_residual=False,
             raise_on_failure=False,
         )
-        return list(result.grads), result.hvps, result.solve.status
+        estimate = result.solve.extras.get("lambda_max_estimate", math.nan)
+        return list(result.grads), result.hvps, result.solve.status, estimate
 
     return run
 
@@ -148,7 +152,7 @@ def peer_neumann(make: Callable[..., Callable[[], Vector]], kind: str, alpha: fl
     """A peer's Neumann series (``benchmarks.peer_adapters``) with a fixed α: K products."""
 
     def run(state: State) -> Outcome:
-        return make(state, kind, TERMS, alpha)(), TERMS, "fixed"
+        return make(state, kind, TERMS, alpha)(), TERMS, "fixed", math.nan
 
     return run
 
@@ -159,7 +163,7 @@ def peer_cg(make: Callable[[float, int, float], Counted], damping: float) -> Met
 
     def run(state: State) -> Outcome:
         grads, products = solve(state)
-        return grads, products, ""
+        return grads, products, "", math.nan
 
     return run
 
@@ -223,7 +227,7 @@ def families(
         cg["curvlinops: CGInverseLinearOperator"] = peer_cg(curvlinops_damped_cg, damping)
 
     def neumann_reference(state: State) -> Method:
-        return hpo_cli_method(Neumann(TERMS, alpha=1.0 / state.lanczos_largest_eigenvalue()))
+        return hpo_cli_method(Neumann(TERMS, alpha=1.0 / state.lanczos_largest_eigenvalue))
 
     reference_cg = ConjugateGradient(REFERENCE_ITERATIONS, REFERENCE_TOL, damping, warm_start=False)
     return [
@@ -243,6 +247,7 @@ class Record:
     times_ms: list[float] = field(default_factory=list)
     errors: list[float] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
+    lambda_ratios: list[float] = field(default_factory=list)  # λ̂max used / ARPACK's λmax
 
 
 def relative_error(grads: Vector, reference: Vector) -> float:
@@ -277,12 +282,12 @@ def run_problem(
             chosen = families(1.0 / largest, state.damping(largest, smallest), available, compiled)
         driving = None
         for family in chosen:
-            reference, _, _ = family.reference(state)(state)
+            reference = family.reference(state)(state)[0]
             labels = list(family.methods)
             shift = step % len(labels)
             for label in labels[shift:] + labels[:shift]:
                 start = time.perf_counter()
-                grads, products, status = family.methods[label](state)
+                grads, products, status, estimate = family.methods[label](state)
                 if exp.device.type == "cuda":
                     torch.cuda.synchronize(exp.device)
                 elapsed = (time.perf_counter() - start) * 1e3
@@ -291,6 +296,8 @@ def run_problem(
                 record.times_ms.append(elapsed)
                 record.errors.append(relative_error(grads, reference))
                 record.statuses.append(status)
+                if family.name == "neumann" and math.isfinite(estimate):
+                    record.lambda_ratios.append(estimate / state.lanczos_largest_eigenvalue)
                 if label == "hpo-cli: neumann, cold":  # hpo-run's default solver drives the run
                     driving = grads
         if driving is not None and all(bool(torch.isfinite(g).all()) for g in driving):
