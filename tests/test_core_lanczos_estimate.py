@@ -110,4 +110,60 @@ def test_neumann_auto_uses_the_largest_ritz_value():
     expected = lanczos_extremes(matvec_of(matrix), [b], 12).largest
     assert info.extras["lambda_max_estimate"] == pytest.approx(expected, rel=1e-12)
     assert info.extras["alpha"] == pytest.approx(1.0 / expected, rel=1e-12)
-    assert info.matvecs == 12 + 3
+    assert info.matvecs == 12  # the series is summed in the estimate's Krylov space
+
+
+def classic(terms, alpha, tol=0.0):
+    """The same series, one product per term."""
+    return Neumann(terms=terms, alpha=alpha, tol=tol)
+
+
+def indefinite(lowest, seed=2):
+    return symmetric(torch.linspace(lowest, 5.0, 40).tolist(), seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "terms", "tol", "status"),
+    [
+        (symmetric(torch.logspace(-1, 1, 40).tolist(), seed=3), 6, 0.0, "max_iterations"),
+        (symmetric(torch.logspace(-1, 1, 40).tolist(), seed=3), 9, 0.5, "converged"),
+        (indefinite(-1.5), 5, 0.0, "unstable"),
+        (indefinite(-4.0), 9, 0.0, "diverged"),
+    ],
+)
+def test_the_series_in_the_krylov_space_is_the_product_by_product_series(
+    matrix, terms, tol, status
+):
+    """α = auto sums the K-term series from its Lanczos run (no product) when K < m: the
+    same sum, status, term count and spectral-radius estimate as K products (float64)."""
+    b = torch.randn(40, generator=torch.Generator().manual_seed(4), dtype=DT)
+    x, info = Neumann(terms=terms, tol=tol, lanczos_iterations=10)(matvec_of(matrix), [b])
+    y, reference = classic(terms, info.extras["alpha"], tol)(matvec_of(matrix), [b])
+    assert info.extras["series_from_lanczos_basis"] == 1.0 and info.matvecs == 10
+    assert info.status == reference.status == status
+    assert info.iterations == reference.iterations
+    assert info.extras["spectral_radius_estimate"] == pytest.approx(
+        reference.extras["spectral_radius_estimate"], rel=1e-9
+    )
+    torch.testing.assert_close(x[0], y[0], rtol=1e-10, atol=1e-12)
+
+
+def test_the_krylov_sum_holds_in_float32_after_orthogonality_is_lost():
+    """30 Lanczos steps on a spectrum with an isolated top: the basis loses orthogonality
+    (|q_1ᵀq_30| ≫ ε), yet the sum matches the product-by-product series to float32 rounding,
+    because it uses only the recurrence A q_j = β_{j−1} q_{j−1} + a_j q_j + β_j q_{j+1}."""
+    values = [*torch.linspace(0.1, 1.0, 199).tolist(), 50.0]
+    matrix = symmetric(values, seed=5).float()
+    b = torch.ones(200)
+    run = lanczos_extremes(matvec_of(matrix), [b], 30, keep_basis=31)
+    assert abs(float(run.basis[0][0] @ run.basis[29][0])) > 1e-4  # orthogonality lost
+    x, info = Neumann(terms=20, lanczos_iterations=30)(matvec_of(matrix), [b])
+    y, _ = classic(20, info.extras["alpha"])(matvec_of(matrix), [b])
+    assert info.extras["series_from_lanczos_basis"] == 1.0
+    torch.testing.assert_close(x[0], y[0], rtol=1e-4, atol=1e-5)
+
+
+def test_as_many_terms_as_lanczos_steps_take_one_product_each():
+    matrix, b = symmetric(SPECTRUM, seed=1), torch.ones(60, dtype=DT)
+    _, info = Neumann(terms=10, lanczos_iterations=10)(matvec_of(matrix), [b])
+    assert "series_from_lanczos_basis" not in info.extras and info.matvecs == 20

@@ -28,7 +28,7 @@ elsewhere T is cut at the breakdown afterwards.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -46,12 +46,18 @@ class LanczosExtremes:
     smallest: θ_min, the smallest Ritz value (≥ λmin).
     matvecs: products with A spent.
     vector: the unit Ritz vector of θ_max (a TensorList like the start), when asked for.
+    tridiagonal: T (float64, on the host), cut at a breakdown; its size m is the dimension of
+        the Krylov space (``matvecs`` unless it broke down).
+    basis: the leading Lanczos vectors q_1, q_2, … that were asked to be kept (at most m):
+        A q_j = β_{j−1} q_{j−1} + a_j q_j + β_j q_{j+1}, so A^k s = ‖s‖ Q T^k e₁ for k < m.
     """
 
     largest: float
     smallest: float
     matvecs: int
     vector: list[torch.Tensor] | None = None
+    tridiagonal: torch.Tensor | None = None
+    basis: list[list[torch.Tensor]] = field(default_factory=list)
 
     @property
     def dominant(self) -> float:
@@ -61,14 +67,20 @@ class LanczosExtremes:
 
 
 def lanczos_extremes(
-    matvec: MatVec, start: TensorList, iterations: int, ritz_vector: bool = False
+    matvec: MatVec,
+    start: TensorList,
+    iterations: int,
+    ritz_vector: bool = False,
+    keep_basis: int = 0,
 ) -> LanczosExtremes:
     """``iterations`` Lanczos steps from ``start`` (a nonzero TensorList): θ_max, θ_min, the
-    products spent and, with ``ritz_vector``, the unit Ritz vector of θ_max."""
+    products spent, T, the first ``keep_basis`` Lanczos vectors (one weight-sized vector each)
+    and, with ``ritz_vector`` (which keeps them all), the unit Ritz vector of θ_max."""
     read_each = CPU_READS_EACH_STEP and start[0].device.type == "cpu"
+    keep = iterations + 1 if ritz_vector else keep_basis
     vector = scale(start, 1.0 / norm(start))
     previous = zeros_like(vector)
-    basis = [vector] if ritz_vector else []
+    basis = [vector][:keep]
     diagonal: list[torch.Tensor] = []
     off_diagonal: list[torch.Tensor] = []
     beta = torch.zeros((), dtype=vector[0].dtype, device=vector[0].device)
@@ -84,7 +96,7 @@ def lanczos_extremes(
             break
         scale_(product, 1.0 / beta.clamp_min(torch.finfo(beta.dtype).tiny))
         previous, vector = vector, product
-        if ritz_vector:
+        if len(basis) < keep:
             basis.append(vector)
     matvecs = len(diagonal)
     a_host = torch.stack(diagonal).double().cpu()  # the one host read
@@ -105,7 +117,9 @@ def lanczos_extremes(
         for weight, q in zip(weights[1:], basis[1:size], strict=True):
             add_(ritz, q, alpha=weight)
         scale_(ritz, 1.0 / norm(ritz))
-    return LanczosExtremes(float(values[-1]), float(values[0]), matvecs, ritz)
+    return LanczosExtremes(
+        float(values[-1]), float(values[0]), matvecs, ritz, tridiagonal, basis[:size]
+    )
 
 
 def _broke_down(diagonal: list[torch.Tensor], off_diagonal: list[torch.Tensor]) -> bool:
