@@ -19,7 +19,9 @@ products exclude the runner's one-product residual check):
 
 * Neumann family (K = 3 terms, hpo-run's default): hpo-cli cold (α = auto from 10 Lanczos
   steps from ∂L_v/∂w every call, and rows with 4 and 6 steps) and warm (λ̂max kept, refreshed
-  every 1, 3 or 10 calls by 3 Lanczos steps from the kept Ritz vector); the peers' Neumann
+  every 1, 3 or 10 calls by 3 Lanczos steps from the kept Ritz vector), and cold with
+  ``krylov_series=True`` (10 and 6 steps: the series summed from the Lanczos vectors, no
+  product); the peers' Neumann
   series with a fixed α = 1/λ̂max estimated once before the run (100 Lanczos steps), as they
   are used. Reference: the same K-term series with α = 1/λmax, λmax from ARPACK's implicitly
   restarted Lanczos at that state (relative accuracy 10⁻⁴, independent of any start vector).

@@ -43,6 +43,7 @@ CG_TOL, REFERENCE_TOL, REFERENCE_ITERATIONS, CG_MAX_ITER = 1e-3, 1e-6, 1000, 200
 DAMPING_FRACTION = 0.1  # μ = max(0, −λ̂min) + this × λ̂max, at the first state
 REFRESH_EVERY = (1, 3, 10)  # Neumann's warm rows: calls between two λ̂max refreshes
 SHORT_LANCZOS = (4, 6)  # Neumann's cold rows with fewer Lanczos steps than the default
+KRYLOV_LANCZOS = (10, 6)  # and with krylov_series=True (the series without its K products)
 CG_REFRESH_EVERY = (1, 10)  # preconditioned CG's rows: calls between two Hutchinson diagonals
 COMPILED = "hpo-cli: cg, cold, compiled"  # its first call includes the compilation
 
@@ -192,6 +193,10 @@ def families(
     for steps in SHORT_LANCZOS:
         solver = Neumann(TERMS, lanczos_iterations=steps)
         neumann[f"hpo-cli: neumann, cold with {steps} Lanczos steps"] = hpo_cli_method(solver)
+    for steps in KRYLOV_LANCZOS:
+        solver = Neumann(TERMS, lanczos_iterations=steps, krylov_series=True)
+        label = f"hpo-cli: neumann, Krylov series, cold with {steps} Lanczos steps"
+        neumann[label] = hpo_cli_method(solver)
     for k in REFRESH_EVERY:
         solver = Neumann(TERMS, warm_start=True, refresh_every=k)
         neumann[f"hpo-cli: neumann, warm, refresh every {k}"] = hpo_cli_method(solver)

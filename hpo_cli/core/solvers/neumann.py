@@ -7,9 +7,9 @@ For a step α with spectral radius ρ(I − αA) < 1,
 using K products with A (term k+1 is term k minus α A·term k). The truncation error is exactly
 A⁻¹ b − x_K = A⁻¹ (I − αA)^{K+1} b, so the error shrinks geometrically with rate ρ(I − αA).
 With ``alpha="auto"`` estimated from b in m > K Lanczos steps, every term already lies in that
-run's Krylov space, so the series is summed there without a product
-(:meth:`Neumann._sum_in_krylov_space`): hpo-run's default, 10 steps and 3 terms, costs 10
-products, not 13.
+run's Krylov space, so with ``krylov_series=True`` the series is summed there without a product
+(:meth:`Neumann._sum_in_krylov_space`): 10 steps and 3 terms cost 10 products, not 13, for
+K + 1 more weight-sized vectors held during the estimate.
 
 The series diverges when ρ(I − αA) ≥ 1: when α > 2/λmax, or when A has an eigenvalue ≤ 0
 (a non-convex training loss), whatever α. Because A is symmetric, the ratio of successive term
@@ -57,8 +57,8 @@ class Neumann:
     """Truncated Neumann series x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b.
 
     Args:
-        terms: K, the highest power in the sum (K products; none with ``alpha="auto"`` when
-            K < ``lanczos_iterations`` and the estimate started from b); 3 by default,
+        terms: K, the highest power in the sum (K products; none with ``krylov_series``); 3 by
+            default,
             hpo-run's default study (a few terms give a usable hypergradient direction).
         alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max the largest Ritz value of
             ``lanczos_iterations`` Lanczos steps from b (extra products;
@@ -77,6 +77,10 @@ class Neumann:
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: Lanczos steps of a warm refresh.
+        krylov_series: with ``alpha="auto"``, an estimate from b and K < ``lanczos_iterations``,
+            sum the series in the estimate's Krylov space from its first K + 1 Lanczos vectors
+            (kept during the estimate: K + 1 more weight-sized vectors at its peak) instead of
+            K more products; the same sum to rounding.
         damping: μ ≥ 0: the series is summed for A + μI (every eigenvalue shifted up by μ), which
             converges for some α once μ > −λmin(A).
     """
@@ -91,6 +95,7 @@ class Neumann:
     refresh_iterations: int = 3
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     damping: float = 0.0
+    krylov_series: bool = False
 
     def __post_init__(self) -> None:
         if self.terms < 0:
@@ -149,7 +154,11 @@ class Neumann:
         else:
             start, iterations = b, self.lanczos_iterations
         estimate = lanczos_extremes(
-            matvec, start, iterations, ritz_vector=self.warm_start, keep_basis=self.terms + 1
+            matvec,
+            start,
+            iterations,
+            ritz_vector=self.warm_start,
+            keep_basis=self.terms + 1 if self.krylov_series else 0,
         )
         largest = estimate.dominant
         if self.warm_start and 0.0 < largest < math.inf:
@@ -189,7 +198,7 @@ class Neumann:
                 )
                 return [torch.full_like(x, math.nan) for x in b], info
             alpha = 1.0 / largest
-            if krylov is not None and len(krylov.basis) > self.terms:
+            if self.krylov_series and krylov is not None and len(krylov.basis) > self.terms:
                 extras["alpha"] = alpha
                 return self._sum_in_krylov_space(krylov, alpha, b_norm, matvecs, extras)
         else:
