@@ -17,7 +17,8 @@ iteration's was up to 20 % low.
 No re-orthogonalisation: in floating point the q_j lose orthogonality as Ritz values converge,
 which duplicates converged Ritz values but does not carry the extreme ones outside the spectrum
 (Paige, 1980). So the estimate needs three weight-sized vectors; the basis is kept only when the
-Ritz vector of θ_m is asked for (a warm start for the next estimate).
+Ritz vector of θ_m is asked for (a warm start for the next estimate) or its first vectors are
+(the Neumann series summed in the Krylov space, ``Neumann(krylov_series=True)``).
 
 The coefficients stay on the device until the end (one host read per estimate). On the CPU,
 where a read costs nothing, each β_j is read at once, so a breakdown (β_j ≈ 0: the Krylov space

@@ -58,8 +58,8 @@ class Neumann:
 
     Args:
         terms: K, the highest power in the sum (K products; none with ``krylov_series``); 3 by
-            default,
-            hpo-run's default study (a few terms give a usable hypergradient direction).
+            default, hpo-run's default study (a few terms give a usable hypergradient
+            direction).
         alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max the largest Ritz value of
             ``lanczos_iterations`` Lanczos steps from b (extra products;
             :mod:`~hpo_cli.core.solvers.lanczos_estimate`).
