@@ -84,7 +84,8 @@ def lanczos_extremes(
     basis = [vector][:keep]
     diagonal: list[torch.Tensor] = []
     off_diagonal: list[torch.Tensor] = []
-    beta = torch.zeros((), dtype=vector[0].dtype, device=vector[0].device)
+    dtype = vector[0].dtype
+    beta = torch.zeros((), dtype=dtype, device=vector[0].device)
     for _ in range(iterations):
         product = matvec(vector)
         a = dot(vector, product)
@@ -93,7 +94,7 @@ def lanczos_extremes(
         beta = norm(product)
         diagonal.append(a)
         off_diagonal.append(beta)
-        if read_each and _broke_down(diagonal, off_diagonal):
+        if read_each and _breakdown_size(_floats(diagonal), _floats(off_diagonal), dtype):
             break
         scale_(product, 1.0 / beta.clamp_min(torch.finfo(beta.dtype).tiny))
         previous, vector = vector, product
@@ -102,7 +103,7 @@ def lanczos_extremes(
     matvecs = len(diagonal)
     a_host = torch.stack(diagonal).double().cpu()  # the one host read
     b_host = torch.stack(off_diagonal).double().cpu()
-    size = _size_before_breakdown(a_host, b_host, vector[0].dtype)
+    size = _breakdown_size(a_host.tolist(), b_host.tolist(), dtype) or matvecs
     if not (torch.isfinite(a_host[:size]).all() and torch.isfinite(b_host[: size - 1]).all()):
         return LanczosExtremes(math.nan, math.nan, matvecs)
     tridiagonal = (
@@ -113,38 +114,39 @@ def lanczos_extremes(
     values, vectors = torch.linalg.eigh(tridiagonal)
     ritz = None
     if ritz_vector:
-        weights = vectors[:, -1].tolist()
-        ritz = scale(basis[0], weights[0])
-        for weight, q in zip(weights[1:], basis[1:size], strict=True):
-            add_(ritz, q, alpha=weight)
+        ritz = combination(basis[:size], vectors[:, -1].tolist())
         scale_(ritz, 1.0 / norm(ritz))
     return LanczosExtremes(
         float(values[-1]), float(values[0]), matvecs, ritz, tridiagonal, basis[:size]
     )
 
 
-def _broke_down(diagonal: list[torch.Tensor], off_diagonal: list[torch.Tensor]) -> bool:
-    """Whether the last β_j (read now, on the CPU) is a breakdown or not finite."""
-    beta = float(off_diagonal[-1])
-    scale_bound = max(abs(float(x)) for x in [*diagonal, *off_diagonal])
-    return not math.isfinite(beta) or beta <= _breakdown_level(diagonal[0].dtype) * scale_bound
+def combination(basis: list[list[torch.Tensor]], weights: list[float]) -> list[torch.Tensor]:
+    """Σ_j weights[j]·basis[j] for Lanczos vectors (TensorLists) and as many weights."""
+    total = scale(basis[0], weights[0])
+    for weight, vector in zip(weights[1:], basis[1:], strict=True):
+        add_(total, vector, alpha=weight)
+    return total
 
 
-def _size_before_breakdown(
-    diagonal: torch.Tensor, off_diagonal: torch.Tensor, dtype: torch.dtype
-) -> int:
-    """The size of T's leading block before the first breakdown (all of T when none)."""
-    level = _breakdown_level(dtype) * float(
-        torch.cat([diagonal.abs(), off_diagonal.abs()]).nan_to_num(0.0).max()
-    )
-    for j, beta in enumerate(off_diagonal[:-1].tolist()):
-        if beta <= level:
+def _floats(values: list[torch.Tensor]) -> list[float]:
+    return [float(value) for value in values]
+
+
+def _breakdown_size(
+    diagonal: list[float], off_diagonal: list[float], dtype: torch.dtype
+) -> int | None:
+    """j + 1 for the first step j whose β_j is a breakdown (β_j ≤ BREAKDOWN·ε·max|T| over the
+    entries so far) or whose coefficients are not finite; None when there is none. The one
+    test of both schedules: each step's on the CPU, all of them after the run elsewhere."""
+    level, bound = BREAKDOWN * torch.finfo(dtype).eps, 0.0
+    for j, (a, beta) in enumerate(zip(diagonal, off_diagonal, strict=True)):
+        if not (math.isfinite(a) and math.isfinite(beta)):
             return j + 1
-    return len(diagonal)
-
-
-def _breakdown_level(dtype: torch.dtype) -> float:
-    return BREAKDOWN * torch.finfo(dtype).eps
+        bound = max(bound, abs(a), beta)
+        if beta <= level * bound:
+            return j + 1
+    return None
 
 
 def estimate_largest_eigenvalue(

@@ -37,7 +37,7 @@ import torch
 
 from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.solvers.base import SolveInfo, Status
-from hpo_cli.core.solvers.lanczos_estimate import LanczosExtremes, lanczos_extremes
+from hpo_cli.core.solvers.lanczos_estimate import LanczosExtremes, combination, lanczos_extremes
 from hpo_cli.core.vectors import (
     TensorList,
     add_,
@@ -295,10 +295,7 @@ class Neumann:
             if stop is not None:
                 status, message = stop
                 break
-        weights = included.tolist()
-        solution = scale(basis[0], weights[0])
-        for weight, vector in zip(weights[1:], basis[1:], strict=True):
-            add_(solution, vector, alpha=weight)
+        solution = combination(basis, included.tolist())
         extras["series_from_lanczos_basis"] = 1.0
         return solution, self._info(status, message, iterations, matvecs, extras)
 
