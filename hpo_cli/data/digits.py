@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from hpo_cli.data.bundled import bundled_table
 from hpo_cli.data.splits import Splits, split_sizes, split_tensors
 
 
@@ -21,13 +22,11 @@ def load_digits(
     (1, 8, 8), so both flat models (which flatten them) and convolutional ones take them. The
     split is a shuffle by ``seed`` (the run's seed, supplied by the runner).
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    bunch = sklearn_digits()
-    inputs = torch.as_tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    table = torch.as_tensor(bundled_table("digits.csv.gz", delimiter=","))  # 64 pixels, label
+    inputs = table[:, :-1].to(torch.float32).reshape(-1, 1, 8, 8)
     if standardize:
         inputs = inputs / 8.0 - 1.0
-    targets = torch.as_tensor(bunch.target, dtype=torch.long)
+    targets = table[:, -1].to(torch.long)
     sizes = split_sizes(len(targets), train_size, val_size, test_size, "digits")
     train, val, test = split_tensors(inputs, targets, sizes, seed)
     return Splits(train, val, test, "classification", 10, (1, 8, 8))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from hpo_cli.data.bundled import bundled_table
 from hpo_cli.data.splits import Split, Splits, split_sizes, split_tensors
 
 
@@ -42,11 +43,8 @@ def load_diabetes(
     shuffle by ``seed``; features and target are standardised with the training split's mean and
     standard deviation, so validation and test statistics never leak into training.
     """
-    from sklearn.datasets import load_diabetes as sklearn_diabetes
-
-    inputs, targets = sklearn_diabetes(return_X_y=True, scaled=False)
-    inputs = torch.as_tensor(inputs, dtype=torch.float32)
-    targets = torch.as_tensor(targets, dtype=torch.float32)
+    inputs = torch.as_tensor(bundled_table("diabetes_data_raw.csv.gz"), dtype=torch.float32)
+    targets = torch.as_tensor(bundled_table("diabetes_target.csv.gz"), dtype=torch.float32)
     sizes = split_sizes(len(targets), train_size, val_size, test_size, "diabetes")
     train, val, test = split_tensors(inputs, targets, sizes, seed)
     x_mean, x_std = train.inputs.mean(0), train.inputs.std(0, correction=0)
