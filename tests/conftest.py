@@ -7,15 +7,20 @@ import gc
 from pathlib import Path
 
 import pytest
-import torch
-from cli_runs import FAST, hpo_run
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """One intra-op thread per test process: ``make test`` runs one process per core
     (pytest-xdist), and a second thread per process would only contend for the same cores (the
     CPU time of a ResNet-18 test grows five-fold on a loaded machine). The runs' own ``threads``
-    setting still applies inside hpo-run."""
+    setting still applies inside hpo-run.
+
+    pytest-xdist's controller process runs no test: it does without torch (about 3 s of imports
+    before the test processes start)."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import torch
+
     torch.set_num_threads(1)
 
 
@@ -70,6 +75,8 @@ def finished_run(tmp_path_factory) -> Path:
     """One short completed ``hpo-run`` run (:data:`cli_runs.FAST`, with its plots), shared by
     the tests that only read it or copy it (test_cli, test_hessian_cli)."""
     run_dir = tmp_path_factory.mktemp("finished")
+    from cli_runs import FAST, hpo_run
+
     result = hpo_run(run_dir, *FAST, "plots=true")
     assert result.returncode == 0, result.stderr
     return run_dir

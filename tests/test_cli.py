@@ -139,17 +139,6 @@ def test_a_diverging_solver_stops_the_run_and_keeps_its_files(tmp_path):
     assert summary["status"] == "failed" and "diverged" in summary["error"]
 
 
-def test_multirun_sweeps_solvers_and_seeds(tmp_path):
-    result = hpo_run(
-        None, "-m", *FAST, "solver=identity,cg", "seed=0,1", f"hydra.sweep.dir={tmp_path}"
-    )
-    assert result.returncode == 0, result.stderr
-    jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(jobs) == 4
-    statuses = {json.loads((job / "summary.json").read_text())["status"] for job in jobs}
-    assert statuses == {"completed"}
-
-
 def test_a_wheel_install_finds_its_configs(tmp_path):
     """Build a wheel, install it away from the source tree, and run from there."""
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"

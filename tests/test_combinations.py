@@ -6,11 +6,10 @@ The solver is damped CG with two iterations: the solver is not what this test is
 damping keeps it stable on these barely trained models.
 
 Every combination runs one outer step (inner steps, a hyper-step, two metrics rows, a
-checkpoint). ResNet-18 costs seconds a run here, so it runs with every hyperparameter module on
-CIFAR-10 only (7 runs instead of 35), and only with the two modules that change its inputs or its
-training loss the most (per-weight decay, augment_net) in the default group; the other five are
-in the slow group (make test-slow). tests/test_config.py
-builds it on every image data set.
+checkpoint). ResNet-18 costs seconds a run here, so it runs on half as many examples, on CIFAR-10
+only (7 runs instead of 35), and only with the two modules that change its inputs or its training
+loss the most (per-weight decay, augment_net) in the default group; the other five are in the
+slow group (make test-slow). tests/test_config.py builds it on every image data set.
 """
 
 from __future__ import annotations
@@ -26,15 +25,21 @@ import pytest
 from hydra import compose, initialize_config_module
 from image_files import write_readable
 from omegaconf import DictConfig, OmegaConf
+from option_configs import option_node, options
 
 from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import ConfigError, register_configs
 from hpo_cli.runner.loop import train
 
-CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
 FLAT_DATASETS = {"diabetes", "linreg", "regression1d"}
 SIZES = {"dataset.train_size": 8, "dataset.val_size": 6, "dataset.test_size": 6}
+RESNET_SIZES = {  # a ResNet-18 hyper-step on 32x32 images costs seconds per example
+    "dataset.train_size": 4,
+    "dataset.val_size": 2,
+    "dataset.test_size": 2,
+    "batch_size": 2,
+}
 TINY = [
     "batch_size=4",
     "outer_steps=1",
@@ -48,26 +53,21 @@ TINY = [
 ]
 
 
-def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
-
-
 @functools.cache
-def composed(*overrides: str) -> DictConfig:
-    """hpo-run's configuration with ``overrides``, composed once per process (a composition
-    costs about half a second; tests/test_config.py composes every combination itself)."""
+def tiny_base() -> DictConfig:
+    """hpo-run's configuration with :data:`TINY`, composed once per process."""
     register_configs()
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=TINY)
 
 
 def config(dataset: str, model: str, hyper: str, data_dir: Path) -> DictConfig:
     """The tiny configuration of one combination: the base configuration with the three groups'
-    nodes as each option composes them, then this test's sizes."""
-    cfg = copy.deepcopy(composed(*TINY))
+    nodes as each option composes them (:mod:`option_configs`), then this test's sizes."""
+    cfg = copy.deepcopy(tiny_base())
     for group, option in (("dataset", dataset), ("model", model), ("hyper", hyper)):
-        cfg[group] = composed(f"{group}={option}")[group]
-    settings = dict(SIZES)
+        cfg[group] = option_node(group, option)
+    settings = dict(RESNET_SIZES if model == "resnet18" else SIZES)
     if dataset in FILE_DATASETS:
         settings["dataset.data_dir"] = str(data_dir)
     if model == "mlp":

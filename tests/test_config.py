@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import typing
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +13,11 @@ from hydra.errors import ConfigCompositionException
 from image_files import write_readable
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from option_configs import CONF, GROUPS, covering_compositions, option_node, options
 
 from hpo_cli.runner.build import build_experiment
 from hpo_cli.runner.config import ConfigError, register_configs, validate
 
-CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 SMALL = [
     "dataset.train_size=20",
     "dataset.val_size=20",
@@ -26,10 +25,6 @@ SMALL = [
     "model.hidden_sizes=[8]",
     "batch_size=8",
 ]
-
-
-def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
 def compose_config(*overrides: str):
@@ -56,26 +51,22 @@ def takes(dataset: str, model: str) -> bool:
 
 
 def test_every_combination_composes_and_validates():
-    """Every option of every group composes and validates; then every data set with every model
-    meant for its inputs, assembled from those compositions. Group files never refer to one
-    another (the test below), so the composition of a combination is its options' nodes in the
-    base configuration: composing each option once covers every combination, and composing the
-    product would only add time. One Hydra initialisation serves every composition."""
-    register_configs()
-    nodes = {}
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        base = compose("config", overrides=["device=auto"])
-        for group in ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer"):
-            for name in options(group):
-                cfg = compose("config", overrides=[f"{group}={name}", "device=auto"])
-                validate(cfg)
-                nodes[group, name] = cfg[group]
-        for name in options("device"):
-            validate(compose("config", overrides=[f"device={name}"]))
+    """Every option of every group composes and validates (:mod:`option_configs`: each in one
+    of eight compositions); then every data set with every model meant for its inputs,
+    assembled from those compositions. Group files never refer to one another (the test below),
+    so the composition of a combination is its options' nodes in the base configuration:
+    composing each option once covers every combination, and composing the product would only
+    add time."""
+    composed = set()
+    for choices, cfg in covering_compositions():
+        validate(cfg)
+        composed |= {(group, choices[group]) for group in GROUPS}
+    assert composed == {(group, name) for group in GROUPS for name in options(group)}
+    base = compose_config("device=auto")
     for dataset, model in itertools.product(options("dataset"), options("model")):
         if takes(dataset, model):
             cfg = copy.deepcopy(base)
-            cfg.dataset, cfg.model = nodes["dataset", dataset], nodes["model", model]
+            cfg.dataset, cfg.model = option_node("dataset", dataset), option_node("model", model)
             validate(cfg)
 
 

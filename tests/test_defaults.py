@@ -9,15 +9,11 @@ unless someone decided otherwise and said why.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
-from hydra import compose, initialize_config_module
 from hydra.utils import get_method
 from omegaconf import OmegaConf
+from option_configs import CONF, option_node, options
 
-from hpo_cli.runner.config import register_configs
-
-CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer")
 
 # (group, option, key, YAML value, constructor default)
@@ -37,21 +33,19 @@ DELIBERATE = [
 
 def differences() -> list[tuple[str, str, str, object, object]]:
     """Every (group, option, key, composed value, constructor default) that disagree."""
-    register_configs()
     found = []
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        for group in GROUPS:
-            for path in sorted((CONF / group).glob("*.yaml")):
-                node = OmegaConf.to_container(compose(f"{group}/{path.stem}")[group])
-                parameters = inspect.signature(get_method(node.pop("_target_"))).parameters
-                if group == "solver":
-                    node.pop("curvature", None)  # the runner's key: which matrix, not an argument
-                for key, value in node.items():
-                    assert key in parameters, f"{group}/{path.stem}.yaml: {key} is no argument"
-                    default = parameters[key].default
-                    default = list(default) if isinstance(default, tuple) else default
-                    if value != default:
-                        found.append((group, path.stem, key, value, default))
+    for group in GROUPS:
+        for name in options(group):
+            node = OmegaConf.to_container(option_node(group, name))
+            parameters = inspect.signature(get_method(node.pop("_target_"))).parameters
+            if group == "solver":
+                node.pop("curvature", None)  # the runner's key: which matrix, not an argument
+            for key, value in node.items():
+                assert key in parameters, f"{group}/{name}.yaml: {key} is no argument"
+                default = parameters[key].default
+                default = list(default) if isinstance(default, tuple) else default
+                if value != default:
+                    found.append((group, name, key, value, default))
     return found
 
 

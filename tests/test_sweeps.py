@@ -109,6 +109,13 @@ def test_the_callback_collects_every_job(basic_sweep):
         assert (basic_sweep / name).stat().st_size > 1000
 
 
+def test_every_job_completes_in_its_own_folder(basic_sweep):
+    jobs = sorted(p for p in basic_sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [job.name for job in jobs] == ["0", "1", "2", "3"]
+    statuses = {json.loads((job / "summary.json").read_text())["status"] for job in jobs}
+    assert statuses == {"completed"}
+
+
 def test_the_summary_is_mean_and_std_of_the_jobs_final_values(basic_sweep):
     summary = pd.read_csv(basic_sweep / "sweep_summary.csv").set_index("setting")
     finals: dict[str, list[float]] = {}
