@@ -136,12 +136,10 @@ def train_here(cfg: DictConfig, chunk: int = 10) -> tuple[Problem, dict[str, Any
     the training."""
     problem = build_problem(cfg)
     params = list(problem.model.parameters())
-    optimizer = torch.optim.LBFGS(
-        params, lr=1, line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0
-    )
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
+        for param in params:
+            param.grad = None
         loss = training_loss(problem)
         loss.backward(inputs=params)
         return loss
@@ -149,7 +147,11 @@ def train_here(cfg: DictConfig, chunk: int = 10) -> tuple[Problem, dict[str, Any
     steps = 0
     loss = closure().detach()
     gradient_norm = float(norm([p.grad for p in params]))
+    optimizer = None  # made at the first step: torch.optim's first use imports torch._dynamo (2 s)
     while steps < cfg.train_steps and gradient_norm > cfg.train_tol:
+        optimizer = optimizer or torch.optim.LBFGS(
+            params, lr=1, line_search_fn="strong_wolfe", tolerance_grad=0, tolerance_change=0
+        )
         optimizer.param_groups[0]["max_iter"] = min(chunk, cfg.train_steps - steps)
         optimizer.step(closure)
         steps += optimizer.param_groups[0]["max_iter"]
