@@ -114,11 +114,6 @@ def test_each_option_builds_an_experiment(group, name, tmp_path, monkeypatch):
     assert len(list(experiment.hyper.parameters())) >= 1
 
 
-def test_experiments_compose():
-    for name in options("experiment"):
-        validate(compose_config(f"experiment={name}"))
-
-
 def test_default_is_the_seed_001_setting():
     cfg = compose_config()
     assert cfg.dataset._target_.endswith("load_digits")
