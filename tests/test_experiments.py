@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from composed import run_config
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,9 +38,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def config(name: str, *overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[f"experiment={name}", "plots=false", *overrides])
+    return run_config(f"experiment={name}", "plots=false", *overrides)
 
 
 def make_run(run_dir: Path, name: str, *overrides: str) -> Path:

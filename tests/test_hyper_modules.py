@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 import torch
+from composed import run_config
 from hydra import compose, initialize_config_module
 from torch import nn
 from torch.func import functional_call
@@ -475,9 +476,7 @@ TINY = [
 
 @pytest.mark.parametrize("name", ["augment_net", "distill", "loss_weights", "dropout"])
 def test_each_module_runs_end_to_end(tmp_path, name):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, f"hyper={name}"])
+    cfg = run_config(*TINY, f"hyper={name}")
     progress = train(cfg, tmp_path)
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert progress.outer_step == 3 and len(table) == 4

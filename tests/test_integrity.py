@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from cli_runs import call_main
-from hydra import compose, initialize_config_module
+from composed import run_config
 
 from hpo_cli.runner import cli, hessian_cli
 from hpo_cli.runner.checkpoint import (
@@ -30,7 +30,6 @@ from hpo_cli.runner.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.lock import LOCK_NAME, RunLocked, check_unlocked, run_lock
 from hpo_cli.runner.loop import train
 from hpo_cli.runner.metrics import MetricsDamaged, MetricsLog
@@ -312,9 +311,7 @@ def test_hpo_run_seed_1_completes_with_the_default_configuration(tmp_path):
 def test_the_default_configuration_completes_for_seeds_0_to_9(tmp_path, inner_steps, outer_steps):
     """hpo-run's default (3-term Neumann, α = 1/λ̂max) at short and default inner phases: no
     hyper-step fails or is skipped, though H is indefinite this early (``unstable`` steps)."""
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        cfg = compose("config", [f"outer_steps={outer_steps}", f"inner_steps={inner_steps}"])
+    cfg = run_config(f"outer_steps={outer_steps}", f"inner_steps={inner_steps}")
     for seed in range(10):
         cfg.seed = seed
         (tmp_path / str(seed)).mkdir()

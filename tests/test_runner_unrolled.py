@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from composed import run_config
 
 from hpo_cli.core.unrolled import state_of, unrolled_hypergradient, update_for
 from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError, register_configs
+from hpo_cli.runner.config import ConfigError
 from hpo_cli.runner.hyper_losses import unrolled_losses
 from hpo_cli.runner.loop import hyper_step, inner_step, train
 from hpo_cli.runner.progress import Progress
@@ -32,9 +32,7 @@ UNROLLED = ("solver=unrolled", "solver.steps=3")
 
 
 def config(*overrides: str, solver: tuple[str, ...] = UNROLLED):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, *solver, *overrides])
+    return run_config(*TINY, *solver, *overrides)
 
 
 def test_the_hyper_step_is_the_unrolled_hypergradient_and_leaves_the_run_alone():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from composed import run_config
 from hydra import compose, initialize_config_module
 
 from hpo_cli.analysis.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
@@ -120,10 +121,7 @@ def test_budget_sweep_refuses_what_it_cannot_build():
 
 
 def config(*overrides: str):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        overrides = ["experiment=inverse_comparison", "plots=false", "outer_steps=2", *overrides]
-        return compose("config", overrides=overrides)
+    return run_config("experiment=inverse_comparison", "plots=false", "outer_steps=2", *overrides)
 
 
 def test_the_runner_compares_solvers_without_changing_the_run(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from cli_runs import Result, hpo_run
+from composed import run_config
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -196,9 +197,7 @@ def test_the_submitit_local_launcher_gives_the_same_runs(basic_sweep, tmp_path):
 
 # ---------------------------------------------------------------- a failing job
 def tiny_config(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return run_config(*TINY, *overrides)
 
 
 def test_a_run_returns_its_final_validation_loss(tmp_path):

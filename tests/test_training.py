@@ -5,12 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from composed import run_config
 
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.runner.build import Experiment, build_experiment
 from hpo_cli.runner.checkpoint import read_checkpoint
-from hpo_cli.runner.config import register_configs
 from hpo_cli.runner.diagnostics import untouched_run
 from hpo_cli.runner.loop import evaluate_split, hyper_step, inner_step, train
 from hpo_cli.runner.progress import Progress, RunFailed
@@ -30,9 +29,7 @@ TINY = [
 
 
 def config(*overrides: str):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return run_config(*TINY, *overrides)
 
 
 def test_same_config_and_seed_give_the_same_metrics(tmp_path):
@@ -127,10 +124,8 @@ def test_the_krylov_series_runs_the_same_training(tmp_path):
 
 def test_evaluation_uses_eval_mode_and_restores_training_mode():
     """Batch norm's running statistics must not move during evaluation."""
-    register_configs()
     small = [o for o in TINY if not o.startswith("model.")]
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[*small, "model=resnet18"])
+    cfg = run_config(*small, "model=resnet18")
     exp = build_experiment(cfg)
     running = [b.clone() for b in exp.model.buffers() if b.dtype.is_floating_point]
     evaluate_split(exp, exp.data.test)

@@ -9,12 +9,12 @@ import math
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from composed import run_config
 
 from hpo_cli.analysis.training_response import agreement, correlation, random_directions
 from hpo_cli.core.unrolled import unroll
 from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError, register_configs
+from hpo_cli.runner.config import ConfigError
 from hpo_cli.runner.loop import inner_step, train
 from hpo_cli.runner.metrics import SOLVER_COMPARISON_COLUMNS
 from hpo_cli.runner.training_response import Horizon
@@ -23,18 +23,15 @@ SOLVERS = "solver_comparison.solvers=[identity,neumann,cg,ggn_cg,unrolled]"
 
 
 def config(*overrides: str):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        overrides = [
-            "experiment=inverse_comparison",
-            "plots=false",
-            "outer_steps=2",
-            "inner_steps=4",
-            "warmup_inner_steps=20",
-            "batch_size=50",  # mini-batches: the generator is in use
-            *overrides,
-        ]
-        return compose("config", overrides=overrides)
+    return run_config(
+        "experiment=inverse_comparison",
+        "plots=false",
+        "outer_steps=2",
+        "inner_steps=4",
+        "warmup_inner_steps=20",
+        "batch_size=50",  # mini-batches: the generator is in use
+        *overrides,
+    )
 
 
 def test_horizon_references_validate_and_leave_the_run_unchanged(tmp_path):
@@ -73,10 +70,8 @@ def test_horizon_references_validate_and_leave_the_run_unchanged(tmp_path):
 
 
 def test_an_optimizer_it_cannot_unroll_refuses_horizons_before_training(tmp_path):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        overrides = ["solver_comparison.every=1", "solver_comparison.horizons=[1]"]
-        cfg = compose("config", [*overrides, "optimizer=hessian_free", "model.hidden_sizes=[4]"])
+    overrides = ["solver_comparison.every=1", "solver_comparison.horizons=[1]"]
+    cfg = run_config(*overrides, "optimizer=hessian_free", "model.hidden_sizes=[4]")
     with pytest.raises(ConfigError, match="solver_comparison \\(horizons, unrolled\\)"):
         train(cfg, tmp_path)
 
@@ -96,10 +91,8 @@ def test_correlation_and_agreement():
 def test_the_horizon_is_the_runs_own_next_steps():
     """Unrolled without a graph, the horizon's steps land exactly where the run's next inner
     steps do (same batches, same optimiser state, same arithmetic)."""
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        overrides = ["dtype=float64", "model.hidden_sizes=[4]", "batch_size=8", "hyper_steps=false"]
-        cfg = compose("config", ["optimizer=sgd", "optimizer.nesterov=true", *overrides])
+    overrides = ["dtype=float64", "model.hidden_sizes=[4]", "batch_size=8", "hyper_steps=false"]
+    cfg = run_config("optimizer=sgd", "optimizer.nesterov=true", *overrides)
     exp = build_experiment(cfg)
     for _ in range(3):
         inner_step(exp)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
+from composed import run_config
 from omegaconf import DictConfig
 
 from hpo_cli.runner import cli, loop
-from hpo_cli.runner.config import register_configs
 
 TINY = [
     "outer_steps=4",
@@ -30,9 +29,7 @@ TINY = [
 
 
 def config(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return run_config(*TINY, *overrides)
 
 
 def run(run_dir: Path, *overrides: str, multirun: bool = False) -> float:

@@ -1,0 +1,35 @@
+"""tests/composed.py's shortcut gives the configuration Hydra composes, for the override lists
+the tests use it with (groups, experiments, lists, null, booleans, nested keys)."""
+
+from __future__ import annotations
+
+import pytest
+from composed import run_config
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from hpo_cli.runner.config import register_configs
+
+OVERRIDE_LISTS = [
+    [],
+    ["outer_steps=4", "model.hidden_sizes=[8]", "warmup_inner_steps=50", "plots=false"],
+    ["solver=exact", "hyper=weight_decay", "dtype=float64", "hyper.init=0.05", "optimizer=sgd"],
+    ["solver=cg", "solver.max_iter=2", "solver.damping=1.0", "solver.preconditioner=hutchinson"],
+    ["experiment=neumann_divergence", "plots=false", "outer_steps=2", "warmup_inner_steps=300"],
+    ["experiment=hypergradient_quality", "solver_comparison.horizons=[1,2]", "solver=identity"],
+    ["early_stopping.patience=2", "logger=[tensorboard]", "hessian_every=null", "seed=3"],
+    ["model.hidden_sizes=[16]", "model=mlp", "dataset=diabetes", "dataset.train_size=20"],
+]
+
+
+@pytest.mark.parametrize("overrides", OVERRIDE_LISTS, ids=lambda o: " ".join(o) or "default")
+def test_the_shortcut_composes_what_hydra_composes(overrides):
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        expected = compose("config", overrides=overrides)
+    assert OmegaConf.to_yaml(run_config(*overrides)) == OmegaConf.to_yaml(expected)
+
+
+def test_a_misspelt_key_still_fails():
+    with pytest.raises(Exception, match="term"):
+        run_config("solver.term=5")
