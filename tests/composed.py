@@ -6,9 +6,11 @@ Hydra composes a configuration in two stages: the defaults list (the config grou
 override grammar and applied with ``OmegaConf.update(cfg, key, value, merge=True)``
 (``ConfigLoaderImpl._apply_overrides_to_config``). :func:`run_config` does the first stage with
 Hydra, once per process and set of group choices, and the second as Hydra does; a composition
-costs about 0.2 s, the second stage a millisecond. tests/test_composed.py checks that both give
-the same configuration. Anything other than a plain ``key=value`` on a key outside the config
-groups and ``hydra`` (``+key=``, ``~key``, ``group@package=``) goes to Hydra's stage.
+costs about 0.2 s, the second stage a millisecond. Plain ``group=option`` choices need no
+composition at all: the option's node is the one :mod:`option_configs` composed (group files
+never refer to one another). Anything other than a plain ``key=value`` outside the config
+groups and ``hydra`` (``experiment=``, ``+key=``, ``~key``, ``group@package=``) goes to Hydra.
+tests/test_composed.py checks that the result is Hydra's own composition.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
-from option_configs import CONF
+from option_configs import CONF, GROUPS, option_node
 
 from hpo_cli.runner.config import register_configs
 
-GROUPS = {path.name for path in CONF.iterdir() if path.is_dir() and not path.name.startswith("_")}
+CONFIG_GROUPS = {p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_")}
+"""Every config group folder (``hydra`` and ``experiment`` included)."""
 
 
 def is_value_override(override: Override) -> bool:
@@ -34,10 +37,16 @@ def is_value_override(override: Override) -> bool:
     return (
         plain
         and override.package is None
-        and key not in GROUPS
+        and key not in CONFIG_GROUPS
         and "/" not in key
         and not key.startswith("hydra")
     )
+
+
+def is_option_choice(override: Override) -> bool:
+    """``group=option`` for one of :data:`option_configs.GROUPS` (the groups of options)."""
+    plain = not (override.is_add() or override.is_force_add() or override.is_delete())
+    return plain and override.package is None and override.key_or_group in GROUPS
 
 
 @functools.cache
@@ -49,11 +58,18 @@ def _composed(group_overrides: tuple[str, ...]) -> DictConfig:
 
 def run_config(*overrides: str) -> DictConfig:
     """``compose("config", overrides)``: Hydra's composition of the config groups, cached, then
-    the value overrides applied in order, as Hydra applies them."""
+    the value overrides applied in order, as Hydra applies them. Without an experiment or any
+    other override for Hydra, a group's option is the node it composes to on its own
+    (:func:`option_configs.option_node`): group files never refer to one another."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    groups = tuple(o.input_line for o in parsed if not is_value_override(o))
-    cfg = copy.deepcopy(_composed(groups))
-    for override in parsed:
-        if is_value_override(override):
-            OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+    values = [o for o in parsed if is_value_override(o)]
+    groups = [o for o in parsed if not is_value_override(o)]
+    if all(is_option_choice(o) for o in groups):
+        cfg = copy.deepcopy(_composed(()))
+        for override in groups:
+            cfg[override.key_or_group] = option_node(override.key_or_group, override.value())
+    else:
+        cfg = copy.deepcopy(_composed(tuple(o.input_line for o in groups)))
+    for override in values:
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
     return cfg

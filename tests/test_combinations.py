@@ -14,21 +14,19 @@ slow group (make test-slow). tests/test_config.py builds it on every image data 
 
 from __future__ import annotations
 
-import copy
-import functools
 import itertools
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_module
+from composed import run_config
 from image_files import write_readable
 from omegaconf import DictConfig, OmegaConf
-from option_configs import option_node, options
+from option_configs import options
 
 from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError, register_configs
+from hpo_cli.runner.config import ConfigError
 from hpo_cli.runner.loop import train
 
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
@@ -53,20 +51,10 @@ TINY = [
 ]
 
 
-@functools.cache
-def tiny_base() -> DictConfig:
-    """hpo-run's configuration with :data:`TINY`, composed once per process."""
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=TINY)
-
-
 def config(dataset: str, model: str, hyper: str, data_dir: Path) -> DictConfig:
-    """The tiny configuration of one combination: the base configuration with the three groups'
-    nodes as each option composes them (:mod:`option_configs`), then this test's sizes."""
-    cfg = copy.deepcopy(tiny_base())
-    for group, option in (("dataset", dataset), ("model", model), ("hyper", hyper)):
-        cfg[group] = option_node(group, option)
+    """The tiny configuration of one combination (:func:`composed.run_config`: each option's
+    node as it composes on its own), then this test's sizes."""
+    cfg = run_config(f"dataset={dataset}", f"model={model}", f"hyper={hyper}", *TINY)
     settings = dict(RESNET_SIZES if model == "resnet18" else SIZES)
     if dataset in FILE_DATASETS:
         settings["dataset.data_dir"] = str(data_dir)

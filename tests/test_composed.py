@@ -19,6 +19,10 @@ OVERRIDE_LISTS = [
     ["experiment=hypergradient_quality", "solver_comparison.horizons=[1,2]", "solver=identity"],
     ["early_stopping.patience=2", "logger=[tensorboard]", "hessian_every=null", "seed=3"],
     ["model.hidden_sizes=[16]", "model=mlp", "dataset=diabetes", "dataset.train_size=20"],
+    ["model=resnet18", "dataset=cifar10", "hyper=augment_net", "device=auto"],
+    ["hyper=distill", "hyper.init=noise", "hyper_optimizer=sgd", "hyper_optimizer.lr=1.0"],
+    ["optimizer=hessian_free", "optimizer.cg_max_iter=20", "solver=unrolled", "solver.steps=3"],
+    ["dataset=mnist", "dataset.data_dir=/tmp/x", "model=lenet", "hyper=dropout"],
 ]
 
 

@@ -8,6 +8,7 @@ import typing
 
 import pytest
 import torch
+from composed import run_config
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from image_files import write_readable
@@ -89,7 +90,7 @@ def test_group_files_do_not_refer_to_other_groups():
 def test_a_model_that_cannot_take_the_inputs_says_so_before_training(dataset, model):
     small = [o for o in SMALL if not o.startswith("model.")]
     with pytest.raises(ConfigError) as error:
-        build_experiment(compose_config(f"dataset={dataset}", f"model={model}", *small))
+        build_experiment(run_config(f"dataset={dataset}", f"model={model}", *small))
     message = str(error.value)
     assert f"model={model} needs image inputs (C, H, W)" in message and "\n" not in message
 
@@ -109,7 +110,7 @@ def test_each_option_builds_an_experiment(group, name, tmp_path, monkeypatch):
     if group == "dataset" and name in FILE_DATASETS:  # tiny files in the official format
         write_readable(name, tmp_path, monkeypatch)
         overrides.append(f"dataset.data_dir={tmp_path}")
-    experiment = build_experiment(compose_config(*overrides))
+    experiment = build_experiment(run_config(*overrides))
     assert next(experiment.model.parameters()).device.type == "cpu"
     assert len(list(experiment.hyper.parameters())) >= 1
 
@@ -169,7 +170,7 @@ def test_wrong_type_fails_at_composition():
 )
 def test_out_of_range_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=f"^{key}="):
-        validate(compose_config(override))
+        validate(run_config(override))
 
 
 @pytest.mark.parametrize(
@@ -182,23 +183,23 @@ def test_out_of_range_values_name_their_key(override, key):
 )
 def test_more_samples_than_the_dataset_has(overrides, key):
     with pytest.raises(ConfigError, match=key):
-        build_experiment(compose_config(*overrides))
+        build_experiment(run_config(*overrides))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
 def test_cuda_without_cuda_is_one_clear_line():
     with pytest.raises(ConfigError, match="device=cuda was requested but CUDA is not available"):
-        build_experiment(compose_config("device=cuda"))
+        build_experiment(run_config("device=cuda"))
 
 
 def test_auto_device_picks_what_exists():
-    experiment = build_experiment(compose_config("device=auto", *SMALL))
+    experiment = build_experiment(run_config("device=auto", *SMALL))
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert experiment.device.type == expected
 
 
 def test_solver_options_reach_the_solver():
-    cfg = compose_config("solver=cg", "solver.max_iter=7", "solver.damping=0.5", *SMALL)
+    cfg = run_config("solver=cg", "solver.max_iter=7", "solver.damping=0.5", *SMALL)
     solver = build_experiment(cfg).joint.solver
     assert (solver.max_iter, solver.damping) == (7, 0.5)
     assert OmegaConf.select(cfg, "solver.tol") == solver.tol
