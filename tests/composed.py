@@ -30,23 +30,22 @@ CONFIG_GROUPS = {p.name for p in CONF.iterdir() if p.is_dir() and not p.name.sta
 """Every config group folder (``hydra`` and ``experiment`` included)."""
 
 
+def is_plain(override: Override) -> bool:
+    """``key=value``: no ``+``, ``++`` or ``~`` and no ``@package``."""
+    special = override.is_add() or override.is_force_add() or override.is_delete()
+    return not special and override.package is None
+
+
 def is_value_override(override: Override) -> bool:
     """A plain ``key=value`` on a key that is neither a config group nor under ``hydra``."""
     key = override.key_or_group
-    plain = not (override.is_add() or override.is_force_add() or override.is_delete())
-    return (
-        plain
-        and override.package is None
-        and key not in CONFIG_GROUPS
-        and "/" not in key
-        and not key.startswith("hydra")
-    )
+    outside = key not in CONFIG_GROUPS and "/" not in key and not key.startswith("hydra")
+    return is_plain(override) and outside
 
 
 def is_option_choice(override: Override) -> bool:
     """``group=option`` for one of :data:`option_configs.GROUPS` (the groups of options)."""
-    plain = not (override.is_add() or override.is_force_add() or override.is_delete())
-    return plain and override.package is None and override.key_or_group in GROUPS
+    return is_plain(override) and override.key_or_group in GROUPS
 
 
 @functools.cache

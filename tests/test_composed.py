@@ -7,6 +7,7 @@ import pytest
 from composed import run_config
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError
 
 from hpo_cli.runner.config import register_configs
 
@@ -35,5 +36,5 @@ def test_the_shortcut_composes_what_hydra_composes(overrides):
 
 
 def test_a_misspelt_key_still_fails():
-    with pytest.raises(Exception, match="term"):
+    with pytest.raises(ConfigAttributeError, match="Key 'term' is not in struct"):
         run_config("solver.term=5")
