@@ -18,13 +18,10 @@ from __future__ import annotations
 import copy
 import functools
 
-from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
-from option_configs import CONF, GROUPS, option_node
-
-from hpo_cli.runner.config import register_configs
+from option_configs import CONF, GROUPS, hydra_compose, option_node
 
 CONFIG_GROUPS = {p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_")}
 """Every config group folder (``hydra`` and ``experiment`` included)."""
@@ -50,9 +47,7 @@ def is_option_choice(override: Override) -> bool:
 
 @functools.cache
 def _composed(group_overrides: tuple[str, ...]) -> DictConfig:
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=list(group_overrides))
+    return hydra_compose(*group_overrides)
 
 
 def run_config(*overrides: str) -> DictConfig:

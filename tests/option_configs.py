@@ -29,6 +29,13 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
 
 
+def hydra_compose(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """``compose("config", overrides)`` through Hydra itself, hpo-cli's schemas registered."""
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        return compose("config", list(overrides), return_hydra_config=return_hydra_config)
+
+
 class Composition(NamedTuple):
     choices: dict[str, str]  # group -> the option Hydra composed (hydra.runtime.choices)
     cfg: DictConfig  # the task configuration (without the hydra node)
@@ -39,16 +46,14 @@ def covering_compositions() -> tuple[Composition, ...]:
     """hpo-run's configuration composed once per index ``k`` below the largest group's size,
     with ``group=<its k-th option>`` for every group (its last option past its end)."""
     choices = {group: options(group) for group in GROUPS}
-    register_configs()
     compositions = []
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        for k in range(max(len(names) for names in choices.values())):
-            overrides = [f"{g}={names[min(k, len(names) - 1)]}" for g, names in choices.items()]
-            cfg = compose("config", overrides=overrides, return_hydra_config=True)
-            chosen = OmegaConf.to_container(cfg.hydra.runtime.choices)
-            with open_dict(cfg):
-                del cfg["hydra"]
-            compositions.append(Composition(chosen, cfg))
+    for k in range(max(len(names) for names in choices.values())):
+        overrides = [f"{g}={names[min(k, len(names) - 1)]}" for g, names in choices.items()]
+        cfg = hydra_compose(*overrides, return_hydra_config=True)
+        chosen = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        compositions.append(Composition(chosen, cfg))
     return tuple(compositions)
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 from composed import run_config
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
-
-from hpo_cli.runner.config import register_configs
+from option_configs import hydra_compose
 
 OVERRIDE_LISTS = [
     [],
@@ -29,9 +27,7 @@ OVERRIDE_LISTS = [
 
 @pytest.mark.parametrize("overrides", OVERRIDE_LISTS, ids=lambda o: " ".join(o) or "default")
 def test_the_shortcut_composes_what_hydra_composes(overrides):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        expected = compose("config", overrides=overrides)
+    expected = hydra_compose(*overrides)
     assert OmegaConf.to_yaml(run_config(*overrides)) == OmegaConf.to_yaml(expected)
 
 

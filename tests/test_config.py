@@ -9,15 +9,21 @@ import typing
 import pytest
 import torch
 from composed import run_config
-from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from image_files import write_readable
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-from option_configs import CONF, GROUPS, covering_compositions, option_node, options
+from option_configs import (
+    CONF,
+    GROUPS,
+    covering_compositions,
+    hydra_compose,
+    option_node,
+    options,
+)
 
 from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError, register_configs, validate
+from hpo_cli.runner.config import ConfigError, validate
 
 SMALL = [
     "dataset.train_size=20",
@@ -26,12 +32,6 @@ SMALL = [
     "model.hidden_sizes=[8]",
     "batch_size=8",
 ]
-
-
-def compose_config(*overrides: str):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def test_every_group_has_options():
@@ -63,7 +63,7 @@ def test_every_combination_composes_and_validates():
         validate(cfg)
         composed |= {(group, choices[group]) for group in GROUPS}
     assert composed == {(group, name) for group in GROUPS for name in options(group)}
-    base = compose_config("device=auto")
+    base = hydra_compose("device=auto")
     for dataset, model in itertools.product(options("dataset"), options("model")):
         if takes(dataset, model):
             cfg = copy.deepcopy(base)
@@ -116,7 +116,7 @@ def test_each_option_builds_an_experiment(group, name, tmp_path, monkeypatch):
 
 
 def test_default_is_the_seed_001_setting():
-    cfg = compose_config()
+    cfg = hydra_compose()
     assert cfg.dataset._target_.endswith("load_digits")
     assert (cfg.dataset.train_size, cfg.dataset.val_size) == (50, 50)
     assert cfg.hyper.granularity == "weight"
@@ -127,13 +127,13 @@ def test_default_is_the_seed_001_setting():
 
 def test_unknown_option_lists_the_choices():
     with pytest.raises(ConfigCompositionException, match="Available options") as error:
-        compose_config("solver=newton")
+        hydra_compose("solver=newton")
     assert "neumann" in str(error.value) and "cg" in str(error.value)
 
 
 def test_misspelt_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException) as error:
-        compose_config("solver.term=5")
+        hydra_compose("solver.term=5")
     assert isinstance(error.value.__cause__, ConfigAttributeError | ConfigKeyError)
     assert "Key 'term' not in 'NeumannConfig'" in str(error.value.__cause__)
 
@@ -145,12 +145,12 @@ def test_forced_unknown_key_fails_before_training():
         ConfigError,
         match=r"^solver.term is not a parameter of .*Neumann; valid keys: alpha, .*terms",
     ):
-        build_experiment(compose_config("+solver.term=5", *SMALL))
+        build_experiment(hydra_compose("+solver.term=5", *SMALL))
 
 
 def test_wrong_type_fails_at_composition():
     with pytest.raises(ConfigCompositionException) as error:
-        compose_config("outer_steps=many")
+        hydra_compose("outer_steps=many")
     assert isinstance(error.value.__cause__, ValidationError)
 
 
