@@ -11,7 +11,7 @@ Section 8, one table per problem: (a) hpo-run's default experiment (digits, MLP 
 per-weight weight decay, Adam inside, RMSprop outside); (b) the MLP 784-256-256-10 (ReLU) with
 per-weight weight decay on synthetic MNIST-shaped data (``benchmarks.synthetic``: Gaussian
 images, labels from a random linear teacher), built through the runner like (a). The run is the
-runner's own: ``inner_steps`` calls of ``hpo_cli.runner.loop.inner_step`` per outer step, then
+runner's own: ``inner_steps`` calls of ``hpo_cli.runner.loop.train.inner_step`` per outer step, then
 the hyper-step on batches drawn as ``hyper_step`` draws them, driven by hpo-cli's cold Neumann
 (the default solver). At every hyper-step each method computes the hypergradient at that same
 state (losses built inside the timed call, ``check_residual=False`` for all, so hpo-cli's

@@ -33,8 +33,8 @@ from hpo_cli.analysis.hessian.lanczos import extreme_eigenvalues
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.solvers import lanczos_extremes
 from hpo_cli.core.vectors import flatten
-from hpo_cli.runner.build import Experiment, build_experiment
-from hpo_cli.runner.loop import inner_step
+from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.loop.train import inner_step
 
 Vector = list[torch.Tensor]
 TERMS = 3  # hpo-run's default Neumann series

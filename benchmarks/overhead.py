@@ -12,8 +12,8 @@ Sections, one Markdown table each:
 
 4. Joint-training overhead. The experiment ``hpo-run`` runs by default (digits, MLP, per-weight
    weight decay, Neumann with 3 terms and α = auto, Adam inside, RMSprop outside), built with
-   ``hpo_cli.runner.build.build_experiment`` from the composed config. Both rows time the
-   runner's own ``hpo_cli.runner.loop.outer_step``: with hyper-steps on, ``inner_steps`` inner
+   ``hpo_cli.runner.config.build.build_experiment`` from the composed config. Both rows time the
+   runner's own ``hpo_cli.runner.loop.train.outer_step``: with hyper-steps on, ``inner_steps`` inner
    steps and one hyper-step (hypergradient + RMSprop step); with ``hyper_steps=false``, the same
    inner steps and no hypergradient. The ratio of the two times per inner step is the overhead
    (target ≤ 1.5×).
@@ -62,10 +62,10 @@ from benchmarks.harness import (
     write_report,
 )
 from benchmarks.machine import CpuSnapshot
-from hpo_cli.runner.build import Experiment, build_experiment
-from hpo_cli.runner.config import register_configs
-from hpo_cli.runner.loop import hyper_step, inner_step, outer_step
-from hpo_cli.runner.progress import Progress
+from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.loop.progress import Progress
+from hpo_cli.runner.loop.train import hyper_step, inner_step, outer_step
 
 QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
 TARGET_TIME = 1.5
@@ -80,7 +80,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
 
 
 def synchronized_outer_step(exp: Experiment, progress: Progress) -> None:
-    """The runner's own :func:`hpo_cli.runner.loop.outer_step`, waited for on a GPU."""
+    """The runner's own :func:`hpo_cli.runner.loop.train.outer_step`, waited for on a GPU."""
     outer_step(exp, progress)
     if exp.device.type == "cuda":
         torch.cuda.synchronize(exp.device)

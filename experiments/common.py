@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from hpo_cli.runner.build import Experiment, build_experiment
-from hpo_cli.runner.checkpoint import load_checkpoint
+from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 
 RUN_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml", "checkpoint.pt")
 """What a completed ``hpo-run`` leaves in its run directory (the figures read some of these)."""

@@ -22,7 +22,7 @@ from experiments.common import restore_run, save, script_main
 from hpo_cli import Exact, Neumann, TrainingCurvature, hypergradient
 from hpo_cli.core.solvers import estimate_largest_eigenvalue
 from hpo_cli.core.vectors import add, flatten, norm, scale
-from hpo_cli.runner.build import Experiment
+from hpo_cli.runner.config.build import Experiment
 
 CAPTION = (
     "Neumann series on seed 000's ReLU MLP: without a step (α = 1) the terms explode and the "

@@ -33,7 +33,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from experiments.common import read_summary
-from hpo_cli.runner.sweep import job_dirs
+from hpo_cli.runner.sweeps.aggregate import job_dirs
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 QUIET = ["progress=false", "plots=false"]

@@ -65,7 +65,7 @@ def call_main(main: Callable[[], None], program: str, arguments: list[str]) -> R
 def hpo_run(run_dir: Path | None, *overrides: str) -> Result:
     """``hpo-run OVERRIDES hydra.run.dir=RUN_DIR`` (no ``hydra.run.dir`` when ``run_dir`` is
     None, e.g. for ``resume=`` or ``-m``)."""
-    from hpo_cli.runner import cli
+    from hpo_cli.runner.cli import command as cli
 
     directory = [] if run_dir is None else [f"hydra.run.dir={run_dir}"]
     return call_main(cli.main, "hpo-run", [*overrides, *directory])
@@ -73,7 +73,7 @@ def hpo_run(run_dir: Path | None, *overrides: str) -> Result:
 
 def hpo_hessian(run_dir: Path, *overrides: str) -> Result:
     """``hpo-hessian OVERRIDES hydra.run.dir=RUN_DIR``."""
-    from hpo_cli.runner import hessian_cli
+    from hpo_cli import hpo_hessian as hessian_cli
 
     return call_main(hessian_cli.main, "hpo-hessian", [*overrides, f"hydra.run.dir={run_dir}"])
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.config.schemas import register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
 GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer", "device")

@@ -22,8 +22,9 @@ from option_configs import (
     options,
 )
 
-from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError, validate
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.config.schemas import validate
+from hpo_cli.runner.errors import ConfigError
 
 SMALL = [
     "dataset.train_size=20",
@@ -207,7 +208,7 @@ def test_solver_options_reach_the_solver():
 
 def test_the_type_check_shortcut_accepts_only_what_omegaconf_accepts():
     """``targets._plainly_valid`` skips OmegaConf for plain values: never for one it refuses."""
-    from hpo_cli.runner.targets import _plainly_valid, _value_schema
+    from hpo_cli.runner.config.targets import _plainly_valid, _value_schema
 
     kinds = [int, float, str, bool, int | None, float | None, str | None, list[int], typing.Any]
     values = [1, 1.5, True, "a", "3", None, float("nan"), [1], {"a": 1}]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tiny_runs import interrupt_at, metrics, run
 
-from hpo_cli.runner.early_stopping import EarlyStopping, initial_state
+from hpo_cli.runner.loop.early_stopping import EarlyStopping, initial_state
 
 NEVER_IMPROVES = ["early_stopping.patience=2", "early_stopping.min_delta=1e9"]
 
@@ -120,7 +120,7 @@ def test_bad_early_stopping_settings_are_one_line(tmp_path, capsys, override, me
 
 
 def test_a_resume_may_change_the_patience_and_the_trackers_but_not_the_rule():
-    from hpo_cli.runner.preflight import resume_may_change
+    from hpo_cli.runner.cli.preflight import resume_may_change
 
     for key, saved in [
         ("early_stopping.patience", 3),

@@ -26,10 +26,10 @@ from experiments import (
     ridge_closed_form,
 )
 from experiments.common import MissingRun, restore_run, script_main
-from hpo_cli.runner.config import register_configs, validate
-from hpo_cli.runner.hessian_cli import analyse_config
-from hpo_cli.runner.loop import train
-from hpo_cli.runner.summary import write_summary
+from hpo_cli.hpo_hessian.cli import analyse_config
+from hpo_cli.runner.config.schemas import register_configs, validate
+from hpo_cli.runner.loop.train import train
+from hpo_cli.runner.rundir.summary import write_summary
 
 CATALOGUE = Path(hpo_cli.__file__).parent / "conf" / "experiment"
 NAMES = sorted(path.stem for path in CATALOGUE.glob("*.yaml"))

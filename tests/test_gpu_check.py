@@ -6,7 +6,7 @@ import torch
 
 from benchmarks import gpu_check
 from benchmarks.overhead import compose_config
-from hpo_cli.runner.build import build
+from hpo_cli.runner.config.build import build
 
 
 def test_without_a_gpu_it_says_so_in_one_line_and_exits_2(tmp_path, capsys, monkeypatch):

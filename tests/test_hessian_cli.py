@@ -14,15 +14,15 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
 from hpo_cli.analysis.hessian import analyse_eigenvalues, dense_spectrum
-from hpo_cli.runner.build import build_problem
-from hpo_cli.runner.checkpoint import load_checkpoint
-from hpo_cli.runner.config import ConfigError
-from hpo_cli.runner.hessian_cli import (
+from hpo_cli.hpo_hessian.cli import (
     curvature_operator,
     load_run,
     select_parameters,
     validate,
 )
+from hpo_cli.runner.config.build import build_problem
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 
 HPO_HESSIAN = str(Path(sys.executable).parent / "hpo-hessian")
 PNG = b"\x89PNG\r\n\x1a\n"

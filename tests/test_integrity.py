@@ -22,17 +22,17 @@ import torch
 from cli_runs import call_main
 from composed import run_config
 
-from hpo_cli.runner import cli, hessian_cli
-from hpo_cli.runner.checkpoint import (
-    CHECKPOINT_NAME,
-    PREVIOUS_NAME,
+from hpo_cli import hpo_hessian as hessian_cli
+from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.loop.train import train
+from hpo_cli.runner.rundir.checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from hpo_cli.runner.lock import LOCK_NAME, RunLocked, check_unlocked, run_lock
-from hpo_cli.runner.loop import train
-from hpo_cli.runner.metrics import MetricsDamaged, MetricsLog
+from hpo_cli.runner.rundir.directory import CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT
+from hpo_cli.runner.rundir.lock import RunLocked, check_unlocked, run_lock
+from hpo_cli.runner.rundir.metrics import MetricsDamaged, MetricsLog
 
 TINY = [
     "outer_steps=4",
@@ -192,7 +192,7 @@ def test_a_second_writer_is_refused_and_kill_9_releases_the_lock(tmp_path, capsy
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()
-    assert (run_dir / LOCK_NAME).read_text().strip() == str(writer.pid)
+    assert (run_dir / LOCK).read_text().strip() == str(writer.pid)
     check_unlocked(run_dir)  # the dead writer's lock file needs no clean-up
 
 
@@ -214,7 +214,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_saying_so(tmp_path,
     save_checkpoint(tmp_path, state(1))
     save_checkpoint(tmp_path, state(2))
     assert load_checkpoint(tmp_path)["progress"]["outer_step"] == 2
-    path = tmp_path / CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT
     path.write_bytes(path.read_bytes()[:100])  # cut short while being replaced
     assert load_checkpoint(tmp_path)["progress"]["outer_step"] == 1
     assert "falling back to the previous checkpoint" in caplog.text
@@ -223,7 +223,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_saying_so(tmp_path,
 @pytest.mark.parametrize("damage", ["truncate", "random"])
 def test_a_checkpoint_that_cannot_be_read_is_one_line(tmp_path, damage):
     save_checkpoint(tmp_path, state(1))
-    path = tmp_path / CHECKPOINT_NAME
+    path = tmp_path / CHECKPOINT
     content = path.read_bytes()
     path.write_bytes(content[: len(content) // 2] if damage == "truncate" else os.urandom(999))
     with pytest.raises(CheckpointError, match="is damaged") as caught:
@@ -236,13 +236,13 @@ class Payload:
 
 
 def test_a_checkpoint_that_needs_more_than_tensors_is_refused(tmp_path):
-    torch.save({"progress": Payload()}, tmp_path / CHECKPOINT_NAME)
+    torch.save({"progress": Payload()}, tmp_path / CHECKPOINT)
     with pytest.raises(CheckpointError, match="could run arbitrary code"):
         load_checkpoint(tmp_path)
 
 
 def test_resume_and_hpo_hessian_refuse_a_damaged_checkpoint_in_one_line(run_copy, capsys):
-    for name in (CHECKPOINT_NAME, PREVIOUS_NAME):
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
         (run_copy / name).write_bytes(b"not a checkpoint")
     assert hpo_run(f"resume={run_copy}") == 2
     assert "is damaged" in error_lines(capsys)[0]

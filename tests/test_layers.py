@@ -1,10 +1,10 @@
-"""The layers of the package: the maths and the analysis never reach up into the runner.
+"""The layers of the package: the maths and the analysis never reach up into the applications.
 
-Everything outside ``hpo_cli/runner`` (core, analysis, data, models, hyper, optim) is usable from
-a notebook with plain tensors: it imports neither Hydra, nor OmegaConf, nor ``hpo_cli.runner``;
-and ``hpo_cli.core`` (the IFT maths) imports none of the layers built on it (analysis, data,
-models, hyper, runner). Checked on the source with :mod:`ast`, so an import inside a function
-counts too.
+Everything outside the two applications (``hpo_cli/runner``: ``hpo-run``; ``hpo_cli/hpo_hessian``)
+is usable from a notebook with plain tensors: it imports neither Hydra, nor OmegaConf, nor an
+application; ``hpo_cli.core`` (the IFT maths) imports none of the layers built on it (analysis,
+data, models, hyper, the applications); and no module imports, through any chain, itself.
+Checked on the source with :mod:`ast`, so an import inside a function counts too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hpo_cli"
-RUNNER_ONLY = ("hydra", "omegaconf", "hpo_cli.runner")
+APPLICATIONS = ("hpo_cli.runner", "hpo_cli.hpo_hessian")
+APPLICATION_ONLY = ("hydra", "omegaconf", *APPLICATIONS)
 
 
 def module_name(path: Path) -> str:
@@ -49,25 +50,26 @@ def modules(under: str = "") -> list[Path]:
 
 def test_the_walk_sees_the_runners_own_imports():
     """The check below is not vacuous: the same walk finds hydra in the runner."""
-    found = imports(PACKAGE / "runner" / "cli.py")
+    found = imports(PACKAGE / "runner" / "cli" / "command.py")
     assert any(within(name, "hydra") for name in found)
     assert any(within(name, "hpo_cli.runner") for name in found)
     assert len(modules()) > 40
 
 
-def test_nothing_outside_the_runner_imports_hydra_omegaconf_or_the_runner():
+def test_nothing_outside_the_applications_imports_hydra_omegaconf_or_an_application():
     offenders = [
         f"{path.relative_to(PACKAGE.parent)} imports {name}"
         for path in modules()
-        if not within(module_name(path), "hpo_cli.runner")
+        if not any(within(module_name(path), app) for app in APPLICATIONS)
         for name in sorted(imports(path))
-        if any(within(name, banned) for banned in RUNNER_ONLY)
+        if any(within(name, banned) for banned in APPLICATION_ONLY)
     ]
     assert offenders == []
 
 
 def test_the_maths_imports_none_of_the_layers_built_on_it():
-    above = [f"hpo_cli.{layer}" for layer in ("analysis", "data", "models", "hyper", "runner")]
+    layers = ("analysis", "data", "models", "hyper", "runner", "hpo_hessian")
+    above = [f"hpo_cli.{layer}" for layer in layers]
     offenders = [
         f"{path.relative_to(PACKAGE.parent)} imports {name}"
         for path in modules("core")
@@ -78,13 +80,13 @@ def test_the_maths_imports_none_of_the_layers_built_on_it():
 
 
 def module_map() -> list[str]:
-    """The rows of README.md's module map (section "The library")."""
-    readme = (PACKAGE.parent / "README.md").read_text()
+    """The rows of the module map in docs/architecture.md."""
+    readme = (PACKAGE.parent / "docs" / "architecture.md").read_text()
     table = readme.split("| layer | module | what it holds |", 1)[1].split("\n\n", 1)[0]
     return [line for line in table.splitlines() if line.startswith("|")][1:]
 
 
-def test_the_readme_module_map_matches_the_tree():
+def test_the_module_map_matches_the_tree():
     """Every path the map names exists (files named in a folder's row too), and every module of
     the package is named, itself or by its folder."""
     named: set[Path] = set()
@@ -92,14 +94,68 @@ def test_the_readme_module_map_matches_the_tree():
         _, module, description = (cell.strip() for cell in row.strip("|").split("|"))
         paths = [PACKAGE.parent / part.strip(" `") for part in module.split(",") if part.strip()]
         for path in paths:
-            assert path.exists(), f"README names {path.relative_to(PACKAGE.parent)}: not in tree"
+            assert path.exists(), f"the map names {path.relative_to(PACKAGE.parent)}: not in tree"
             if path.is_dir():
                 for name in re.findall(r"`([a-z_]+\.py)`", description):
-                    assert (path / name).exists(), f"README names {path.name}/{name}: not there"
+                    assert (path / name).exists(), f"the map names {path.name}/{name}: not there"
         named.update(paths)
     missing = [
         str(path.relative_to(PACKAGE.parent))
         for path in modules()
         if path.name != "__init__.py" and not any(path == n or n in path.parents for n in named)
     ]
-    assert missing == [], "modules the README's module map does not name"
+    assert missing == [], "modules the module map does not name"
+
+
+def module_imports(path: Path) -> set[str]:
+    """The hpo_cli modules ``path`` imports (inside functions too), each with the packages above
+    it, which Python imports first (except the packages above ``path`` itself: they are being
+    imported already)."""
+    known = {module_name(p) for p in modules()}
+    found = set()
+    for name in imports(path):
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
+    own = module_name(path).split(".")
+    above = {".".join(own[:i]) for i in range(1, len(own) + 1)}
+    return {name for name in found if name in known} - above
+
+
+def import_cycle() -> list[str]:
+    """One cycle of imports between hpo_cli's modules, or ``[]``. An import inside a function
+    counts: it hides the cycle from the interpreter, not from the reader."""
+    graph = {module_name(path): module_imports(path) for path in modules()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[module] = 2
+        return []
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return []
+
+
+def test_no_module_imports_itself_through_a_chain():
+    assert import_cycle() == [], "an import cycle"
+
+
+def test_the_cycle_check_finds_a_planted_cycle(tmp_path, monkeypatch):
+    """Not vacuous: two modules that import each other are found."""
+    package = tmp_path / "hpo_cli"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from hpo_cli.b import y\nx = 1\n")
+    (package / "b.py").write_text("from hpo_cli import a\ny = 2\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+    assert import_cycle()[0] in ("hpo_cli.a", "hpo_cli.b")

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError, register_configs
-from hpo_cli.runner.loop import train
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.train import train
 
 SMALL = [
     "dataset.train_size=30",
@@ -144,7 +145,7 @@ def test_own_loader_model_hyper_module_and_solver_train_from_a_config_directory(
 def test_config_dirs_become_one_absolute_searchpath_that_resume_keeps(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from hpo_cli.runner.preflight import config_dir_arguments, resume_overrides
+    from hpo_cli.runner.cli.preflight import config_dir_arguments, resume_overrides
 
     monkeypatch.chdir(tmp_path)
     arguments = config_dir_arguments(

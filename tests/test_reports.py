@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from tiny_runs import metrics, run
 
-from hpo_cli.runner import plots
-from hpo_cli.runner.console import log_due
-from hpo_cli.runner.sweep_plots import draw_sweep
+from hpo_cli.runner.report import plots
+from hpo_cli.runner.report.console import log_due
+from hpo_cli.runner.sweeps.plots import draw_sweep
 
 HYDRA_RECORD = """hydra:
   runtime:
@@ -106,7 +106,7 @@ def test_the_console_logs_every_log_every_steps_and_ends_with_a_summary_block(
 ):
     with caplog.at_level(logging.INFO):
         run(tmp_path, "log_every=2", "progress=true")
-    rows = [r.getMessage() for r in caplog.records if r.name == "hpo_cli.runner.loop"]
+    rows = [r.getMessage() for r in caplog.records if r.name == "hpo_cli.runner.loop.train"]
     assert [line.split(":")[0] for line in rows] == ["outer 2", "outer 4"]
     block = caplog.records[-1].getMessage().splitlines()
     assert block[0] == "hpo-run completed"

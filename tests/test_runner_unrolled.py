@@ -10,11 +10,11 @@ import torch
 from composed import run_config
 
 from hpo_cli.core.unrolled import state_of, unrolled_hypergradient, update_for
-from hpo_cli.runner.build import build_experiment
-from hpo_cli.runner.config import ConfigError
-from hpo_cli.runner.hyper_losses import unrolled_losses
-from hpo_cli.runner.loop import hyper_step, inner_step, train
-from hpo_cli.runner.progress import Progress
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.hyper_losses import unrolled_losses
+from hpo_cli.runner.loop.progress import Progress
+from hpo_cli.runner.loop.train import hyper_step, inner_step, train
 
 TINY = [
     "dataset.train_size=20",

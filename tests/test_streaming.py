@@ -12,7 +12,7 @@ from test_own_problem import compose_with, conf_dir
 from torch.utils.data import TensorDataset
 
 from hpo_cli.data.streaming import Loading, SeededBatchSampler, StreamedSplit
-from hpo_cli.runner import loop
+from hpo_cli.runner.loop import train as loop
 
 
 def test_each_epoch_is_a_permutation_and_batches_depend_on_seed_and_position():
@@ -100,8 +100,8 @@ def test_a_resumed_streamed_run_gives_the_uninterrupted_metrics(tmp_path, monkey
 
 
 def test_streamed_data_without_hyper_batch_sizes_is_one_line(tmp_path):
-    from hpo_cli.runner.build import build_experiment
-    from hpo_cli.runner.config import ConfigError
+    from hpo_cli.runner.config.build import build_experiment
+    from hpo_cli.runner.errors import ConfigError
 
     images = write_image_folder(tmp_path / "images", per_class=4)
     conf = conf_dir(

@@ -1,7 +1,7 @@
 """``hpo-run -m`` sweeps with Hydra's basic, joblib, submitit (local mode) and Ray launchers (the
 last two in the slow group, Ray on loopback only), the SLURM launcher config, their aggregation
 into sweep.csv, sweep_summary.csv and mean ± std plots (by the callback and by
-``python -m hpo_cli.runner.sweep``), and a sweep in which a job fails."""
+``python -m hpo_cli.runner.sweeps.aggregate``), and a sweep in which a job fails."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from composed import run_config
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from hpo_cli.runner import cli
-from hpo_cli.runner import sweep as sweep_module
-from hpo_cli.runner.config import register_configs
-from hpo_cli.runner.sweep import aggregate, collect
+from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.sweeps import aggregate as sweep_module
+from hpo_cli.runner.sweeps.aggregate import aggregate, collect
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 RAY = str(Path(sys.executable).parent / "ray")
@@ -146,7 +146,7 @@ def test_the_script_reaggregates_from_files_alone(basic_sweep, tmp_path, monkeyp
     shutil.copytree(basic_sweep, copy)
     for name in ("sweep.csv", "sweep_summary.csv", "sweep.png"):
         (copy / name).unlink()
-    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweep", str(copy)])
+    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweeps.aggregate", str(copy)])
     with pytest.raises(SystemExit) as exit_info:
         sweep_module.main()
     assert exit_info.value.code == 0
@@ -267,7 +267,7 @@ def test_the_script_names_failed_and_unfinished_jobs(basic_sweep, tmp_path, monk
     summary.update(status="failed", error="outer step 3: the neumann solver diverged\nmore")
     (copy / "2" / "summary.json").write_text(json.dumps(summary))
     (copy / "3" / "summary.json").unlink()  # killed before it wrote one
-    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweep", str(copy)])
+    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweeps.aggregate", str(copy)])
     with pytest.raises(SystemExit) as exit_info:
         sweep_module.main()
     assert exit_info.value.code == 1
@@ -291,7 +291,7 @@ def test_a_sweep_of_only_failed_jobs_still_names_them(tmp_path, monkeypatch, cap
     (job / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=-1\n")
     error = "optimizer.lr=-1.0 is invalid: must be > 0"
     (job / "summary.json").write_text(json.dumps({"status": "failed", "error": error}))
-    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweep", str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", ["hpo_cli.runner.sweeps.aggregate", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         sweep_module.main()
     assert exit_info.value.code == 1

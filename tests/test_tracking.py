@@ -20,14 +20,15 @@ import pytest
 from omegaconf import OmegaConf
 from tiny_runs import TINY, interrupt_at, metrics, run
 
-from hpo_cli.runner.sweep import AggregateSweep
-from hpo_cli.runner.trackers import TRACKING_FILE, MLflowTracker
+from hpo_cli.runner.rundir.directory import TRACKING
+from hpo_cli.runner.sweeps.aggregate import AggregateSweep
+from hpo_cli.runner.tracking import MLflowTracker
 
 EXTRA = 'needs the tracking extra: pip install -e ".[tracking]" (make install-tracking)'
 
 
 def tracking_state(run_dir: Path) -> dict:
-    return json.loads((run_dir / TRACKING_FILE).read_text())
+    return json.loads((run_dir / TRACKING).read_text())
 
 
 def free_port() -> int:
@@ -270,7 +271,7 @@ def test_wandb_resume_continues_the_same_run_id_without_duplicated_steps(tmp_pat
 def test_a_missing_tracker_package_is_one_line_and_exit_2_before_training(
     tmp_path, monkeypatch, capsys
 ):
-    from hpo_cli.runner.trackers import WandbTracker
+    from hpo_cli.runner.tracking import WandbTracker
 
     monkeypatch.setattr(WandbTracker, "package", "no_such_wandb_package")
     with pytest.raises(SystemExit) as exit_info:

@@ -150,15 +150,15 @@ def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, op
     its probes' generator): 2 + 2 outer steps through save_checkpoint / read_checkpoint /
     restore equal 4 uninterrupted ones."""
     from benchmarks.overhead import compose_config
-    from hpo_cli.runner.build import build_experiment
-    from hpo_cli.runner.checkpoint import (
+    from hpo_cli.runner.config.build import build_experiment
+    from hpo_cli.runner.loop.progress import Progress
+    from hpo_cli.runner.loop.train import outer_step
+    from hpo_cli.runner.rundir.checkpoint import (
         checkpoint_state,
         load_checkpoint,
         restore,
         save_checkpoint,
     )
-    from hpo_cli.runner.loop import outer_step
-    from hpo_cli.runner.progress import Progress
 
     overrides = [
         f"solver={solver}",

@@ -1,5 +1,6 @@
 """Tiny in-process ``hpo-run`` runs for the tracking, early-stopping and report tests: a few
-outer steps on 20 + 20 digits, through :func:`hpo_cli.runner.cli.execute` as Hydra calls it."""
+outer steps on 20 + 20 digits, through :func:`hpo_cli.runner.cli.command.execute` as Hydra calls
+it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from composed import run_config
 from omegaconf import DictConfig
 
-from hpo_cli.runner import cli, loop
+from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.loop import train as loop
 
 TINY = [
     "outer_steps=4",

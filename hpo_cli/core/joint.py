@@ -9,10 +9,10 @@ The object behind ``hpo-run``'s loop and the few lines a hand-written PyTorch lo
             joint.inner_step(lambda: train_loss_fn(model, next(train_batches)))  # w ← w − η ∇_w L_t
         result = joint.hyper_step(train_loss_fn(model, batch), val_loss_fn(model, val_batch))
 
-``hpo-run``'s loop (:mod:`hpo_cli.runner.loop`) is exactly this, so a hand-written loop and the
-runner share one code path; ``examples/own_loop.py`` is a complete script. In PyTorch Lightning,
-the same calls go in ``training_step`` with ``automatic_optimization = False`` (the optimisers
-are the module's own; ``JointOptimizer`` only needs them passed in).
+``hpo-run``'s loop (:mod:`hpo_cli.runner.loop.train`) is exactly this, so a hand-written loop
+and the runner share one code path; ``examples/own_loop.py`` is a complete script. In PyTorch
+Lightning, the same calls go in ``training_step`` with ``automatic_optimization = False`` (the
+optimisers are the module's own; ``JointOptimizer`` only needs them passed in).
 
 One outer step is ``inner_steps`` calls of :meth:`JointOptimizer.inner_step` (the inner
 optimiser on L_t(w, λ)) and one :meth:`JointOptimizer.hyper_step`: the IFT hypergradient

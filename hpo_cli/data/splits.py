@@ -1,6 +1,6 @@
 """Splits and mini-batches: data sets as tensors cut into training, validation and test sets.
 
-:func:`hpo_cli.runner.loop` only ever sees :class:`Splits` (built-in loaders return it; other
+:func:`hpo_cli.runner.loop.train` only ever sees :class:`Splits` (built-in loaders return it; other
 loaders' results become one, :mod:`hpo_cli.data.protocol`). Small data sets live on the chosen
 device as whole tensors (:class:`Split`), and mini-batches are index draws from a seeded
 ``torch.Generator``, so a run is reproducible and resumable; larger ones are streamed

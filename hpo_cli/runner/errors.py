@@ -1,5 +1,6 @@
-"""How ``hpo-run`` and ``hpo-hessian`` end on an error: one line on stderr, a meaningful exit code
-(2: bad input, 1: a run that failed, 130: interrupted)."""
+"""How ``hpo-run`` and ``hpo-hessian`` refuse bad input (:class:`ConfigError`) and end on an
+error: one line on stderr, a meaningful exit code (2: bad input, 1: a run that failed,
+130: interrupted)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import sys
 from typing import NoReturn
 
 log = logging.getLogger("hpo_cli")
+
+
+class ConfigError(ValueError):
+    """Bad input (a configuration value out of range, a damaged or foreign file); the message
+    names the key or the file in one line."""
 
 
 def fail(program: str, message: str, code: int) -> NoReturn:

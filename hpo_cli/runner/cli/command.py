@@ -1,0 +1,183 @@
+"""``hpo-run``: the experiment runner.
+
+    hpo-run                                   # the default experiment (digits, offline)
+    hpo-run solver=cg device=cuda             # pick a solver and a device
+    hpo-run -m solver=neumann,cg seed=0,1,2   # a sweep, one run directory per job
+    hpo-run resume=outputs/runs/<date>/<time> # continue an interrupted run
+    hpo-run --config-dir my/conf model=my_net # a config directory of one's own, beside hpo-cli's
+
+Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
+checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
+of a ``hydra/sweeper=optuna_tpe`` search. In a multirun, a job that fails records its error in its
+summary.json and returns NaN instead of exiting, so the launcher goes on with the other jobs; the
+sweep's aggregation (:mod:`hpo_cli.runner.sweeps.aggregate`) then names it and the multirun
+exits with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from hpo_cli.runner.cli.help import group_options, help_text
+from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare, save_run_config
+from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs, validate
+from hpo_cli.runner.errors import ConfigError, fail
+from hpo_cli.runner.loop.progress import RunFailed
+from hpo_cli.runner.loop.train import train
+from hpo_cli.runner.report.console import summary_block
+from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.lock import RunLocked, run_lock
+from hpo_cli.runner.rundir.summary import write_summary
+from hpo_cli.runner.tracking.setup import trackers_for
+
+log = logging.getLogger("hpo_cli")
+register_configs()
+SUMMARY = "gradient-based hyperparameter optimisation by implicit differentiation"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    fail("hpo-run", message, code)
+
+
+def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """A run refused before training (a value out of range): one line and exit code 2; in a
+    multirun, the error goes to the job's summary.json (unless its folder holds another run's
+    metrics) and NaN is returned."""
+    if not multirun:
+        _fail(message, 2)
+    if not RunDirectory(run_dir).metrics.exists():
+        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+    log.error("job refused: %s", message)
+    return math.nan
+
+
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """Validate ``cfg``, then hold ``run_dir``'s lock (:mod:`hpo_cli.runner.rundir.lock`) and
+    :func:`train_and_report` there; a directory another process writes is refused in one line
+    (exit 2; NaN in a multirun, with nothing written).
+    """
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        return _refused(str(error), run_dir, overrides, multirun)
+    try:
+        with run_lock(run_dir):
+            return train_and_report(cfg, run_dir, overrides, multirun)
+    except RunLocked as error:
+        if multirun:
+            log.error("job refused: %s", error)
+            return math.nan
+        _fail(str(error), 2)
+
+
+def kept_files(run_dir: Path, failed: bool) -> str:
+    """What a stopped run leaves, for its error line. A resume is suggested only after an
+    interruption with a checkpoint: after a failure it would repeat the failure (a resume
+    cannot change what decides the trajectory), and without a checkpoint it starts over."""
+    if not RunDirectory(run_dir).checkpoint.exists():
+        return f"the metrics so far are kept in {run_dir} (no checkpoint had been written yet)"
+    kept = f"the metrics and the last checkpoint are kept in {run_dir}"
+    return kept if failed else f"{kept} (continue with: hpo-run resume={run_dir})"
+
+
+def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
+    """Train into ``run_dir``, then write summary.json and the plots; one clear line
+    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN. A
+    resume saves its configuration in ``.hydra/`` only once it has passed validation.
+
+    Args:
+        cfg: the composed configuration.
+        run_dir: the run's directory.
+        overrides: the command-line overrides, recorded in summary.json.
+        multirun: whether the run is one job of a sweep.
+
+    Returns:
+        The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
+    """
+    trackers = None
+    try:
+        trackers = trackers_for(cfg, run_dir, overrides, multirun)
+        if cfg.resume:
+            save_run_config(run_dir, cfg, overrides)
+        progress = train(cfg, run_dir, trackers)
+    except InstantiationException as error:
+        return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
+    except ConfigError as error:
+        return _refused(str(error), run_dir, overrides, multirun)
+    except (RunFailed, KeyboardInterrupt) as error:
+        failed = isinstance(error, RunFailed)
+        status = "failed" if failed else "interrupted"
+        progress = getattr(error, "progress", None)
+        write_summary(
+            run_dir, status=status, progress=progress, overrides=overrides, error=str(error) or None
+        )
+        if cfg.plots and RunDirectory(run_dir).metrics.exists():
+            draw_plots(run_dir)
+        if trackers is not None:
+            trackers.finish(status)
+        message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
+        if failed and multirun:
+            log.error("job failed: %s", message)
+            return math.nan
+        _fail(message, 1 if failed else 130)
+    except Exception as error:  # a bug: in a multirun, recorded so that the other jobs run
+        if not multirun:
+            raise
+        log.exception("job failed")
+        message = f"{type(error).__name__}: {error}"
+        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        if trackers is not None:
+            trackers.finish("failed")
+        return math.nan
+    summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
+    if cfg.plots:
+        draw_plots(run_dir)
+    trackers.finish("completed")
+    log.info("%s", summary_block(summary, run_dir, trackers.locations()))
+    return float(summary["final"]["val_loss"])
+
+
+def draw_plots(run_dir: Path) -> None:
+    """The run's PNG plots (:mod:`hpo_cli.runner.report.plots`), imported here so that a run without
+    plots, ``--help`` and a refused command start without matplotlib."""
+    from hpo_cli.runner.report.plots import plot_run
+
+    plot_run(run_dir)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
+def run(cfg: DictConfig) -> float:
+    """``hpo-run``'s Hydra task: :func:`execute` in Hydra's output directory."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return execute(cfg, run_dir, list(hydra_cfg.overrides.task), multirun)
+
+
+def main() -> None:
+    """Console-script entry point: :func:`hpo_cli.runner.cli.preflight.prepare` checks the command
+    line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
+    ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.cli.help`); Hydra's other flags (``--cfg``,
+    ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``)."""
+    arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
+    if "--help" in arguments or "-h" in arguments:
+        groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
+        print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
+        return
+    try:
+        arguments = prepare(arguments)
+    except ConfigError as error:  # before Hydra has set up logging: stderr only
+        print(f"hpo-run: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *arguments]
+    run()

@@ -1,0 +1,328 @@
+"""``hpo-run``'s checks before Hydra starts: a command that is refused writes nothing.
+
+Hydra writes ``.hydra/`` into the run directory as a job starts, and reports its own errors
+(a misspelt key, a wrong type, an unknown option) with exit status 1, the status of a failed run.
+So :func:`prepare` composes the configuration first, as Hydra will, and refuses in one line
+(exit 2) what cannot run:
+
+* Hydra's composition errors, with the valid choices of a group on the same line;
+* an internal schema used as an option (``solver=base_cg``) and unknown top-level keys
+  (``+foo=1``);
+* a fresh run aimed at a directory that already holds a run, or that another process writes;
+* a resume that would change the run (:func:`check_resume`): only the keys of
+  :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, and
+  ``outer_steps`` may only grow. The checkpoint must be readable and ``metrics.csv`` whole up to
+  it. Hydra then leaves ``.hydra/`` alone (``hydra.output_subdir=null``) and the runner saves
+  the new configuration there itself, once it has passed validation (:func:`save_run_config`).
+
+In a multirun, every value of every discrete sweep is composed once (the others at their first
+value); continuous sweeps (``interval(...)``) are left to the sweeper.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hpo_cli.runner.config.schemas import GROUPS, RunConfig
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.rundir.checkpoint import load_checkpoint
+from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.lock import check_unlocked
+from hpo_cli.runner.rundir.metrics import MetricsLog
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+RESUME_MAY_CHANGE = (
+    "outer_steps",
+    "progress",
+    "plots",
+    "eval_every",
+    "checkpoint_every",
+    "max_skipped_fraction",
+    "resume",
+    "log_every",
+    "logger",
+    "tracking",
+    "early_stopping.patience",
+    "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
+)
+"""Keys (and the keys under them) a resume may change: they leave the run's trajectory as it
+was (``outer_steps`` may only grow; a larger ``early_stopping.patience`` trains on a stopped
+run)."""
+
+
+def resume_may_change(key: str, saved: Any) -> bool:
+    """Whether a resume may change ``key`` from its ``saved`` value: a key of
+    :data:`RESUME_MAY_CHANGE` or under one, or an ``early_stopping`` key that the run's saved
+    config predates (its checkpoints hold no early-stopping state to contradict)."""
+    listed = any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+    return listed or (saved == "<missing>" and key.startswith("early_stopping."))
+
+
+# ---------------------------------------------------------------- composition
+def hydra_error_line(error: Exception) -> str:
+    """One line for one of Hydra's composition errors; a missing option keeps the group's
+    valid choices (without the internal ``base_*`` schemas)."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(error, MissingConfigException) and "Available options" in text:
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        end = next((i for i, line in enumerate(lines) if line.startswith("Config search")), None)
+        options = [o for o in lines[start + 1 : end] if not o.startswith("base_")]
+        first = lines[0].removeprefix("In 'config': ")
+        return f"{first}; {lines[start].rstrip(':').lower()}: {', '.join(options)}"
+    cause = error.__cause__
+    if cause is not None and str(cause).strip():
+        return f"{lines[0].rstrip('.')}: {str(cause).strip().splitlines()[0]}"
+    return "; ".join(line.rstrip(".") for line in lines[:4])
+
+
+def compose_run(
+    overrides: list[str], config_name: str = "config", schema: type = RunConfig
+) -> DictConfig:
+    """The configuration ``config_name`` (hpo-run's, or ``hessian``: hpo-hessian's) with
+    ``overrides``, the ``hydra`` node included.
+
+    Raises:
+        ConfigError: Hydra cannot compose it, it picks an internal schema, or it adds a
+            top-level key that ``schema`` does not have.
+    """
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        try:
+            cfg = compose(config_name, overrides, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException, ValueError) as error:
+            raise ConfigError(hydra_error_line(error)) from error
+    choices = cfg.hydra.runtime.choices
+    for group in GROUPS:
+        choice = choices.get(group)
+        if isinstance(choice, str) and choice.startswith("base_"):
+            raise ConfigError(f"{group}={choice} is an internal schema, not an option of {group}")
+    known = {f.name for f in dataclasses.fields(schema)}
+    unknown = [key for key in cfg if key != "hydra" and key not in known]
+    if unknown:
+        raise ConfigError(f"+{unknown[0]}: {unknown[0]} is not a top-level configuration key")
+    return cfg
+
+
+def compose_jobs(
+    arguments: list[str], config_name: str = "config", schema: type = RunConfig
+) -> list[DictConfig]:
+    """:func:`compose_run` for the command line ``arguments`` (``-m``: each job of a sweep,
+    see :func:`job_overrides`)."""
+    multirun = any(a in MULTIRUN_FLAGS for a in arguments)
+    overrides = [a for a in arguments if a not in MULTIRUN_FLAGS]
+    try:
+        jobs = list(job_overrides(overrides, multirun))
+    except HydraException as error:  # a sweep Hydra's grammar cannot parse
+        raise ConfigError(hydra_error_line(error)) from error
+    return [compose_run(o, config_name, schema) for o in jobs]
+
+
+def job_overrides(overrides: list[str], multirun: bool) -> Iterator[list[str]]:
+    """The override lists to compose: ``overrides`` itself, or in a multirun one list per value
+    of each discrete sweep (the other sweeps at their first value)."""
+    if not multirun:
+        yield overrides
+        return
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    values = [
+        list(o.sweep_string_iterator()) if o.is_sweep_override() and o.is_discrete_sweep() else []
+        for o in parsed
+    ]
+
+    def job(index: int, value: str) -> list[str]:
+        chosen = []
+        for position, (override, choices) in enumerate(zip(parsed, values, strict=True)):
+            if not override.is_sweep_override():
+                chosen.append(override.input_line)
+            elif choices:
+                pick = value if position == index else choices[0]
+                chosen.append(f"{override.get_key_element()}={pick}")
+        return chosen
+
+    yield job(-1, "")
+    for index, choices in enumerate(values):
+        for value in choices[1:]:
+            yield job(index, value)
+
+
+# ---------------------------------------------------------------- run directories
+def argument(arguments: list[str], key: str) -> str | None:
+    """The last value given to ``key`` on the command line, unquoted."""
+    found = [a.split("=", 1)[1] for a in arguments if a.split("=", 1)[0].lstrip("+~") == key]
+    return found[-1].strip("'\"") if found else None
+
+
+def check_fresh(run_dir: Path) -> None:
+    """Refuse a new run into a directory that another process writes or that holds a run."""
+    check_unlocked(run_dir)
+    RunDirectory(run_dir).refuse_existing_run()
+
+
+def config_dir_arguments(arguments: list[str]) -> list[str]:
+    """``--config-dir DIR`` (``-cd DIR``) and ``hydra.searchpath=[...]`` as one
+    ``hydra.searchpath`` override of absolute ``file://`` paths, so that the run records it
+    (``.hydra/hydra.yaml``) and ``resume=`` finds the user's config directory from anywhere."""
+    paths, rest, given = [], [], iter(arguments)
+    for argument in given:
+        flag, _, value = argument.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            paths.append(f"file://{Path(value or next(given, '')).expanduser().resolve()}")
+        elif flag == "hydra.searchpath":
+            for entry in value.strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    entry = f"file://{Path(entry[7:]).expanduser().resolve()}"
+                paths.append(entry)
+        else:
+            rest.append(argument)
+    return [*rest, f"hydra.searchpath=[{','.join(paths)}]"] if paths else rest
+
+
+def saved_searchpath(run_dir: Path) -> list[str]:
+    """The ``hydra.searchpath`` override a run was started with (none: an empty list)."""
+    hydra_yaml = RunDirectory(run_dir).hydra_config
+    if not hydra_yaml.exists():
+        return []
+    overrides = OmegaConf.load(hydra_yaml).hydra.overrides.hydra
+    return [o for o in overrides if o.split("=", 1)[0] == "hydra.searchpath"]
+
+
+def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
+    """The original run's own overrides, updated by the new ones, with Hydra writing into
+    ``run_dir`` again."""
+    files = RunDirectory(run_dir)
+    saved = files.saved_overrides
+    if not saved.exists() or not files.saved_config.exists():
+        raise ConfigError(f"resume={run_dir} is not an hpo-run run directory (no {saved})")
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    merged = {key(o): o for o in [*saved_searchpath(run_dir), *OmegaConf.load(saved)]}
+    merged.update({key(a): a for a in overrides})
+    merged["resume"] = f"resume='{run_dir}'"
+    merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
+    return list(merged.values())
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+def changed_keys(saved: DictConfig, new: DictConfig) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, new value) for every leaf that differs, in the new config's order;
+    a key missing on one side has the value ``<missing>``."""
+    old = dict(_leaves(OmegaConf.to_container(saved, resolve=False)))
+    now = dict(_leaves(OmegaConf.to_container(new, resolve=False)))
+    keys = list(now) + [k for k in old if k not in now]
+    return [
+        (k, old.get(k, "<missing>"), now.get(k, "<missing>"))
+        for k in keys
+        if old.get(k, "<missing>") != now.get(k, "<missing>")
+    ]
+
+
+def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
+    """Refuse new overrides that pick another option of a group (``model=linear``) than the
+    saved run's, before composing them with the run's own overrides (which may not fit it)."""
+    saved = OmegaConf.load(RunDirectory(run_dir).hydra_config).hydra.runtime.choices
+    for group in [*GROUPS, "experiment"]:
+        new, old = argument(overrides, group), saved.get(group)
+        old = "null" if old is None else str(old)
+        if new is not None and new != old:
+            raise ConfigError(
+                f"resume={run_dir} cannot change {group} ({old} -> {new}): the run "
+                "would continue as another one; start a new run instead"
+            )
+
+
+def check_resume(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse a resume of ``run_dir`` with ``cfg`` (the task configuration) that would change
+    the run, or that could not continue it whole.
+
+    Raises:
+        ConfigError: a key outside :data:`RESUME_MAY_CHANGE` differs from the saved
+            configuration, ``outer_steps`` shrinks, another process writes the directory, the
+            checkpoint cannot be read, or ``metrics.csv`` is damaged before it.
+    """
+    files = RunDirectory(run_dir)
+    saved = OmegaConf.load(files.saved_config)
+    changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(c[0], c[1])]
+    if changes:
+        key, old, new = changes[0]
+        others = f" (and {len(changes) - 1} other keys)" if len(changes) > 1 else ""
+        raise ConfigError(
+            f"resume={run_dir} cannot change {key} ({old} -> {new}){others}: the run would "
+            f"continue as another one; start a new run instead (a resume may change only "
+            f"{', '.join(RESUME_MAY_CHANGE)})"
+        )
+    if cfg.outer_steps < saved.outer_steps:
+        raise ConfigError(
+            f"resume={run_dir}: outer_steps={cfg.outer_steps} is below the run's "
+            f"{saved.outer_steps}; a resume may only extend a run"
+        )
+    check_unlocked(run_dir)
+    state = load_checkpoint(run_dir)
+    if state is not None:
+        progress = state.get("progress", {})
+        MetricsLog(files.metrics).checked_rows(
+            progress.get("outer_step", 0), progress.get("metrics_rows")
+        )
+
+
+def save_run_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """Save a resumed run's configuration and overrides in ``.hydra/`` (atomically), as Hydra
+    saves a new run's."""
+    files = RunDirectory(run_dir)
+    for path, content in ((files.saved_config, cfg), (files.saved_overrides, overrides)):
+        partial = path.with_suffix(".yaml.partial")
+        OmegaConf.save(content, partial)
+        partial.replace(path)
+
+
+# ---------------------------------------------------------------- the whole check
+def prepare(arguments: list[str]) -> list[str]:
+    """Check an ``hpo-run`` command line before Hydra runs it; returns the arguments to hand
+    to Hydra (a resume: the saved overrides updated by the new ones, ``.hydra/`` left alone).
+    With Hydra flags other than ``-m`` (``--cfg job``, ``--info``: nothing is run), a resume's
+    overrides are merged but nothing is checked.
+
+    Raises:
+        ConfigError: the command is refused; nothing has been written.
+    """
+    flags = [a for a in arguments if a.startswith("-")]
+    checked = all(flag in MULTIRUN_FLAGS for flag in flags)
+    multirun = any(flag in MULTIRUN_FLAGS for flag in flags)
+    overrides = [a for a in arguments if not a.startswith("-")]
+    resume = argument(overrides, "resume")
+    if resume in (None, "null", ""):
+        if checked:
+            configs = compose_jobs(arguments)
+            run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
+            if not multirun and "${" not in run_dir:
+                check_fresh(Path(run_dir).expanduser().resolve())
+        return arguments
+    if multirun:
+        raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
+    run_dir = Path(resume).expanduser().resolve()
+    merged = resume_overrides(run_dir, overrides)
+    if not checked:  # flags may take values (--cfg job): keep the command line's order
+        kept = [a for a in arguments if argument([a], "resume") is None]
+        return [*kept, *[o for o in merged if o not in overrides], "hydra.output_subdir=null"]
+    check_resume_groups(run_dir, overrides)
+    cfg = compose_run(merged)
+    check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    return [*flags, *merged, "hydra.output_subdir=null"]

@@ -1,0 +1,53 @@
+"""Where a run stands (:class:`Progress`, saved in every checkpoint), per-phase wall time, and
+:class:`RunFailed`, the error that stops a run while keeping its files."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from hpo_cli.runner.loop.early_stopping import initial_state
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must carry besides the state dicts."""
+
+    device: str = "cpu"
+    outer_step: int = 0
+    inner_steps: int = 0
+    skipped_hyper_steps: int = 0  # mirrors JointOptimizer.skipped_hyper_steps; saved here
+    elapsed_s: float = 0.0
+    phase_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    last_hyper: dict[str, Any] = field(default_factory=dict)
+    early_stopping: dict[str, Any] = field(default_factory=initial_state)  # best, best_step, wait
+    stop_reason: str | None = None  # "completed" or the early-stopping reason, once stopped
+    metrics_rows: int | None = None  # rows in metrics.csv; None in checkpoints older than it
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (non-finite loss, diverged solver); files written so far are kept.
+
+    Attributes:
+        progress: where the run stopped.
+    """
+
+    def __init__(self, message: str, progress: Progress) -> None:
+        super().__init__(message)
+        self.progress = progress
+
+
+@contextmanager
+def phase(progress: Progress, name: str, device: torch.device) -> Iterator[None]:
+    """Add the wall time of the block to ``progress.phase_s[name]``."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    progress.phase_s[name] += time.perf_counter() - start

@@ -1,0 +1,295 @@
+"""The inner/outer loop of ``hpo-run``: joint training of weights and hyperparameters.
+
+    hpo-run                                  # the default experiment
+    hpo-run solver=cg outer_steps=400        # any group or key
+
+One outer step (:func:`outer_step`):
+  1. ``inner_steps`` steps of the inner optimiser on training mini-batches of L_t(w, λ);
+  2. (with ``solver_comparison.every``) every solver's hypergradient against a dense solve;
+  3. one hypergradient dL_v/dλ by the implicit function theorem on training/validation batches,
+     and one step of the outer (hyper) optimiser on λ (:class:`hpo_cli.core.joint.JointOptimizer`).
+Every ``eval_every`` outer steps a row goes to ``metrics.csv``; every ``checkpoint_every`` a
+checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from hpo_cli.core.hypergradient import HypergradientError
+from hpo_cli.data import Split
+from hpo_cli.runner.config.build import Experiment, build, build_experiment
+from hpo_cli.runner.loop.diagnostics import (
+    check_solver_comparison,
+    hessian_row,
+    solver_comparison_due,
+    solver_comparison_rows,
+)
+from hpo_cli.runner.loop.early_stopping import EarlyStopping
+from hpo_cli.runner.loop.hyper_losses import check_unrolled, ift_losses, unrolled_losses
+from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
+from hpo_cli.runner.report.console import log_due
+from hpo_cli.runner.rundir.checkpoint import (
+    checkpoint_state,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
+from hpo_cli.runner.rundir.directory import BEST_CHECKPOINT, RunDirectory
+from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
+from hpo_cli.runner.tracking import Trackers
+
+log = logging.getLogger(__name__)
+
+
+def inner_step(exp: Experiment) -> torch.Tensor:
+    """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
+    batch = exp.data.train.sample(exp.cfg.batch_size, exp.batches)
+    return exp.joint.inner_step(lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion))
+
+
+def hyper_step(exp: Experiment, progress: Progress) -> None:
+    """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
+    failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted."""
+    train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)
+    val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
+    try:
+        if getattr(exp.joint.solver, "unrolls", False):  # differentiates K inner steps itself
+            result = exp.joint.unrolled_hyper_step(*unrolled_losses(exp, val_batch))
+        else:
+            result = exp.joint.hyper_step(*ift_losses(exp, train_batch, val_batch))
+    except HypergradientError as error:
+        raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
+    progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
+    progress.last_hyper = {
+        "hypergrad_norm": result.norm,
+        "solver_status": result.solve.status,
+        "solver_iterations": result.solve.iterations,
+        "solver_hvps": result.hvps,
+        "solver_residual": result.residual,
+        "solver_diverged": result.solve.diverged,
+    }
+    if result.failure is not None:
+        log.warning("outer step %d: hyper-step skipped: %s", progress.outer_step, result.failure)
+
+
+def check_finite(value: torch.Tensor, what: str, progress: Progress) -> None:
+    if not math.isfinite(float(value)):
+        message = f"outer step {progress.outer_step}: the {what} is {float(value)}"
+        raise RunFailed(message, progress)
+
+
+def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | None = None) -> None:
+    """One outer step: the inner phase, the optional solver comparison (into ``comparisons``),
+    and the hyper-step (unless ``hyper_steps=false``).
+
+    Raises:
+        RunFailed: a non-finite training loss, or a failed hyper-step with ``on_failure=stop``.
+    """
+    cfg = exp.cfg
+    progress.outer_step += 1
+    if cfg.reset_inner_optimizer:
+        exp.joint.optimizer = exp.new_optimizer()
+    with phase(progress, "inner", exp.device):
+        for _ in range(cfg.inner_steps):
+            loss = inner_step(exp)
+        progress.inner_steps += cfg.inner_steps
+    check_finite(loss, "training loss", progress)
+    if comparisons is not None and solver_comparison_due(cfg, progress.outer_step):
+        with phase(progress, "solver_comparison", exp.device):
+            comparisons.extend(solver_comparison_rows(exp, progress))
+    if cfg.hyper_steps:
+        with phase(progress, "hypergradient", exp.device):
+            hyper_step(exp, progress)
+
+
+@torch.no_grad()
+def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[float, float]:
+    """Mean data loss and error over a whole split (no penalty), the model in eval mode (batch
+    norm on its running statistics) and put back in training mode afterwards."""
+    loss_sum = error_sum = 0.0
+    exp.model.eval()
+    try:
+        for inputs, targets in split.chunks(chunk):
+            outputs = exp.model(inputs)
+            loss_sum += float(exp.criterion(outputs, targets).sum())
+            error_sum += float(exp.error(outputs, targets).sum())
+    finally:
+        exp.model.train()
+    return loss_sum / len(split), error_sum / len(split)
+
+
+def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> dict[str, Any]:
+    """One ``metrics.csv`` row: losses and errors of every split, λ's statistics, the last
+    hyper-step's diagnostics, and (every ``hessian_every`` steps) the Hessian's."""
+    row: dict[str, Any] = {"outer_step": progress.outer_step, "inner_steps": progress.inner_steps}
+    for name in ("train", "val", "test"):
+        row[f"{name}_loss"], row[f"{name}_error"] = evaluate_split(exp, getattr(exp.data, name))
+    values = exp.hyper.constrained_values()
+    inner_state = getattr(exp.joint.optimizer, "last_step", None)
+    if is_dataclass(inner_state):  # e.g. HessianFree.last_step: damping, CG iterations, ...
+        row["inner_optimizer_state"] = json.dumps(asdict(inner_state))
+    row.update(
+        hyper_mean=float(values.mean()),
+        hyper_min=float(values.min()),
+        hyper_max=float(values.max()),
+        skipped_hyper_steps=progress.skipped_hyper_steps,
+        wall_time_s=wall_time_s,
+        **progress.last_hyper,
+    )
+    every = exp.cfg.hessian_every
+    if every and progress.outer_step % every == 0:
+        row.update(hessian_row(exp))
+    return row
+
+
+def log_row(row: dict[str, Any]) -> None:
+    log.info(
+        "outer %d: train %.4g val %.4g (err %.3f) test err %.3f |dλ| %.3g",
+        row["outer_step"],
+        row["train_loss"],
+        row["val_loss"],
+        row["val_error"],
+        row["test_error"],
+        row.get("hypergrad_norm", math.nan),
+    )
+
+
+def start_or_resume(
+    exp: Experiment, run_dir: Path, metrics: MetricsLog, comparisons: MetricsLog | None
+) -> tuple[Progress, bool]:
+    """The progress of a resumed run (its files cut back to its checkpoint), or of a fresh one
+    after ``warmup_inner_steps``; and whether the run is fresh."""
+    logs = [metrics] if comparisons is None else [metrics, comparisons]
+    checkpoint = load_checkpoint(run_dir) if exp.cfg.resume else None
+    if checkpoint is not None:
+        progress = restore(exp, checkpoint)
+        progress.device = str(exp.device)
+        metrics.keep_until(progress.outer_step, progress.metrics_rows)
+        if comparisons is not None:
+            comparisons.keep_until(progress.outer_step)
+        log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
+        return progress, False
+    if not exp.cfg.resume:
+        RunDirectory(run_dir).refuse_existing_run()
+    for file in logs:
+        file.keep_until(-1)
+    progress = Progress(device=str(exp.device), metrics_rows=0)
+    for _ in range(exp.cfg.warmup_inner_steps):
+        inner_step(exp)
+    progress.inner_steps = exp.cfg.warmup_inner_steps
+    return progress, True
+
+
+def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
+    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``
+    and every metrics row to ``trackers``; stop early by ``cfg.early_stopping``
+    (:mod:`hpo_cli.runner.loop.early_stopping`), keeping the best weights in checkpoint_best.pt.
+
+    Raises:
+        RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
+            ``on_failure=skip``); metrics and the last checkpoint stay on disk.
+    """
+    exp = build_experiment(cfg)
+    stopping: EarlyStopping = build(cfg.early_stopping)
+    check_solver_comparison(exp)
+    check_unrolled(exp)
+    files = RunDirectory(run_dir)
+    metrics = MetricsLog(files.metrics)
+    comparisons = None
+    if cfg.solver_comparison.every:
+        comparisons = MetricsLog(
+            files.solver_comparison, SOLVER_COMPARISON_COLUMNS, one_row_per_step=False
+        )
+    started = time.perf_counter()
+    progress, fresh = start_or_resume(exp, run_dir, metrics, comparisons)
+    elapsed_before = progress.elapsed_s
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - started
+
+    def record(row: dict[str, Any]) -> None:
+        metrics.append(row)
+        if progress.metrics_rows is not None:
+            progress.metrics_rows += 1
+        if trackers is not None and trackers.active:
+            with phase(progress, "tracking", exp.device):
+                trackers.log_row(row)
+        if stopping.update(progress.early_stopping, row) and stopping.enabled:
+            state = checkpoint_state(exp, progress, elapsed())
+            save_checkpoint(run_dir, state, BEST_CHECKPOINT)
+
+    if fresh:
+        record(evaluation_row(exp, progress, elapsed()))
+    elif stopping.stopped(progress.early_stopping):
+        log.warning(
+            "%s stopped at outer step %d by %s; nothing to continue (raise "
+            "early_stopping.patience, or set it to null, to train on)",
+            run_dir,
+            progress.outer_step,
+            stopping.reason(progress.early_stopping),
+        )
+
+    bar = tqdm(
+        total=cfg.outer_steps,
+        initial=progress.outer_step,
+        desc="outer steps",
+        disable=None if cfg.progress else True,
+        dynamic_ncols=True,
+    )
+    try:
+        with logging_redirect_tqdm(), bar:
+            while progress.outer_step < cfg.outer_steps and not stopping.stopped(
+                progress.early_stopping
+            ):
+                outer_step(exp, progress, comparisons)
+                last = progress.outer_step == cfg.outer_steps
+                if progress.outer_step % cfg.eval_every == 0 or last:
+                    with phase(progress, "eval", exp.device):
+                        row = evaluation_row(exp, progress, elapsed())
+                    record(row)
+                    last = last or stopping.stopped(progress.early_stopping)
+                    bar.set_postfix(
+                        train_loss=f"{row['train_loss']:.3g}",
+                        val_err=f"{row['val_error']:.3f}",
+                        test_err=f"{row['test_error']:.3f}",
+                    )
+                    if log_due(progress.outer_step, cfg.eval_every, cfg.log_every, last):
+                        log_row(row)
+                if progress.outer_step % cfg.checkpoint_every == 0 or last:
+                    save_checkpoint(run_dir, checkpoint_state(exp, progress, elapsed()))
+                bar.update(1)
+        check_skipped(cfg, progress)
+    finally:
+        progress.elapsed_s = elapsed()
+    stopped = stopping.stopped(progress.early_stopping)
+    progress.stop_reason = stopping.reason(progress.early_stopping) if stopped else "completed"
+    return progress
+
+
+def check_skipped(cfg: DictConfig, progress: Progress) -> None:
+    """Fail a run whose hyper-steps were mostly skipped (``on_failure=skip``): more than
+    ``max_skipped_fraction`` of its outer steps, so λ was hardly tuned.
+
+    Raises:
+        RunFailed: with the count, so that summary.json and the exit status say so.
+    """
+    steps, skipped = progress.outer_step, progress.skipped_hyper_steps
+    if cfg.hyper_steps and steps and skipped > cfg.max_skipped_fraction * steps:
+        raise RunFailed(
+            f"{skipped} of {steps} hyper-steps were skipped (more than max_skipped_fraction="
+            f"{cfg.max_skipped_fraction:g} of them): λ was hardly tuned; see the warnings, and "
+            "the solver_status column of metrics.csv",
+            progress,
+        )

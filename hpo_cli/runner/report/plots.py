@@ -1,0 +1,166 @@
+"""PNG plots of a run, drawn from its files alone (so any past run can be re-plotted):
+``metrics.csv``, ``summary.json`` (how the run ended) and ``.hydra/hydra.yaml`` (its choices).
+
+python -m hpo_cli.runner.report.plots outputs/runs/2026-11-21/10-00-00
+
+Every plot has the outer step on a linear x axis, a title naming the run's dataset, model,
+hyperparameter module and solver, markers when there are few points (a run that failed at its
+first step still shows its one row), and vertical lines where the monitored value was best, where
+early stopping stopped the run and where it failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+from omegaconf import OmegaConf
+
+from hpo_cli.runner.rundir.directory import RunDirectory
+
+SPLITS = ("train", "val", "test")
+LABELS = {"train": "Training", "val": "Validation", "test": "Test"}
+TITLE_GROUPS = ("dataset", "model", "hyper", "solver")
+MARKERS_UP_TO = 50  # rows; more points draw as plain lines
+
+
+def run_title(run_dir: Path) -> str:
+    """``dataset · model · hyper · solver`` from Hydra's record of the run's choices, then the
+    run's status when it did not complete; the folder's name when Hydra left no record."""
+    hydra_file = RunDirectory(run_dir).hydra_config
+    parts = [run_dir.name]
+    if hydra_file.exists():
+        choices = OmegaConf.load(hydra_file).hydra.runtime.choices
+        parts = [f"{choices.get(group)}" for group in TITLE_GROUPS if choices.get(group)]
+    summary = read_summary(run_dir)
+    if summary and summary.get("status") not in (None, "completed"):
+        parts.append(summary["status"])
+    return " · ".join(parts)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    path = RunDirectory(run_dir).summary
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def events(summary: dict[str, Any] | None) -> list[tuple[float, str, str, str]]:
+    """``(outer step, label, colour, line style)`` of the run's best evaluation, its early stop
+    and its failure, from summary.json."""
+    if not summary:
+        return []
+    found = []
+    best = summary.get("best")
+    if best:
+        found.append((best["step"], f"best {best['monitor']}", "tab:green", ":"))
+    reason = summary.get("stop_reason") or ""
+    if reason.startswith("early_stopping") and summary.get("outer_steps") is not None:
+        found.append((summary["outer_steps"], "early stop", "tab:gray", "--"))
+    if summary.get("status") in ("failed", "interrupted") and summary.get("outer_steps"):
+        error = (summary.get("error") or "").strip().splitlines()
+        label = summary["status"] + (f": {error[0][:60]}" if error else "")
+        found.append((summary["outer_steps"], label, "tab:red", "--"))
+    return found
+
+
+def _style(metrics: pd.DataFrame) -> dict[str, Any]:
+    return {"marker": "o", "markersize": 3} if len(metrics) <= MARKERS_UP_TO else {}
+
+
+def _finish(axes: list[plt.Axes], summary: dict[str, Any] | None) -> None:
+    """Outer step on every x axis (linear), event lines, one legend on the first axis, and a
+    note on an axis with nothing to show (a run that failed before its first hyper-step)."""
+    for axis in axes:
+        if not any(pd.notna(line.get_ydata()).any() for line in axis.get_lines()):
+            axis.text(0.5, 0.5, "no values recorded", transform=axis.transAxes, ha="center")
+        for step, label, colour, style in events(summary):
+            axis.axvline(step, color=colour, linestyle=style, linewidth=1, label=label)
+        axis.set_xscale("linear")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_xlabel("outer step")
+    axes[0].legend(fontsize=8)
+
+
+def plot_errors(metrics: pd.DataFrame, axis: plt.Axes) -> None:
+    """Classification error of each split (seed 001's figure)."""
+    for split in SPLITS:
+        axis.plot(
+            metrics["outer_step"], metrics[f"{split}_error"], label=LABELS[split], **_style(metrics)
+        )
+    axis.set(ylabel="error", ylim=(-0.02, 1.02))  # the same scale for every run
+
+
+def plot_losses(metrics: pd.DataFrame, axis: plt.Axes) -> None:
+    """Data loss (no penalty) of each split, log y."""
+    for split in SPLITS:
+        axis.plot(
+            metrics["outer_step"], metrics[f"{split}_loss"], label=LABELS[split], **_style(metrics)
+        )
+    axis.set(yscale="log", ylabel="loss (no penalty)")
+
+
+def plot_hyperparameters(metrics: pd.DataFrame, axis: plt.Axes) -> None:
+    """Mean and range of the constrained hyperparameter values, log y."""
+    steps = metrics["outer_step"]
+    axis.plot(steps, metrics["hyper_mean"], label="mean", **_style(metrics))
+    axis.fill_between(steps, metrics["hyper_min"], metrics["hyper_max"], alpha=0.3, label="range")
+    axis.set(yscale="log", ylabel="hyperparameter value")
+
+
+def plot_solver(metrics: pd.DataFrame, axes: list[plt.Axes]) -> None:
+    """Hypergradient norm and the inverse-HVP residual, log y."""
+    top, bottom = axes
+    top.plot(metrics["outer_step"], metrics["hypergrad_norm"], label="‖dL_v/dλ‖", **_style(metrics))
+    top.set(yscale="log", ylabel="‖dL_v/dλ‖")
+    bottom.plot(metrics["outer_step"], metrics["solver_residual"], **_style(metrics))
+    bottom.set(yscale="log", ylabel="‖Hx − b‖ / ‖b‖")
+
+
+PLOTS = {
+    "errors.png": (plot_errors, 1),
+    "losses.png": (plot_losses, 1),
+    "hyperparameters.png": (plot_hyperparameters, 1),
+    "solver.png": (plot_solver, 2),
+}
+"""File name → (drawing function, number of stacked axes)."""
+
+
+def draw(run_dir: Path, name: str) -> plt.Figure:
+    """The figure of :data:`PLOTS` ``name`` for the run in ``run_dir`` (not saved)."""
+    plot, rows = PLOTS[name]
+    metrics = pd.read_csv(RunDirectory(run_dir).metrics)
+    figure, axes = plt.subplots(rows, 1, figsize=(6, 2.5 + 2 * rows), sharex=True, squeeze=False)
+    axes = list(axes[:, 0])
+    plot(metrics, axes if rows > 1 else axes[0])
+    _finish(axes, read_summary(run_dir))
+    figure.suptitle(run_title(run_dir), fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Draw every plot of :data:`PLOTS` from the run's files into ``run_dir``."""
+    paths = []
+    for name in PLOTS:
+        figure = draw(run_dir, name)
+        figure.savefig(run_dir / name, dpi=120)
+        plt.close(figure)
+        paths.append(run_dir / name)
+    return paths
+
+
+def main() -> None:
+    for run_dir in sys.argv[1:]:
+        for path in plot_run(Path(run_dir)):
+            print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped.
+
+Written so that neither a kill nor a machine crash loses the run: the new checkpoint goes to a
+temporary file that is flushed and fsynced, the current one is kept as ``checkpoint.previous.pt``
+(a hard link), the temporary file replaces ``checkpoint.pt`` with ``os.replace`` and the
+directory is fsynced. A checkpoint that cannot be read falls back to the previous one, saying so.
+
+Checkpoints hold only tensors and plain values (numbers, strings, lists, dicts, ``None``) and
+are loaded with ``torch.load(..., weights_only=True)``: one from someone else's run directory
+cannot run code. A file that needs more is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpo_cli.runner.config.build import Experiment
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.progress import Progress
+from hpo_cli.runner.rundir.directory import CHECKPOINT, PREVIOUS_CHECKPOINT
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be used (damaged, not a checkpoint, or unsafe): bad input, exit 2."""
+
+
+def fsync_directory(directory: Path) -> None:
+    """Force a directory's entries (a rename, a new file) to disk."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT) -> None:
+    """Save ``state`` (tensors, state dicts, RNG states, plain values) to ``run_dir/name``,
+    keeping the checkpoint it replaces as :data:`PREVIOUS_CHECKPOINT` (the main checkpoint only)."""
+    path = run_dir / name
+    partial = path.with_suffix(".pt.partial")
+    with partial.open("wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if name == CHECKPOINT and path.exists():
+        previous = run_dir / PREVIOUS_CHECKPOINT
+        previous.unlink(missing_ok=True)
+        os.link(path, previous)
+    os.replace(partial, path)
+    fsync_directory(run_dir)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """One checkpoint file, loaded with ``weights_only=True`` onto the CPU.
+
+    Raises:
+        CheckpointError: the file is damaged, is not a checkpoint, or holds objects other than
+            tensors and plain values.
+    """
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise CheckpointError(
+                f"{path} holds objects other than tensors and plain values; refused, since "
+                "loading it could run arbitrary code"
+            ) from error
+        raise CheckpointError(f"{path} is damaged (not a readable checkpoint)") from error
+    except Exception as error:  # random bytes fail wherever the unpickler trips (IndexError, ...)
+        reason = str(error).split(".")[0] or type(error).__name__
+        raise CheckpointError(f"{path} is damaged or truncated ({reason})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not an hpo-run checkpoint (it holds a {type(state)})")
+    return state
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The last readable checkpoint of a run directory, or ``None`` when it has none yet.
+
+    When ``checkpoint.pt`` cannot be read but the previous checkpoint can, a warning says so
+    and the previous one is returned (the run then repeats the steps in between).
+
+    Raises:
+        CheckpointError: no checkpoint of the directory can be read.
+    """
+    path, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
+    if not path.exists() and not previous.exists():
+        return None
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as error:
+        if not previous.exists():
+            raise
+        state = read_checkpoint(previous)
+        log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
+        return state
+
+
+def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
+    """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
+    optimisers, the solver's warm-start state (when it keeps one), the batch generator, streamed
+    data's samplers and the global RNG states."""
+    solver_state = getattr(exp.joint.solver, "state_dict", None)
+    return {
+        "progress": {
+            **progress.__dict__,
+            "phase_s": dict(progress.phase_s),
+            "elapsed_s": elapsed_s,
+        },
+        "model": exp.model.state_dict(),
+        "hyper": exp.hyper.state_dict(),
+        "optimizer": exp.joint.optimizer.state_dict(),
+        "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
+        "solver": solver_state() if solver_state else None,
+        "batches": exp.batches.get_state(),
+        "data": exp.data.state_dict(),  # streamed splits' sampler positions (plain ints)
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
+    }
+
+
+def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
+    """Load a :func:`checkpoint_state` into ``exp``; returns the run's progress."""
+    exp.model.load_state_dict(state["model"])
+    exp.hyper.load_state_dict(state["hyper"])
+    exp.joint.optimizer.load_state_dict(state["optimizer"])
+    exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+    if state.get("solver") is not None:  # absent from checkpoints written before warm starts
+        exp.joint.solver.load_state_dict(state["solver"])
+    exp.batches.set_state(state["batches"])
+    exp.data.load_state_dict(state.get("data", {}))
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    progress = Progress(**state["progress"])
+    progress.phase_s = defaultdict(float, progress.phase_s)
+    exp.joint.skipped_hyper_steps = progress.skipped_hyper_steps
+    return progress

@@ -1,0 +1,87 @@
+"""``summary.json``: the final and best values of a run, its timings and its provenance."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from hpo_cli.runner.rundir.directory import BEST_CHECKPOINT, RunDirectory
+from hpo_cli.runner.rundir.metrics import write_json
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
+    path = RunDirectory(run_dir).metrics
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    frame = pd.read_csv(path)
+    return [
+        {key: None if pd.isna(value) else value for key, value in row.items()}
+        for row in frame.astype(object).to_dict("records")
+    ]
+
+
+def library_versions() -> dict[str, str]:
+    packages = ("hpo-cli", "torch", "torchvision", "hydra-core", "omegaconf")
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+def best_of_monitor(
+    run_dir: Path, rows: list[dict[str, Any]], state: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The early-stopping rule's best evaluation (:mod:`hpo_cli.runner.loop.early_stopping`, kept
+    whether or not the rule may stop the run): monitor, step, value, its metrics row and, when
+    early stopping is on, ``checkpoint_best.pt``."""
+    if not state or state.get("best_step") is None:
+        return None
+    step = state["best_step"]
+    checkpoint = BEST_CHECKPOINT if (run_dir / BEST_CHECKPOINT).exists() else None
+    return {
+        "monitor": state["monitor"],
+        "step": step,
+        "value": state["best"],
+        "row": next((row for row in rows if row["outer_step"] == step), None),
+        "checkpoint": checkpoint,
+    }
+
+
+def write_summary(
+    run_dir: Path,
+    *,
+    status: str,
+    progress: Any,
+    overrides: list[str],
+    error: str | None = None,
+) -> dict[str, Any]:
+    """Write ``summary.json`` from ``metrics.csv`` and the run's progress; return its content.
+
+    ``progress`` is the :class:`hpo_cli.runner.loop.progress.Progress` of the run, or ``None``
+    when the run stopped before it had any.
+    """
+    rows = read_metrics(run_dir)
+    best = min(rows, key=lambda row: (row["val_error"], row["val_loss"])) if rows else None
+    device = progress.device if progress else None
+    stop_reason = progress.stop_reason if progress and status == "completed" else None
+    summary = {
+        "status": status,
+        "stop_reason": stop_reason or status,
+        "error": error,
+        "outer_steps": progress.outer_step if progress else None,
+        "inner_steps": progress.inner_steps if progress else None,
+        "skipped_hyper_steps": progress.skipped_hyper_steps if progress else None,
+        "final": rows[-1] if rows else None,
+        "best_by_validation": best,
+        "best": best_of_monitor(run_dir, rows, progress.early_stopping if progress else None),
+        "time_s": {"total": progress.elapsed_s, **progress.phase_s} if progress else None,
+        "device": device,
+        "cuda_device": torch.cuda.get_device_name() if device and "cuda" in device else None,
+        "versions": library_versions(),
+        "overrides": overrides,
+    }
+    write_json(RunDirectory(run_dir).summary, summary)
+    return summary

@@ -1,0 +1,212 @@
+"""Aggregate an ``hpo-run -m`` sweep: every job's metrics in one table, mean ± std per setting,
+and the jobs that failed.
+
+    python -m hpo_cli.runner.sweeps.aggregate outputs/multirun/<date>/<time>
+
+A *setting* is the values of the swept overrides other than ``seed`` (``solver=cg``); the seeds
+of a setting are its repeats. A job's status is the one its ``summary.json`` records
+(``completed``, ``failed``, ``interrupted``), or ``unfinished`` when it wrote none (still
+running, or killed). Writes into the sweep directory:
+
+* ``sweep.csv``: every row of every job's ``metrics.csv`` with ``job``, ``status``, ``setting``
+  and ``seed``;
+* ``sweep_summary.csv``: per setting, the number of completed jobs and the mean and standard
+  deviation (ddof 1) of their final validation and test loss and error;
+* ``sweep.png`` / ``sweep.pdf``: mean ± std over the completed jobs of validation loss and test
+  error against outer steps, one curve per setting;
+* ``sweep_failures.csv``: every job that did not complete (``job``, ``status``, ``overrides``,
+  the first line of its ``error``); only the header when none failed.
+
+:class:`AggregateSweep` does the same at the end of every multirun (registered in
+``conf/config.yaml``), adds a ``sweep summary`` run with these files to the jobs' MLflow
+experiment or W&B group (:func:`hpo_cli.runner.tracking.log_sweep`) and, when a job failed,
+names it and ends the multirun with exit status 1.
+The script exits with status 1 too when a job of the sweep did not complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.tracking import log_sweep
+
+log = logging.getLogger(__name__)
+FINAL_COLUMNS = ("val_loss", "val_error", "test_loss", "test_error")
+FAILURE_COLUMNS = ["job", "status", "overrides", "error"]
+
+
+def _parse(overrides: list[str]) -> dict[str, str]:
+    return dict(override.split("=", 1) for override in overrides if "=" in override)
+
+
+def _job_number(job_dir: Path) -> tuple[int, str]:
+    return (int(job_dir.name), "") if job_dir.name.isdigit() else (-1, job_dir.name)
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job folders of a sweep (sub-folders with ``.hydra/overrides.yaml``), in job order."""
+    found = [path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return sorted(found, key=_job_number)
+
+
+def job_overrides(job_dir: Path) -> list[str]:
+    """The command-line overrides of one job, as Hydra saved them."""
+    return list(OmegaConf.load(RunDirectory(job_dir).saved_overrides))
+
+
+def job_status(job_dir: Path) -> tuple[str, str | None]:
+    """``(status, error)`` from the job's ``summary.json``; ``("unfinished", ...)`` without one."""
+    summary = RunDirectory(job_dir).summary
+    if not summary.exists():
+        return "unfinished", "no summary.json: the job was killed, crashed or is still running"
+    content = json.loads(summary.read_text())
+    return content["status"], content.get("error")
+
+
+def swept_keys(jobs: dict[Path, dict[str, str]]) -> list[str]:
+    """The override keys whose values differ between the jobs (sorted)."""
+    keys = sorted({key for overrides in jobs.values() for key in overrides})
+    return [key for key in keys if len({o.get(key) for o in jobs.values()}) > 1]
+
+
+def failures(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job of the sweep that did not complete, with the columns
+    :data:`FAILURE_COLUMNS`: ``overrides`` are the job's swept ones (its whole command line is
+    in ``<job>/.hydra/overrides.yaml``), ``error`` the first line of its error."""
+    jobs = {job_dir: _parse(job_overrides(job_dir)) for job_dir in job_dirs(sweep_dir)}
+    swept = swept_keys(jobs)
+    rows = []
+    for job_dir, overrides in jobs.items():
+        status, error = job_status(job_dir)
+        if status != "completed":
+            lines = (error or "").strip().splitlines()
+            keys = swept or list(overrides)
+            shown = " ".join(f"{key}={overrides[key]}" for key in keys if key in overrides)
+            rows.append([job_dir.name, status, shown, lines[0] if lines else ""])
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+
+
+def collect(sweep_dir: Path) -> pd.DataFrame:
+    """Every job's ``metrics.csv`` under ``sweep_dir`` (jobs in sub-folders with ``.hydra``),
+    with the columns ``job``, ``status`` (see :func:`job_status`), ``setting`` (the swept
+    overrides other than ``seed``, e.g. ``solver=cg``) and ``seed`` in front.
+
+    Raises:
+        ValueError: no job of the sweep has written metrics.
+    """
+    jobs = {
+        job_dir: _parse(job_overrides(job_dir))
+        for job_dir in job_dirs(sweep_dir)
+        if RunDirectory(job_dir).has_metrics()
+    }
+    if not jobs:
+        raise ValueError(f"no job under {sweep_dir} has written metrics.csv")
+    swept = [key for key in swept_keys(jobs) if key != "seed"]
+    frames = []
+    for job_dir, overrides in jobs.items():
+        frame = pd.read_csv(RunDirectory(job_dir).metrics)
+        setting = " ".join(f"{key}={overrides.get(key)}" for key in swept) or "(one setting)"
+        seed = overrides.get("seed")
+        frame.insert(0, "seed", None if seed is None else int(seed))
+        frame.insert(0, "setting", setting)
+        frame.insert(0, "status", job_status(job_dir)[0])
+        frame.insert(0, "job", job_dir.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: ``jobs`` (completed ones) and ``<column>_mean`` / ``<column>_std`` of each
+    completed job's last row."""
+    completed = table[table["status"] == "completed"]
+    finals = completed.groupby("job", sort=False).tail(1)
+    grouped = finals.groupby("setting", sort=False)
+    summary = grouped[list(FINAL_COLUMNS)].agg(["mean", "std"])
+    summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
+    summary.insert(0, "jobs", grouped.size())
+    return summary.reset_index()
+
+
+def aggregate(sweep_dir: Path) -> list[Path]:
+    """Write ``sweep_failures.csv``, then ``sweep.csv``, ``sweep_summary.csv`` and the plots
+    into ``sweep_dir``; return their paths.
+
+    Raises:
+        ValueError: no job of the sweep has written metrics (``sweep_failures.csv`` is written
+            all the same), or ``sweep_dir`` is not a directory.
+    """
+    if not sweep_dir.is_dir():
+        raise ValueError(f"{sweep_dir} is not a directory")
+    failures(sweep_dir).to_csv(sweep_dir / "sweep_failures.csv", index=False)
+    table = collect(sweep_dir)
+    table.to_csv(sweep_dir / "sweep.csv", index=False)
+    summarise(table).to_csv(sweep_dir / "sweep_summary.csv", index=False)
+    from hpo_cli.runner.sweeps.plots import plot_sweep  # matplotlib only when a sweep ends
+
+    plots = plot_sweep(table, sweep_dir)
+    tables = [sweep_dir / name for name in ("sweep.csv", "sweep_summary.csv", "sweep_failures.csv")]
+    return tables + plots
+
+
+def describe_failures(sweep_dir: Path) -> list[str]:
+    """Lines naming the jobs of the sweep that did not complete (none when all did): a count,
+    then ``job N (overrides): error`` per job."""
+    failed = failures(sweep_dir)
+    if failed.empty:
+        return []
+    total = len(job_dirs(sweep_dir))
+    lines = [
+        f"{len(failed)} of {total} jobs did not complete (listed in "
+        f"{sweep_dir / 'sweep_failures.csv'}):"
+    ]
+    for row in failed.itertuples():
+        lines.append(f"  job {row.job} ({row.overrides}): {row.status}: {row.error}")
+    return lines
+
+
+class AggregateSweep(Callback):
+    """Hydra callback: :func:`aggregate` the sweep directory when a multirun ends; when a job
+    did not complete, name it on stderr and end the multirun with exit status 1."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            files = aggregate(sweep_dir)
+            log.info("sweep aggregated into %s/sweep.csv", sweep_dir)
+            log_sweep(sweep_dir, job_dirs(sweep_dir), files, failed=len(failures(sweep_dir)))
+        except ValueError as error:
+            log.warning("sweep not aggregated: %s", error)
+        lines = describe_failures(sweep_dir)
+        if lines:
+            print(f"hpo-run: error: {lines[0]}", *lines[1:], sep="\n", file=sys.stderr)
+            raise SystemExit(1)  # Hydra ignores a callback's Exceptions, not SystemExit
+
+
+def main() -> None:
+    """``python -m hpo_cli.runner.sweeps.aggregate DIR...``: aggregate each sweep; exit 1 when a
+    job failed."""
+    status = 0
+    for sweep_dir in map(Path, sys.argv[1:]):
+        try:
+            print(*aggregate(sweep_dir), sep="\n")
+        except ValueError as error:
+            print(f"python -m hpo_cli.runner.sweeps.aggregate: error: {error}", file=sys.stderr)
+            status = 1
+        lines = describe_failures(sweep_dir)
+        if lines:
+            print("failed:", *lines, sep="\n", file=sys.stderr)
+            status = 1
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Experiment trackers beside ``metrics.csv``: ``logger=[tensorboard,mlflow,wandb]``.
+
+    hpo-run logger=tensorboard                 # event files in <run dir>/tensorboard
+    hpo-run logger=mlflow                      # outputs/mlflow/mlflow.db (SQLite) + artifacts
+    hpo-run logger=mlflow tracking.mlflow_uri=http://127.0.0.1:5000   # an mlflow server
+    hpo-run logger=[tensorboard,mlflow,wandb]  # several at once; W&B offline by default
+
+``csv`` (metrics.csv, summary.json, the plots) is always on. Each tracker gets the flattened
+configuration as parameters, every metrics row at its outer step, the plots, summary.json and
+the CSVs as artifacts, and the tags ``hpo_cli_version``, ``device`` and ``status``.
+
+:class:`Trackers` is the runner's one handle on them all. It records each tracker's run (its id,
+store or folder) and the last outer step it logged in ``<run dir>/tracking.json``, so that
+``resume=`` continues the same tracker run and never logs a step twice; rows that a tracker has
+not seen yet (a tracker added on resume, rows logged before a crash) are caught up from
+metrics.csv. A tracker that is not installed or whose server does not answer is a one-line
+:class:`hpo_cli.runner.errors.ConfigError` before training; one that fails during the run is
+switched off with a warning, and metrics.csv and the checkpoints never depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from hpo_cli.runner.rundir.directory import METRICS, SOLVER_COMPARISON, SUMMARY, TRACKING
+from hpo_cli.runner.tracking.base import (
+    RunInfo,
+    Scalar,
+    Tracker,
+    TrackerUnavailable,
+    TrackingSettings,
+)
+from hpo_cli.runner.tracking.mlflow_tracker import MLflowTracker
+from hpo_cli.runner.tracking.tensorboard_tracker import TensorBoardTracker
+from hpo_cli.runner.tracking.wandb_tracker import WandbTracker
+
+__all__ = [
+    "TRACKERS",
+    "TRACKER_NAMES",
+    "TRACKING",
+    "RunInfo",
+    "Tracker",
+    "TrackerUnavailable",
+    "Trackers",
+    "TrackingSettings",
+    "flatten",
+    "log_sweep",
+    "numeric_values",
+    "open_trackers",
+]
+
+log = logging.getLogger(__name__)
+TRACKERS: dict[str, type[Tracker]] = {
+    tracker.name: tracker for tracker in (TensorBoardTracker, MLflowTracker, WandbTracker)
+}
+TRACKER_NAMES = tuple(TRACKERS)
+ARTIFACTS = (SUMMARY, METRICS, SOLVER_COMPARISON)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Scalar]:
+    """``{"solver": {"terms": 3}}`` → ``{"solver.terms": 3}``; lists become their JSON text and
+    ``None`` the string ``"null"``, since trackers take scalars only."""
+    if isinstance(tree, dict):
+        flat: dict[str, Scalar] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    key = prefix[:-1]
+    if isinstance(tree, (bool, int, float, str)):
+        return {key: tree}
+    return {key: json.dumps(tree)}
+
+
+def numeric_values(row: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of a metrics row (booleans as 0/1), without ``outer_step``: what
+    trackers plot. Text columns (solver status, the inner optimiser's JSON state) are left out."""
+    values = {}
+    for key, value in row.items():
+        if key == "outer_step" or isinstance(value, str) or not isinstance(value, numbers.Real):
+            continue
+        if math.isfinite(float(value)):
+            values[key] = float(value)
+    return values
+
+
+def run_artifacts(run_dir: Path) -> list[Path]:
+    """The files a tracker attaches at the end: summary.json, the CSVs and the PNG plots."""
+    return [run_dir / n for n in ARTIFACTS if (run_dir / n).exists()] + sorted(
+        run_dir.glob("*.png")
+    )
+
+
+class Trackers:
+    """The trackers of one run (possibly none): started on the first row, each switched off
+    for good at its first exception.
+
+    Args:
+        run_dir: the run directory (``tracking.json`` is kept there).
+        info: what the trackers record about the run.
+        trackers: name → tracker, already :meth:`Tracker.check`-ed.
+    """
+
+    def __init__(self, run_dir: Path, info: RunInfo, trackers: dict[str, Tracker]) -> None:
+        self.path = run_dir / TRACKING
+        self.info = info
+        self.active = dict(trackers)
+        self.states: dict[str, dict[str, Any]] = (
+            json.loads(self.path.read_text()) if self.path.exists() else {}
+        )
+        self.started = False
+
+    def _save(self) -> None:
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.states, indent=2) + "\n")
+        partial.replace(self.path)
+
+    def _guard(self, name: str, action: str, call: Any) -> bool:
+        try:
+            call()
+        except Exception as error:  # a tracker must never stop the run
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            log.warning(
+                "logger=%s failed (%s: %s) and is switched off for the rest of the run; "
+                "metrics.csv and the checkpoints are not affected",
+                name,
+                action,
+                message,
+            )
+            self.active.pop(name, None)
+            self.states.setdefault(name, {})["disabled"] = f"{action}: {message}"
+            self._save()
+            return False
+        return True
+
+    def _start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        for name, tracker in list(self.active.items()):
+            previous = self.states.get(name)
+            previous = None if previous is None or "run_id" not in previous else previous
+
+            def start(name: str = name, tracker: Tracker = tracker, previous: Any = previous):
+                state = tracker.start(self.info, previous)
+                logged = -1 if previous is None else previous.get("logged_until", -1)
+                self.states[name] = {**state, "logged_until": logged}
+
+            self._guard(name, "start", start)
+        self._save()
+
+    def _send(self, row: dict[str, Any]) -> None:
+        step = int(row["outer_step"])
+        values = numeric_values(row)
+        sent = False
+        for name, tracker in list(self.active.items()):
+            if step <= self.states[name]["logged_until"]:
+                continue  # logged before a resume
+            if self._guard(name, f"outer step {step}", lambda t=tracker: t.log_row(values, step)):
+                self.states[name]["logged_until"] = step
+                sent = True
+        if sent:
+            self._save()
+
+    def _catch_up(self, before: float) -> None:
+        """Send the rows of metrics.csv before outer step ``before`` that a tracker lacks."""
+        from hpo_cli.runner.rundir.summary import read_metrics
+
+        for row in read_metrics(self.info.run_dir):
+            if row["outer_step"] < before:
+                self._send(row)
+
+    def log_row(self, row: dict[str, Any]) -> None:
+        """Send one metrics row (already in metrics.csv) to every tracker that lacks it."""
+        if not self.active:
+            return
+        if not self.started:
+            self._start()
+            self._catch_up(before=int(row["outer_step"]))
+        self._send(row)
+
+    def finish(self, status: str) -> None:
+        """Catch up with metrics.csv, attach the run's files, tag ``status`` and close."""
+        if not self.active:
+            return
+        self._start()
+        self._catch_up(before=math.inf)
+        artifacts = run_artifacts(self.info.run_dir)
+        tags = {**self.info.tags, "status": status}
+        for name, tracker in list(self.active.items()):
+            if self._guard(name, "finish", lambda t=tracker: t.finish(status, artifacts, tags)):
+                self.states[name]["status"] = status
+        self._save()
+
+    def locations(self) -> list[str]:
+        """``name: where to look`` for every tracker still on."""
+        return [f"{name}: {tracker.location()}" for name, tracker in self.active.items()]
+
+
+def open_trackers(
+    names: list[str], run_dir: Path, info: RunInfo, settings: TrackingSettings
+) -> Trackers:
+    """:class:`Trackers` for ``names`` after checking that each can be used.
+
+    Raises:
+        TrackerUnavailable: a package is missing or a server does not answer (one line).
+    """
+    trackers = {}
+    for name in names:
+        TRACKERS[name].check(settings)
+        trackers[name] = TRACKERS[name]()
+    return Trackers(run_dir, info, trackers)
+
+
+def hpo_cli_version() -> str:
+    return version("hpo-cli")
+
+
+def log_sweep(sweep_dir: Path, job_dirs: list[Path], files: list[Path], failed: int) -> None:
+    """Add a ``sweep summary`` run with the sweep's files (sweep.csv, sweep_summary.csv,
+    sweep_failures.csv, sweep.png) to the MLflow experiment / W&B group of the sweep's jobs;
+    its id goes to ``<sweep dir>/tracking.json``. Each failure is one warning."""
+    states: dict[str, list[dict[str, Any]]] = {}
+    for job_dir in job_dirs:
+        path = job_dir / TRACKING
+        if path.exists():
+            for name, state in json.loads(path.read_text()).items():
+                if "run_id" in state:
+                    states.setdefault(name, []).append(state)
+    tags = {"hpo_cli_version": hpo_cli_version(), "status": "completed" if not failed else "failed"}
+    tags.update(kind="sweep_summary", jobs=str(len(job_dirs)), failed_jobs=str(failed))
+    summary: dict[str, Any] = {}
+    for name, job_states in states.items():
+        try:
+            state = TRACKERS[name].log_sweep(sweep_dir, job_states, files, tags)
+        except Exception as error:
+            log.warning("logger=%s: the sweep summary was not logged (%s)", name, error)
+            continue
+        if state is not None:
+            summary[name] = state
+    if summary:
+        (sweep_dir / TRACKING).write_text(json.dumps(summary, indent=2) + "\n")
