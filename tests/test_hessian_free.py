@@ -127,7 +127,7 @@ def test_backtracking_walks_back_while_the_objective_decreases():
 
 # ---------------------------------------------------------------- the optimiser on closed forms
 @pytest.mark.parametrize("d", [50, 200])
-@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
 def test_one_undamped_step_lands_on_the_minimiser_of_a_quadratic(d, curvature):
     a, b = spd_matrix(d, 1e3, seed=d), torch.randn(d, dtype=DT)
     w = torch.zeros(d, dtype=DT, requires_grad=True)
@@ -235,7 +235,7 @@ def test_gauss_newton_path_equals_dense_jt_h_j_and_hessian_path_the_dense_hessia
     output_hessian = hessian(loss_of_outputs)(outputs_of(*detached).reshape(-1))
     outputs = model(inputs)
     evaluation = as_evaluation((F.cross_entropy(outputs, labels), outputs))
-    ggn = dense_matrix(curvature_product("gauss_newton", evaluation, params), params)
+    ggn = dense_matrix(curvature_product("ggn", evaluation, params), params)
     torch.testing.assert_close(ggn, jacobian.T @ output_hessian @ jacobian, rtol=1e-10, atol=1e-12)
 
     def flat_loss(flat):
@@ -358,11 +358,15 @@ def test_bad_input_fails_in_one_line_naming_the_parameter():
         HessianFree([w], damping=-1)
     with pytest.raises(ValueError, match="curvature='newton'"):
         HessianFree([w], curvature="newton")
+    with pytest.raises(ValueError, match="curvature='gauss_newton' is now spelled 'ggn'"):
+        HessianFree([w], curvature="gauss_newton")
+    with pytest.raises(ValueError, match="curvature='gauss_newton' is now spelled 'ggn'"):
+        curvature_product("gauss_newton", (w.square().sum(), w * 1.0), [w])
     with pytest.raises(ValueError, match="warm_start_decay"):
         HessianFree([w], warm_start_decay=1.5)
     optimizer = HessianFree([w])
     with pytest.raises(
-        ValueError, match=r"curvature='gauss_newton' needs the closure to return \(loss, outputs\)"
+        ValueError, match=r"curvature='ggn' needs the closure to return \(loss, outputs\)"
     ):
         HessianFree([w], preconditioner=False).step(lambda: w.square().sum())
     with pytest.raises(ValueError, match="Fisher preconditioner needs"):
