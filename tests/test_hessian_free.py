@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from torch.func import functional_call, hessian, jacrev
 
+from hpo_cli.core.curvature import CURVATURES
 from hpo_cli.core.hvp import dense_matrix
 from hpo_cli.data import load_digits
 from hpo_cli.optim import HessianFree, StopReason, truncated_cg
@@ -24,7 +25,8 @@ from hpo_cli.optim.local_model import (
     loss_and_outputs,
 )
 from hpo_cli.optim.truncated_cg import CGRun, SavedIterate, save_grid
-from hpo_cli.runner.config import register_configs
+from hpo_cli.runner.build import build
+from hpo_cli.runner.config import ConfigError, register_configs
 from hpo_cli.runner.loop import train
 
 DT = torch.float64
@@ -416,6 +418,19 @@ def test_hessian_free_lowers_the_training_loss_faster_per_epoch_than_sgd():
         for lr in (0.1, 0.3)
     )
     assert hf < 0.5 * sgd, (hf, sgd)
+
+
+def test_the_config_spells_the_curvature_ggn_and_the_old_spelling_names_the_new():
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["optimizer=hessian_free"])
+        assert cfg.optimizer.curvature == "ggn" and "ggn" in CURVATURES
+        old = compose("config", ["optimizer=hessian_free", "optimizer.curvature=gauss_newton"])
+    w = torch.zeros(2, requires_grad=True)
+    assert build(cfg.optimizer, [w]).param_groups[0]["curvature"] == "ggn"
+    with pytest.raises(ConfigError) as raised:
+        build(old.optimizer, [w])
+    assert str(raised.value) == "HessianFree: curvature='gauss_newton' is now spelled 'ggn'"
 
 
 def test_hpo_run_with_the_hessian_free_inner_optimizer(tmp_path):
