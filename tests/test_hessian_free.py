@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from torch.func import functional_call, hessian, jacrev
 
+from hpo_cli.core.curvature import CURVATURES
 from hpo_cli.core.hvp import dense_matrix
 from hpo_cli.data import load_digits
 from hpo_cli.optim import HessianFree, StopReason, truncated_cg
@@ -24,7 +25,9 @@ from hpo_cli.optim.local_model import (
     loss_and_outputs,
 )
 from hpo_cli.optim.truncated_cg import CGRun, SavedIterate, save_grid
+from hpo_cli.runner.config.build import build
 from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.train import train
 
 DT = torch.float64
@@ -127,7 +130,7 @@ def test_backtracking_walks_back_while_the_objective_decreases():
 
 # ---------------------------------------------------------------- the optimiser on closed forms
 @pytest.mark.parametrize("d", [50, 200])
-@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
 def test_one_undamped_step_lands_on_the_minimiser_of_a_quadratic(d, curvature):
     a, b = spd_matrix(d, 1e3, seed=d), torch.randn(d, dtype=DT)
     w = torch.zeros(d, dtype=DT, requires_grad=True)
@@ -235,7 +238,7 @@ def test_gauss_newton_path_equals_dense_jt_h_j_and_hessian_path_the_dense_hessia
     output_hessian = hessian(loss_of_outputs)(outputs_of(*detached).reshape(-1))
     outputs = model(inputs)
     evaluation = as_evaluation((F.cross_entropy(outputs, labels), outputs))
-    ggn = dense_matrix(curvature_product("gauss_newton", evaluation, params), params)
+    ggn = dense_matrix(curvature_product("ggn", evaluation, params), params)
     torch.testing.assert_close(ggn, jacobian.T @ output_hessian @ jacobian, rtol=1e-10, atol=1e-12)
 
     def flat_loss(flat):
@@ -358,11 +361,15 @@ def test_bad_input_fails_in_one_line_naming_the_parameter():
         HessianFree([w], damping=-1)
     with pytest.raises(ValueError, match="curvature='newton'"):
         HessianFree([w], curvature="newton")
+    with pytest.raises(ValueError, match="curvature='gauss_newton' is now spelled 'ggn'"):
+        HessianFree([w], curvature="gauss_newton")
+    with pytest.raises(ValueError, match="curvature='gauss_newton' is now spelled 'ggn'"):
+        curvature_product("gauss_newton", (w.square().sum(), w * 1.0), [w])
     with pytest.raises(ValueError, match="warm_start_decay"):
         HessianFree([w], warm_start_decay=1.5)
     optimizer = HessianFree([w])
     with pytest.raises(
-        ValueError, match=r"curvature='gauss_newton' needs the closure to return \(loss, outputs\)"
+        ValueError, match=r"curvature='ggn' needs the closure to return \(loss, outputs\)"
     ):
         HessianFree([w], preconditioner=False).step(lambda: w.square().sum())
     with pytest.raises(ValueError, match="Fisher preconditioner needs"):
@@ -412,6 +419,19 @@ def test_hessian_free_lowers_the_training_loss_faster_per_epoch_than_sgd():
         for lr in (0.1, 0.3)
     )
     assert hf < 0.5 * sgd, (hf, sgd)
+
+
+def test_the_config_spells_the_curvature_ggn_and_the_old_spelling_names_the_new():
+    register_configs()
+    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["optimizer=hessian_free"])
+        assert cfg.optimizer.curvature == "ggn" and "ggn" in CURVATURES
+        old = compose("config", ["optimizer=hessian_free", "optimizer.curvature=gauss_newton"])
+    w = torch.zeros(2, requires_grad=True)
+    assert build(cfg.optimizer, [w]).param_groups[0]["curvature"] == "ggn"
+    with pytest.raises(ConfigError) as raised:
+        build(old.optimizer, [w])
+    assert str(raised.value) == "HessianFree: curvature='gauss_newton' is now spelled 'ggn'"
 
 
 def test_hpo_run_with_the_hessian_free_inner_optimizer(tmp_path):

@@ -10,19 +10,27 @@ drops Σ_i (∂L_t/∂z_i) ∂²z_i/∂w², the part of H that makes it indefini
 so A is positive semi-definite whenever the loss is convex in z and R in w (cross-entropy, squared
 error, an L2 penalty): CG and Neumann then converge where they would fail on H. The mixed term
 ∂²L_t/∂λ∂w stays exact; only the matrix inverted changes (Martens, 2010; Schraudolph, 2002).
+
+:func:`curvature_product` is the one place either product is built: the runner's solvers
+(:func:`curvature_matvec`), ``hpo-hessian``'s operators (:mod:`hpo_cli.analysis.hessian.operators`)
+and the Hessian-free optimiser (:mod:`hpo_cli.optim.local_model`, no penalty) all take theirs from
+it. :func:`loss_and_outputs` recovers the outputs z from a loss function that calls the network
+without returning them (a hyperparameter module's ``training_loss``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from hpo_cli.core.hvp import GaussNewtonCurvature, MatVec, TrainingCurvature
 from hpo_cli.core.vectors import TensorList, add_
 
 CURVATURES = ("hessian", "ggn")
-"""The matrices a hypergradient's solver may invert."""
+"""The matrices a hypergradient's solver (or ``hpo-hessian``, or the Hessian-free optimiser) may
+use: the Hessian or the generalised Gauss-Newton matrix. The one spelling of the choice."""
 
 
 def check_curvature(curvature: str) -> None:
@@ -64,6 +72,52 @@ class GaussNewtonPlusPenalty:
         return product
 
 
+def loss_and_outputs(
+    model: nn.Module, compute_loss: Callable[[], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(compute_loss(), the outputs of ``model``'s forward call inside it), for a loss function
+    that calls the model without returning its outputs (a hyperparameter module's
+    ``training_loss``, a Hessian-free closure). The outputs are captured by a forward hook,
+    removed afterwards; the model must be called exactly once."""
+    captured: list[torch.Tensor] = []
+    handle = model.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    try:
+        loss = compute_loss()
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"the loss called the model {len(captured)} times; expected exactly once")
+    return loss, captured[0]
+
+
+def curvature_product(
+    curvature: str,
+    train_loss: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    outputs: torch.Tensor | None = None,
+    penalty: torch.Tensor | float = 0.0,
+) -> MatVec:
+    """v ↦ A v for ``curvature``: ``"hessian"``, A = ∂²L_t/∂w²; ``"ggn"``, A = Jᵀ H_z J + ∂²R/∂w²
+    (:class:`GaussNewtonPlusPenalty`; R = ``penalty``, none when it is a plain number).
+
+    Args:
+        curvature: one of :data:`CURVATURES`.
+        train_loss: scalar L_t with its graph (data loss and penalty).
+        params: the weights w.
+        outputs: the network outputs z L_t's data term came from (``ggn`` only).
+        penalty: R(w, λ) with its graph, or a number (``ggn`` only).
+
+    Raises:
+        ValueError: an unknown curvature, or ``ggn`` without the outputs.
+    """
+    check_curvature(curvature)
+    if curvature == "hessian":
+        return TrainingCurvature(train_loss, params).hvp
+    if outputs is None:
+        raise ValueError("curvature=ggn needs the network outputs the training loss came from")
+    return GaussNewtonPlusPenalty(train_loss, outputs, penalty, params)
+
+
 def curvature_matvec(
     curvature: str,
     train_loss: torch.Tensor,
@@ -72,7 +126,8 @@ def curvature_matvec(
     penalty: torch.Tensor | float,
 ) -> MatVec | None:
     """The matvec of ``curvature`` for :func:`hpo_cli.core.hypergradient.hypergradient`'s
-    ``curvature`` argument: ``None`` for the Hessian (its default), else the GGN plus penalty.
+    ``curvature`` argument: ``None`` for the Hessian (its default, which shares the gradient
+    graph with the mixed products), else :func:`curvature_product`'s GGN plus penalty.
 
     Raises:
         ValueError: an unknown curvature, or ``ggn`` without the outputs.
@@ -80,6 +135,4 @@ def curvature_matvec(
     check_curvature(curvature)
     if curvature == "hessian":
         return None
-    if outputs is None:
-        raise ValueError("curvature=ggn needs the network outputs the training loss came from")
-    return GaussNewtonPlusPenalty(train_loss, outputs, penalty, params)
+    return curvature_product(curvature, train_loss, params, outputs, penalty)

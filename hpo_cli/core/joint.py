@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpo_cli.core.curvature import loss_and_outputs
 from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.core.solvers import InverseHVPSolver
-from hpo_cli.optim.local_model import loss_and_outputs
 
 ON_FAILURE = ("stop", "skip")
 

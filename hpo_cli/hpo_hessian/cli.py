@@ -36,12 +36,20 @@ from omegaconf import DictConfig, OmegaConf
 from hpo_cli.analysis.hessian import CurvatureReport, analyse, ggn_operator, hessian_operator
 from hpo_cli.analysis.hessian.analysis import json_safe
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
+from hpo_cli.core.curvature import CURVATURES
 from hpo_cli.core.vectors import norm
+from hpo_cli.data import Batch
 from hpo_cli.hpo_hessian.plots import plot_density, plot_spectrum
+from hpo_cli.hyper import training_terms
 from hpo_cli.runner.cli.help import experiment_misfit, group_options, help_text
 from hpo_cli.runner.cli.preflight import MULTIRUN_FLAGS, argument, compose_jobs
 from hpo_cli.runner.config.build import Problem, build_problem
-from hpo_cli.runner.config.schemas import ProblemConfig, register_configs, require, validate_problem
+from hpo_cli.runner.config.schemas import (
+    ProblemConfig,
+    register_configs,
+    require,
+    validate_problem,
+)
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 from hpo_cli.runner.rundir.directory import RunDirectory
@@ -86,7 +94,7 @@ def validate(cfg: DictConfig) -> None:
     """Range checks in one line naming the key; raises :class:`ConfigError`."""
     validate_problem(cfg)
     require(cfg.mode in ("auto", "dense", "lanczos"), "mode", cfg.mode, "auto|dense|lanczos")
-    require(cfg.curvature in ("hessian", "ggn"), "curvature", cfg.curvature, "hessian|ggn")
+    require(cfg.curvature in CURVATURES, "curvature", cfg.curvature, "|".join(CURVATURES))
     for key in ("dense_max", "k", "slq_probes", "slq_steps"):
         require(cfg[key] > 0, key, cfg[key], "must be > 0")
     require(cfg.probes >= 2, "probes", cfg.probes, "must be >= 2")
@@ -99,8 +107,12 @@ def validate(cfg: DictConfig) -> None:
 
 def training_loss(problem: Problem) -> torch.Tensor:
     """L_t(w, λ) on the whole training split, as hpo-run's hypergradient defines it."""
-    batch = problem.data.train.sample(None, torch.Generator())
-    return problem.hyper.training_loss(problem.model, batch, problem.criterion)
+    return problem.hyper.training_loss(problem.model, whole_train(problem), problem.criterion)
+
+
+def whole_train(problem: Problem) -> Batch:
+    """The whole training split as one batch (``index`` = every example, in order)."""
+    return problem.data.train.sample(None, torch.Generator())
 
 
 def load_run(cfg: DictConfig) -> tuple[Problem, str]:
@@ -178,13 +190,15 @@ def select_parameters(model: torch.nn.Module, names: list[str] | None) -> dict[s
 def curvature_operator(
     problem: Problem, params: list[torch.Tensor], curvature: str
 ) -> SymmetricOperator:
-    """H of L_t, or G = Jᵀ H_z J + ∇²R for L_t = mean criterion + penalty R."""
+    """H of L_t, or G = Jᵀ H_z J + ∇²R, on the whole training split: L_t, its outputs z and the
+    penalty R from the hyperparameter module's training loss exactly as hpo-run's hyper-step
+    takes them (:func:`hpo_cli.hyper.training_terms`), so G is the matrix that
+    ``solver.curvature=ggn`` inverts for every module (weighted, augmented, distilled)."""
     if curvature == "hessian":
         return hessian_operator(training_loss(problem), params)
-    train = problem.data.train
-    outputs = problem.model(train.inputs)
-    data_loss = problem.criterion(outputs, train.targets).mean()
-    return ggn_operator(outputs, data_loss, params, problem.hyper.penalty(problem.model))
+    batch = whole_train(problem)
+    loss, outputs, penalty = training_terms(problem.hyper, problem.model, batch, problem.criterion)
+    return ggn_operator(outputs, loss, params, penalty)
 
 
 def _g(value: float) -> str:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from hpo_cli.core.curvature import loss_and_outputs
 from hpo_cli.data import Batch
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,3 +51,19 @@ class HyperModule(nn.Module):
     def constrained_values(self) -> torch.Tensor:
         """Every hyperparameter's constrained value, flattened (for summary statistics)."""
         raise NotImplementedError
+
+
+def training_terms(
+    hyper: HyperModule, model: nn.Module, batch: Batch, criterion: Criterion
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+    """(L_t = ``hyper.training_loss`` on ``batch``, the outputs z of the model call inside it,
+    the penalty R = ``hyper.penalty``), each with its graph: what the Gauss-Newton curvature
+    (:func:`hpo_cli.core.curvature.curvature_product`) is built from. The runner's hyper-step and
+    ``hpo-hessian`` both take theirs from here, so they see the same matrix for every module,
+    whatever its training loss (weighted examples, augmented inputs, distilled data).
+
+    Raises:
+        ValueError: the training loss called the model other than exactly once.
+    """
+    loss, outputs = loss_and_outputs(model, lambda: hyper.training_loss(model, batch, criterion))
+    return loss, outputs, hyper.penalty(model)

@@ -43,6 +43,7 @@ from hpo_cli.core.hvp import MatVec, damped
 from hpo_cli.core.vectors import add, dot, norm, scale
 from hpo_cli.optim.local_model import (
     CURVATURES,
+    RENAMED,
     Evaluation,
     as_evaluation,
     batch_size,
@@ -106,8 +107,9 @@ class HessianFree(torch.optim.Optimizer):
     Args:
         params: the weights (one parameter group).
         lr: the line search's first step t (1: the CG solution itself).
-        curvature: ``"gauss_newton"`` (B = Jᵀ H_z J; needs ``(loss, outputs)`` closures) or
-            ``"hessian"``.
+        curvature: ``"ggn"`` (B = Jᵀ H_z J, the generalised Gauss-Newton matrix; needs
+            ``(loss, outputs)`` closures) or ``"hessian"``
+            (:data:`hpo_cli.core.curvature.CURVATURES`; ``"gauss_newton"`` is now ``"ggn"``).
         damping: the initial Tikhonov damping λ ≥ 0.
         adapt_damping: adjust λ by the Levenberg-Marquardt rule after each step.
         cg_max_iter: the most CG iterations per step.
@@ -130,7 +132,7 @@ class HessianFree(torch.optim.Optimizer):
         self,
         params: Iterable[torch.Tensor],
         lr: float = 1.0,
-        curvature: str = "gauss_newton",
+        curvature: str = "ggn",
         damping: float = 1.0,
         adapt_damping: bool = True,
         cg_max_iter: int = 250,
@@ -162,6 +164,10 @@ class HessianFree(torch.optim.Optimizer):
             "line_search_shrink": (line_search_shrink, 0 < line_search_shrink < 1, "in (0, 1)"),
             "line_search_max_evals": (line_search_max_evals, line_search_max_evals >= 1, ">= 1"),
         }
+        if curvature in RENAMED:
+            raise ValueError(
+                f"HessianFree: curvature={curvature!r} is now spelled {RENAMED[curvature]!r}"
+            )
         for name, (value, valid, requirement) in checks.items():
             if not valid:
                 raise ValueError(f"HessianFree: {name}={value!r} is invalid: must be {requirement}")

@@ -6,8 +6,10 @@ through which the data term of L depends on w. From it:
 
 * :func:`gradient` — ∇L;
 * :func:`curvature_product` — v ↦ B v with B the generalised Gauss-Newton matrix Jᵀ H_z J
-  (J = ∂z/∂w, H_z = ∂²L/∂z², PSD for a convex loss of z; needs z) or the Hessian ∂²L/∂w², both
-  from :mod:`hpo_cli.core.hvp`, reusing one graph for every product;
+  (``"ggn"``; J = ∂z/∂w, H_z = ∂²L/∂z², PSD for a convex loss of z; needs z) or the Hessian
+  ∂²L/∂w² (``"hessian"``), both from :func:`hpo_cli.core.curvature.curvature_product` (the
+  product the hypergradient's solvers and ``hpo-hessian`` use), reusing one graph for every
+  product;
 * :func:`empirical_fisher_diagonal` — the diagonal of the empirical Fisher,
   F = n Σ_i (J_iᵀ ∂L/∂z_i)², which for L the mean of per-example losses ℓ_i is (1/n) Σ_i (∇ℓ_i)²
   (squares elementwise). Needs z.
@@ -19,14 +21,18 @@ for its curvature).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from hpo_cli.core.hvp import GaussNewtonCurvature, MatVec, TrainingCurvature
+from hpo_cli.core import curvature as core_curvature
+from hpo_cli.core.curvature import CURVATURES, loss_and_outputs
+from hpo_cli.core.hvp import MatVec
 
-CURVATURES = ("gauss_newton", "hessian")
+__all__ = ["CURVATURES", "loss_and_outputs"]  # re-exported: Hessian-free's closures use them
+
+RENAMED = {"gauss_newton": "ggn"}
+"""Old spellings of a curvature → the current one (an old value fails naming the new)."""
 
 Evaluation = tuple[torch.Tensor, torch.Tensor | None]
 """(loss with its graph, outputs with theirs or ``None``)."""
@@ -43,23 +49,6 @@ def as_evaluation(result: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> E
             "compute it with gradients enabled and do not call backward()"
         )
     return loss, outputs
-
-
-def loss_and_outputs(
-    model: nn.Module, compute_loss: Callable[[], torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(compute_loss(), the outputs of ``model``'s forward call inside it), for a Hessian-free
-    closure whose loss function calls the model without returning its outputs. The outputs are
-    captured by a forward hook, removed afterwards; the model must be called exactly once."""
-    captured: list[torch.Tensor] = []
-    handle = model.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
-    try:
-        loss = compute_loss()
-    finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise ValueError(f"the loss called the model {len(captured)} times; expected exactly once")
-    return loss, captured[0]
 
 
 def loss_of(result: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -88,15 +77,25 @@ def gradient(evaluation: Evaluation, params: Sequence[torch.Tensor]) -> list[tor
     return [g.detach() for g in grads]
 
 
+def check_curvature(kind: str) -> None:
+    """Refuse a curvature not in :data:`CURVATURES` in one line, naming the new spelling of a
+    renamed one (``gauss_newton`` is now ``ggn``)."""
+    if kind in RENAMED:
+        raise ValueError(
+            f"curvature={kind!r} is now spelled {RENAMED[kind]!r} (one of {', '.join(CURVATURES)})"
+        )
+    if kind not in CURVATURES:
+        raise ValueError(f"curvature={kind!r} is unknown; choose one of {', '.join(CURVATURES)}")
+
+
 def curvature_product(kind: str, evaluation: Evaluation, params: Sequence[torch.Tensor]) -> MatVec:
-    """v ↦ B v for ``kind`` ``"gauss_newton"`` (B = Jᵀ H_z J) or ``"hessian"`` (B = ∂²L/∂w²)."""
-    loss, _ = evaluation
-    if kind == "gauss_newton":
-        outputs = require_outputs(evaluation, "curvature='gauss_newton'")
-        return GaussNewtonCurvature(outputs, loss, params).gvp
-    if kind == "hessian":
-        return TrainingCurvature(loss, params).hvp
-    raise ValueError(f"curvature={kind!r} is unknown; choose one of {', '.join(CURVATURES)}")
+    """v ↦ B v for ``kind`` ``"ggn"`` (B = Jᵀ H_z J) or ``"hessian"`` (B = ∂²L/∂w²): the
+    product of :func:`hpo_cli.core.curvature.curvature_product` with no penalty term."""
+    check_curvature(kind)
+    loss, outputs = evaluation
+    if kind == "ggn":
+        outputs = require_outputs(evaluation, "curvature='ggn'")
+    return core_curvature.curvature_product(kind, loss, params, outputs)
 
 
 def empirical_fisher_diagonal(

@@ -11,6 +11,9 @@ Two curvatures of a training loss L(w) = ℓ(z(w)) + R(w) with network outputs z
 * the generalised Gauss-Newton G = Jᵀ H_z J + ∇²R, with J = ∂z/∂w and H_z = ∂²ℓ/∂z²: the
   Hessian without the term Σ_i (∂ℓ/∂z_i) ∇²z_i, positive semi-definite whenever ℓ is convex in
   z and R is convex (an L2 penalty), whatever the weights.
+
+Both products come from :func:`hpo_cli.core.curvature.curvature_product`, the one the runner's
+solvers invert (``solver.curvature``); this module only wraps them as operators.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.core.hvp import GaussNewtonCurvature, MatVec, TrainingCurvature
-from hpo_cli.core.vectors import TensorList, add, flatten, unflatten
+from hpo_cli.core.curvature import curvature_product
+from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.vectors import flatten, unflatten
 
 
 @dataclass(frozen=True)
@@ -61,24 +65,23 @@ def matrix_operator(matrix: torch.Tensor) -> SymmetricOperator:
 
 def hessian_operator(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> SymmetricOperator:
     """H = ∂²loss/∂w² for w = ``params``, reusing one gradient graph for every product."""
-    curvature = TrainingCurvature(loss, params)
-    return SymmetricOperator(curvature.hvp, [p.detach() for p in params])
+    return SymmetricOperator(
+        curvature_product("hessian", loss, params), [p.detach() for p in params]
+    )
 
 
 def ggn_operator(
     outputs: torch.Tensor,
-    output_loss: torch.Tensor,
+    loss: torch.Tensor,
     params: Sequence[torch.Tensor],
     penalty: torch.Tensor | float = 0.0,
 ) -> SymmetricOperator:
-    """G = Jᵀ H_z J + ∇²R for the loss ℓ(z) = ``output_loss`` of ``outputs`` z(w) plus a penalty
-    R(w) = ``penalty`` whose exact Hessian is added (nothing when it is a plain number)."""
-    gauss_newton = GaussNewtonCurvature(outputs, output_loss, params)
-    if not isinstance(penalty, torch.Tensor) or not penalty.requires_grad:
-        return SymmetricOperator(gauss_newton.gvp, [p.detach() for p in params])
-    penalty_curvature = TrainingCurvature(penalty, params)
+    """G = Jᵀ H_z J + ∇²R: the Gauss-Newton matrix of ``loss`` through its ``outputs`` z(w), plus
+    the exact Hessian of the penalty R(w) = ``penalty`` (nothing when it is a plain number).
 
-    def matvec(vector: TensorList) -> list[torch.Tensor]:
-        return add(gauss_newton.gvp(vector), penalty_curvature.hvp(vector))
-
-    return SymmetricOperator(matvec, [p.detach() for p in params])
+    ``loss`` is the training loss L_t the outputs came from (the penalty, which does not depend on
+    z, may be in it or not: H_z = ∂²L_t/∂z² is the same). For hpo-run's G, take the three from
+    :func:`hpo_cli.hyper.training_terms`.
+    """
+    product = curvature_product("ggn", loss, params, outputs, penalty)
+    return SymmetricOperator(product, [p.detach() for p in params])

@@ -12,7 +12,7 @@ import torch
 from hpo_cli.core.curvature import curvature_matvec
 from hpo_cli.core.hvp import MatVec
 from hpo_cli.data import Batch
-from hpo_cli.optim.local_model import loss_and_outputs
+from hpo_cli.hyper import training_terms
 from hpo_cli.runner.config.build import Experiment
 from hpo_cli.runner.errors import ConfigError
 
@@ -20,12 +20,11 @@ from hpo_cli.runner.errors import ConfigError
 def output_losses(
     exp: Experiment, train_batch: Batch, val_batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | float]:
-    """(L_t, L_v, the outputs L_t's data term came from, the penalty R) on the two batches."""
-    train_loss, outputs = loss_and_outputs(
-        exp.model, lambda: exp.hyper.training_loss(exp.model, train_batch, exp.criterion)
-    )
+    """(L_t, L_v, the outputs L_t's data term came from, the penalty R) on the two batches
+    (L_t, z and R from :func:`hpo_cli.hyper.training_terms`, as ``hpo-hessian`` takes them)."""
+    train_loss, outputs, penalty = training_terms(exp.hyper, exp.model, train_batch, exp.criterion)
     val_loss = exp.hyper.validation_loss(exp.model, val_batch, exp.criterion)
-    return train_loss, val_loss, outputs, exp.hyper.penalty(exp.model)
+    return train_loss, val_loss, outputs, penalty
 
 
 def ift_losses(
