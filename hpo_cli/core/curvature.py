@@ -14,9 +14,10 @@ error, an L2 penalty): CG and Neumann then converge where they would fail on H. 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from hpo_cli.core.hvp import GaussNewtonCurvature, MatVec, TrainingCurvature
 from hpo_cli.core.vectors import TensorList, add_
@@ -83,3 +84,20 @@ def curvature_matvec(
     if outputs is None:
         raise ValueError("curvature=ggn needs the network outputs the training loss came from")
     return GaussNewtonPlusPenalty(train_loss, outputs, penalty, params)
+
+
+def loss_and_outputs(
+    model: nn.Module, compute_loss: Callable[[], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(compute_loss(), the outputs of ``model``'s forward call inside it), for a Hessian-free
+    closure whose loss function calls the model without returning its outputs. The outputs are
+    captured by a forward hook, removed afterwards; the model must be called exactly once."""
+    captured: list[torch.Tensor] = []
+    handle = model.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+    try:
+        loss = compute_loss()
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"the loss called the model {len(captured)} times; expected exactly once")
+    return loss, captured[0]

@@ -19,11 +19,11 @@ for its curvature).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
 
+from hpo_cli.core.curvature import loss_and_outputs as loss_and_outputs  # lives in core
 from hpo_cli.core.hvp import GaussNewtonCurvature, MatVec, TrainingCurvature
 
 CURVATURES = ("gauss_newton", "hessian")
@@ -43,23 +43,6 @@ def as_evaluation(result: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> E
             "compute it with gradients enabled and do not call backward()"
         )
     return loss, outputs
-
-
-def loss_and_outputs(
-    model: nn.Module, compute_loss: Callable[[], torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(compute_loss(), the outputs of ``model``'s forward call inside it), for a Hessian-free
-    closure whose loss function calls the model without returning its outputs. The outputs are
-    captured by a forward hook, removed afterwards; the model must be called exactly once."""
-    captured: list[torch.Tensor] = []
-    handle = model.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
-    try:
-        loss = compute_loss()
-    finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise ValueError(f"the loss called the model {len(captured)} times; expected exactly once")
-    return loss, captured[0]
 
 
 def loss_of(result: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
