@@ -11,8 +11,8 @@ Run from the repository root::
 Sections, one Markdown table each:
 
 4. Joint-training overhead. The experiment ``hpo-run`` runs by default (digits, MLP, per-weight
-   weight decay, Neumann with 3 terms and α = auto, Adam inside, RMSprop outside), built with
-   ``hpo_cli.runner.build.build_experiment`` from the composed config. Both rows time the
+   weight decay, Neumann with 4 terms (3 products) and α = auto, Adam inside, RMSprop outside),
+   built with ``hpo_cli.runner.build.build_experiment`` from the composed config. Both rows time the
    runner's own ``hpo_cli.runner.loop.outer_step``: with hyper-steps on, ``inner_steps`` inner
    steps and one hyper-step (hypergradient + RMSprop step); with ``hyper_steps=false``, the same
    inner steps and no hypergradient. The ratio of the two times per inner step is the overhead
