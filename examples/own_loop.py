@@ -7,7 +7,7 @@ The loop below is an ordinary PyTorch loop (a model, a loss, Adam, mini-batches)
 optimisation adds three things: a hyperparameter module λ (here one weight decay per weight),
 an outer optimiser over λ, and, every ``inner_steps`` steps, one ``joint.hyper_step`` on the
 training and validation losses (as closures) that computes dL_v/dλ by implicit differentiation
-(a 10-term Neumann series) and steps λ. A diverged solve is
+(an 11-term Neumann series, 10 products) and steps λ. A diverged solve is
 skipped and counted (``on_failure="skip"``) instead of corrupting λ.
 """
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         list(decay.parameters()),
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
         hyper_optimizer=torch.optim.Adam(decay.parameters(), lr=3e-2),
-        solver=Neumann(terms=10, alpha="auto"),
+        solver=Neumann(terms=11, alpha="auto"),
         on_failure="skip",
     )
     batches = torch.Generator().manual_seed(args.seed)
