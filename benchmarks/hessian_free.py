@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hpo_cli.core.joint import GraphClosureOptimizer
 from hpo_cli.data import load_digits
 from hpo_cli.optim import HessianFree
 
@@ -56,7 +57,7 @@ def train_epoch(
     batches: list[torch.Tensor],
 ) -> None:
     for index in batches:
-        if getattr(optimizer, "closure_returns_graph", False):
+        if isinstance(optimizer, GraphClosureOptimizer):
 
             def closure(index: torch.Tensor = index) -> tuple[torch.Tensor, torch.Tensor]:
                 outputs = model(inputs[index])

@@ -17,8 +17,8 @@ the hyper-step on batches drawn as ``hyper_step`` draws them, driven by hpo-cli'
 state (losses built inside the timed call, ``check_residual=False`` for all, so hpo-cli's
 products exclude the runner's one-product residual check):
 
-* Neumann family (K = 3 terms, hpo-run's default): hpo-cli cold (α = auto from 10 Lanczos
-  steps from ∂L_v/∂w every call, and rows with 4 and 6 steps) and warm (λ̂max kept, refreshed
+* Neumann family (K = 3 products, terms=4, hpo-run's default): hpo-cli cold (α = auto from 10
+  Lanczos steps from ∂L_v/∂w every call, and rows with 4 and 6 steps) and warm (λ̂max kept, refreshed
   every 1, 3 or 10 calls by 3 Lanczos steps from the kept Ritz vector), and cold with
   ``krylov_series=True`` (10 and 6 steps: the series summed from the Lanczos vectors, no
   product); the peers' Neumann

@@ -32,12 +32,13 @@ from hpo_cli import ConjugateGradient, Neumann, TrainingCurvature, hypergradient
 from hpo_cli.analysis.hessian.lanczos import extreme_eigenvalues
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.solvers import lanczos_extremes
+from hpo_cli.core.solvers.diagonal import second_moment_diagonal
 from hpo_cli.core.vectors import flatten
 from hpo_cli.runner.config.build import Experiment, build_experiment
 from hpo_cli.runner.loop.train import inner_step
 
 Vector = list[torch.Tensor]
-TERMS = 3  # hpo-run's default Neumann series
+TERMS = 3  # products of hpo-run's default Neumann series (terms=4: powers 0..3)
 LANCZOS_TOL = 1e-4
 CG_TOL, REFERENCE_TOL, REFERENCE_ITERATIONS, CG_MAX_ITER = 1e-3, 1e-6, 1000, 200
 DAMPING_FRACTION = 0.1  # μ = max(0, −λ̂min) + this × λ̂max, at the first state
@@ -130,10 +131,12 @@ Method = Callable[[State], Outcome]
 
 
 def hpo_cli_method(solver: Any) -> Method:
+    carried = [solver.init_state()]  # the solver's state from one call to the next (warm starts)
+
     def run(state: State) -> Outcome:
-        observe = getattr(solver, "observe_optimizer", None)
-        if observe is not None:  # as JointOptimizer.hyper_step does
-            observe(state.exp.joint.optimizer, state.params)
+        moments = None
+        if solver.reads_second_moments:  # as ImplicitDifferentiation does
+            moments = second_moment_diagonal(state.exp.joint.optimizer, state.params)
         result = hypergradient(
             state.train_loss(),
             state.val_loss(),
@@ -142,7 +145,10 @@ def hpo_cli_method(solver: Any) -> Method:
             solver,
             check_residual=False,
             raise_on_failure=False,
+            solver_state=carried[0],
+            second_moments=moments,
         )
+        carried[0] = result.solver_state
         estimate = result.solve.extras.get("lambda_max_estimate", math.nan)
         return list(result.grads), result.hvps, result.solve.status, estimate
 
@@ -189,16 +195,16 @@ class Family:
 def families(
     alpha: float, damping: float, available: set[str], compiled: bool = False
 ) -> list[Family]:
-    neumann = {"hpo-cli: neumann, cold": hpo_cli_method(Neumann(TERMS))}
+    neumann = {"hpo-cli: neumann, cold": hpo_cli_method(Neumann(TERMS + 1))}
     for steps in SHORT_LANCZOS:
-        solver = Neumann(TERMS, lanczos_iterations=steps)
+        solver = Neumann(TERMS + 1, lanczos_iterations=steps)
         neumann[f"hpo-cli: neumann, cold with {steps} Lanczos steps"] = hpo_cli_method(solver)
     for steps in KRYLOV_LANCZOS:
-        solver = Neumann(TERMS, lanczos_iterations=steps, krylov_series=True)
+        solver = Neumann(TERMS + 1, lanczos_iterations=steps, krylov_series=True)
         label = f"hpo-cli: neumann, Krylov series, cold with {steps} Lanczos steps"
         neumann[label] = hpo_cli_method(solver)
     for k in REFRESH_EVERY:
-        solver = Neumann(TERMS, warm_start=True, refresh_every=k)
+        solver = Neumann(TERMS + 1, warm_start=True, refresh_every=k)
         neumann[f"hpo-cli: neumann, warm, refresh every {k}"] = hpo_cli_method(solver)
     peers_neumann = {
         "torchopt": ("torchopt: solve_inv(ns=True), fixed α", torchopt_method),
@@ -232,7 +238,7 @@ def families(
         cg["curvlinops: CGInverseLinearOperator"] = peer_cg(curvlinops_damped_cg, damping)
 
     def neumann_reference(state: State) -> Method:
-        return hpo_cli_method(Neumann(TERMS, alpha=1.0 / state.lanczos_largest_eigenvalue))
+        return hpo_cli_method(Neumann(TERMS + 1, alpha=1.0 / state.lanczos_largest_eigenvalue))
 
     reference_cg = ConjugateGradient(REFERENCE_ITERATIONS, REFERENCE_TOL, damping, warm_start=False)
     return [

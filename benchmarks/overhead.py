@@ -11,12 +11,12 @@ Run from the repository root::
 Sections, one Markdown table each:
 
 4. Joint-training overhead. The experiment ``hpo-run`` runs by default (digits, MLP, per-weight
-   weight decay, Neumann with 3 terms and α = auto, Adam inside, RMSprop outside), built with
-   ``hpo_cli.runner.config.build.build_experiment`` from the composed config. Both rows time the
-   runner's own ``hpo_cli.runner.loop.train.outer_step``: with hyper-steps on, ``inner_steps`` inner
-   steps and one hyper-step (hypergradient + RMSprop step); with ``hyper_steps=false``, the same
-   inner steps and no hypergradient. The ratio of the two times per inner step is the overhead
-   (target ≤ 1.5×).
+   weight decay, Neumann with 4 terms (3 products) and α = auto, Adam inside, RMSprop outside),
+   built with ``hpo_cli.runner.config.build.build_experiment`` from the composed config. Both rows
+   time the runner's own ``hpo_cli.runner.loop.train.outer_step``: with hyper-steps on,
+   ``inner_steps`` inner steps and one hyper-step (hypergradient + RMSprop step); with
+   ``hyper_steps=false``, the same inner steps and no hypergradient. The ratio of the two times
+   per inner step is the overhead (target ≤ 1.5×).
    Evaluation, logging and checkpoints are left out of both (the runner does them either way).
 5. Peak memory of one hyper-step divided by that of one training step (target ≤ 3×). On the
    GPU: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step. On the

@@ -158,7 +158,7 @@ def methods(problem: Problem, k: int, alpha: float, status: dict[str, str]) -> d
         "hpo-cli: cg": HpoCliMethod(
             problem, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)
         ),
-        "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k, alpha=alpha)),
+        "hpo-cli: neumann": HpoCliMethod(problem, Neumann(k + 1, alpha=alpha)),
         "hpo-cli: unrolled SGD": unrolled_method(problem, k, alpha),
         FLOOR: floor_method(problem, k),
     }

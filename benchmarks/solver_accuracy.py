@@ -71,9 +71,10 @@ def solver_cases(
 ) -> list[SolverCase]:
     """identity; Neumann with fixed α and with α = "auto"; CG (tol = 0); damped CG; exact."""
     cases = [SolverCase("identity", None, Identity())]
-    cases += [SolverCase(f"neumann α = {alpha:.3g}", k, Neumann(k, alpha=alpha)) for k in ks]
+    cases += [SolverCase(f"neumann α = {alpha:.3g}", k, Neumann(k + 1, alpha=alpha)) for k in ks]
     cases += [
-        SolverCase("neumann α = auto", k, Neumann(k, alpha="auto", warm_start=False)) for k in ks
+        SolverCase("neumann α = auto", k, Neumann(k + 1, alpha="auto", warm_start=False))
+        for k in ks
     ]
     cases += [
         SolverCase("cg", k, ConjugateGradient(max_iter=k, tol=0.0, warm_start=False)) for k in ks

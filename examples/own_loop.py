@@ -5,8 +5,9 @@
 
 The loop below is an ordinary PyTorch loop (a model, a loss, Adam, mini-batches). Joint
 optimisation adds three things: a hyperparameter module λ (here one weight decay per weight),
-an outer optimiser over λ, and, every ``inner_steps`` steps, one ``joint.hyper_step`` that
-computes dL_v/dλ by implicit differentiation (Neumann series) and steps λ. A diverged solve is
+an outer optimiser over λ, and, every ``inner_steps`` steps, one ``joint.hyper_step`` on the
+training and validation losses (as closures) that computes dL_v/dλ by implicit differentiation
+(an 11-term Neumann series, 10 products) and steps λ. A diverged solve is
 skipped and counted (``on_failure="skip"``) instead of corrupting λ.
 """
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo_cli import JointOptimizer, Neumann
+from hpo_cli import HyperLosses, JointOptimizer, Neumann
 from hpo_cli.hyper import WeightDecay
 
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         list(decay.parameters()),
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
         hyper_optimizer=torch.optim.Adam(decay.parameters(), lr=3e-2),
-        solver=Neumann(terms=10, alpha="auto"),
+        solver=Neumann(terms=11, alpha="auto"),
         on_failure="skip",
     )
     batches = torch.Generator().manual_seed(args.seed)
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if before is None:
             with torch.no_grad():
                 before = float(validation_loss())
-        result = joint.hyper_step(training_loss(x_train, y_train), validation_loss())
+        result = joint.hyper_step(
+            HyperLosses(partial(training_loss, x_train, y_train), validation_loss)
+        )
         if outer % 10 == 0:
             print(f"outer {outer}: |dL_v/dλ| {result.norm:.3g} ({result.solve.status})")
     with torch.no_grad():

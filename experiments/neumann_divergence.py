@@ -70,7 +70,7 @@ def relative_errors(exp: Experiment, alpha: float, terms: int) -> list[float]:
     exact = solve(Exact(method="pinv"))
     errors = []
     for k in range(terms + 1):
-        estimate = solve(Neumann(terms=k, alpha=alpha))
+        estimate = solve(Neumann(terms=k + 1, alpha=alpha))  # k products
         errors.append(
             math.nan if estimate is None else float((estimate - exact).norm() / exact.norm())
         )

@@ -15,6 +15,11 @@ from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parame
 from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, damped, dense_matrix
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
 from hpo_cli.core.joint import JointOptimizer
+from hpo_cli.core.methods import (
+    HypergradientMethod,
+    HyperLosses,
+    ImplicitDifferentiation,
+)
 from hpo_cli.core.solvers import (
     ConjugateGradient,
     Exact,
@@ -32,9 +37,12 @@ __all__ = [
     "Constraint",
     "Exact",
     "GaussNewtonCurvature",
+    "HyperLosses",
     "Hypergradient",
     "HypergradientError",
+    "HypergradientMethod",
     "Identity",
+    "ImplicitDifferentiation",
     "InverseHVPSolver",
     "JointOptimizer",
     "Neumann",

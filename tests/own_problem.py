@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from hpo_cli.core.solvers import SolveInfo, Status
+from hpo_cli.core.solvers import SolveInfo, StatelessSolver, Status
 from hpo_cli.hyper import HyperModule
 
 
@@ -78,9 +78,9 @@ class ScaledL2(HyperModule):
         return self.log_scale.detach().exp().reshape(1)
 
 
-class HalfIdentity:
+class HalfIdentity(StatelessSolver):
     """A toy inverse-HVP solver: H⁻¹ b ≈ scale · b (the solver contract of
-    hpo_cli.core.solvers.base)."""
+    hpo_cli.core.solvers.base; no state between solves, so only ``__call__``)."""
 
     def __init__(self, scale: float = 0.5) -> None:
         self.scale = scale

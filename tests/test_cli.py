@@ -104,7 +104,7 @@ def test_resume_after_kill_9_has_no_gap_and_no_duplicate(tmp_path):
     [
         (["optimizer.lr=0"], "optimizer.lr=0.0 is invalid"),
         (["dataset.train_size=2000"], "more than the 1797 examples of digits"),
-        (["solver=neumann", "solver.terms=-1"], "neumann.terms must be >= 0"),
+        (["solver=neumann", "solver.terms=-1"], "neumann.terms must be >= 1"),
     ],
 )
 def test_invalid_values_fail_in_one_line_before_training(tmp_path, overrides, needle):

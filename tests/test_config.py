@@ -121,7 +121,7 @@ def test_default_is_the_seed_001_setting():
     assert cfg.dataset._target_.endswith("load_digits")
     assert (cfg.dataset.train_size, cfg.dataset.val_size) == (50, 50)
     assert cfg.hyper.granularity == "weight"
-    assert cfg.solver._target_.endswith("Neumann") and cfg.solver.terms == 3
+    assert cfg.solver._target_.endswith("Neumann") and cfg.solver.terms == 4
     assert cfg.optimizer._target_ == "torch.optim.Adam"
     assert cfg.hyper_optimizer._target_ == "torch.optim.RMSprop"
 
@@ -201,8 +201,9 @@ def test_auto_device_picks_what_exists():
 
 def test_solver_options_reach_the_solver():
     cfg = run_config("solver=cg", "solver.max_iter=7", "solver.damping=0.5", *SMALL)
-    solver = build_experiment(cfg).joint.solver
-    assert (solver.max_iter, solver.damping) == (7, 0.5)
+    method = build_experiment(cfg).joint.method
+    solver = method.solver
+    assert (solver.max_iter, solver.damping, method.curvature) == (7, 0.5, "hessian")
     assert OmegaConf.select(cfg, "solver.tol") == solver.tol
 
 

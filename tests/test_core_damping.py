@@ -42,8 +42,8 @@ def test_damped_adds_mu_times_the_vector_and_zero_is_the_product_itself():
 @pytest.mark.parametrize(
     "solver",
     [
-        Neumann(terms=400, alpha=0.2, damping=MU, tol=1e-14),
-        Neumann(terms=400, alpha="auto", damping=MU, tol=1e-14),
+        Neumann(terms=401, alpha=0.2, damping=MU, tol=1e-14),
+        Neumann(terms=401, alpha="auto", damping=MU, tol=1e-14),
         ConjugateGradient(max_iter=DIM, tol=1e-13, damping=MU),
         Exact(damping=MU),
     ],
@@ -57,7 +57,7 @@ def test_every_solver_solves_the_damped_system(solver):
 
 
 def test_undamped_neumann_on_an_indefinite_matrix_points_at_the_damping_option():
-    _, info = Neumann(terms=200, alpha=0.2)(matvec, B)
+    _, info = Neumann(terms=201, alpha=0.2)(matvec, B)
     assert info.status == Status.DIVERGED
     assert "damping > 0 (solver.damping)" in info.message
     assert "add damping to H" not in info.message

@@ -128,7 +128,7 @@ def test_written_grad_drives_a_torch_optimizer_step():
     assert float(lam.detach()) == pytest.approx(0.5 - 0.1 * toy_hypergradient(), rel=1e-13)
 
 
-DIVERGING = Neumann(terms=20, alpha=1.0)  # λmax(A) ≈ 3.5 > 2/α
+DIVERGING = Neumann(terms=21, alpha=1.0)  # λmax(A) ≈ 3.5 > 2/α
 
 
 def test_grad_not_written_on_failure_without_raising():
@@ -268,6 +268,7 @@ def test_exact_refuses_problems_above_max_dim():
     "make",
     [
         lambda: Neumann(terms=-1),
+        lambda: Neumann(terms=0),
         lambda: Neumann(alpha=0.0),
         lambda: Neumann(alpha=-0.1),
         lambda: Neumann(alpha="fast"),
@@ -280,6 +281,7 @@ def test_exact_refuses_problems_above_max_dim():
     ],
     ids=[
         "neumann-terms",
+        "neumann-no-terms",
         "neumann-alpha-zero",
         "neumann-alpha-negative",
         "neumann-alpha-string",
@@ -299,7 +301,7 @@ def test_invalid_solver_arguments_are_rejected(make):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: Neumann(terms=0, alpha=1e-3),
+        lambda: Neumann(terms=1, alpha=1e-3),
         lambda: ConjugateGradient(max_iter=0, tol=0.0, damping=0.0),
         lambda: Exact(damping=0.0),
     ],
@@ -322,7 +324,7 @@ SOLUTION = torch.linalg.solve(A, B[0])
 
 @pytest.mark.parametrize(
     "solver",
-    [Exact(), ConjugateGradient(tol=1e-14), Neumann(terms=400, alpha=0.25)],
+    [Exact(), ConjugateGradient(tol=1e-14), Neumann(terms=401, alpha=0.25)],
     ids=["exact", "cg", "neumann"],
 )
 def test_solvers_called_directly_solve_a_dense_spd_system(solver):
@@ -341,7 +343,7 @@ def test_cg_with_jacobi_preconditioner_solves_the_system():
 
 @pytest.mark.parametrize(
     "solver",
-    [Exact(), ConjugateGradient(), Neumann(terms=5, alpha=0.25), Neumann(terms=5), Identity()],
+    [Exact(), ConjugateGradient(), Neumann(terms=6, alpha=0.25), Neumann(terms=6), Identity()],
     ids=["exact", "cg", "neumann", "neumann-auto", "identity"],
 )
 def test_zero_right_hand_side_gives_zero_solution(solver):

@@ -6,7 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from hpo_cli import Exact, HypergradientError, JointOptimizer, Neumann
+from hpo_cli import (
+    ConjugateGradient,
+    Exact,
+    HypergradientError,
+    HyperLosses,
+    ImplicitDifferentiation,
+    JointOptimizer,
+    Neumann,
+)
+from hpo_cli.core import joint as joint_module
+from hpo_cli.core.solvers import CGState
+from hpo_cli.core.unrolled import Unrolled
 
 DT = torch.float64
 
@@ -54,7 +65,7 @@ def test_inner_steps_reach_the_minimiser_and_the_hyper_step_follows_the_closed_f
     joint.inner_step(train_loss)  # L-BFGS re-evaluates the closure: the optimiser's own contract
     expected = closed_form_hypergradient(log_decay, data)
     before = log_decay.detach().clone()
-    result = joint.hyper_step(train_loss(), val_loss())
+    result = joint.hyper_step(HyperLosses(train_loss, val_loss))
     assert result.failure is None
     # L-BFGS stops within ~1e-8 of w*; an inexact inner solve would be off by 1e-5 and more
     torch.testing.assert_close(result.grads[0], expected, rtol=1e-6, atol=1e-12)
@@ -70,7 +81,7 @@ def diverging_joint(on_failure: str):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     hyper_optimizer = torch.optim.SGD([log_decay], lr=0.1)
     scaled = lambda: 50 * train_loss()  # noqa: E731 (λmax ≈ 100)
-    solver = Neumann(terms=20, alpha=1.0)
+    solver = Neumann(terms=21, alpha=1.0)
     joint = JointOptimizer(
         model, [log_decay], optimizer, hyper_optimizer, solver, on_failure=on_failure
     )
@@ -81,7 +92,7 @@ def test_stop_raises_and_leaves_lambda_alone():
     joint, log_decay, train_loss, val_loss = diverging_joint("stop")
     before = log_decay.detach().clone()
     with pytest.raises(HypergradientError, match="diverged"):
-        joint.hyper_step(train_loss(), val_loss())
+        joint.hyper_step(HyperLosses(train_loss, val_loss))
     assert torch.equal(log_decay.detach(), before)
 
 
@@ -89,7 +100,7 @@ def test_skip_counts_and_leaves_lambda_alone():
     joint, log_decay, train_loss, val_loss = diverging_joint("skip")
     before = log_decay.detach().clone()
     for expected_count in (1, 2):
-        result = joint.hyper_step(train_loss(), val_loss())
+        result = joint.hyper_step(HyperLosses(train_loss, val_loss))
         assert result.failure is not None and "diverged" in result.failure
         assert joint.skipped_hyper_steps == expected_count
     assert torch.equal(log_decay.detach(), before)
@@ -108,10 +119,90 @@ def test_state_dict_restores_both_optimisers_and_the_skip_count():
     joint, _, train_loss, val_loss = diverging_joint("skip")
     joint.optimizer.param_groups[0]["lr"] = 0.125
     joint.hyper_optimizer.param_groups[0]["lr"] = 0.5
-    joint.hyper_step(train_loss(), val_loss())  # skipped and counted
+    joint.hyper_step(HyperLosses(train_loss, val_loss))  # skipped and counted
     state = joint.state_dict()
     other, *_ = diverging_joint("skip")
     other.load_state_dict(state)
     assert other.skipped_hyper_steps == 1
     assert other.optimizer.param_groups[0]["lr"] == 0.125
     assert other.hyper_optimizer.param_groups[0]["lr"] == 0.5
+
+
+def at_the_minimiser(method, hyper_lr: float = 0.0):
+    """Ridge at w* (L-BFGS to ~1e-8), with ``method`` as the joint's hypergradient method."""
+    model, log_decay, _, train_loss, val_loss = ridge()
+    lbfgs = torch.optim.LBFGS(
+        model.parameters(),
+        max_iter=100,
+        tolerance_grad=1e-15,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+    hyper_optimizer = torch.optim.SGD([log_decay], lr=hyper_lr)
+    joint = JointOptimizer(model, [log_decay], lbfgs, hyper_optimizer, method)
+    joint.inner_step(train_loss)
+    return joint, log_decay, train_loss, val_loss
+
+
+def test_unrolled_and_implicit_methods_go_through_the_same_hyper_step():
+    """Theorem 2 through JointOptimizer.hyper_step: K unrolled SGD steps of step α from w* give
+    the IFT hypergradient with the K-term Neumann series of step α (the same K)."""
+    alpha, steps = 0.05, 7
+    results = []
+    for method in (
+        Unrolled(steps=steps, inner="sgd", lr=alpha),
+        ImplicitDifferentiation(Neumann(terms=steps, alpha=alpha)),
+    ):
+        joint, log_decay, train_loss, val_loss = at_the_minimiser(method)
+        assert joint.method is method and joint.method.inner_batches == (
+            steps if isinstance(method, Unrolled) else 0
+        )
+        losses = HyperLosses(train_loss, val_loss, lambda _k, loss=train_loss: loss())
+        result = joint.hyper_step(losses)
+        assert result.failure is None
+        torch.testing.assert_close(log_decay.grad, result.grads[0], rtol=0, atol=0)
+        results.append(result.grads[0])
+    # equal up to the inner solve's distance from w* (L-BFGS stops ~1e-8 away)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-7, atol=1e-12)
+    assert float(results[0].norm()) > 1e-6
+
+
+def test_a_plain_solver_means_implicit_differentiation_on_the_hessian():
+    joint, *_ = at_the_minimiser(Exact())
+    assert isinstance(joint.method, ImplicitDifferentiation)
+    assert joint.method.curvature == "hessian" and joint.method_state is not None
+
+
+def test_the_joint_keeps_the_solver_state_and_checkpoints_it():
+    """A warm CG's previous solution lives in the joint (method_state), goes into state_dict as
+    plain values and, restored, gives the same next hyper-step bit for bit."""
+    solver = ConjugateGradient(max_iter=3, tol=0.0, warm_start=True)
+    joint, log_decay, train_loss, val_loss = at_the_minimiser(solver, hyper_lr=0.01)
+    assert joint.method_state == CGState()
+    joint.hyper_step(HyperLosses(train_loss, val_loss))
+    assert isinstance(joint.method_state, CGState) and joint.method_state.solution is not None
+    saved = joint.state_dict()
+    assert set(saved["method"]) == {"solution", "calls"}
+    other, other_decay, other_train, other_val = at_the_minimiser(solver, hyper_lr=0.01)
+    with torch.no_grad():
+        other_decay.copy_(log_decay)
+    other.model.load_state_dict(joint.model.state_dict())  # the model's own tensors
+    other.load_state_dict(saved)
+    expected = joint.hyper_step(HyperLosses(train_loss, val_loss))
+    got = other.hyper_step(HyperLosses(other_train, other_val))
+    assert got.solve.extras["warm_start"] == expected.solve.extras["warm_start"] == 1.0
+    assert torch.equal(got.grads[0], expected.grads[0])
+
+
+def test_the_older_two_tensor_call_still_works_and_warns_once(monkeypatch):
+    monkeypatch.setattr(joint_module, "_LEGACY_WARNED", [])
+    joint, _, train_loss, val_loss = at_the_minimiser(Exact())
+    new = joint.hyper_step(HyperLosses(train_loss, val_loss))
+    with pytest.warns(DeprecationWarning, match="HyperLosses"):
+        old = joint.hyper_step(train_loss(), val_loss())
+    torch.testing.assert_close(old.grads[0], new.grads[0], rtol=0, atol=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        joint.hyper_step(train_loss(), val_loss())  # once only

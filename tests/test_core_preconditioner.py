@@ -10,7 +10,8 @@ from cli_runs import FAST, hpo_run
 
 from hpo_cli import ConjugateGradient
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
-from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, spd_diagonal
+from hpo_cli.core.solvers import CGState
+from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, second_moment_diagonal, spd_diagonal
 
 DT = torch.float64
 
@@ -106,8 +107,8 @@ def test_non_positive_diagonal_entries_give_an_spd_preconditioner():
     # an indefinite matrix with a negative diagonal entry: M stays positive
     indefinite = torch.diag(torch.tensor([4.0, -2.0, 1.0, 3.0], dtype=DT))
     solver = ConjugateGradient(max_iter=10, preconditioner="hutchinson", probes=1)
-    solver(product(indefinite), [torch.ones(4, dtype=DT)])
-    (diagonal,) = solver.state_dict()["diagonal"]
+    _, _, state = solver.solve(product(indefinite), [torch.ones(4, dtype=DT)], solver.init_state())
+    (diagonal,) = state.diagonal
     assert torch.equal(diagonal, torch.tensor([4.0, 2.0, 1.0, 3.0], dtype=DT))
 
 
@@ -127,9 +128,9 @@ def test_warm_start_with_a_preconditioner_matches_a_tight_solve_to_the_tolerance
     solver = ConjugateGradient(
         max_iter=200, tol=tol, warm_start=True, preconditioner="hutchinson", refresh_every=3
     )
-    warm_seen = 0
+    warm_seen, state = 0, solver.init_state()
     for matrix, b in drifting_systems(6):
-        x, info = solver(product(matrix), [b])
+        x, info, state = solver.solve(product(matrix), [b], state)
         warm_seen += info.extras["warm_start"] == 1.0
         residual = torch.linalg.vector_norm(matrix @ x[0] - b) / torch.linalg.vector_norm(b)
         assert info.converged and residual <= 2 * tol
@@ -152,22 +153,24 @@ def test_refresh_schedule_and_state_round_trip_are_bit_exact():
         )
 
     systems = list(drifting_systems(5))
-    whole, products = make(), []
+    solver, products = make(), []
+    state = solver.init_state()
     outputs = []
     for matrix, b in systems:
-        x, info = whole(product(matrix), [b])
+        x, info, state = solver.solve(product(matrix), [b], state)
         outputs.append(x[0])
         products.append(info.extras["preconditioner_products"])
     assert products == [3, 0, 3, 0, 3]  # estimated every 2 calls
     first = make()
+    state = first.init_state()
     for matrix, b in systems[:3]:
-        first(product(matrix), [b])
-    saved = first.state_dict()
-    saved["diagonal"][0].zero_()  # a copy: the solver's own state is untouched
+        _, _, state = first.solve(product(matrix), [b], state)
+    saved = state.as_dict()
+    saved["diagonal"][0].zero_()  # a copy: the state itself is untouched
     resumed = make()
-    resumed.load_state_dict(first.state_dict())
+    state = CGState.from_dict(state.as_dict())
     for (matrix, b), expected in zip(systems[3:], outputs[3:], strict=True):
-        x, _ = resumed(product(matrix), [b])
+        x, _, state = resumed.solve(product(matrix), [b], state)
         assert torch.equal(x[0], expected)
 
 
@@ -177,9 +180,11 @@ def test_adam_preconditioner_reads_the_optimizer_second_moments():
     solver = ConjugateGradient(max_iter=20, tol=1e-10, damping=1.0, preconditioner="adam")
     leaves = [p.detach().clone().requires_grad_() for p in params]  # the optimiser's weights
     optimizer = torch.optim.Adam(leaves, lr=1e-3, eps=1e-8)
-    solver.observe_optimizer(optimizer, leaves)
-    _, info = solver(hvp, b)
-    assert info.extras["preconditioned"] == 0.0  # no step yet: plain CG
+    assert solver.reads_second_moments
+    moments = second_moment_diagonal(optimizer, leaves)
+    assert moments is None  # no step yet
+    _, info, _ = solver.solve(hvp, b, solver.init_state(), second_moments=moments)
+    assert info.extras["preconditioned"] == 0.0  # plain CG
     for _ in range(3):
         optimizer.zero_grad()
         for p in leaves:
@@ -193,7 +198,8 @@ def test_adam_preconditioner_reads_the_optimizer_second_moments():
         damping=1.0,
         preconditioner=lambda r: [x / d for x, d in zip(r, m, strict=True)],
     )
-    x, info = solver(hvp, b)
+    moments = second_moment_diagonal(optimizer, leaves)
+    x, info, _ = solver.solve(hvp, b, solver.init_state(), second_moments=moments)
     expected, _ = by_hand(hvp, b)
     assert info.extras["preconditioned"] == 1.0
     for got, want in zip(x, expected, strict=True):

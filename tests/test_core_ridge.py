@@ -63,9 +63,10 @@ def chain_to_theta(grad_c, theta, name, per_weight):
 
 
 def neumann_partial_sum(h, b, alpha, terms):
-    """x_K = α Σ_{k=0}^{K} (I − αH)ᵏ b = H⁻¹(I − (I − αH)^{K+1}) b, via the eigenbasis of H."""
+    """x_K = α Σ_{k=0}^{K−1} (I − αH)ᵏ b = H⁻¹(I − (I − αH)^K) b (K terms), via the eigenbasis
+    of H."""
     eigvals, eigvecs = torch.linalg.eigh(h)
-    filt = (1.0 - (1.0 - alpha * eigvals) ** (terms + 1)) / eigvals
+    filt = (1.0 - (1.0 - alpha * eigvals) ** terms) / eigvals
     return eigvecs @ (filt * (eigvecs.T @ b))
 
 
@@ -182,7 +183,7 @@ def test_scaled_identity_matches_closed_form():
     assert_close(result.grads[0], ridge.expected(0.3 * ridge.b), rtol=1e-12)
 
 
-@pytest.mark.parametrize("terms", [0, 1, 3, 10, 40])
+@pytest.mark.parametrize("terms", [1, 2, 4, 11, 41])
 @pytest.mark.parametrize(("name", "per_weight"), PROBLEMS[::2])
 def test_neumann_equals_closed_form_partial_sum(name, per_weight, terms):
     ridge = Ridge(name, per_weight)
@@ -195,13 +196,13 @@ def test_neumann_equals_closed_form_partial_sum(name, per_weight, terms):
 def test_neumann_partial_sum_with_a_smaller_step():
     ridge = Ridge()
     alpha = 0.37 / ridge.lambda_max()
-    result = ridge.run(Neumann(terms=7, alpha=alpha))
-    x_k = neumann_partial_sum(ridge.h, ridge.b, alpha, 7)
+    result = ridge.run(Neumann(terms=8, alpha=alpha))
+    x_k = neumann_partial_sum(ridge.h, ridge.b, alpha, 8)
     assert_close(result.grads[0], ridge.expected(x_k), rtol=1e-10)
 
 
 def test_neumann_error_shrinks_geometrically():
-    """‖g_K − g*‖ ≤ ‖diag(f'(θ)·2w*)‖ ρ^{K+1} ‖H⁻¹b‖ with ρ = 1 − λmin/λmax for α = 1/λmax."""
+    """‖g_K − g*‖ ≤ ‖diag(f'(θ)·2w*)‖ ρ^K ‖H⁻¹b‖ with ρ = 1 − λmin/λmax for α = 1/λmax."""
     ridge = Ridge()
     eigvals = torch.linalg.eigvalsh(ridge.h)
     alpha = 1.0 / float(eigvals[-1])
@@ -211,10 +212,10 @@ def test_neumann_error_shrinks_geometrically():
     mixed_norm = float((DERIVATIVES["exp"](ridge.theta.detach()) * 2 * ridge.w_star).abs().max())
     solution_norm = float(torch.linalg.solve(ridge.h, ridge.b).norm())
     errors = []
-    for terms in [0, 5, 10, 20, 40, 80]:
+    for terms in [1, 6, 11, 21, 41, 81]:
         grad = ridge.run(Neumann(terms=terms, alpha=alpha)).grads[0]
         error = float((grad - exact).norm())
-        bound = mixed_norm * rho ** (terms + 1) * solution_norm
+        bound = mixed_norm * rho**terms * solution_norm
         assert error <= bound * (1 + 1e-9) + 1e-14, (terms, error, bound)
         errors.append(error)
     assert all(later < earlier for earlier, later in itertools.pairwise(errors))
@@ -225,16 +226,16 @@ def test_neumann_auto_step_estimates_lambda_max_from_below():
     """Power iteration gives a Rayleigh quotient: ≤ λmax, and ≥ λmax/2 so that α < 2/λmax."""
     ridge = Ridge()
     lam = ridge.lambda_max()
-    estimate = ridge.run(Neumann(terms=5, alpha="auto")).solve.extras["lambda_max_estimate"]
+    estimate = ridge.run(Neumann(terms=6, alpha="auto")).solve.extras["lambda_max_estimate"]
     assert lam / 2 < estimate <= lam * (1 + 1e-12)
 
 
 def test_neumann_auto_step_equals_partial_sum_for_its_step():
     ridge = Ridge()
-    result = ridge.run(Neumann(terms=12, alpha="auto"))
+    result = ridge.run(Neumann(terms=13, alpha="auto"))
     alpha = result.solve.extras["alpha"]
     assert alpha == pytest.approx(1.0 / result.solve.extras["lambda_max_estimate"], rel=1e-15)
-    x_k = neumann_partial_sum(ridge.h, ridge.b, alpha, 12)
+    x_k = neumann_partial_sum(ridge.h, ridge.b, alpha, 13)
     assert_close(result.grads[0], ridge.expected(x_k), rtol=1e-10)
 
 
@@ -243,7 +244,7 @@ def test_neumann_auto_step_converges_to_exact():
     exact = ridge.exact()
     errors = [
         float((ridge.run(Neumann(terms=k, alpha="auto")).grads[0] - exact).norm())
-        for k in (5, 20, 80)
+        for k in (6, 21, 81)
     ]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] <= 1e-6 * float(exact.norm())
@@ -252,10 +253,10 @@ def test_neumann_auto_step_converges_to_exact():
 def test_neumann_tolerance_stops_early_at_a_partial_sum():
     ridge = Ridge()
     alpha = 1.0 / ridge.lambda_max()
-    result = ridge.run(Neumann(terms=1000, alpha=alpha, tol=1e-6))
-    terms = result.solve.iterations
+    result = ridge.run(Neumann(terms=1001, alpha=alpha, tol=1e-6))
+    terms = result.solve.iterations + 1  # the highest power summed, plus the term k = 0
     assert result.solve.status == "converged"
-    assert terms < 1000
+    assert terms < 1001
     x_k = neumann_partial_sum(ridge.h, ridge.b, alpha, terms)
     assert_close(result.grads[0], ridge.expected(x_k), rtol=1e-10)
 
@@ -270,7 +271,7 @@ def test_residual_of_identity_is_dense_residual():
     assert result.residual == pytest.approx(dense_residual(ridge.h, ridge.b, ridge.b), rel=1e-10)
 
 
-@pytest.mark.parametrize("terms", [0, 3, 15])
+@pytest.mark.parametrize("terms", [1, 4, 16])
 def test_residual_of_neumann_is_dense_residual(terms):
     ridge = Ridge()
     alpha = 1.0 / ridge.lambda_max()
@@ -308,8 +309,8 @@ def test_no_residual_when_not_checked():
     ("solver", "expected_hvps"),
     [
         (Identity(), 1),
-        (Neumann(terms=7, alpha=0.1), 8),
-        (Neumann(terms=7, alpha="auto", lanczos_iterations=5), 13),
+        (Neumann(terms=8, alpha=0.1), 8),
+        (Neumann(terms=8, alpha="auto", lanczos_iterations=5), 13),
         (ConjugateGradient(tol=0.0, max_iter=4), 5),
         (Exact(), DIM + 1),
     ],
@@ -357,7 +358,7 @@ def test_direct_term_hypergradient_matches_central_differences():
 
 @pytest.mark.parametrize(
     "solver",
-    [Exact(), ConjugateGradient(), Neumann(terms=5, alpha=0.1), Neumann(terms=5), Identity()],
+    [Exact(), ConjugateGradient(), Neumann(terms=6, alpha=0.1), Neumann(terms=6), Identity()],
     ids=["exact", "cg", "neumann", "neumann-auto", "identity"],
 )
 def test_direct_term_alone_when_validation_loss_ignores_the_weights(solver):

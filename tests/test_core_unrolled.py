@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hpo_cli.core.methods import HyperLosses
 from hpo_cli.core.unrolled import Unrolled, state_of, unroll, unrolled_hypergradient, update_for
 from hpo_cli.core.unrolled.unroll import evaluate_at
 from hpo_cli.data import Batch, Split, Splits
@@ -200,9 +201,11 @@ def test_checkpointing_gives_the_same_hypergradient_and_leaves_the_run_alone():
     results = []
     for checkpoint in (False, True):
         solver = Unrolled(steps=3, checkpoint=checkpoint)
-        result = solver.hypergradient(
-            model, list(hyper.parameters()), inner, training_loss, validation_loss
+        losses = HyperLosses(lambda: training_loss(0), validation_loss, training_loss)
+        result, state = solver.hypergradient(
+            model, list(hyper.parameters()), inner, losses, solver.init_state()
         )
+        assert state is None  # unrolling keeps no state between hyper-steps
         assert result.failure is None and result.hvps == 3
         results.append(result.grads)
     for plain, recomputed in zip(*results, strict=True):

@@ -19,7 +19,7 @@ from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.hvp import dense_matrix
 from hpo_cli.hpo_hessian.cli import curvature_operator
 from hpo_cli.runner.config.build import Problem, build_experiment, build_problem
-from hpo_cli.runner.loop.hyper_losses import ift_losses
+from hpo_cli.runner.loop.hyper_losses import hyper_losses
 
 # A tiny float64 problem: 12 digits, a 64-3-10 MLP (235 weights), every weight analysed.
 PROBLEM = [
@@ -67,7 +67,8 @@ def test_hpo_hessian_analyses_the_gauss_newton_matrix_the_runner_inverts(hyper):
             param.add_(torch.randn(param.shape, generator=generator, dtype=param.dtype))
     params = list(exp.model.parameters())
     whole = exp.data.train.sample(None, exp.batches)
-    _, _, matvec = ift_losses(exp, whole, exp.data.val.sample(None, exp.batches))
+    losses = hyper_losses(exp, whole, exp.data.val.sample(None, exp.batches))
+    _, matvec = exp.joint.method.curvature_of(exp.model, losses)  # what the runner's solver inverts
     assert matvec is not None
     runner = dense_matrix(matvec, params)
 

@@ -243,7 +243,7 @@ def test_seed_000_alpha_one_on_a_negative_eigenvalue_is_diagnosed_in_one_line():
     assert "λmin = -0.3" in message and "largest safe α: none" in message
     dense_radius = float(torch.linalg.eigvalsh(torch.eye(4, dtype=DOUBLE) - matrix).abs().max())
     assert diagnosis.spectral_radius == pytest.approx(dense_radius, rel=1e-12)
-    _, info = Neumann(terms=100, alpha=1.0)(
+    _, info = Neumann(terms=101, alpha=1.0)(
         lambda v: [matrix @ v[0]], [torch.ones(4, dtype=DOUBLE)]
     )
     assert info.status == Status.DIVERGED, "the solver agrees"
@@ -259,9 +259,9 @@ def test_neumann_step_too_large_and_a_safe_step():
     dense_radius = torch.linalg.eigvalsh(torch.eye(4, dtype=DOUBLE) - 0.2 * matrix).abs().max()
     assert safe.converges and safe.spectral_radius == pytest.approx(float(dense_radius))
     b = [torch.ones(4, dtype=DOUBLE)]
-    _, info = Neumann(terms=400, alpha=0.2, tol=1e-10)(lambda v: [matrix @ v[0]], b)
+    _, info = Neumann(terms=401, alpha=0.2, tol=1e-10)(lambda v: [matrix @ v[0]], b)
     assert info.status == Status.CONVERGED
-    _, info = Neumann(terms=50, alpha=1.0)(lambda v: [matrix @ v[0]], b)
+    _, info = Neumann(terms=51, alpha=1.0)(lambda v: [matrix @ v[0]], b)
     assert info.status == Status.DIVERGED
     singular = neumann_diagnosis(1e-18, 3.0, alpha=0.1, zero_tolerance=1e-15)
     assert singular.message.startswith("stalls:") and not singular.converges

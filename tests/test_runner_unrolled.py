@@ -12,7 +12,7 @@ from composed import run_config
 from hpo_cli.core.unrolled import state_of, unrolled_hypergradient, update_for
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.hyper_losses import unrolled_losses
+from hpo_cli.runner.loop.hyper_losses import hyper_losses
 from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.loop.train import hyper_step, inner_step, train
 
@@ -46,9 +46,10 @@ def test_the_hyper_step_is_the_unrolled_hypergradient_and_leaves_the_run_alone()
     before = [h.detach().clone() for h in hparams]
 
     generator_state = exp.batches.get_state()
-    exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)  # hyper_step's draws
+    train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)  # hyper_step's
     val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
-    training_loss, validation_loss = unrolled_losses(exp, val_batch)
+    losses = hyper_losses(exp, train_batch, val_batch)
+    training_loss, validation_loss = losses.inner_training_loss, losses.validation_loss
     update = update_for(exp.joint.optimizer)
     expected, _ = unrolled_hypergradient(
         exp.model,

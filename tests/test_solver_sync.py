@@ -22,9 +22,9 @@ def spd(dim=12, seed=0):
 
 
 CASES = [  # (solver, matrix, b): converged, max_iterations, diverged / negative curvature
-    (Neumann(terms=400, alpha=0.09, tol=1e-8), spd(), torch.ones(12, dtype=DT)),
-    (Neumann(terms=7, alpha=0.09), spd(), torch.ones(12, dtype=DT)),
-    (Neumann(terms=200, alpha=1.0), diag(0.5, 2.1), torch.tensor([1.0, 1e-3], dtype=DT)),
+    (Neumann(terms=401, alpha=0.09, tol=1e-8), spd(), torch.ones(12, dtype=DT)),
+    (Neumann(terms=8, alpha=0.09), spd(), torch.ones(12, dtype=DT)),
+    (Neumann(terms=201, alpha=1.0), diag(0.5, 2.1), torch.tensor([1.0, 1e-3], dtype=DT)),
     (ConjugateGradient(max_iter=50, tol=1e-9), spd(), torch.ones(12, dtype=DT)),
     (ConjugateGradient(max_iter=5, tol=0.0), spd(), torch.ones(12, dtype=DT)),
     (ConjugateGradient(max_iter=10), diag(1.0, -1.0, 2.0), torch.ones(3, dtype=DT)),

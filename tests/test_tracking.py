@@ -241,7 +241,7 @@ def test_wandb_offline_run_files_hold_config_history_and_files(tmp_path, monkeyp
     record = wandb_records.run_record(folder / f"run-{state['run_id']}.wandb")
     assert record.project == "hpo-cli" and record.run_group == ""
     config = {item.key: json.loads(item.value_json) for item in record.config.update}
-    assert config["outer_steps"] == 4 and config["solver.terms"] == 3
+    assert config["outer_steps"] == 4 and config["solver.terms"] == 4  # terms=4: 3 products
     assert "device=cpu" in record.tags
     for name in ("summary.json", "metrics.csv"):
         assert (folder / "files" / name).read_bytes() == (tmp_path / name).read_bytes()

@@ -117,8 +117,9 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
             ``neumann``.
 
     Returns:
-        ``Neumann(terms=K, alpha)`` and ``ConjugateGradient(max_iter=K, tol=0)`` (K full steps,
-        no early stop) for every K; ``Identity()`` once, with K = 0.
+        ``Neumann(terms=K + 1, alpha)`` (K + 1 terms, K products) and
+        ``ConjugateGradient(max_iter=K, tol=0)`` (K full steps, no early stop) for every K;
+        ``Identity()`` once, with K = 0.
     ``ggn_cg``: ``ConjugateGradient(max_iter=K, tol=0)`` on the Gauss-Newton curvature;
     ``unrolled``: K steps for K in :data:`UNROLLED_STEPS` up to ``budget``.
     """
@@ -135,7 +136,7 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
             candidates += [Candidate(name, k, None) for k in UNROLLED_STEPS if k <= budget]
         for k in range(budget + 1):
             if name == "neumann":
-                candidates.append(Candidate(name, k, Neumann(terms=k, alpha=alpha)))
+                candidates.append(Candidate(name, k, Neumann(terms=k + 1, alpha=alpha)))
             elif name in ("cg", "ggn_cg"):
                 curvature = "ggn" if name == "ggn_cg" else "hessian"
                 solver = ConjugateGradient(max_iter=k, tol=0.0)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from hpo_cli.core.hvp import MatVec, TrainingCurvature
-from hpo_cli.core.solvers.base import InverseHVPSolver, SolveInfo
+from hpo_cli.core.solvers.base import InverseHVPSolver, SolveInfo, SolverState
 from hpo_cli.core.vectors import TensorList, add_, all_finite, norm, scale_
 
 
@@ -50,6 +50,8 @@ class Hypergradient:
             extra HVP), or ``None`` when not checked.
         hvps: Hessian-vector products used in all, the residual check included.
         failure: why the result cannot be trusted (divergence, non-finite values), else ``None``.
+        solver_state: the solver's state after the solve, to pass to the next one
+            (``solver_state=`` of :func:`hypergradient`); ``None`` for a method without one.
     """
 
     grads: tuple[torch.Tensor, ...]
@@ -57,6 +59,7 @@ class Hypergradient:
     residual: float | None
     hvps: int
     failure: str | None = None
+    solver_state: SolverState | None = None
 
     @property
     def norm(self) -> float:
@@ -85,6 +88,8 @@ def hypergradient(
     write_grad: bool = False,
     retain_val_graph: bool = False,
     curvature: MatVec | None = None,
+    solver_state: SolverState | None = None,
+    second_moments: TensorList | None = None,
 ) -> Hypergradient:
     """dL_v/dλ = ∂L_v/∂λ − (∂²L_t/∂λ∂w)ᵀ H⁻¹ ∂L_v/∂w at the current weights.
 
@@ -111,6 +116,10 @@ def hypergradient(
         curvature: the matvec v ↦ A v of the matrix the solver inverts in place of H (e.g. the
             Gauss-Newton matrix, :mod:`hpo_cli.core.curvature`); the residual is then against
             A, and ``hvps`` counts A's products. Default: H = ∂²L_t/∂w² of ``train_loss``.
+        solver_state: the state the previous solve returned (``result.solver_state``: warm
+            starts, λ̂max estimates); default ``solver.init_state()``, a cold solve.
+        second_moments: the inner optimiser's √v̂ + ε per weight, shaped like ``params``, for a
+            solver with ``reads_second_moments`` (CG's ``preconditioner="adam"``).
 
     Returns:
         A :class:`Hypergradient` with the gradients and the solver's diagnostics.
@@ -146,7 +155,10 @@ def hypergradient(
         products[0] += 1
         return matvec(vector)
 
-    inverse_hvp, info = solver(counted, val_grad_params)
+    state = solver.init_state() if solver_state is None else solver_state
+    inverse_hvp, info, state = solver.solve(
+        counted, val_grad_params, state, second_moments=second_moments
+    )
     residual = None
     if check_residual and not info.diverged:
         b_norm = float(norm(val_grad_params))
@@ -168,7 +180,7 @@ def hypergradient(
         failure = f"the hypergradient is not finite ({info.solver}: {info.message})"
     if failure and raise_on_failure:
         raise HypergradientError(failure, info)
-    result = Hypergradient(grads, info, residual, products[0], failure)
+    result = Hypergradient(grads, info, residual, products[0], failure, state)
     if write_grad and failure is None:
         for hparam, grad in zip(hparams, grads, strict=True):
             hparam.grad = grad.clone() if hparam.grad is None else hparam.grad + grad

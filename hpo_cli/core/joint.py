@@ -7,7 +7,8 @@ The object behind ``hpo-run``'s loop and the few lines a hand-written PyTorch lo
     for outer in range(outer_steps):
         for inner in range(inner_steps):
             joint.inner_step(lambda: train_loss_fn(model, next(train_batches)))  # w ← w − η ∇_w L_t
-        result = joint.hyper_step(train_loss_fn(model, batch), val_loss_fn(model, val_batch))
+        result = joint.hyper_step(HyperLosses(lambda: train_loss_fn(model, batch),
+                                              lambda: val_loss_fn(model, val_batch)))
 
 ``hpo-run``'s loop (:mod:`hpo_cli.runner.loop.train`) is exactly this, so a hand-written loop
 and the runner share one code path; ``examples/own_loop.py`` is a complete script. In PyTorch
@@ -15,43 +16,70 @@ Lightning, the same calls go in ``training_step`` with ``automatic_optimization 
 optimisers are the module's own; ``JointOptimizer`` only needs them passed in).
 
 One outer step is ``inner_steps`` calls of :meth:`JointOptimizer.inner_step` (the inner
-optimiser on L_t(w, λ)) and one :meth:`JointOptimizer.hyper_step`: the IFT hypergradient
-dL_v/dλ (:func:`hpo_cli.core.hypergradient.hypergradient`), then one step of the outer optimiser
-on λ. A hypergradient that cannot be trusted (a diverged solver, non-finite values) is either an
-error (``on_failure="stop"``) or a skipped hyper-step that is counted (``on_failure="skip"``).
+optimiser on L_t(w, λ)) and one :meth:`JointOptimizer.hyper_step`: dL_v/dλ by the
+:class:`hpo_cli.core.methods.HypergradientMethod` (the IFT with an inverse-HVP solver, or
+unrolled differentiation), then one step of the outer optimiser on λ. The method holds settings
+only; its state between hyper-steps (a solver's warm start) is kept here, in ``method_state``
+and :meth:`JointOptimizer.state_dict`. A hypergradient that cannot be trusted (a diverged
+solver, non-finite values) is either an error (``on_failure="stop"``) or a skipped hyper-step
+that is counted (``on_failure="skip"``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from hpo_cli.core.curvature import loss_and_outputs
-from hpo_cli.core.hvp import MatVec
-from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
+from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
+from hpo_cli.core.methods import HypergradientMethod, HyperLosses, hypergradient_method
 from hpo_cli.core.solvers import InverseHVPSolver
 
 ON_FAILURE = ("stop", "skip")
 
 
+class GraphClosureOptimizer(torch.optim.Optimizer):
+    """An inner optimiser that differentiates the loss itself (Hessian-free): its closure
+    returns (loss with its graph, the model's outputs the loss came from) and never calls
+    ``backward``; :meth:`JointOptimizer.inner_step` builds such a closure for it.
+
+    Attributes:
+        last_step: the last step's diagnostics, a dataclass (hpo-run logs it as
+            ``inner_optimizer_state``), or ``None`` before the first step.
+    """
+
+    last_step: Any = None
+
+
+_LEGACY_WARNED: list[bool] = []  # hyper_step(train_loss, val_loss) has warned in this process
+
+
 class JointOptimizer:
-    """Inner steps on w and IFT hyper-steps on λ, with a failure policy.
+    """Inner steps on w and hyper-steps on λ, with a failure policy.
 
     Args:
         model: the network whose parameters are the weights w.
         hparams: the hyperparameters λ (leaf tensors the outer optimiser owns).
         optimizer: the inner optimiser over ``model.parameters()`` (any ``torch.optim``
-            optimiser; one with ``closure_returns_graph = True``, such as Hessian-free, gets a
-            closure returning (loss with graph, model outputs)).
+            optimiser; a :class:`GraphClosureOptimizer`, such as Hessian-free, gets a closure
+            returning (loss with graph, model outputs)).
         hyper_optimizer: the outer optimiser over ``hparams``.
-        solver: the inverse-HVP solver of the hypergradient, or a solver that differentiates the
-            inner optimisation itself (``solver.unrolls``; see :meth:`unrolled_hyper_step`).
+        solver: the :class:`~hpo_cli.core.methods.HypergradientMethod`
+            (:class:`~hpo_cli.core.methods.ImplicitDifferentiation`,
+            :class:`~hpo_cli.core.unrolled.Unrolled`), or an inverse-HVP solver, which means
+            ``ImplicitDifferentiation(solver)`` on the Hessian.
         on_failure: ``"stop"`` raises :class:`HypergradientError` on an untrustworthy
             hypergradient; ``"skip"`` leaves λ unchanged and counts it in
             :attr:`skipped_hyper_steps`.
+
+    Attributes:
+        method: the hypergradient method.
+        method_state: its state between hyper-steps (a solver's warm start; ``None``: none).
     """
 
     def __init__(
@@ -60,7 +88,7 @@ class JointOptimizer:
         hparams: Sequence[torch.Tensor],
         optimizer: torch.optim.Optimizer,
         hyper_optimizer: torch.optim.Optimizer,
-        solver: InverseHVPSolver,
+        solver: HypergradientMethod | InverseHVPSolver,
         *,
         on_failure: str = "stop",
     ) -> None:
@@ -70,7 +98,8 @@ class JointOptimizer:
         self.hparams = list(hparams)
         self.optimizer = optimizer
         self.hyper_optimizer = hyper_optimizer
-        self.solver = solver
+        self.method = hypergradient_method(solver)
+        self.method_state = self.method.init_state()
         self.on_failure = on_failure
         self.skipped_hyper_steps = 0
 
@@ -81,7 +110,7 @@ class JointOptimizer:
         searches) work unchanged. Returns the loss, detached.
         """
         params = list(self.model.parameters())
-        returns_graph = getattr(self.optimizer, "closure_returns_graph", False)
+        returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
 
         def closure() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             if returns_graph:  # Hessian-free differentiates the loss itself
@@ -93,68 +122,45 @@ class JointOptimizer:
 
         return self.optimizer.step(closure).detach()
 
+    def inner_diagnostics(self) -> dict[str, Any] | None:
+        """The inner optimiser's last-step diagnostics as a dict (a
+        :class:`GraphClosureOptimizer`'s ``last_step``), else ``None``."""
+        if isinstance(self.optimizer, GraphClosureOptimizer) and is_dataclass(
+            self.optimizer.last_step
+        ):
+            return asdict(self.optimizer.last_step)
+        return None
+
     def hyper_step(
-        self, train_loss: torch.Tensor, val_loss: torch.Tensor, curvature: MatVec | None = None
+        self, losses: HyperLosses | torch.Tensor, val_loss: torch.Tensor | None = None
     ) -> Hypergradient:
-        """dL_v/dλ at the current weights, then one outer-optimiser step on λ.
+        """dL_v/dλ at the current weights by :attr:`method`, then one outer step on λ.
 
         Args:
-            train_loss: scalar L_t(w, λ) with its graph, on the batch that defines H.
-            val_loss: scalar L_v(w, λ) with its graph (its graph is freed, as by ``backward``).
-            curvature: the matrix the solver inverts in place of H, as a matvec (e.g. the
-                Gauss-Newton one of :func:`hpo_cli.core.curvature.curvature_matvec`).
+            losses: the closures the method evaluates (:class:`HyperLosses`: L_t and L_v on the
+                hyper-step's batches; the inner mini-batches of an unrolled method; the penalty
+                for ``curvature="ggn"``). The older call ``hyper_step(train_loss, val_loss)``
+                with two loss tensors still works for the implicit method on the Hessian (it
+                warns once).
+            val_loss: only with the older call.
 
         Returns:
             The hypergradient and its diagnostics; ``result.failure`` is set when the step was
-            skipped (``on_failure="skip"``).
+            skipped (``on_failure="skip"``). λ.grad holds it otherwise.
 
         Raises:
             HypergradientError: the hypergradient cannot be trusted and ``on_failure="stop"``.
         """
+        if isinstance(losses, torch.Tensor):
+            losses = self._legacy_losses(losses, val_loss)
         self.hyper_optimizer.zero_grad(set_to_none=True)
-        params = list(self.model.parameters())
-        observe = getattr(self.solver, "observe_optimizer", None)
-        if observe is not None:  # a solver preconditioned by the optimiser's second moments
-            observe(self.optimizer, params)
-        result = hypergradient(
-            train_loss,
-            val_loss,
-            params,
-            self.hparams,
-            self.solver,
-            raise_on_failure=False,
-            write_grad=True,
-            curvature=curvature,
+        result, state = self.method.hypergradient(
+            self.model, self.hparams, self.optimizer, losses, self.method_state
         )
-        return self._apply(result)
-
-    def unrolled_hyper_step(
-        self,
-        training_loss: Callable[[int], torch.Tensor],
-        validation_loss: Callable[[], torch.Tensor],
-    ) -> Hypergradient:
-        """The hyper-step of a solver that differentiates the inner optimisation itself
-        (``solver.unrolls``, e.g. :class:`hpo_cli.core.unrolled.Unrolled`): it calls
-        ``solver.hypergradient(model, hparams, optimizer, training_loss, validation_loss)``, which
-        leaves the weights and the inner optimiser's state unchanged.
-
-        Args:
-            training_loss: L_t(w, λ) of training mini-batch k (the same batch for the same k),
-                computed by calling the model.
-            validation_loss: L_v(w, λ), computed by calling the model.
-        """
-        self.hyper_optimizer.zero_grad(set_to_none=True)
-        result = self.solver.hypergradient(
-            self.model, self.hparams, self.optimizer, training_loss, validation_loss
-        )
+        self.method_state = state  # a failed solve's state too (e.g. a fresh λ̂max estimate)
         if result.failure is None:
             for hparam, grad in zip(self.hparams, result.grads, strict=True):
                 hparam.grad = grad.detach().clone()
-        return self._apply(result)
-
-    def _apply(self, result: Hypergradient) -> Hypergradient:
-        """Step λ along ``λ.grad`` (already written), or apply the failure policy."""
-        if result.failure is None:
             self.hyper_optimizer.step()
         elif self.on_failure == "skip":
             self.skipped_hyper_steps += 1
@@ -162,12 +168,30 @@ class JointOptimizer:
             raise HypergradientError(result.failure, result.solve)
         return result
 
+    def _legacy_losses(
+        self, train_loss: torch.Tensor, val_loss: torch.Tensor | None
+    ) -> HyperLosses:
+        """HyperLosses of two computed loss tensors (the older ``hyper_step`` call)."""
+        if val_loss is None:
+            raise TypeError("hyper_step(train_loss, val_loss) needs both loss tensors")
+        if not _LEGACY_WARNED:
+            _LEGACY_WARNED.append(True)
+            warnings.warn(
+                "JointOptimizer.hyper_step(train_loss, val_loss) is deprecated: pass "
+                "HyperLosses(training_loss=..., validation_loss=...) closures",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        return HyperLosses(lambda: train_loss, lambda: val_loss)
+
     def state_dict(self) -> dict[str, Any]:
-        """Both optimisers' states and the skipped count, for a hand-written loop's checkpoint
-        (the model's and λ's own tensors are saved with their modules)."""
+        """Both optimisers' states, the method's state (a solver's warm start, as plain values)
+        and the skipped count, for a checkpoint (the model's and λ's own tensors are saved with
+        their modules)."""
         return {
             "optimizer": self.optimizer.state_dict(),
             "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "method": self.method_state_dict(),
             "skipped_hyper_steps": self.skipped_hyper_steps,
         }
 
@@ -175,4 +199,13 @@ class JointOptimizer:
         """Restore a :meth:`state_dict`."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.load_method_state_dict(state.get("method"))
         self.skipped_hyper_steps = int(state["skipped_hyper_steps"])
+
+    def method_state_dict(self) -> dict[str, Any]:
+        """The method's state between hyper-steps as a checkpoint's plain values."""
+        return self.method.state_dict(self.method_state)
+
+    def load_method_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore a :meth:`method_state_dict` (``None`` or empty: the initial state)."""
+        self.method_state = self.method.load_state(state)

@@ -23,9 +23,11 @@ preconditioned by M = (diag F + λ)^α, F the empirical Fisher
 **The closure differs from LBFGS's**: it must return the loss *with its graph* and must not call
 ``backward()`` or zero gradients — Hessian-free differentiates the loss itself (twice). It returns
 either the scalar loss, or a pair ``(loss, outputs)`` with the network outputs (leading dimension
-= examples), which the Gauss-Newton curvature and the Fisher preconditioner need. The runner
-knows this from the class attribute ``closure_returns_graph``. The closure must be deterministic
-(the same data, no dropout), as it is called again to evaluate f at trial points.
+= examples), which the Gauss-Newton curvature and the Fisher preconditioner need. The class
+declares this by deriving from :class:`hpo_cli.core.joint.GraphClosureOptimizer`, from which
+``JointOptimizer.inner_step`` (the runner's and a hand-written loop's) builds such a closure.
+The closure must be deterministic (the same data, no dropout), as it is called again to
+evaluate f at trial points.
 
 Gradients are never written to ``.grad``. Per-step diagnostics are in ``optimizer.last_step``.
 """
@@ -35,11 +37,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 
 from hpo_cli.core.hvp import MatVec, damped
+from hpo_cli.core.joint import GraphClosureOptimizer
 from hpo_cli.core.vectors import add, dot, norm, scale
 from hpo_cli.optim.local_model import (
     CURVATURES,
@@ -101,7 +103,7 @@ class _LocalModel:
     fisher: list[torch.Tensor] | None
 
 
-class HessianFree(torch.optim.Optimizer):
+class HessianFree(GraphClosureOptimizer):
     """Hessian-free optimisation with truncated CG (see the module docstring for the method).
 
     Args:
@@ -124,9 +126,6 @@ class HessianFree(torch.optim.Optimizer):
         line_search_shrink: the factor t shrinks by at each rejected trial.
         line_search_max_evals: trials before giving up with t = 0.
     """
-
-    closure_returns_graph: ClassVar[bool] = True
-    """The closure returns the loss with its graph (and the outputs) and does not call backward."""
 
     def __init__(
         self,

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from hpo_cli.core.hvp import MatVec, damped
-from hpo_cli.core.solvers.base import SolveInfo, Status
-from hpo_cli.core.solvers.diagonal import (
-    hutchinson_diagonal,
-    second_moment_diagonal,
-    spd_diagonal,
-)
+from hpo_cli.core.solvers.base import SolveInfo, SolverState, Status
+from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, spd_diagonal
 from hpo_cli.core.vectors import (
     TensorList,
     add,
@@ -61,6 +57,23 @@ _STOPS = {  # the device's stop code → status and message
 
 
 @dataclass(frozen=True)
+class CGState(SolverState):
+    """What one CG solve hands to the next (all ``None`` before the first).
+
+    Attributes:
+        solution: the previous solution x_prev (``warm_start``), shaped like b.
+        diagonal: Hutchinson's m of M = diag(m) (``preconditioner="hutchinson"``), shaped like b.
+        calls: solves since ``diagonal`` was estimated.
+        generator: the Rademacher probes' ``torch.Generator`` state.
+    """
+
+    solution: list[torch.Tensor] | None = None
+    diagonal: list[torch.Tensor] | None = None
+    calls: int = 0
+    generator: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class ConjugateGradient:
     """Preconditioned conjugate gradient from x₀ = 0, or warm from the previous call's solution.
 
@@ -75,19 +88,20 @@ class ConjugateGradient:
             * ``"hutchinson"``: M = diag(m), m = max(|d̂| + μ, 0.001·mean(|d̂| + μ)) with d̂ the
               Hutchinson estimate of diag(A) from ``probes`` products with Rademacher probes
               (counted in ``SolveInfo.matvecs``), re-estimated every ``refresh_every`` calls
-              and kept in between (solver state, like the warm start's). |·| and the floor make
+              and kept in between (in :class:`CGState`, like the warm start). |·| and the floor make
               M SPD where diag(A) or its estimate is ≤ 0 (an indefinite Hessian, few probes);
               see :func:`hpo_cli.core.solvers.diagonal.spd_diagonal`.
             * ``"adam"``: m = √v̂ + ε of the inner Adam/AdamW/RMSprop optimiser (its own
-              denominator), floored likewise, recomputed every call at no product's cost. The
-              optimiser is handed over by :meth:`observe_optimizer` (``JointOptimizer`` calls
-              it before every hyper-step); until it has second moments the solve is plain CG.
+              denominator), floored likewise, recomputed every call at no product's cost from
+              the ``second_moments`` the caller passes to :meth:`solve` (``JointOptimizer``
+              reads them from its inner optimiser at every hyper-step); without them the solve
+              is plain CG.
         warm_start: start from x₀ = s·x_prev, the previous call's solution scaled to the new
             right-hand side by the least-squares factor s = ⟨b, Ax_prev⟩/‖Ax_prev‖² (one
             product, counted), so that ‖b − Ax₀‖ ≤ ‖b‖; when the warm residual is not smaller
-            than ‖b‖ (or the shapes differ) it starts cold from 0. Meant for one solver object
-            per problem, as in a training loop; the state (:meth:`state_dict`) goes into
-            hpo-run's checkpoints.
+            than ‖b‖ (or the shapes differ) it starts cold from 0. x_prev is the ``solution``
+            of the :class:`CGState` passed to :meth:`solve` (the caller keeps it between solves;
+            hpo-run checkpoints it).
         probes: Rademacher probes (products with A) of one Hutchinson estimate.
         refresh_every: calls between two Hutchinson estimates (1: every call).
         compile: run each iteration's vector arithmetic (the two dot products, the updates of
@@ -105,8 +119,6 @@ class ConjugateGradient:
     probes: int = 4
     refresh_every: int = 10
     compile: bool = False
-    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _optimizer: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_iter < 0:
@@ -124,67 +136,57 @@ class ConjugateGradient:
             if getattr(self, key) < 1:
                 raise ValueError(f"cg.{key} must be >= 1, got {getattr(self, key)}")
 
-    def state_dict(self) -> dict[str, Any]:
-        """The state kept between calls (empty before the first call): the previous solution
-        (``warm_start``); Hutchinson's diagonal of M, the calls since it was estimated and the
-        probes' generator state (``preconditioner="hutchinson"``)."""
-        return {key: _copy(value) for key, value in self._state.items()}
+    @property
+    def reads_second_moments(self) -> bool:
+        """``preconditioner="adam"`` preconditions with the inner optimiser's second moments."""
+        return self.preconditioner == "adam"
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
-        self._state.clear()
-        self._state.update(state)
-
-    def observe_optimizer(
-        self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
-    ) -> None:
-        """Hand over the inner optimiser whose second moments ``preconditioner="adam"`` reads
-        (kept by reference, not in :meth:`state_dict`: the optimiser's state is saved with it);
-        ``params`` in the order of the solver's vectors."""
-        self._optimizer.update(optimizer=optimizer, params=list(params))
+    def init_state(self) -> CGState:
+        return CGState()
 
     def _precondition(
-        self, matvec: MatVec, b: TensorList
-    ) -> tuple[Preconditioner | None, int, dict[str, float]]:
+        self,
+        matvec: MatVec,
+        b: TensorList,
+        state: CGState,
+        second_moments: TensorList | None,
+    ) -> tuple[Preconditioner | None, int, dict[str, float], CGState]:
         """v ↦ M⁻¹v (``None``: M = I), the products spent on it (Hutchinson's probes, with the
-        undamped ``matvec``) and its extras for :class:`SolveInfo`."""
+        undamped ``matvec``), its extras for :class:`SolveInfo` and the state with the
+        Hutchinson diagonal, its call count and its generator."""
         if callable(self.preconditioner):
-            return self.preconditioner, 0, {}
+            return self.preconditioner, 0, {}, state
         if self.preconditioner == "adam":
-            optimizer = self._optimizer.get("optimizer")
-            moments = None
-            if optimizer is not None:
-                moments = second_moment_diagonal(optimizer, self._optimizer["params"])
-            if moments is None or [m.shape for m in moments] != [x.shape for x in b]:
-                return None, 0, {"preconditioned": 0.0}
-            return _divide_by(spd_diagonal(moments)), 0, {"preconditioned": 1.0}
+            if second_moments is None or [m.shape for m in second_moments] != [x.shape for x in b]:
+                return None, 0, {"preconditioned": 0.0}, state
+            return _divide_by(spd_diagonal(second_moments)), 0, {"preconditioned": 1.0}, state
         if self.preconditioner == "none":
-            return None, 0, {}
-        state = self._state
-        diagonal = state.get("diagonal")
+            return None, 0, {}, state
+        diagonal = state.diagonal
         usable = diagonal is not None and [m.shape for m in diagonal] == [x.shape for x in b]
         products = 0
-        if usable and state["calls"] % self.refresh_every != 0:
-            state["calls"] += 1
+        if usable and state.calls % self.refresh_every != 0:
+            state = replace(state, calls=state.calls + 1)
         else:
             generator = torch.Generator()
-            if "generator" in state:
-                generator.set_state(state["generator"])
+            if state.generator is not None:
+                generator.set_state(state.generator)
             else:
                 generator.manual_seed(PROBE_SEED)
             estimate = hutchinson_diagonal(matvec, b, self.probes, generator)
             diagonal = spd_diagonal(estimate, shift=self.damping)
-            state.update(diagonal=diagonal, calls=1, generator=generator.get_state())
+            state = replace(state, diagonal=diagonal, calls=1, generator=generator.get_state())
             products = self.probes
         diagonal = [m.to(x) for m, x in zip(diagonal, b, strict=True)]
-        return _divide_by(diagonal), products, {"preconditioner_products": float(products)}
+        extras = {"preconditioner_products": float(products)}
+        return _divide_by(diagonal), products, extras, state
 
     def _start(
-        self, matvec: MatVec, b: TensorList, b_norm: float
+        self, matvec: MatVec, b: TensorList, b_norm: float, state: CGState
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], int, bool]:
         """x₀, r₀ = b − (A + μI)x₀, the products spent and whether x₀ is warm (see
         ``warm_start``; else x₀ = 0, r₀ = b)."""
-        previous = self._state.get("solution")
+        previous = state.solution
         if (
             not self.warm_start
             or previous is None
@@ -202,6 +204,20 @@ class ConjugateGradient:
         return zeros_like(b), clone(b), 1, False
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
+        """One solve from the initial state (cold, a fresh Hutchinson estimate)."""
+        x, info, _ = self.solve(matvec, b, self.init_state())
+        return x, info
+
+    def solve(
+        self,
+        matvec: MatVec,
+        b: TensorList,
+        state: CGState,
+        *,
+        second_moments: TensorList | None = None,
+    ) -> tuple[list[torch.Tensor], SolveInfo, CGState]:
+        """x ≈ (A + μI)⁻¹ b shaped like b, its :class:`SolveInfo` and the next :class:`CGState`
+        (see :class:`hpo_cli.core.solvers.base.InverseHVPSolver`)."""
         # The iterate x and residual r are updated in place: each iteration allocates the
         # product (A + μI) p and, once that is freed, the next direction (and z = M⁻¹r when
         # preconditioned). Without a preconditioner z = r, so rᵀz = ‖r‖² is also the squared
@@ -215,10 +231,12 @@ class ConjugateGradient:
         b_norm = float(norm(b))
         if not math.isfinite(b_norm):
             info = SolveInfo("cg", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
-            return [torch.full_like(x, math.nan) for x in b], info
-        precondition, probe_products, precondition_extras = self._precondition(matvec, b)
+            return [torch.full_like(x, math.nan) for x in b], info, state
+        precondition, probe_products, precondition_extras, state = self._precondition(
+            matvec, b, state, second_moments
+        )
         matvec = damped(matvec, self.damping)
-        solution, residual, matvecs, warm = self._start(matvec, b, b_norm)
+        solution, residual, matvecs, warm = self._start(matvec, b, b_norm, state)
         matvecs += probe_products
         z = precondition(residual) if precondition is not None else residual
         direction = clone(z)
@@ -269,7 +287,7 @@ class ConjugateGradient:
         if status != Status.DIVERGED and not all_finite(solution):
             status, message = Status.DIVERGED, "the CG iterate is not finite"
         if self.warm_start and status != Status.DIVERGED:
-            self._state["solution"] = [x.detach().clone() for x in solution]
+            state = replace(state, solution=[x.detach().clone() for x in solution])
         info = SolveInfo(
             solver="cg",
             status=status,
@@ -279,14 +297,7 @@ class ConjugateGradient:
             message=message,
             extras=extras,
         )
-        return solution, info
-
-
-def _copy(value: Any) -> Any:
-    """A detached copy of a state entry: a tensor list, a tensor or a number."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    return clone(value) if isinstance(value, list) else value
+        return solution, info, state
 
 
 def _divide_by(diagonal: list[torch.Tensor]) -> Preconditioner:

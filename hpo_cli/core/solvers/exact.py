@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from hpo_cli.core.hvp import MatVec, damped, dense_matrix
-from hpo_cli.core.solvers.base import SolveInfo, Status
+from hpo_cli.core.solvers.base import SolveInfo, StatelessSolver, Status
 from hpo_cli.core.vectors import TensorList, flatten, unflatten
 
 
@@ -23,7 +23,7 @@ class SingularSystemError(ValueError):
 
 
 @dataclass(frozen=True)
-class Exact:
+class Exact(StatelessSolver):
     """Dense direct solve; for models up to ``max_dim`` weights.
 
     Args:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 
 from hpo_cli.core.hvp import MatVec
-from hpo_cli.core.solvers.base import SolveInfo, Status
+from hpo_cli.core.solvers.base import SolveInfo, StatelessSolver, Status
 from hpo_cli.core.vectors import TensorList, scale
 
 
 @dataclass(frozen=True)
-class Identity:
+class Identity(StatelessSolver):
     """x = s·b. With s = 1 the hypergradient reduces to ∂Lv/∂λ − (∂²Lt/∂λ∂w)ᵀ ∂Lv/∂w, the
     one-step unrolled approximation (Lorraine et al., 2020, Table 1).
 

@@ -2,14 +2,20 @@
 
 For a step α with spectral radius ρ(I − αA) < 1,
 
-    A⁻¹ b = α Σ_{k≥0} (I − αA)ᵏ b   ≈   x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b,
+    A⁻¹ b = α Σ_{k≥0} (I − αA)ᵏ b   ≈   x_K = α Σ_{k=0}^{K−1} (I − αA)ᵏ b,
 
-using K products with A (term k+1 is term k minus α A·term k). The truncation error is exactly
-A⁻¹ b − x_K = A⁻¹ (I − αA)^{K+1} b, so the error shrinks geometrically with rate ρ(I − αA).
-With ``alpha="auto"`` estimated from b in m > K Lanczos steps, every term already lies in that
-run's Krylov space, so with ``krylov_series=True`` the series is summed there without a product
-(:meth:`Neumann._sum_in_krylov_space`): 10 steps and 3 terms cost 10 products, not 13, for
-K + 1 more weight-sized vectors held during the estimate.
+the sum of K terms (``terms=K``), using exactly K − 1 products with A (term 0 is αb; term k+1 is
+term k minus α A·term k). The truncation error is exactly A⁻¹ b − x_K = A⁻¹ (I − αA)^K b, so the
+error shrinks geometrically with rate ρ(I − αA). x_K is also the weight change of K plain SGD
+steps with step α on a quadratic with Hessian A, so ``terms=K`` matches K unrolled SGD steps
+(Lorraine et al.'s Theorem 2; ``tests/test_core_theorem2.py``). With ``alpha="auto"`` estimated
+from b in m ≥ K Lanczos steps, every term already lies in that run's Krylov space, so with
+``krylov_series=True`` the series is summed there without a product
+(:meth:`Neumann._sum_in_krylov_space`): 10 steps and 4 terms cost 10 products, not 13, for
+K more weight-sized vectors held during the estimate.
+
+Before this numbering ``terms=K`` summed K + 1 terms (k = 0..K); a configuration of that time
+with ``terms=K`` is ``terms=K+1`` now.
 
 The series diverges when ρ(I − αA) ≥ 1: when α > 2/λmax, or when A has an eigenvalue ≤ 0
 (a non-convex training loss), whatever α. Because A is symmetric, the ratio of successive term
@@ -30,13 +36,12 @@ estimate of that spectral radius, reported as ``spectral_radius_estimate``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
 
 import torch
 
 from hpo_cli.core.hvp import MatVec, damped
-from hpo_cli.core.solvers.base import SolveInfo, Status
+from hpo_cli.core.solvers.base import SolveInfo, SolverState, Status
 from hpo_cli.core.solvers.lanczos_estimate import LanczosExtremes, combination, lanczos_extremes
 from hpo_cli.core.vectors import (
     TensorList,
@@ -53,13 +58,28 @@ CPU_CHECK_EVERY = 1  # on the CPU a read costs nothing and spares the products p
 
 
 @dataclass(frozen=True)
+class NeumannState(SolverState):
+    """What one Neumann solve hands to the next (``warm_start`` with ``alpha="auto"``).
+
+    Attributes:
+        largest: the kept λ̂max (``None``: estimate at the next solve).
+        vector: its Ritz vector, shaped like b, the start of the next refresh.
+        calls: solves since λ̂max was estimated.
+    """
+
+    largest: float | None = None
+    vector: list[torch.Tensor] | None = None
+    calls: int = 0
+
+
+@dataclass(frozen=True)
 class Neumann:
-    """Truncated Neumann series x_K = α Σ_{k=0}^{K} (I − αA)ᵏ b.
+    """Truncated Neumann series x_K = α Σ_{k=0}^{K−1} (I − αA)ᵏ b: K terms.
 
     Args:
-        terms: K, the highest power in the sum (K products; none with ``krylov_series``); 3 by
-            default, hpo-run's default study (a few terms give a usable hypergradient
-            direction).
+        terms: K ≥ 1, the number of terms summed (powers 0..K−1): K − 1 products with A (none
+            with ``krylov_series``), so ``terms=1`` is x = αb; 4 by default, hpo-run's default
+            study (a few terms give a usable hypergradient direction).
         alpha: the step α, or ``"auto"`` for α = 1/λ̂max with λ̂max the largest Ritz value of
             ``lanczos_iterations`` Lanczos steps from b (extra products;
             :mod:`~hpo_cli.core.solvers.lanczos_estimate`).
@@ -73,19 +93,20 @@ class Neumann:
             refresh it (an estimate then keeps its Lanczos basis, one weight-sized vector per
             step, to form the Ritz vector). Safety: a series that diverges with a kept α (the
             series' own growth test) is summed once more after a refresh (its products count
-            too). The state (:meth:`state_dict`) goes into hpo-run's checkpoints.
+            too). The kept values are the :class:`NeumannState` passed to and returned by
+            :meth:`solve` (the caller keeps it; hpo-run checkpoints it).
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: Lanczos steps of a warm refresh.
-        krylov_series: with ``alpha="auto"``, an estimate from b and K < ``lanczos_iterations``,
-            sum the series in the estimate's Krylov space from its first K + 1 Lanczos vectors
-            (kept during the estimate: K + 1 more weight-sized vectors at its peak) instead of
-            K more products; the same sum to rounding.
+        krylov_series: with ``alpha="auto"``, an estimate from b and K ≤ ``lanczos_iterations``,
+            sum the series in the estimate's Krylov space from its first K Lanczos vectors
+            (kept during the estimate: K more weight-sized vectors at its peak) instead of
+            K − 1 more products; the same sum to rounding.
         damping: μ ≥ 0: the series is summed for A + μI (every eigenvalue shifted up by μ), which
             converges for some α once μ > −λmin(A).
     """
 
-    terms: int = 3
+    terms: int = 4
     alpha: float | str = "auto"
     lanczos_iterations: int = 10
     tol: float = 0.0
@@ -93,13 +114,14 @@ class Neumann:
     warm_start: bool = False
     refresh_every: int = 10
     refresh_iterations: int = 3
-    _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     damping: float = 0.0
     krylov_series: bool = False
 
     def __post_init__(self) -> None:
-        if self.terms < 0:
-            raise ValueError(f"neumann.terms must be >= 0, got {self.terms}")
+        if self.terms < 1:
+            raise ValueError(
+                f"neumann.terms must be >= 1 (the number of terms summed), got {self.terms}"
+            )
         if self.alpha != "auto" and not (isinstance(self.alpha, int | float) and self.alpha > 0):
             raise ValueError(f"neumann.alpha must be > 0 or 'auto', got {self.alpha!r}")
         if not self.growth_limit > 1:
@@ -110,44 +132,50 @@ class Neumann:
             if getattr(self, key) < 1:
                 raise ValueError(f"neumann.{key} must be >= 1, got {getattr(self, key)}")
 
-    def state_dict(self) -> dict[str, Any]:
-        """The warm-start state (λ̂max, its Ritz vector, calls since the last estimate)."""
-        return {
-            key: clone(value) if key == "vector" else value for key, value in self._state.items()
-        }
+    reads_second_moments = False
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (tensors are moved to the device of the next b)."""
-        self._state.clear()
-        self._state.update(state)
+    def init_state(self) -> NeumannState:
+        return NeumannState()
 
     def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
-        solution, info = self._solve(matvec, b, refresh=False)
+        """One solve from the initial state (a cold λ̂max estimate for ``alpha="auto"``)."""
+        x, info, _ = self.solve(matvec, b, self.init_state())
+        return x, info
+
+    def solve(
+        self,
+        matvec: MatVec,
+        b: TensorList,
+        state: NeumannState,
+        *,
+        second_moments: TensorList | None = None,
+    ) -> tuple[list[torch.Tensor], SolveInfo, NeumannState]:
+        """x_K shaped like b, its :class:`SolveInfo` and the next :class:`NeumannState` (see
+        :class:`hpo_cli.core.solvers.base.InverseHVPSolver`; ``second_moments`` is unused)."""
+        solution, info, new_state = self._solve(matvec, b, state, refresh=False)
         if info.diverged and info.extras.get("alpha_kept"):
-            solution, retry = self._solve(matvec, b, refresh=True)  # the safety net
+            solution, retry, new_state = self._solve(matvec, b, state, refresh=True)  # safety net
             retry.matvecs += info.matvecs
             retry.extras["warm_retry"] = 1.0
-            return solution, retry
-        return solution, info
+            return solution, retry, new_state
+        return solution, info, new_state
 
     def _largest_eigenvalue(
-        self, matvec: MatVec, b: TensorList, refresh: bool
-    ) -> tuple[float, int, bool, LanczosExtremes | None]:
+        self, matvec: MatVec, b: TensorList, refresh: bool, state: NeumannState
+    ) -> tuple[float, int, bool, LanczosExtremes | None, NeumannState]:
         """λ̂max (the Ritz value of largest magnitude, signed: negative when H's dominant
         eigenvalue is), the products spent, whether it was kept from an earlier call (no
         products; never with ``refresh``) and, for an estimate from b, its Lanczos run (with
-        the first K + 1 basis vectors, for :meth:`_sum_in_krylov_space`); records the
-        warm-start state."""
-        state = self._state
-        vector = state.get("vector")
+        the first K basis vectors, for :meth:`_sum_in_krylov_space`) and the next state."""
+        vector = state.vector
         usable = (
             self.warm_start
             and vector is not None
+            and state.largest is not None
             and [v.shape for v in vector] == [x.shape for x in b]
         )
-        if usable and not refresh and state["calls"] % self.refresh_every != 0:
-            state["calls"] += 1
-            return state["largest"], 0, True, None
+        if usable and not refresh and state.calls % self.refresh_every != 0:
+            return state.largest, 0, True, None, replace(state, calls=state.calls + 1)
         if usable:
             start = [v.to(x) for v, x in zip(vector, b, strict=True)]
             iterations = self.refresh_iterations
@@ -158,29 +186,32 @@ class Neumann:
             start,
             iterations,
             ritz_vector=self.warm_start,
-            keep_basis=self.terms + 1 if self.krylov_series else 0,
+            keep_basis=self.terms if self.krylov_series else 0,
         )
         largest = estimate.dominant
         if self.warm_start and 0.0 < largest < math.inf:
-            state.update(largest=largest, vector=estimate.vector, calls=1)
+            state = NeumannState(largest=largest, vector=estimate.vector, calls=1)
         else:
-            state.clear()
-        return largest, estimate.matvecs, False, None if usable else estimate
+            state = NeumannState()
+        return largest, estimate.matvecs, False, None if usable else estimate, state
 
     def _solve(
-        self, matvec: MatVec, b: TensorList, refresh: bool
-    ) -> tuple[list[torch.Tensor], SolveInfo]:
+        self, matvec: MatVec, b: TensorList, state: NeumannState, refresh: bool
+    ) -> tuple[list[torch.Tensor], SolveInfo, NeumannState]:
         matvec = damped(matvec, self.damping)
         extras: dict[str, float] = {"damping": self.damping}
         matvecs = 0
         b_norm = float(norm(b))
         if b_norm == 0.0:
-            return zeros_like(b), SolveInfo("neumann", Status.CONVERGED, message="b = 0, so x = 0")
+            info = SolveInfo("neumann", Status.CONVERGED, message="b = 0, so x = 0")
+            return zeros_like(b), info, state
         if not math.isfinite(b_norm):
             info = SolveInfo("neumann", Status.DIVERGED, message="b = ∂L_v/∂w is not finite")
-            return [torch.full_like(x, math.nan) for x in b], info
+            return [torch.full_like(x, math.nan) for x in b], info, state
         if self.alpha == "auto":
-            largest, matvecs, kept, krylov = self._largest_eigenvalue(matvec, b, refresh)
+            largest, matvecs, kept, krylov, state = self._largest_eigenvalue(
+                matvec, b, refresh, state
+            )
             extras["lambda_max_estimate"] = largest
             extras["alpha_kept"] = float(kept)
             if not 0.0 < largest < math.inf:
@@ -196,11 +227,12 @@ class Neumann:
                     ),
                     extras=extras,
                 )
-                return [torch.full_like(x, math.nan) for x in b], info
+                return [torch.full_like(x, math.nan) for x in b], info, state
             alpha = 1.0 / largest
-            if self.krylov_series and krylov is not None and len(krylov.basis) > self.terms:
+            if self.krylov_series and krylov is not None and len(krylov.basis) >= self.terms:
                 extras["alpha"] = alpha
-                return self._sum_in_krylov_space(krylov, alpha, b_norm, matvecs, extras)
+                solution, info = self._sum_in_krylov_space(krylov, alpha, b_norm, matvecs, extras)
+                return solution, info, state
         else:
             alpha = float(self.alpha)
         extras["alpha"] = alpha
@@ -221,7 +253,8 @@ class Neumann:
         limit = self.growth_limit * first_norm
         running = torch.ones((), dtype=torch.bool, device=b[0].device)
         pending: list[torch.Tensor] = []
-        for k in range(1, self.terms + 1):
+        last = self.terms - 1  # the highest power summed: K − 1 products
+        for k in range(1, last + 1):
             product = matvec(term)
             add_(term, product, alpha=-alpha)
             del product
@@ -235,7 +268,7 @@ class Neumann:
                 keep = mask.to(term_norm_t.dtype)
             add_(solution, term, alpha=keep)
             pending.append(term_norm_t)
-            if len(pending) < checks and k < self.terms:
+            if len(pending) < checks and k < last:
                 continue
             first_term = k - len(pending) + 1
             norms = [float(pending[0])] if checks == 1 else torch.stack(pending).tolist()
@@ -249,7 +282,7 @@ class Neumann:
             pending.clear()
             if status != Status.MAX_ITERATIONS:
                 break
-        return solution, self._info(status, message, iterations, matvecs, extras)
+        return solution, self._info(status, message, iterations, matvecs, extras), state
 
     def _sum_in_krylov_space(
         self,
@@ -261,18 +294,18 @@ class Neumann:
     ) -> tuple[list[torch.Tensor], SolveInfo]:
         """The series from the Lanczos run that estimated λ̂max from b, without a product.
 
-        Its m ≥ K + 1 steps give A^k b = ‖b‖ Q T^k e₁ for k < m, so the terms are
+        Its m ≥ K steps give A^k b = ‖b‖ Q T^k e₁ for k < m, so the terms are
         t_k = α(I − αA)^k b = Q c_k with c_0 = α‖b‖e₁ and c_{k+1} = c_k − αT c_k, where c_k
-        lives on the first k + 1 coordinates (only the leading (K+1)×(K+1) block of T and the
-        first K + 1 Lanczos vectors q_j enter). The norms are ‖t_k‖² = c_kᵀ G c_k with the Gram
-        matrix G = QᵀQ of those vectors, exact even where rounding has cost them their
+        lives on the first k + 1 coordinates (only the leading K×K block of T and the
+        first K Lanczos vectors q_j enter, k = 0..K−1). The norms are ‖t_k‖² = c_kᵀ G c_k with
+        the Gram matrix G = QᵀQ of those vectors, exact even where rounding has cost them their
         orthogonality (one host read), and the stopping tests are the term-by-term ones.
         """
-        size = self.terms + 1
+        size = self.terms
         block = krylov.tridiagonal[:size, :size]
         coefficients = [torch.zeros(size, dtype=torch.float64)]
         coefficients[0][0] = alpha * b_norm
-        for _ in range(self.terms):
+        for _ in range(size - 1):
             coefficients.append(coefficients[-1] - alpha * (block @ coefficients[-1]))
         basis = krylov.basis[:size]
         pairs = [(i, j) for i in range(size) for j in range(i, size)]
@@ -284,7 +317,7 @@ class Neumann:
         first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
         included = coefficients[0].clone()
-        for j in range(1, self.terms + 1):
+        for j in range(1, size):
             iterations = j
             stop = self._check_term(j, norms[j], previous_norm, first_norm, alpha, extras)
             previous_norm = norms[j]
@@ -331,7 +364,8 @@ class Neumann:
         matvecs: int,
         extras: dict[str, float],
     ) -> SolveInfo:
-        """The solve's report; a sum of all K terms whose last ratio is ≥ 1 is ``unstable``."""
+        """The solve's report (``iterations``: the highest power computed, one product each);
+        a sum of all K terms whose last ratio is ≥ 1 is ``unstable``."""
         if status == Status.MAX_ITERATIONS and extras.get("spectral_radius_estimate", 0.0) >= 1:
             status = Status.UNSTABLE
             message += (

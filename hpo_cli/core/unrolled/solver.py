@@ -1,9 +1,9 @@
 """``solver=unrolled``: the hypergradient by differentiating K steps of the inner optimiser.
 
 Not an inverse-HVP solver (it never solves H x = b, so it does not fit ``solver(matvec, b)``):
-it exposes :meth:`Unrolled.hypergradient`, which :meth:`hpo_cli.core.joint.JointOptimizer.
-unrolled_hyper_step` calls with closures for the training mini-batches and the validation loss.
-``unrolls = True`` marks such solvers for the runner.
+a :class:`hpo_cli.core.methods.HypergradientMethod` of its own, which
+:meth:`hpo_cli.core.joint.JointOptimizer.hyper_step` calls like the implicit one; it evaluates
+``inner_batches`` = K training mini-batches (``losses.inner_training_loss``) and keeps no state.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
 from hpo_cli.core.hypergradient import Hypergradient
+from hpo_cli.core.methods import HypergradientMethod, HyperLosses
 from hpo_cli.core.solvers.base import SolveInfo, Status
-from hpo_cli.core.unrolled.unroll import TrainingLoss, ValidationLoss, unrolled_hypergradient
+from hpo_cli.core.unrolled.unroll import unrolled_hypergradient
 from hpo_cli.core.unrolled.updates import InnerUpdate, SGDUpdate, State, state_of, update_for
 from hpo_cli.core.vectors import all_finite
 
@@ -26,7 +26,7 @@ INNER = ("configured", "sgd")
 
 
 @dataclass(frozen=True)
-class Unrolled:
+class Unrolled(HypergradientMethod):
     """dL_v(w_K(λ))/dλ through K differentiable inner steps from the current weights.
 
     Args:
@@ -45,8 +45,6 @@ class Unrolled:
     inner: str = "configured"
     lr: float = 0.01
 
-    unrolls: ClassVar[bool] = True
-
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ValueError(f"unrolled.steps must be >= 0, got {self.steps}")
@@ -54,6 +52,15 @@ class Unrolled:
             raise ValueError(f"unrolled.inner={self.inner!r} is unknown; choose {INNER}")
         if not self.lr > 0:
             raise ValueError(f"unrolled.lr must be > 0, got {self.lr}")
+
+    @property
+    def inner_batches(self) -> int:  # type: ignore[override]
+        """K: one training mini-batch per unrolled step."""
+        return self.steps
+
+    def check(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
+        """Raise ``ValueError`` for an inner optimiser that cannot be unrolled."""
+        self.update_and_state(optimizer, params)
 
     def update_and_state(
         self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]
@@ -70,11 +77,16 @@ class Unrolled:
         model: nn.Module,
         hparams: Sequence[torch.Tensor],
         optimizer: torch.optim.Optimizer,
-        training_loss: TrainingLoss,
-        validation_loss: ValidationLoss,
-    ) -> Hypergradient:
-        """The unrolled hypergradient with :class:`Hypergradient`'s diagnostics: ``hvps`` counts
-        the K Hessian-vector products of the reverse pass; ``residual`` is ``None``."""
+        losses: HyperLosses,
+        state: None = None,
+    ) -> tuple[Hypergradient, None]:
+        """The unrolled hypergradient through K steps on ``losses.inner_training_loss(k)``,
+        k < K, then ``losses.validation_loss()``, with :class:`Hypergradient`'s diagnostics:
+        ``hvps`` counts the K Hessian-vector products of the reverse pass; ``residual`` is
+        ``None``. No state (``state`` is ignored, ``None`` returned)."""
+        if losses.inner_training_loss is None and self.steps > 0:
+            raise ValueError("solver=unrolled needs losses.inner_training_loss (K mini-batches)")
+        training_loss = losses.inner_training_loss or (lambda k: losses.training_loss())
         params = list(model.parameters())
         update, state = self.update_and_state(optimizer, params)
         started = time.perf_counter()
@@ -84,7 +96,7 @@ class Unrolled:
             update,
             state,
             training_loss,
-            validation_loss,
+            losses.validation_loss,
             self.steps,
             checkpoint=self.checkpoint,
         )
@@ -99,4 +111,4 @@ class Unrolled:
         failure = None
         if not all_finite(grads):
             failure = f"the unrolled hypergradient is not finite ({info.message})"
-        return Hypergradient(grads, info, None, self.steps, failure)
+        return Hypergradient(grads, info, None, self.steps, failure), None

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.core.joint import JointOptimizer
+from hpo_cli.core.methods import hypergradient_method
 from hpo_cli.data import Splits
 from hpo_cli.data.protocol import DataOptions, as_splits
 from hpo_cli.data.streaming import StreamedSplit
@@ -206,7 +207,9 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         list(hyper.parameters()),
         optimizer=build(cfg.optimizer, model.parameters()),
         hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
-        solver=build(solver_without_curvature(cfg.solver)),
+        solver=hypergradient_method(
+            build(solver_without_curvature(cfg.solver)), cfg.solver.get("curvature", "hessian")
+        ),
         on_failure=cfg.on_failure,
     )
     return Experiment(

@@ -31,6 +31,7 @@ from omegaconf.errors import ValidationError
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
 from hpo_cli.core.curvature import CURVATURES
+from hpo_cli.core.methods import HypergradientMethod
 from hpo_cli.core.solvers.diagonal import MOMENT_OPTIMIZERS
 from hpo_cli.data.protocol import DataOptions
 from hpo_cli.runner.errors import ConfigError
@@ -76,11 +77,11 @@ def schema_for(target: Callable[..., Any]) -> type:
 
 
 def solver_schema(target: Callable[..., Any]) -> type:
-    """:func:`schema_for` a solver; an inverse-HVP solver's (any but those that unroll the inner
-    optimisation, ``target.unrolls``) gains ``curvature``: the matrix it inverts
-    (:data:`hpo_cli.core.curvature.CURVATURES`), read by the runner and not passed to the solver."""
+    """:func:`schema_for` a solver; an inverse-HVP solver's (any but a hypergradient method of its
+    own, such as ``Unrolled``) gains ``curvature``: the matrix it inverts
+    (:data:`hpo_cli.core.curvature.CURVATURES`), the implicit method's constructor argument."""
     schema = schema_for(target)
-    if getattr(target, "unrolls", False):
+    if isinstance(target, type) and issubclass(target, HypergradientMethod):
         return schema
     return make_dataclass(schema.__name__, [("curvature", str, "hessian")], bases=(schema,))
 

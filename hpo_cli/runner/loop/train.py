@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from hpo_cli.runner.loop.diagnostics import (
     solver_comparison_rows,
 )
 from hpo_cli.runner.loop.early_stopping import EarlyStopping
-from hpo_cli.runner.loop.hyper_losses import check_unrolled, ift_losses, unrolled_losses
+from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
 from hpo_cli.runner.report.console import log_due
 from hpo_cli.runner.rundir.checkpoint import (
@@ -65,10 +64,7 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
     train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
     try:
-        if getattr(exp.joint.solver, "unrolls", False):  # differentiates K inner steps itself
-            result = exp.joint.unrolled_hyper_step(*unrolled_losses(exp, val_batch))
-        else:
-            result = exp.joint.hyper_step(*ift_losses(exp, train_batch, val_batch))
+        result = exp.joint.hyper_step(hyper_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
     progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
@@ -137,9 +133,9 @@ def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> d
     for name in ("train", "val", "test"):
         row[f"{name}_loss"], row[f"{name}_error"] = evaluate_split(exp, getattr(exp.data, name))
     values = exp.hyper.constrained_values()
-    inner_state = getattr(exp.joint.optimizer, "last_step", None)
-    if is_dataclass(inner_state):  # e.g. HessianFree.last_step: damping, CG iterations, ...
-        row["inner_optimizer_state"] = json.dumps(asdict(inner_state))
+    inner_state = exp.joint.inner_diagnostics()  # e.g. Hessian-free's damping, CG iterations
+    if inner_state is not None:
+        row["inner_optimizer_state"] = json.dumps(inner_state)
     row.update(
         hyper_mean=float(values.mean()),
         hyper_min=float(values.min()),

@@ -38,9 +38,8 @@ class Horizon:
         if exp.cfg.hyper_steps:  # the hyper-step's own draws come first
             exp.data.train.sample(exp.cfg.hyper_train_batch, generator)
             exp.data.val.sample(exp.cfg.hyper_val_batch, generator)
-            if getattr(exp.joint.solver, "unrolls", False):  # solver=unrolled's K batches
-                for _ in range(exp.joint.solver.steps):
-                    exp.data.train.sample(exp.cfg.batch_size, generator)
+            for _ in range(exp.joint.method.inner_batches):  # solver=unrolled's K batches
+                exp.data.train.sample(exp.cfg.batch_size, generator)
         self.batches = [exp.data.train.sample(exp.cfg.batch_size, generator) for _ in range(steps)]
         params = list(exp.model.parameters())
         self.update = update_for(exp.joint.optimizer)
