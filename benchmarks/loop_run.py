@@ -34,7 +34,8 @@ from hpo_cli.analysis.hessian.operators import SymmetricOperator
 from hpo_cli.core.solvers import lanczos_extremes
 from hpo_cli.core.solvers.diagonal import second_moment_diagonal
 from hpo_cli.core.vectors import flatten
-from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.train import inner_step
 
 Vector = list[torch.Tensor]
@@ -279,7 +280,7 @@ def run_problem(
 ) -> tuple[list[Family], dict]:
     """The run; ``compiled`` adds the row of CG with ``compile=True``."""
     exp = build_experiment(compose_config(problem.overrides))
-    cfg = exp.cfg
+    cfg = exp.settings
     records: dict[str, Record] = {}
     chosen: list[Family] = []
     for step in range(problem.outer_steps):

@@ -62,8 +62,9 @@ from benchmarks.harness import (
     write_report,
 )
 from benchmarks.machine import CpuSnapshot
-from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.loop.train import hyper_step, inner_step, outer_step
 

@@ -15,8 +15,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.rundir.checkpoint import load_checkpoint
+from hpo_cli.runner.rundir.directory import RunDirectory
 
 RUN_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml", "checkpoint.pt")
 """What a completed ``hpo-run`` leaves in its run directory (the figures read some of these)."""
@@ -99,12 +101,12 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """The run's ``summary.json``."""
-    return json.loads((run_dir / "summary.json").read_text())
+    return json.loads(RunDirectory(run_dir).summary.read_text())
 
 
 def run_config(run_dir: Path) -> DictConfig:
     """The composed configuration Hydra saved in ``run_dir/.hydra/config.yaml``."""
-    return OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return OmegaConf.load(RunDirectory(run_dir).saved_config)
 
 
 def restore_run(run_dir: Path) -> Experiment:

@@ -22,7 +22,7 @@ from experiments.common import restore_run, save, script_main
 from hpo_cli import Exact, Neumann, TrainingCurvature, hypergradient
 from hpo_cli.core.solvers import estimate_largest_eigenvalue
 from hpo_cli.core.vectors import add, flatten, norm, scale
-from hpo_cli.runner.config.build import Experiment
+from hpo_cli.runner.loop.experiment import Experiment
 
 CAPTION = (
     "Neumann series on seed 000's ReLU MLP: without a step (α = 1) the terms explode and the "
@@ -88,8 +88,9 @@ def step_sizes(exp: Experiment) -> dict[str, float]:
     b = [g.detach() for g in torch.autograd.grad(val_loss, params)]
     largest, _ = estimate_largest_eigenvalue(curvature.hvp, b, 20)
     alphas = {"α = 1 (no step)": 1.0, "auto α = 1/λ̂max": 1.0 / largest}
-    if exp.cfg.solver.get("alpha") not in (None, "auto"):
-        alphas[f"fixed α = {exp.cfg.solver.alpha:g}"] = float(exp.cfg.solver.alpha)
+    alpha = exp.joint.method.solver.alpha
+    if alpha not in (None, "auto"):
+        alphas[f"fixed α = {alpha:g}"] = float(alpha)
     return alphas
 
 

@@ -25,9 +25,9 @@ from image_files import write_readable
 from omegaconf import DictConfig, OmegaConf
 from option_configs import options
 
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.train import train
 
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
 FLAT_DATASETS = {"diabetes", "linreg", "regression1d"}

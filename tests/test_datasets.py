@@ -26,8 +26,8 @@ from hpo_cli.data import (
     load_regression1d,
 )
 from hpo_cli.data.bundled import bundled_table
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
-from hpo_cli.runner.loop.train import train
 
 IMAGE_LOADERS = {
     "mnist": load_mnist,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_own_problem import compose_with
 
-from hpo_cli.runner.loop.train import train
+from hpo_cli.runner.cli.command import train
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "examples" / "wine_project"

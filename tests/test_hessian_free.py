@@ -25,10 +25,10 @@ from hpo_cli.optim.local_model import (
     loss_and_outputs,
 )
 from hpo_cli.optim.truncated_cg import CGRun, SavedIterate, save_grid
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.train import train
 
 DT = torch.float64
 

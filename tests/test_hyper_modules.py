@@ -23,8 +23,8 @@ from hpo_cli.data import Batch, Split, Splits
 from hpo_cli.data.tasks import cross_entropy
 from hpo_cli.hyper import AugmentNet, Distill, Dropout, HyperModule, LossWeights, WeightDecay
 from hpo_cli.models import MLP
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
-from hpo_cli.runner.loop.train import train
 
 DT = torch.float64
 RIDGE = 1e-2

@@ -24,7 +24,7 @@ from composed import run_config
 
 from hpo_cli import hpo_hessian as hessian_cli
 from hpo_cli.runner.cli import command as cli
-from hpo_cli.runner.loop.train import train
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.rundir.checkpoint import (
     CheckpointError,
     load_checkpoint,

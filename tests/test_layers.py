@@ -4,6 +4,7 @@ Everything outside the two applications (``hpo_cli/runner``: ``hpo-run``; ``hpo_
 is usable from a notebook with plain tensors: it imports neither Hydra, nor OmegaConf, nor an
 application; ``hpo_cli.core`` (the IFT maths) imports none of the layers built on it (analysis,
 data, models, hyper, optim, the applications); and no module imports, through any chain, itself.
+Inside ``hpo-run``, the loop, reports and trackers come after ``build`` and import no configuration.
 Checked on the source with :mod:`ast`, so an import inside a function counts too.
 """
 
@@ -63,6 +64,24 @@ def test_nothing_outside_the_applications_imports_hydra_omegaconf_or_an_applicat
         if not any(within(module_name(path), app) for app in APPLICATIONS)
         for name in sorted(imports(path))
         if any(within(name, banned) for banned in APPLICATION_ONLY)
+    ]
+    assert offenders == []
+
+
+AFTER_BUILD = ("hpo_cli.runner.loop", "hpo_cli.runner.report", "hpo_cli.runner.tracking")
+"""What runs after ``build``: typed objects only, no configuration."""
+BEFORE_BUILD = ("hydra", "omegaconf", "hpo_cli.runner.config", "hpo_cli.runner.cli")
+
+
+def test_nothing_after_build_reads_the_configuration():
+    """The loop, the reports and the trackers import neither Hydra, nor OmegaConf, nor the
+    config and command-line packages: ``build`` hands them typed objects."""
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)} imports {name}"
+        for path in modules()
+        if any(within(module_name(path), after) for after in AFTER_BUILD)
+        for name in sorted(imports(path))
+        if any(within(name, before) for before in BEFORE_BUILD)
     ]
     assert offenders == []
 

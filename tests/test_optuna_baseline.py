@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 import hpo_cli
 from experiments import optuna_baseline
 from experiments.common import read_summary
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
-from hpo_cli.runner.loop.train import train
 from hpo_cli.runner.sweeps.aggregate import job_dirs
 
 CONF = Path(hpo_cli.__file__).parent / "conf"

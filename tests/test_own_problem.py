@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.train import train
 
 SMALL = [
     "dataset.train_size=30",

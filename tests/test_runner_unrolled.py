@@ -10,11 +10,12 @@ import torch
 from composed import run_config
 
 from hpo_cli.core.unrolled import state_of, unrolled_hypergradient, update_for
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.hyper_losses import hyper_losses
 from hpo_cli.runner.loop.progress import Progress
-from hpo_cli.runner.loop.train import hyper_step, inner_step, train
+from hpo_cli.runner.loop.train import hyper_step, inner_step
 
 TINY = [
     "dataset.train_size=20",
@@ -46,8 +47,8 @@ def test_the_hyper_step_is_the_unrolled_hypergradient_and_leaves_the_run_alone()
     before = [h.detach().clone() for h in hparams]
 
     generator_state = exp.batches.get_state()
-    train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)  # hyper_step's
-    val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
+    train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)  # hyper_step's
+    val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
     losses = hyper_losses(exp, train_batch, val_batch)
     training_loss, validation_loss = losses.inner_training_loss, losses.validation_loss
     update = update_for(exp.joint.optimizer)
@@ -65,7 +66,7 @@ def test_the_hyper_step_is_the_unrolled_hypergradient_and_leaves_the_run_alone()
     progress = Progress()
     hyper_step(exp, progress)
     assert progress.last_hyper["solver_status"] == "approximation"
-    lr = exp.cfg.hyper_optimizer.lr
+    lr = exp.joint.hyper_optimizer.param_groups[0]["lr"]
     for h, b, g in zip(hparams, before, expected, strict=True):
         assert not torch.equal(h, b)
         assert h.grad is not None

@@ -8,10 +8,12 @@ import torch
 from composed import run_config
 
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
-from hpo_cli.runner.config.build import Experiment, build_experiment
+from hpo_cli.runner.cli.command import train
+from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.loop.diagnostics import untouched_run
+from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress, RunFailed
-from hpo_cli.runner.loop.train import evaluate_split, hyper_step, inner_step, train
+from hpo_cli.runner.loop.train import evaluate_split, hyper_step, inner_step
 from hpo_cli.runner.rundir.checkpoint import read_checkpoint
 
 TINY = [

@@ -13,9 +13,10 @@ from composed import run_config
 
 from hpo_cli.analysis.training_response import agreement, correlation, random_directions
 from hpo_cli.core.unrolled import unroll
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.train import inner_step, train
+from hpo_cli.runner.loop.train import inner_step
 from hpo_cli.runner.loop.training_response import Horizon
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS
 

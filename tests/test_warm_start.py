@@ -171,13 +171,9 @@ def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, op
     from benchmarks.overhead import compose_config
     from hpo_cli.runner.config.build import build_experiment
     from hpo_cli.runner.loop.progress import Progress
+    from hpo_cli.runner.loop.state import checkpoint_state, restore
     from hpo_cli.runner.loop.train import outer_step
-    from hpo_cli.runner.rundir.checkpoint import (
-        checkpoint_state,
-        load_checkpoint,
-        restore,
-        save_checkpoint,
-    )
+    from hpo_cli.runner.rundir.checkpoint import load_checkpoint, save_checkpoint
 
     overrides = [
         f"solver={solver}",
@@ -245,7 +241,8 @@ def test_a_checkpoint_from_before_neumanns_reindexing_is_refused(tmp_path):
     from benchmarks.overhead import compose_config
     from hpo_cli.runner.config.build import build_experiment
     from hpo_cli.runner.loop.progress import Progress
-    from hpo_cli.runner.rundir.checkpoint import CheckpointError, checkpoint_state, restore
+    from hpo_cli.runner.loop.state import checkpoint_state, restore
+    from hpo_cli.runner.rundir.checkpoint import CheckpointError
 
     overrides = ["solver=neumann", "inner_steps=1", "model.hidden_sizes=[8]"]
     exp = build_experiment(compose_config(overrides))

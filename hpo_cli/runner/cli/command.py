@@ -30,15 +30,17 @@ from omegaconf import DictConfig
 
 from hpo_cli.runner.cli.help import group_options, help_text
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare, save_run_config
+from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs, validate
+from hpo_cli.runner.config.trackers import trackers_for
 from hpo_cli.runner.errors import ConfigError, fail
-from hpo_cli.runner.loop.progress import RunFailed
-from hpo_cli.runner.loop.train import train
+from hpo_cli.runner.loop import train as loop
+from hpo_cli.runner.loop.progress import Progress, RunFailed
 from hpo_cli.runner.report.console import summary_block
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.lock import RunLocked, run_lock
 from hpo_cli.runner.rundir.summary import write_summary
-from hpo_cli.runner.tracking.setup import trackers_for
+from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger("hpo_cli")
 register_configs()
@@ -59,6 +61,12 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
         write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
     log.error("job refused: %s", message)
     return math.nan
+
+
+def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
+    """Build the experiment of ``cfg`` (the line after which nothing reads the configuration)
+    and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`)."""
+    return loop.run(build_experiment(cfg), run_dir, trackers)
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:

@@ -1,5 +1,7 @@
 """From a composed configuration to the objects of a run: device, data, model, hyperparameter
-module, solver, optimisers (:func:`build_experiment`).
+module, hypergradient method, optimisers, early stopping (:func:`build_experiment`), the typed
+:class:`hpo_cli.runner.loop.experiment.Experiment` the loop runs; nothing after it reads the
+configuration.
 
 Objects are built with ``hydra.utils.instantiate`` from each group's ``_target_``; run-time
 objects (the data, the model, parameter iterators) are passed to the constructors as they are.
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from hpo_cli.data.tasks import CRITERIA, ERRORS
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.runner.config.targets import check_node, offered_arguments
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -71,29 +74,6 @@ def solver_without_curvature(node: DictConfig) -> DictConfig:
     still keyed ``solver`` so that errors name ``solver.<key>``."""
     kept = {k: v for k, v in node.items() if k != "curvature"}
     return OmegaConf.create({"solver": kept}).solver
-
-
-@dataclass
-class Experiment:
-    """Everything built from a configuration, ready to train.
-
-    ``joint`` holds the model, λ, both optimisers and the solver
-    (:class:`hpo_cli.core.joint.JointOptimizer`); ``batches`` draws every mini-batch.
-    """
-
-    cfg: DictConfig
-    device: torch.device
-    data: Splits
-    model: torch.nn.Module
-    hyper: HyperModule
-    joint: JointOptimizer
-    criterion: Criterion
-    error: Criterion
-    batches: torch.Generator
-
-    def new_optimizer(self) -> torch.optim.Optimizer:
-        """A fresh inner optimiser over the model's parameters (``reset_inner_optimizer``)."""
-        return build(self.cfg.optimizer, self.model.parameters())
 
 
 @dataclass
@@ -202,10 +182,14 @@ def build_experiment(cfg: DictConfig) -> Experiment:
             f"{whole[0]}=null asks for a whole split, but the data set is streamed (larger than "
             f"data.max_in_memory_bytes={cfg.data.max_in_memory_bytes}): set {' and '.join(whole)}"
         )
+
+    def new_optimizer() -> torch.optim.Optimizer:
+        return build(cfg.optimizer, model.parameters())
+
     joint = JointOptimizer(
         model,
         list(hyper.parameters()),
-        optimizer=build(cfg.optimizer, model.parameters()),
+        optimizer=new_optimizer(),
         hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
         solver=hypergradient_method(
             build(solver_without_curvature(cfg.solver)), cfg.solver.get("curvature", "hessian")
@@ -213,7 +197,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         on_failure=cfg.on_failure,
     )
     return Experiment(
-        cfg=cfg,
+        settings=run_settings(cfg),
         device=problem.device,
         data=data,
         model=model,
@@ -222,4 +206,14 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         criterion=problem.criterion,
         error=ERRORS[data.task],
         batches=torch.Generator().manual_seed(cfg.seed),
+        stopping=build(cfg.early_stopping),
+        new_optimizer=new_optimizer,
     )
+
+
+def run_settings(cfg: DictConfig) -> RunSettings:
+    """The top-level keys the loop reads, as plain values (``resume``: whether to continue)."""
+    values = {f.name: cfg[f.name] for f in fields(RunSettings)}
+    values["solver_comparison"] = OmegaConf.to_object(cfg.solver_comparison)
+    values["resume"] = bool(cfg.resume)
+    return RunSettings(**values)

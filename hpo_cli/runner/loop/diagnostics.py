@@ -10,7 +10,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from hpo_cli.analysis.hessian import extreme_eigenvalues, hessian_operator, hutchinson_trace
 from hpo_cli.analysis.solver_comparison import (
@@ -21,8 +20,8 @@ from hpo_cli.analysis.solver_comparison import (
 )
 from hpo_cli.core.solvers import Exact
 from hpo_cli.core.unrolled import update_for
-from hpo_cli.runner.config.build import Experiment
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.hyper_losses import output_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed
 from hpo_cli.runner.loop.training_response import horizon_rows, unroll_candidates
@@ -51,16 +50,16 @@ def hessian_row(exp: Experiment) -> dict[str, float]:
     its standard error. Computed inside :func:`untouched_run`, so switching the diagnostics on
     leaves the run's trajectory unchanged."""
     with untouched_run(exp):
-        batch = exp.data.train.head(exp.cfg.hyper_train_batch)
+        batch = exp.data.train.head(exp.settings.hyper_train_batch)
         loss = exp.hyper.training_loss(exp.model, batch, exp.criterion)
         operator = hessian_operator(loss, list(exp.model.parameters()))
         extremes = {
             which: extreme_eigenvalues(
-                operator, 1, which, seed=exp.cfg.seed, tol=1e-3, maxiter=5, fallback_steps=30
+                operator, 1, which, seed=exp.settings.seed, tol=1e-3, maxiter=5, fallback_steps=30
             ).values[0]
             for which in ("LA", "SA")
         }
-        trace = hutchinson_trace(operator, exp.cfg.hessian_probes, seed=exp.cfg.seed)
+        trace = hutchinson_trace(operator, exp.settings.hessian_probes, seed=exp.settings.seed)
     return {
         "hessian_lambda_max": float(extremes["LA"]),
         "hessian_lambda_min": float(extremes["SA"]),
@@ -69,11 +68,11 @@ def hessian_row(exp: Experiment) -> dict[str, float]:
     }
 
 
-def solver_comparison_due(cfg: DictConfig, outer_step: int) -> bool:
+def solver_comparison_due(settings: RunSettings, outer_step: int) -> bool:
     """Whether outer step ``outer_step`` compares solvers: every ``solver_comparison.every``
     steps and at the last one."""
-    every = cfg.solver_comparison.every
-    return bool(every) and (outer_step % every == 0 or outer_step == cfg.outer_steps)
+    every = settings.solver_comparison.every
+    return bool(every) and (outer_step % every == 0 or outer_step == settings.outer_steps)
 
 
 def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str, Any]]:
@@ -87,9 +86,9 @@ def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str
         RunFailed: the comparison is impossible here (λmax ≤ 0 leaves Neumann no step α; the
             dense reference is not finite).
     """
-    settings = exp.cfg.solver_comparison
-    train_batch = exp.data.train.head(exp.cfg.hyper_train_batch)
-    val_batch = exp.data.val.head(exp.cfg.hyper_val_batch)
+    settings = exp.settings.solver_comparison
+    train_batch = exp.data.train.head(exp.settings.hyper_train_batch)
+    val_batch = exp.data.val.head(exp.settings.hyper_val_batch)
 
     def losses() -> tuple[torch.Tensor, torch.Tensor]:
         return (
@@ -127,7 +126,7 @@ def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str
 def check_solver_comparison(exp: Experiment) -> None:
     """Refuse, before training, a comparison whose dense reference the model is too big for, or
     whose unrolled candidates and references the inner optimiser cannot be unrolled for."""
-    settings = exp.cfg.solver_comparison
+    settings = exp.settings.solver_comparison
     if not settings.every:
         return
     if settings.horizons or "unrolled" in settings.solvers:
@@ -138,6 +137,6 @@ def check_solver_comparison(exp: Experiment) -> None:
     size, limit = sum(p.numel() for p in exp.model.parameters()), Exact().max_dim
     if size > limit:
         raise ConfigError(
-            f"solver_comparison.every={exp.cfg.solver_comparison.every} is invalid: its dense "
+            f"solver_comparison.every={exp.settings.solver_comparison.every} is invalid: its dense "
             f"reference solve takes at most {limit} weights and the model has {size}"
         )

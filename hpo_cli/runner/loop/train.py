@@ -22,29 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hpo_cli.core.hypergradient import HypergradientError
 from hpo_cli.data import Split
-from hpo_cli.runner.config.build import Experiment, build, build_experiment
 from hpo_cli.runner.loop.diagnostics import (
     check_solver_comparison,
     hessian_row,
     solver_comparison_due,
     solver_comparison_rows,
 )
-from hpo_cli.runner.loop.early_stopping import EarlyStopping
+from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
+from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import log_due
-from hpo_cli.runner.rundir.checkpoint import (
-    checkpoint_state,
-    load_checkpoint,
-    restore,
-    save_checkpoint,
-)
+from hpo_cli.runner.rundir.checkpoint import load_checkpoint, save_checkpoint
 from hpo_cli.runner.rundir.directory import BEST_CHECKPOINT, RunDirectory
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.tracking import Trackers
@@ -54,15 +48,15 @@ log = logging.getLogger(__name__)
 
 def inner_step(exp: Experiment) -> torch.Tensor:
     """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
-    batch = exp.data.train.sample(exp.cfg.batch_size, exp.batches)
+    batch = exp.data.train.sample(exp.settings.batch_size, exp.batches)
     return exp.joint.inner_step(lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion))
 
 
 def hyper_step(exp: Experiment, progress: Progress) -> None:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted."""
-    train_batch = exp.data.train.sample(exp.cfg.hyper_train_batch, exp.batches)
-    val_batch = exp.data.val.sample(exp.cfg.hyper_val_batch, exp.batches)
+    train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)
+    val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
     try:
         result = exp.joint.hyper_step(hyper_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
@@ -93,19 +87,19 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
     Raises:
         RunFailed: a non-finite training loss, or a failed hyper-step with ``on_failure=stop``.
     """
-    cfg = exp.cfg
+    settings = exp.settings
     progress.outer_step += 1
-    if cfg.reset_inner_optimizer:
+    if settings.reset_inner_optimizer:
         exp.joint.optimizer = exp.new_optimizer()
     with phase(progress, "inner", exp.device):
-        for _ in range(cfg.inner_steps):
+        for _ in range(settings.inner_steps):
             loss = inner_step(exp)
-        progress.inner_steps += cfg.inner_steps
+        progress.inner_steps += settings.inner_steps
     check_finite(loss, "training loss", progress)
-    if comparisons is not None and solver_comparison_due(cfg, progress.outer_step):
+    if comparisons is not None and solver_comparison_due(settings, progress.outer_step):
         with phase(progress, "solver_comparison", exp.device):
             comparisons.extend(solver_comparison_rows(exp, progress))
-    if cfg.hyper_steps:
+    if settings.hyper_steps:
         with phase(progress, "hypergradient", exp.device):
             hyper_step(exp, progress)
 
@@ -144,7 +138,7 @@ def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> d
         wall_time_s=wall_time_s,
         **progress.last_hyper,
     )
-    every = exp.cfg.hessian_every
+    every = exp.settings.hessian_every
     if every and progress.outer_step % every == 0:
         row.update(hessian_row(exp))
     return row
@@ -168,7 +162,7 @@ def start_or_resume(
     """The progress of a resumed run (its files cut back to its checkpoint), or of a fresh one
     after ``warmup_inner_steps``; and whether the run is fresh."""
     logs = [metrics] if comparisons is None else [metrics, comparisons]
-    checkpoint = load_checkpoint(run_dir) if exp.cfg.resume else None
+    checkpoint = load_checkpoint(run_dir) if exp.settings.resume else None
     if checkpoint is not None:
         progress = restore(exp, checkpoint)
         progress.device = str(exp.device)
@@ -177,34 +171,33 @@ def start_or_resume(
             comparisons.keep_until(progress.outer_step)
         log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
         return progress, False
-    if not exp.cfg.resume:
+    if not exp.settings.resume:
         RunDirectory(run_dir).refuse_existing_run()
     for file in logs:
         file.keep_until(-1)
     progress = Progress(device=str(exp.device), metrics_rows=0)
-    for _ in range(exp.cfg.warmup_inner_steps):
+    for _ in range(exp.settings.warmup_inner_steps):
         inner_step(exp)
-    progress.inner_steps = exp.cfg.warmup_inner_steps
+    progress.inner_steps = exp.settings.warmup_inner_steps
     return progress, True
 
 
-def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
-    """Run (or resume) the experiment of ``cfg``, writing metrics and checkpoints to ``run_dir``
-    and every metrics row to ``trackers``; stop early by ``cfg.early_stopping``
+def run(exp: Experiment, run_dir: Path, trackers: Trackers | None = None) -> Progress:
+    """Run (or resume) ``exp``, writing metrics and checkpoints to ``run_dir`` and every metrics
+    row to ``trackers``; stop early by ``exp.stopping``
     (:mod:`hpo_cli.runner.loop.early_stopping`), keeping the best weights in checkpoint_best.pt.
 
     Raises:
         RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
             ``on_failure=skip``); metrics and the last checkpoint stay on disk.
     """
-    exp = build_experiment(cfg)
-    stopping: EarlyStopping = build(cfg.early_stopping)
+    settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
     check_unrolled(exp)
     files = RunDirectory(run_dir)
     metrics = MetricsLog(files.metrics)
     comparisons = None
-    if cfg.solver_comparison.every:
+    if settings.solver_comparison.every:
         comparisons = MetricsLog(
             files.solver_comparison, SOLVER_COMPARISON_COLUMNS, one_row_per_step=False
         )
@@ -238,20 +231,20 @@ def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> P
         )
 
     bar = tqdm(
-        total=cfg.outer_steps,
+        total=settings.outer_steps,
         initial=progress.outer_step,
         desc="outer steps",
-        disable=None if cfg.progress else True,
+        disable=None if settings.progress else True,
         dynamic_ncols=True,
     )
     try:
         with logging_redirect_tqdm(), bar:
-            while progress.outer_step < cfg.outer_steps and not stopping.stopped(
+            while progress.outer_step < settings.outer_steps and not stopping.stopped(
                 progress.early_stopping
             ):
                 outer_step(exp, progress, comparisons)
-                last = progress.outer_step == cfg.outer_steps
-                if progress.outer_step % cfg.eval_every == 0 or last:
+                last = progress.outer_step == settings.outer_steps
+                if progress.outer_step % settings.eval_every == 0 or last:
                     with phase(progress, "eval", exp.device):
                         row = evaluation_row(exp, progress, elapsed())
                     record(row)
@@ -261,12 +254,12 @@ def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> P
                         val_err=f"{row['val_error']:.3f}",
                         test_err=f"{row['test_error']:.3f}",
                     )
-                    if log_due(progress.outer_step, cfg.eval_every, cfg.log_every, last):
+                    if log_due(progress.outer_step, settings.eval_every, settings.log_every, last):
                         log_row(row)
-                if progress.outer_step % cfg.checkpoint_every == 0 or last:
+                if progress.outer_step % settings.checkpoint_every == 0 or last:
                     save_checkpoint(run_dir, checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)
-        check_skipped(cfg, progress)
+        check_skipped(settings, progress)
     finally:
         progress.elapsed_s = elapsed()
     stopped = stopping.stopped(progress.early_stopping)
@@ -274,7 +267,7 @@ def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> P
     return progress
 
 
-def check_skipped(cfg: DictConfig, progress: Progress) -> None:
+def check_skipped(settings: RunSettings, progress: Progress) -> None:
     """Fail a run whose hyper-steps were mostly skipped (``on_failure=skip``): more than
     ``max_skipped_fraction`` of its outer steps, so λ was hardly tuned.
 
@@ -282,10 +275,10 @@ def check_skipped(cfg: DictConfig, progress: Progress) -> None:
         RunFailed: with the count, so that summary.json and the exit status say so.
     """
     steps, skipped = progress.outer_step, progress.skipped_hyper_steps
-    if cfg.hyper_steps and steps and skipped > cfg.max_skipped_fraction * steps:
+    if settings.hyper_steps and steps and skipped > settings.max_skipped_fraction * steps:
         raise RunFailed(
             f"{skipped} of {steps} hyper-steps were skipped (more than max_skipped_fraction="
-            f"{cfg.max_skipped_fraction:g} of them): λ was hardly tuned; see the warnings, and "
-            "the solver_status column of metrics.csv",
+            f"{settings.max_skipped_fraction:g} of them): λ was hardly tuned; see the warnings, "
+            "and the solver_status column of metrics.csv",
             progress,
         )

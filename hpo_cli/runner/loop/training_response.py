@@ -25,7 +25,7 @@ from hpo_cli.analysis.training_response import (
 )
 from hpo_cli.core.unrolled import state_of, unrolled_hypergradient, update_for
 from hpo_cli.data import Batch
-from hpo_cli.runner.config.build import Experiment
+from hpo_cli.runner.loop.experiment import Experiment
 
 
 class Horizon:
@@ -35,15 +35,17 @@ class Horizon:
         self.exp, self.steps = exp, steps
         generator = torch.Generator()
         generator.set_state(exp.batches.get_state())
-        if exp.cfg.hyper_steps:  # the hyper-step's own draws come first
-            exp.data.train.sample(exp.cfg.hyper_train_batch, generator)
-            exp.data.val.sample(exp.cfg.hyper_val_batch, generator)
+        if exp.settings.hyper_steps:  # the hyper-step's own draws come first
+            exp.data.train.sample(exp.settings.hyper_train_batch, generator)
+            exp.data.val.sample(exp.settings.hyper_val_batch, generator)
             for _ in range(exp.joint.method.inner_batches):  # solver=unrolled's K batches
-                exp.data.train.sample(exp.cfg.batch_size, generator)
-        self.batches = [exp.data.train.sample(exp.cfg.batch_size, generator) for _ in range(steps)]
+                exp.data.train.sample(exp.settings.batch_size, generator)
+        self.batches = [
+            exp.data.train.sample(exp.settings.batch_size, generator) for _ in range(steps)
+        ]
         params = list(exp.model.parameters())
         self.update = update_for(exp.joint.optimizer)
-        if exp.cfg.reset_inner_optimizer:
+        if exp.settings.reset_inner_optimizer:
             self.state = self.update.init_state(params)
         else:
             self.state = state_of(exp.joint.optimizer, self.update, params)
@@ -51,7 +53,7 @@ class Horizon:
 
     def training_loss(self, k: int) -> torch.Tensor:
         if k == 0:
-            torch.manual_seed(self.exp.cfg.seed)  # dropout: the same noise at every evaluation
+            torch.manual_seed(self.exp.settings.seed)  # dropout: the same noise at every evaluation
         return self.exp.hyper.training_loss(self.exp.model, self.batches[k], self.exp.criterion)
 
     def validation_loss(self) -> torch.Tensor:
@@ -97,12 +99,12 @@ def horizon_rows(
     reference g_h (row ``reference``: its agreement with the finite differences, cosine and
     relative error taken over the m directional responses), then the dense solve and every
     candidate against g_h with their correlation with the finite differences."""
-    settings = exp.cfg.solver_comparison
+    settings = exp.settings.solver_comparison
     hparams = list(exp.hyper.parameters())
-    directions = random_directions(hparams, settings.directions, exp.cfg.seed)
+    directions = random_directions(hparams, settings.directions, exp.settings.seed)
     rows = []
     for phases in settings.horizons:
-        steps = phases * exp.cfg.inner_steps
+        steps = phases * exp.settings.inner_steps
         horizon = Horizon(exp, steps, val_batch)
         started = time.perf_counter()
         reference = torch.cat([g.reshape(-1) for g in horizon.hypergradient()]).detach()

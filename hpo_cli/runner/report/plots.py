@@ -11,7 +11,6 @@ early stopping stopped the run and where it failed.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
-from omegaconf import OmegaConf
 
 from hpo_cli.runner.rundir.directory import RunDirectory
 
@@ -35,20 +33,14 @@ MARKERS_UP_TO = 50  # rows; more points draw as plain lines
 def run_title(run_dir: Path) -> str:
     """``dataset · model · hyper · solver`` from Hydra's record of the run's choices, then the
     run's status when it did not complete; the folder's name when Hydra left no record."""
-    hydra_file = RunDirectory(run_dir).hydra_config
+    choices = RunDirectory(run_dir).choices()
     parts = [run_dir.name]
-    if hydra_file.exists():
-        choices = OmegaConf.load(hydra_file).hydra.runtime.choices
+    if choices:
         parts = [f"{choices.get(group)}" for group in TITLE_GROUPS if choices.get(group)]
-    summary = read_summary(run_dir)
+    summary = RunDirectory(run_dir).read_summary()
     if summary and summary.get("status") not in (None, "completed"):
         parts.append(summary["status"])
     return " · ".join(parts)
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    path = RunDirectory(run_dir).summary
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def events(summary: dict[str, Any] | None) -> list[tuple[float, str, str, str]]:
@@ -139,7 +131,7 @@ def draw(run_dir: Path, name: str) -> plt.Figure:
     figure, axes = plt.subplots(rows, 1, figsize=(6, 2.5 + 2 * rows), sharex=True, squeeze=False)
     axes = list(axes[:, 0])
     plot(metrics, axes if rows > 1 else axes[0])
-    _finish(axes, read_summary(run_dir))
+    _finish(axes, RunDirectory(run_dir).read_summary())
     figure.suptitle(run_title(run_dir), fontsize=10)
     figure.tight_layout()
     return figure

@@ -15,20 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hpo_cli.core.methods import ImplicitDifferentiation
-from hpo_cli.core.solvers import Neumann
-from hpo_cli.runner.config.build import Experiment
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.rundir.directory import CHECKPOINT, PREVIOUS_CHECKPOINT
-
-CHECKPOINT_FORMAT = 2  # 2: Neumann's terms=K sums K terms (format 1, unmarked: K + 1)
 
 log = logging.getLogger(__name__)
 
@@ -109,65 +102,3 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         state = read_checkpoint(previous)
         log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
         return state
-
-
-def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
-    """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
-    optimisers, the solver's warm-start state (when it keeps one), the batch generator, streamed
-    data's samplers and the global RNG states."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "progress": {
-            **progress.__dict__,
-            "phase_s": dict(progress.phase_s),
-            "elapsed_s": elapsed_s,
-        },
-        "model": exp.model.state_dict(),
-        "hyper": exp.hyper.state_dict(),
-        "optimizer": exp.joint.optimizer.state_dict(),
-        "hyper_optimizer": exp.joint.hyper_optimizer.state_dict(),
-        "solver": exp.joint.method_state_dict(),
-        "batches": exp.batches.get_state(),
-        "data": exp.data.state_dict(),  # streamed splits' sampler positions (plain ints)
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
-    }
-
-
-def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
-    """Load a :func:`checkpoint_state` into ``exp``; returns the run's progress.
-
-    Raises:
-        CheckpointError: a checkpoint of format 1 (before Neumann's re-indexing) of a run whose
-            solver is Neumann: its saved ``terms`` would now mean one term fewer.
-    """
-    refuse_old_neumann(exp, state)
-    exp.model.load_state_dict(state["model"])
-    exp.hyper.load_state_dict(state["hyper"])
-    exp.joint.optimizer.load_state_dict(state["optimizer"])
-    exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
-    exp.joint.load_method_state_dict(state.get("solver"))  # None before warm starts
-    exp.batches.set_state(state["batches"])
-    exp.data.load_state_dict(state.get("data", {}))
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    progress = Progress(**state["progress"])
-    progress.phase_s = defaultdict(float, progress.phase_s)
-    exp.joint.skipped_hyper_steps = progress.skipped_hyper_steps
-    return progress
-
-
-def refuse_old_neumann(exp: Experiment, state: dict[str, Any]) -> None:
-    """Refuse resuming a format-1 checkpoint with ``solver=neumann``, whose ``terms=K`` summed
-    K + 1 terms then and K now (the resumed run would silently compute something else)."""
-    method = exp.joint.method
-    if not isinstance(method, ImplicitDifferentiation) or not isinstance(method.solver, Neumann):
-        return
-    solver = method.solver
-    if state.get("format", 1) < 2:
-        raise CheckpointError(
-            f"this checkpoint predates Neumann's re-indexing: solver.terms={solver.terms} now sums "
-            f"{solver.terms} terms (old terms=K is new terms=K+1); start a new run, or rerun "
-            f"with an older hpo-cli"
-        )

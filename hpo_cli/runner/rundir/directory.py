@@ -17,8 +17,12 @@ Every module that reads or writes one of these asks a :class:`RunDirectory` for 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
 
 from hpo_cli.runner.errors import ConfigError
 
@@ -102,3 +106,20 @@ class RunDirectory:
         """
         if self.holds_run():
             raise ConfigError(f"{self.path} already holds a run; pass resume={self.path}")
+
+    def choices(self) -> dict[str, str | None]:
+        """Group → option the run was composed with (Hydra's record); ``{}`` without one."""
+        if not self.hydra_config.exists():
+            return {}
+        choices = OmegaConf.load(self.hydra_config).hydra.runtime.choices
+        return {
+            str(group): None if option is None else str(option) for group, option in choices.items()
+        }
+
+    def overrides(self) -> list[str]:
+        """The run's command-line overrides, as saved in ``.hydra/overrides.yaml``."""
+        return [str(override) for override in OmegaConf.load(self.saved_overrides)]
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """``summary.json``'s content, or ``None`` before the run has written one."""
+        return json.loads(self.summary.read_text()) if self.summary.exists() else None

@@ -34,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.tracking import log_sweep
@@ -60,7 +60,7 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 def job_overrides(job_dir: Path) -> list[str]:
     """The command-line overrides of one job, as Hydra saved them."""
-    return list(OmegaConf.load(RunDirectory(job_dir).saved_overrides))
+    return RunDirectory(job_dir).overrides()
 
 
 def job_status(job_dir: Path) -> tuple[str, str | None]:
