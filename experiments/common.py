@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.loop.experiment import Experiment
-from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 RUN_FILES = ("summary.json", "metrics.csv", ".hydra/config.yaml", "checkpoint.pt")
@@ -96,7 +95,7 @@ def save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
     """The run's ``metrics.csv``, one row per evaluation."""
-    return pd.read_csv(run_dir / "metrics.csv")
+    return pd.read_csv(RunDirectory(run_dir).metrics)
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -113,7 +112,7 @@ def restore_run(run_dir: Path) -> Experiment:
     """Rebuild the run's experiment (data, model, hyperparameters) and load the weights and
     hyperparameters of its last checkpoint; nothing is trained."""
     exp = build_experiment(run_config(run_dir))
-    state = load_checkpoint(run_dir)
+    state = RunDirectory(run_dir).load_checkpoint()
     if state is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint.pt")
     exp.model.load_state_dict(state["model"])

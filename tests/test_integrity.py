@@ -30,9 +30,9 @@ from hpo_cli.runner.rundir.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from hpo_cli.runner.rundir.directory import CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT
 from hpo_cli.runner.rundir.lock import RunLocked, check_unlocked, run_lock
 from hpo_cli.runner.rundir.metrics import MetricsDamaged, MetricsLog
+from hpo_cli.runner.rundir.names import CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT
 
 TINY = [
     "outer_steps=4",

@@ -178,3 +178,43 @@ def test_the_cycle_check_finds_a_planted_cycle(tmp_path, monkeypatch):
     (package / "b.py").write_text("from hpo_cli import a\ny = 2\n")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
     assert import_cycle()[0] in ("hpo_cli.a", "hpo_cli.b")
+
+
+def run_file_literals(path: Path) -> list[str]:
+    """The string constants of ``path`` (docstrings aside) that name a run directory's file."""
+    from hpo_cli.runner.rundir import names
+
+    spelled = {value for key, value in vars(names).items() if key.isupper()}
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and id(node) not in docstrings and node.value in spelled
+    ]
+
+
+def test_only_the_run_directory_spells_its_file_names():
+    """``hpo_cli/runner/rundir/`` owns the run's files: no other module names one in code (every
+    other module asks a ``RunDirectory`` for its path)."""
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}: {literal}"
+        for path in modules()
+        if not within(module_name(path), "hpo_cli.runner.rundir")
+        for literal in run_file_literals(path)
+    ]
+    assert offenders == []
+
+
+def test_the_file_name_check_sees_a_literal(tmp_path):
+    """Not vacuous: a path built from a literal file name is found."""
+    planted = tmp_path / "planted.py"
+    planted.write_text('"""Doc: metrics.csv."""\nPATH = "run" + "/" + "metrics.csv"\n')
+    assert run_file_literals(planted) == ["metrics.csv"]

@@ -12,6 +12,7 @@ from test_own_problem import compose_with, conf_dir
 from torch.utils.data import TensorDataset
 
 from hpo_cli.data.streaming import Loading, SeededBatchSampler, StreamedSplit
+from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.loop import train as loop
 
 
@@ -78,7 +79,7 @@ def test_a_resumed_streamed_run_gives_the_uninterrupted_metrics(tmp_path, monkey
     ]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir(), killed.mkdir()
-    loop.train(compose_with(conf, *overrides), whole)
+    train(compose_with(conf, *overrides), whole)
 
     original, calls = loop.outer_step, []
 
@@ -90,9 +91,9 @@ def test_a_resumed_streamed_run_gives_the_uninterrupted_metrics(tmp_path, monkey
 
     monkeypatch.setattr(loop, "outer_step", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(compose_with(conf, *overrides), killed)
+        train(compose_with(conf, *overrides), killed)
     monkeypatch.setattr(loop, "outer_step", original)
-    loop.train(compose_with(conf, *overrides, f"resume={killed}"), killed)
+    train(compose_with(conf, *overrides, f"resume={killed}"), killed)
 
     tables = [pd.read_csv(d / "metrics.csv").drop(columns="wall_time_s") for d in (whole, killed)]
     assert len(tables[0]) == 5

@@ -20,7 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 from tiny_runs import TINY, interrupt_at, metrics, run
 
-from hpo_cli.runner.rundir.directory import TRACKING
+from hpo_cli.runner.rundir.names import TRACKING
 from hpo_cli.runner.sweeps.aggregate import AggregateSweep
 from hpo_cli.runner.tracking import MLflowTracker
 

@@ -51,7 +51,6 @@ from hpo_cli.runner.config.schemas import (
     validate_problem,
 )
 from hpo_cli.runner.errors import ConfigError, fail
-from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 log = logging.getLogger("hpo_cli.analysis.hessian")
@@ -121,7 +120,7 @@ def load_run(cfg: DictConfig) -> tuple[Problem, str]:
     naming the source."""
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     saved = RunDirectory(run_dir).saved_config
-    checkpoint = load_checkpoint(run_dir) if saved.exists() else None
+    checkpoint = RunDirectory(run_dir).load_checkpoint() if saved.exists() else None
     if checkpoint is None:
         missing = saved if not saved.exists() else RunDirectory(run_dir).checkpoint
         raise ConfigError(f"run_dir={cfg.run_dir} is not an hpo-run run directory (no {missing})")

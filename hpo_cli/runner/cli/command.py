@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hpo_cli.runner.cli.help import group_options, help_text
-from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare, save_run_config
+from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs, validate
 from hpo_cli.runner.config.trackers import trackers_for
@@ -38,8 +38,7 @@ from hpo_cli.runner.loop import train as loop
 from hpo_cli.runner.loop.progress import Progress, RunFailed
 from hpo_cli.runner.report.console import summary_block
 from hpo_cli.runner.rundir.directory import RunDirectory
-from hpo_cli.runner.rundir.lock import RunLocked, run_lock
-from hpo_cli.runner.rundir.summary import write_summary
+from hpo_cli.runner.rundir.lock import RunLocked
 from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger("hpo_cli")
@@ -58,7 +57,9 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
     if not multirun:
         _fail(message, 2)
     if not RunDirectory(run_dir).metrics.exists():
-        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        RunDirectory(run_dir).write_summary(
+            status="failed", progress=None, overrides=overrides, error=message
+        )
     log.error("job refused: %s", message)
     return math.nan
 
@@ -66,7 +67,7 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
 def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
     """Build the experiment of ``cfg`` (the line after which nothing reads the configuration)
     and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`)."""
-    return loop.run(build_experiment(cfg), run_dir, trackers)
+    return loop.run(build_experiment(cfg), RunDirectory(run_dir), trackers)
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
@@ -79,7 +80,7 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool
     except ConfigError as error:
         return _refused(str(error), run_dir, overrides, multirun)
     try:
-        with run_lock(run_dir):
+        with RunDirectory(run_dir).locked():
             return train_and_report(cfg, run_dir, overrides, multirun)
     except RunLocked as error:
         if multirun:
@@ -116,7 +117,7 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     try:
         trackers = trackers_for(cfg, run_dir, overrides, multirun)
         if cfg.resume:
-            save_run_config(run_dir, cfg, overrides)
+            RunDirectory(run_dir).save_config(cfg, overrides)
         progress = train(cfg, run_dir, trackers)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
@@ -126,8 +127,8 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         failed = isinstance(error, RunFailed)
         status = "failed" if failed else "interrupted"
         progress = getattr(error, "progress", None)
-        write_summary(
-            run_dir, status=status, progress=progress, overrides=overrides, error=str(error) or None
+        RunDirectory(run_dir).write_summary(
+            status=status, progress=progress, overrides=overrides, error=str(error) or None
         )
         if cfg.plots and RunDirectory(run_dir).metrics.exists():
             draw_plots(run_dir)
@@ -143,11 +144,15 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
             raise
         log.exception("job failed")
         message = f"{type(error).__name__}: {error}"
-        write_summary(run_dir, status="failed", progress=None, overrides=overrides, error=message)
+        RunDirectory(run_dir).write_summary(
+            status="failed", progress=None, overrides=overrides, error=message
+        )
         if trackers is not None:
             trackers.finish("failed")
         return math.nan
-    summary = write_summary(run_dir, status="completed", progress=progress, overrides=overrides)
+    summary = RunDirectory(run_dir).write_summary(
+        status="completed", progress=progress, overrides=overrides
+    )
     if cfg.plots:
         draw_plots(run_dir)
     trackers.finish("completed")

@@ -13,7 +13,8 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
   :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, and
   ``outer_steps`` may only grow. The checkpoint must be readable and ``metrics.csv`` whole up to
   it. Hydra then leaves ``.hydra/`` alone (``hydra.output_subdir=null``) and the runner saves
-  the new configuration there itself, once it has passed validation (:func:`save_run_config`).
+  the new configuration there itself, once it has passed validation
+  (:meth:`hpo_cli.runner.rundir.directory.RunDirectory.save_config`).
 
 In a multirun, every value of every discrete sweep is composed once (the others at their first
 value); continuous sweeps (``interval(...)``) are left to the sweeper.
@@ -34,10 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 from hpo_cli.runner.rundir.directory import RunDirectory
-from hpo_cli.runner.rundir.lock import check_unlocked
-from hpo_cli.runner.rundir.metrics import MetricsLog
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 RESUME_MAY_CHANGE = (
@@ -163,8 +161,9 @@ def argument(arguments: list[str], key: str) -> str | None:
 
 def check_fresh(run_dir: Path) -> None:
     """Refuse a new run into a directory that another process writes or that holds a run."""
-    check_unlocked(run_dir)
-    RunDirectory(run_dir).refuse_existing_run()
+    files = RunDirectory(run_dir)
+    files.check_unlocked()
+    files.refuse_existing_run()
 
 
 def config_dir_arguments(arguments: list[str]) -> list[str]:
@@ -274,23 +273,13 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             f"resume={run_dir}: outer_steps={cfg.outer_steps} is below the run's "
             f"{saved.outer_steps}; a resume may only extend a run"
         )
-    check_unlocked(run_dir)
-    state = load_checkpoint(run_dir)
+    files.check_unlocked()
+    state = files.load_checkpoint()
     if state is not None:
         progress = state.get("progress", {})
-        MetricsLog(files.metrics).checked_rows(
+        files.metrics_log().checked_rows(
             progress.get("outer_step", 0), progress.get("metrics_rows")
         )
-
-
-def save_run_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
-    """Save a resumed run's configuration and overrides in ``.hydra/`` (atomically), as Hydra
-    saves a new run's."""
-    files = RunDirectory(run_dir)
-    for path, content in ((files.saved_config, cfg), (files.saved_overrides, overrides)):
-        partial = path.with_suffix(".yaml.partial")
-        OmegaConf.save(content, partial)
-        partial.replace(path)
 
 
 # ---------------------------------------------------------------- the whole check

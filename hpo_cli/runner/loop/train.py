@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,9 +37,8 @@ from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
 from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import log_due
-from hpo_cli.runner.rundir.checkpoint import load_checkpoint, save_checkpoint
-from hpo_cli.runner.rundir.directory import BEST_CHECKPOINT, RunDirectory
-from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
+from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.metrics import MetricsLog
 from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger(__name__)
@@ -157,22 +155,22 @@ def log_row(row: dict[str, Any]) -> None:
 
 
 def start_or_resume(
-    exp: Experiment, run_dir: Path, metrics: MetricsLog, comparisons: MetricsLog | None
+    exp: Experiment, files: RunDirectory, metrics: MetricsLog, comparisons: MetricsLog | None
 ) -> tuple[Progress, bool]:
     """The progress of a resumed run (its files cut back to its checkpoint), or of a fresh one
     after ``warmup_inner_steps``; and whether the run is fresh."""
     logs = [metrics] if comparisons is None else [metrics, comparisons]
-    checkpoint = load_checkpoint(run_dir) if exp.settings.resume else None
+    checkpoint = files.load_checkpoint() if exp.settings.resume else None
     if checkpoint is not None:
         progress = restore(exp, checkpoint)
         progress.device = str(exp.device)
         metrics.keep_until(progress.outer_step, progress.metrics_rows)
         if comparisons is not None:
             comparisons.keep_until(progress.outer_step)
-        log.info("resuming %s after outer step %d", run_dir, progress.outer_step)
+        log.info("resuming %s after outer step %d", files.path, progress.outer_step)
         return progress, False
     if not exp.settings.resume:
-        RunDirectory(run_dir).refuse_existing_run()
+        files.refuse_existing_run()
     for file in logs:
         file.keep_until(-1)
     progress = Progress(device=str(exp.device), metrics_rows=0)
@@ -182,8 +180,8 @@ def start_or_resume(
     return progress, True
 
 
-def run(exp: Experiment, run_dir: Path, trackers: Trackers | None = None) -> Progress:
-    """Run (or resume) ``exp``, writing metrics and checkpoints to ``run_dir`` and every metrics
+def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) -> Progress:
+    """Run (or resume) ``exp``, writing metrics and checkpoints to ``files`` and every metrics
     row to ``trackers``; stop early by ``exp.stopping``
     (:mod:`hpo_cli.runner.loop.early_stopping`), keeping the best weights in checkpoint_best.pt.
 
@@ -194,15 +192,12 @@ def run(exp: Experiment, run_dir: Path, trackers: Trackers | None = None) -> Pro
     settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
     check_unrolled(exp)
-    files = RunDirectory(run_dir)
-    metrics = MetricsLog(files.metrics)
+    metrics = files.metrics_log()
     comparisons = None
     if settings.solver_comparison.every:
-        comparisons = MetricsLog(
-            files.solver_comparison, SOLVER_COMPARISON_COLUMNS, one_row_per_step=False
-        )
+        comparisons = files.comparison_log()
     started = time.perf_counter()
-    progress, fresh = start_or_resume(exp, run_dir, metrics, comparisons)
+    progress, fresh = start_or_resume(exp, files, metrics, comparisons)
     elapsed_before = progress.elapsed_s
 
     def elapsed() -> float:
@@ -217,7 +212,7 @@ def run(exp: Experiment, run_dir: Path, trackers: Trackers | None = None) -> Pro
                 trackers.log_row(row)
         if stopping.update(progress.early_stopping, row) and stopping.enabled:
             state = checkpoint_state(exp, progress, elapsed())
-            save_checkpoint(run_dir, state, BEST_CHECKPOINT)
+            files.save_best_checkpoint(state)
 
     if fresh:
         record(evaluation_row(exp, progress, elapsed()))
@@ -225,7 +220,7 @@ def run(exp: Experiment, run_dir: Path, trackers: Trackers | None = None) -> Pro
         log.warning(
             "%s stopped at outer step %d by %s; nothing to continue (raise "
             "early_stopping.patience, or set it to null, to train on)",
-            run_dir,
+            files.path,
             progress.outer_step,
             stopping.reason(progress.early_stopping),
         )
@@ -257,7 +252,7 @@ def run(exp: Experiment, run_dir: Path, trackers: Trackers | None = None) -> Pro
                     if log_due(progress.outer_step, settings.eval_every, settings.log_every, last):
                         log_row(row)
                 if progress.outer_step % settings.checkpoint_every == 0 or last:
-                    save_checkpoint(run_dir, checkpoint_state(exp, progress, elapsed()))
+                    files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)
         check_skipped(settings, progress)
     finally:

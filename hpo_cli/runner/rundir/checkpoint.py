@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir.directory import CHECKPOINT, PREVIOUS_CHECKPOINT
+from hpo_cli.runner.rundir.names import CHECKPOINT, PREVIOUS_CHECKPOINT
 
 log = logging.getLogger(__name__)
 

@@ -12,29 +12,38 @@
       .hydra/                  config.yaml, overrides.yaml, hydra.yaml (Hydra's, or a resume's)
       *.png                    plots drawn from the files above
 
-Every module that reads or writes one of these asks a :class:`RunDirectory` for its path.
+:class:`RunDirectory` is the one owner of these files: every other module reads and writes them
+through it (``tests/test_layers.py`` checks that no module outside this package spells their
+names). Formats and atomic writes live beside it: :mod:`.metrics`, :mod:`.checkpoint`,
+:mod:`.summary`, :mod:`.lock`; a damaged file is one :class:`hpo_cli.runner.errors.ConfigError`
+line (``MetricsDamaged``, ``CheckpointError``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hpo_cli.runner.errors import ConfigError
-
-METRICS = "metrics.csv"
-SOLVER_COMPARISON = "solver_comparison.csv"
-SUMMARY = "summary.json"
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.previous.pt"
-BEST_CHECKPOINT = "checkpoint_best.pt"
-LOCK = "run.lock"
-TRACKING = "tracking.json"
-HYDRA = ".hydra"
+from hpo_cli.runner.rundir import checkpoint, lock, summary
+from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
+from hpo_cli.runner.rundir.names import (
+    BEST_CHECKPOINT,
+    CHECKPOINT,
+    HYDRA,
+    LOCK,
+    METRICS,
+    PREVIOUS_CHECKPOINT,
+    SOLVER_COMPARISON,
+    SUMMARY,
+    TRACKING,
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,11 @@ class RunDirectory:
         """Hydra's own record of the run: choices, search path (``.hydra/hydra.yaml``)."""
         return self.path / HYDRA / "hydra.yaml"
 
+    def artifacts(self) -> list[Path]:
+        """The files a tracker attaches at the end: summary.json, the CSVs and the PNG plots."""
+        files = [self.summary, self.metrics, self.solver_comparison]
+        return [path for path in files if path.exists()] + sorted(self.path.glob("*.png"))
+
     def has_metrics(self) -> bool:
         """Whether ``metrics.csv`` exists and is not empty."""
         return self.metrics.exists() and self.metrics.stat().st_size > 0
@@ -123,3 +137,62 @@ class RunDirectory:
     def read_summary(self) -> dict[str, Any] | None:
         """``summary.json``'s content, or ``None`` before the run has written one."""
         return json.loads(self.summary.read_text()) if self.summary.exists() else None
+
+    # ------------------------------------------------------------ formats, through their modules
+    def metrics_log(self) -> MetricsLog:
+        """``metrics.csv``, one row per evaluation (:class:`.metrics.MetricsLog`)."""
+        return MetricsLog(self.metrics)
+
+    def comparison_log(self) -> MetricsLog:
+        """``solver_comparison.csv``, several rows per outer step."""
+        return MetricsLog(self.solver_comparison, SOLVER_COMPARISON_COLUMNS, one_row_per_step=False)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
+        return summary.read_metrics(self.path)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint (or the previous one when it is damaged); ``None`` without one.
+
+        Raises:
+            CheckpointError: no readable checkpoint, or an unsafe one.
+        """
+        return checkpoint.load_checkpoint(self.path)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``checkpoint.pt`` atomically, keeping the one it replaces as the previous."""
+        checkpoint.save_checkpoint(self.path, state)
+
+    def save_best_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``checkpoint_best.pt`` atomically (early stopping's best weights)."""
+        checkpoint.save_checkpoint(self.path, state, BEST_CHECKPOINT)
+
+    def write_summary(
+        self, *, status: str, progress: Any, overrides: list[str], error: str | None = None
+    ) -> dict[str, Any]:
+        """Write ``summary.json`` (:func:`.summary.write_summary`); return its content."""
+        return summary.write_summary(
+            self.path, status=status, progress=progress, overrides=overrides, error=error
+        )
+
+    def save_config(self, cfg: DictConfig, overrides: list[str] | ListConfig) -> None:
+        """Save a resumed run's configuration and overrides in ``.hydra/`` atomically, as Hydra
+        saves a new run's."""
+        for path, content in ((self.saved_config, cfg), (self.saved_overrides, overrides)):
+            partial = path.with_suffix(".yaml.partial")
+            OmegaConf.save(content, partial)
+            partial.replace(path)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's lock (``run.lock``) for the block.
+
+        Raises:
+            RunLocked: another live process holds it.
+        """
+        with lock.run_lock(self.path):
+            yield
+
+    def check_unlocked(self) -> None:
+        """Refuse a directory that another live process writes (:class:`.lock.RunLocked`)."""
+        lock.check_unlocked(self.path)

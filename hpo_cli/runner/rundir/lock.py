@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir.directory import LOCK
+from hpo_cli.runner.rundir.names import LOCK
 
 
 class RunLocked(ConfigError):

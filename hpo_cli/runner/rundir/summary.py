@@ -10,13 +10,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from hpo_cli.runner.rundir.directory import BEST_CHECKPOINT, RunDirectory
 from hpo_cli.runner.rundir.metrics import write_json
+from hpo_cli.runner.rundir.names import BEST_CHECKPOINT, METRICS, SUMMARY
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
-    path = RunDirectory(run_dir).metrics
+    path = run_dir / METRICS
     if not path.exists() or path.stat().st_size == 0:
         return []
     frame = pd.read_csv(path)
@@ -83,5 +83,5 @@ def write_summary(
         "versions": library_versions(),
         "overrides": overrides,
     }
-    write_json(RunDirectory(run_dir).summary, summary)
+    write_json(run_dir / SUMMARY, summary)
     return summary

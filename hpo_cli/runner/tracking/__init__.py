@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from hpo_cli.runner.rundir.directory import METRICS, SOLVER_COMPARISON, SUMMARY, TRACKING
+from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.tracking.base import (
     RunInfo,
     Scalar,
@@ -43,7 +43,6 @@ from hpo_cli.runner.tracking.wandb_tracker import WandbTracker
 __all__ = [
     "TRACKERS",
     "TRACKER_NAMES",
-    "TRACKING",
     "RunInfo",
     "Tracker",
     "TrackerUnavailable",
@@ -60,7 +59,6 @@ TRACKERS: dict[str, type[Tracker]] = {
     tracker.name: tracker for tracker in (TensorBoardTracker, MLflowTracker, WandbTracker)
 }
 TRACKER_NAMES = tuple(TRACKERS)
-ARTIFACTS = (SUMMARY, METRICS, SOLVER_COMPARISON)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Scalar]:
@@ -89,13 +87,6 @@ def numeric_values(row: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def run_artifacts(run_dir: Path) -> list[Path]:
-    """The files a tracker attaches at the end: summary.json, the CSVs and the PNG plots."""
-    return [run_dir / n for n in ARTIFACTS if (run_dir / n).exists()] + sorted(
-        run_dir.glob("*.png")
-    )
-
-
 class Trackers:
     """The trackers of one run (possibly none): started on the first row, each switched off
     for good at its first exception.
@@ -107,7 +98,7 @@ class Trackers:
     """
 
     def __init__(self, run_dir: Path, info: RunInfo, trackers: dict[str, Tracker]) -> None:
-        self.path = run_dir / TRACKING
+        self.path = RunDirectory(run_dir).tracking
         self.info = info
         self.active = dict(trackers)
         self.states: dict[str, dict[str, Any]] = (
@@ -169,9 +160,7 @@ class Trackers:
 
     def _catch_up(self, before: float) -> None:
         """Send the rows of metrics.csv before outer step ``before`` that a tracker lacks."""
-        from hpo_cli.runner.rundir.summary import read_metrics
-
-        for row in read_metrics(self.info.run_dir):
+        for row in RunDirectory(self.info.run_dir).read_metrics():
             if row["outer_step"] < before:
                 self._send(row)
 
@@ -190,7 +179,7 @@ class Trackers:
             return
         self._start()
         self._catch_up(before=math.inf)
-        artifacts = run_artifacts(self.info.run_dir)
+        artifacts = RunDirectory(self.info.run_dir).artifacts()
         tags = {**self.info.tags, "status": status}
         for name, tracker in list(self.active.items()):
             if self._guard(name, "finish", lambda t=tracker: t.finish(status, artifacts, tags)):
@@ -227,7 +216,7 @@ def log_sweep(sweep_dir: Path, job_dirs: list[Path], files: list[Path], failed: 
     its id goes to ``<sweep dir>/tracking.json``. Each failure is one warning."""
     states: dict[str, list[dict[str, Any]]] = {}
     for job_dir in job_dirs:
-        path = job_dir / TRACKING
+        path = RunDirectory(job_dir).tracking
         if path.exists():
             for name, state in json.loads(path.read_text()).items():
                 if "run_id" in state:
@@ -244,4 +233,4 @@ def log_sweep(sweep_dir: Path, job_dirs: list[Path], files: list[Path], failed: 
         if state is not None:
             summary[name] = state
     if summary:
-        (sweep_dir / TRACKING).write_text(json.dumps(summary, indent=2) + "\n")
+        RunDirectory(sweep_dir).tracking.write_text(json.dumps(summary, indent=2) + "\n")

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hpo_cli.runner.rundir.directory import SUMMARY
 from hpo_cli.runner.tracking.base import RunInfo, Tracker
 
 EVENTS_DIR = "tensorboard"
@@ -70,9 +69,9 @@ class TensorBoardTracker(Tracker):
                 self.writer.add_image(
                     f"plots/{path.stem}", image, self.last_step, dataformats="HWC"
                 )
-            elif path.name == SUMMARY:
+            elif path.suffix == ".json":  # summary.json
                 text = json.dumps(json.loads(path.read_text()), indent=2)
-                self.writer.add_text(SUMMARY, f"```\n{text}\n```", self.last_step)
+                self.writer.add_text(path.name, f"```\n{text}\n```", self.last_step)
         self.writer.add_text("tags", _table(tags), self.last_step)
         _, _, end = hparams(self.params, {})
         end.value[0].metadata.plugin_data.content = _session_end(status)  # the HParams status
