@@ -44,12 +44,8 @@ from hpo_cli.hyper import training_terms
 from hpo_cli.runner.cli.help import experiment_misfit, group_options, help_text
 from hpo_cli.runner.cli.preflight import MULTIRUN_FLAGS, argument, compose_jobs
 from hpo_cli.runner.config.build import Problem, build_problem
-from hpo_cli.runner.config.schemas import (
-    ProblemConfig,
-    register_configs,
-    require,
-    validate_problem,
-)
+from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
+from hpo_cli.runner.config.validation import require, validate_problem
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.rundir.checkpoint import load_checkpoint
 from hpo_cli.runner.rundir.directory import RunDirectory

@@ -30,7 +30,8 @@ from omegaconf import DictConfig
 
 from hpo_cli.runner.cli.help import group_options, help_text
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare, save_run_config
-from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs, validate
+from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
+from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.loop.progress import RunFailed
 from hpo_cli.runner.loop.train import train
