@@ -337,16 +337,16 @@ def main() -> None:
     """Console-script entry point: its own ``--help``, then the command line checked
     (:func:`check_arguments`), then Hydra."""
     arguments = sys.argv[1:]
-    if "--help" in arguments or "-h" in arguments:
-        groups = {group: group_options(group) for group in HESSIAN_GROUPS}
-        groups["experiment"] = [name for name, bad in fitting_experiments().items() if not bad]
-        summary = "the curvature of a training loss (Hessian spectra, condition, solvers)"
-        print(help_text("hpo-hessian", summary, HessianConfig, groups, "hessian"))
-        return
-    if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
-        try:
+    try:
+        if "--help" in arguments or "-h" in arguments:
+            groups = {group: group_options(group) for group in HESSIAN_GROUPS}
+            groups["experiment"] = [n for n, bad in fitting_experiments().items() if not bad]
+            summary = "the curvature of a training loss (Hessian spectra, condition, solvers)"
+            print(help_text("hpo-hessian", summary, HessianConfig, groups, "hessian", arguments))
+            return
+        if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
             check_arguments(arguments)
-        except ConfigError as error:  # before Hydra has set up logging: stderr only
-            print(f"hpo-hessian: error: {error}", file=sys.stderr)
-            sys.exit(2)
+    except ConfigError as error:  # before Hydra has set up logging: stderr only
+        print(f"hpo-hessian: error: {error}", file=sys.stderr)
+        sys.exit(2)
     run()
