@@ -13,7 +13,7 @@ constructor's docstring (``Args:``), else by the comment on its line in the opti
     hpo-run --help                  # groups, and every top-level key with its value
     hpo-run solver=cg --help        # and the keys of solver=cg
     hpo-run --help solver           # the keys of the default solver
-    python -m hpo_cli.runner.cli.help --markdown docs/configuration.md   # make docs
+    make docs                       # docs/configuration.md, from reference_markdown()
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from hpo_cli.runner.config.schemas import GROUP_SCHEMAS, GROUPS, RunConfig, regi
 
 CONF = files("hpo_cli.conf")
 REFERENCE = "docs/configuration.md"
-REGENERATE = f"make docs (python -m hpo_cli.runner.cli.help --markdown {REFERENCE})"
+REGENERATE = "make docs"
 
 
 # ---------------------------------------------------------------- where descriptions come from
@@ -70,13 +70,15 @@ def field_comments(schema: type) -> dict[str, str]:
     return comments
 
 
-def one_line(text: str, width: int = 80) -> str:
+def one_line(text: str, width: int | None = None) -> str:
     """The first sentence of ``text`` on one line, without reST markup or torch's
     ``(default: ...)`` (the value shown beside it is the one a run uses)."""
     text = re.sub(r"\s*\(default: [^)]*\)", "", " ".join(text.split())).replace("``", "")
     text = re.sub(r":\w+:`~?([^`]*)`", r"\1", text).split(" * ", 1)[0].rstrip(": ")
-    sentence = re.split(r"(?<=[a-z0-9)\]])\. ", text, maxsplit=1)[0].rstrip(".")
-    return sentence if len(sentence) <= width else sentence[: width - 1].rstrip() + "…"
+    sentence = re.split(r"(?<!et al)(?<=[a-z0-9)\]])\. ", text, maxsplit=1)[0].rstrip(".")
+    if width is None or len(sentence) <= width:
+        return sentence
+    return sentence[: width - 1].rstrip() + "…"
 
 
 def docstring_args(target: Any) -> dict[str, str]:
@@ -194,9 +196,10 @@ def option_rows(group: str, option: str | None, node: DictConfig) -> list[tuple[
 
 
 def table(rows: list[tuple[str, str, str]], indent: str = "  ") -> list[str]:
-    """``key [value] description`` lines, the columns aligned."""
+    """``key [value] description`` lines, the columns aligned, a description cut at 72
+    characters (docs/configuration.md has them whole)."""
     width = max((len(k) for k, _, _ in rows), default=0)
-    return [f"{indent}{k:<{width}} [{v}] {d}".rstrip() for k, v, d in rows]
+    return [f"{indent}{k:<{width}} [{v}] {one_line(d, 72)}".rstrip() for k, v, d in rows]
 
 
 # ---------------------------------------------------------------- --help
@@ -220,7 +223,7 @@ def experiment_summary(name: str) -> str:
             break
         if not line.startswith("# @package"):
             comment.append(line.lstrip("# "))
-    return one_line(" ".join(comment), width=200)
+    return one_line(" ".join(comment))
 
 
 def help_text(
@@ -330,19 +333,10 @@ def reference_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(arguments: list[str]) -> int:
-    """``--markdown [PATH]``: write the configuration reference to PATH (``-``: stdout)."""
-    if not arguments or arguments[0] != "--markdown":
-        print(f"usage: python -m hpo_cli.runner.cli.help --markdown [{REFERENCE}|-]")
-        return 2
-    path = arguments[1] if len(arguments) > 1 else REFERENCE
+def write_reference(path: str = REFERENCE) -> None:
+    """Write :func:`reference_markdown` to ``path`` (``-``: stdout); ``make docs`` calls it."""
     text = reference_markdown()
     if path == "-":
         sys.stdout.write(text)
     else:
         Path(path).write_text(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
