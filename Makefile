@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean docs
 
 install: $(STAMP)
 
@@ -94,6 +94,11 @@ install-bench: install
 .PHONY: bench-hf
 bench-hf: install
 	$(BIN)/python -m benchmarks.hessian_free $(ARGS)
+
+# docs/configuration.md, generated from the schemas, constructors and YAML files (tests/test_help.py
+# fails when it is stale).
+docs: install
+	$(BIN)/python -c 'from hpo_cli.runner.cli.help import write_reference; write_reference()'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -23,7 +23,7 @@ from option_configs import (
 )
 
 from hpo_cli.runner.config.build import build_experiment
-from hpo_cli.runner.config.schemas import validate
+from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 
 SMALL = [

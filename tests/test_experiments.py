@@ -28,7 +28,8 @@ from experiments import (
 from experiments.common import MissingRun, restore_run, script_main
 from hpo_cli.hpo_hessian.cli import analyse_config
 from hpo_cli.runner.cli.command import train
-from hpo_cli.runner.config.schemas import register_configs, validate
+from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.rundir.summary import write_summary
 
 CATALOGUE = Path(hpo_cli.__file__).parent / "conf" / "experiment"

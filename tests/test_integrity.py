@@ -145,7 +145,7 @@ def test_cfg_job_shows_a_resumed_runs_configuration_and_writes_nothing(run_copy,
         (["-m", "solver=neumann,newton"], "Could not find 'solver/newton'"),
         (["-m", "seed=[1"], "no viable alternative at input '[1'"),
         (["model.hidden_sizes=[-5]"], "model.hidden_sizes=[-5] is invalid"),
-        (["solver=cg", "solver.max_iter=0"], "solver.max_iter=0 is invalid"),
+        (["solver=cg", "solver.max_iter=0"], "cg.max_iter must be >= 1, got 0"),
         (["max_skipped_fraction=2"], "max_skipped_fraction=2.0 is invalid"),
     ],
 )

@@ -25,7 +25,8 @@ from hpo_cli.data.tasks import squared_error
 from hpo_cli.hyper import WeightDecay
 from hpo_cli.models import Linear
 from hpo_cli.runner.cli.command import train
-from hpo_cli.runner.config.schemas import register_configs, validate
+from hpo_cli.runner.config.schemas import register_configs
+from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS
 

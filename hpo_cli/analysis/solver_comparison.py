@@ -118,7 +118,9 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
 
     Returns:
         ``Neumann(terms=K + 1, alpha)`` (K + 1 terms, K products) and
-        ``ConjugateGradient(max_iter=K, tol=0)`` (K full steps, no early stop) for every K;
+        ``ConjugateGradient(max_iter=K, tol=0)`` (K full steps, no early stop) for every K ≥ 1
+        and, for K = 0, x = 0 (``Identity(scale=0)``: where CG starts, which it refuses to stop
+        at);
         ``Identity()`` once, with K = 0.
     ``ggn_cg``: ``ConjugateGradient(max_iter=K, tol=0)`` on the Gauss-Newton curvature;
     ``unrolled``: K steps for K in :data:`UNROLLED_STEPS` up to ``budget``.
@@ -139,7 +141,7 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
                 candidates.append(Candidate(name, k, Neumann(terms=k + 1, alpha=alpha)))
             elif name in ("cg", "ggn_cg"):
                 curvature = "ggn" if name == "ggn_cg" else "hessian"
-                solver = ConjugateGradient(max_iter=k, tol=0.0)
+                solver = ConjugateGradient(max_iter=k, tol=0.0) if k else Identity(scale=0.0)
                 candidates.append(Candidate(name, k, solver, curvature))
     return candidates
 

@@ -43,6 +43,13 @@ from hpo_cli.core.solvers import InverseHVPSolver
 ON_FAILURE = ("stop", "skip")
 
 
+def check_on_failure(on_failure: str) -> None:
+    """Raise ``ValueError`` unless ``on_failure`` is one of :data:`ON_FAILURE` (the one check of
+    the policy: :class:`JointOptimizer` and hpo-run's early validation both call it)."""
+    if on_failure not in ON_FAILURE:
+        raise ValueError(f"on_failure={on_failure} is invalid: must be one of {ON_FAILURE}")
+
+
 class GraphClosureOptimizer(torch.optim.Optimizer):
     """An inner optimiser that differentiates the loss itself (Hessian-free): its closure
     returns (loss with its graph, the model's outputs the loss came from) and never calls
@@ -92,8 +99,7 @@ class JointOptimizer:
         *,
         on_failure: str = "stop",
     ) -> None:
-        if on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure={on_failure} is invalid: must be one of {ON_FAILURE}")
+        check_on_failure(on_failure)
         self.model = model
         self.hparams = list(hparams)
         self.optimizer = optimizer

@@ -44,12 +44,8 @@ from hpo_cli.hyper import training_terms
 from hpo_cli.runner.cli.help import experiment_misfit, group_options, help_text
 from hpo_cli.runner.cli.preflight import MULTIRUN_FLAGS, argument, compose_jobs
 from hpo_cli.runner.config.build import Problem, build_problem
-from hpo_cli.runner.config.schemas import (
-    ProblemConfig,
-    register_configs,
-    require,
-    validate_problem,
-)
+from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
+from hpo_cli.runner.config.validation import require, validate_problem
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.rundir.directory import RunDirectory
 
@@ -340,16 +336,16 @@ def main() -> None:
     """Console-script entry point: its own ``--help``, then the command line checked
     (:func:`check_arguments`), then Hydra."""
     arguments = sys.argv[1:]
-    if "--help" in arguments or "-h" in arguments:
-        groups = {group: group_options(group) for group in HESSIAN_GROUPS}
-        groups["experiment"] = [name for name, bad in fitting_experiments().items() if not bad]
-        summary = "the curvature of a training loss (Hessian spectra, condition, solvers)"
-        print(help_text("hpo-hessian", summary, HessianConfig, groups, "hessian"))
-        return
-    if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
-        try:
+    try:
+        if "--help" in arguments or "-h" in arguments:
+            groups = {group: group_options(group) for group in HESSIAN_GROUPS}
+            groups["experiment"] = [n for n, bad in fitting_experiments().items() if not bad]
+            summary = "the curvature of a training loss (Hessian spectra, condition, solvers)"
+            print(help_text("hpo-hessian", summary, HessianConfig, groups, "hessian", arguments))
+            return
+        if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
             check_arguments(arguments)
-        except ConfigError as error:  # before Hydra has set up logging: stderr only
-            print(f"hpo-hessian: error: {error}", file=sys.stderr)
-            sys.exit(2)
+    except ConfigError as error:  # before Hydra has set up logging: stderr only
+        print(f"hpo-hessian: error: {error}", file=sys.stderr)
+        sys.exit(2)
     run()

@@ -78,8 +78,9 @@ class ConjugateGradient:
     """Preconditioned conjugate gradient from x₀ = 0, or warm from the previous call's solution.
 
     Args:
-        max_iter: the most iterations (one product with A each); 20 by default, a budget per
-            hypergradient rather than a full solve (raise it, or use ``tol``, for one).
+        max_iter: the most iterations (one product with A each), ≥ 1 (0 would return x = 0, a
+            hypergradient without its implicit term); 20 by default, a budget per hypergradient
+            rather than a full solve (raise it, or use ``tol``, for one).
         tol: stop when ‖r‖ ≤ tol·‖b‖, r = b − (A + μI)x the recursively updated residual.
         damping: μ ≥ 0 added to the diagonal.
         preconditioner: M ≈ A + μI, by name or as a callable v ↦ M⁻¹v (library use):
@@ -121,8 +122,11 @@ class ConjugateGradient:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_iter < 0:
-            raise ValueError(f"cg.max_iter must be >= 0, got {self.max_iter}")
+        if self.max_iter < 1:
+            raise ValueError(
+                f"cg.max_iter must be >= 1, got {self.max_iter} (0 iterations give x = 0: a zero "
+                "implicit term in every hypergradient)"
+            )
         if self.tol < 0:
             raise ValueError(f"cg.tol must be >= 0, got {self.tol}")
         if self.damping < 0:

@@ -31,8 +31,9 @@ from omegaconf import DictConfig
 from hpo_cli.runner.cli.help import group_options, help_text
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
 from hpo_cli.runner.config.build import build_experiment
-from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs, validate
+from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
 from hpo_cli.runner.config.trackers import trackers_for
+from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.loop import train as loop
 from hpo_cli.runner.loop.progress import Progress, RunFailed
@@ -180,14 +181,16 @@ def run(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry point: :func:`hpo_cli.runner.cli.preflight.prepare` checks the command
     line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
-    ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.cli.help`); Hydra's other flags (``--cfg``,
-    ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``)."""
+    ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.cli.help`; ``hpo-run solver=cg --help``
+    adds the keys of ``solver=cg``), with the values the command would run with; Hydra's other
+    flags (``--cfg``, ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see
+    ``prepare``)."""
     arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
-    if "--help" in arguments or "-h" in arguments:
-        groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
-        print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config"))
-        return
     try:
+        if "--help" in arguments or "-h" in arguments:
+            groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
+            print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
+            return
         arguments = prepare(arguments)
     except ConfigError as error:  # before Hydra has set up logging: stderr only
         print(f"hpo-run: error: {error}", file=sys.stderr)

@@ -8,6 +8,9 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
 * Hydra's composition errors, with the valid choices of a group on the same line;
 * an internal schema used as an option (``solver=base_cg``) and unknown top-level keys
   (``+foo=1``);
+* a value out of range (:func:`hpo_cli.runner.config.validation.validate`, the solver's
+  constructor included); in a multirun each job is validated as it starts instead, so that a
+  refused job is recorded and the others run;
 * a fresh run aimed at a directory that already holds a run, or that another process writes;
 * a resume that would change the run (:func:`check_resume`): only the keys of
   :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, and
@@ -34,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig
+from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir.directory import RunDirectory
 
@@ -301,8 +305,10 @@ def prepare(arguments: list[str]) -> list[str]:
         if checked:
             configs = compose_jobs(arguments)
             run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
-            if not multirun and "${" not in run_dir:
-                check_fresh(Path(run_dir).expanduser().resolve())
+            if not multirun:
+                validate(configs[0])
+                if "${" not in run_dir:
+                    check_fresh(Path(run_dir).expanduser().resolve())
         return arguments
     if multirun:
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
@@ -314,4 +320,5 @@ def prepare(arguments: list[str]) -> list[str]:
     check_resume_groups(run_dir, overrides)
     cfg = compose_run(merged)
     check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    validate(cfg)
     return [*flags, *merged, "hydra.output_subdir=null"]

@@ -9,8 +9,10 @@ A user's own YAML files (in their own config directory) need no schema: every no
 checked against its ``_target_``'s signature when it is built
 (:mod:`hpo_cli.runner.config.targets`).
 
-Range checks that types cannot express (positive learning rates, non-zero step counts) live in
-:func:`validate`, which names the offending key in one line before any training starts.
+Each default has one home: a top-level key's is its field here (``conf/config.yaml`` chooses
+the groups and nothing else), a group option's is its constructor's (or its YAML's, where the
+option deliberately differs, said in a comment there). Range checks that types cannot express
+live in :mod:`hpo_cli.runner.config.validation`.
 """
 
 from __future__ import annotations
@@ -29,15 +31,12 @@ from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
-from hpo_cli.core.curvature import CURVATURES
-from hpo_cli.core.methods import HypergradientMethod
-from hpo_cli.core.solvers.diagonal import MOMENT_OPTIMIZERS
+from hpo_cli.core.methods import HypergradientMethod, ImplicitDifferentiation
 from hpo_cli.data.protocol import DataOptions
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.early_stopping import MONITORS, EarlyStopping
+from hpo_cli.runner.loop.early_stopping import EarlyStopping
 from hpo_cli.runner.loop.experiment import SolverComparisonConfig
-from hpo_cli.runner.tracking import TRACKER_NAMES, TrackingSettings
+from hpo_cli.runner.tracking import TrackingSettings
 
 
 # ---------------------------------------------------------------- schemas from signatures
@@ -80,14 +79,17 @@ def schema_for(target: Callable[..., Any]) -> type:
 def solver_schema(target: Callable[..., Any]) -> type:
     """:func:`schema_for` a solver; an inverse-HVP solver's (any but a hypergradient method of its
     own, such as ``Unrolled``) gains ``curvature``: the matrix it inverts
-    (:data:`hpo_cli.core.curvature.CURVATURES`), the implicit method's constructor argument."""
+    (:data:`hpo_cli.core.curvature.CURVATURES`), the implicit method's constructor argument,
+    with that constructor's default."""
     schema = schema_for(target)
     if isinstance(target, type) and issubclass(target, HypergradientMethod):
         return schema
-    return make_dataclass(schema.__name__, [("curvature", str, "hessian")], bases=(schema,))
+    default = inspect.signature(ImplicitDifferentiation).parameters["curvature"].default
+    return make_dataclass(schema.__name__, [("curvature", str, default)], bases=(schema,))
 
 
 # ---------------------------------------------------------------- optimisers
+# Torch's signatures, typed for OmegaConf; each default is torch's own (tests/test_defaults.py).
 @dataclass
 class AdamOptimizer:
     _target_: str = "torch.optim.Adam"
@@ -100,7 +102,7 @@ class AdamOptimizer:
 @dataclass
 class SGDOptimizer:
     _target_: str = "torch.optim.SGD"
-    lr: float = 1e-2
+    lr: float = 1e-3
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
@@ -133,7 +135,7 @@ class ProblemConfig:
     device: DeviceConfig = field(default_factory=DeviceConfig)
     seed: int = 0  # data split, initialisation, batches and noise
     dtype: str = "float32"  # float32 | float64
-    threads: int | None = None  # torch intra-op CPU threads; None: torch's default
+    threads: int | None = 1  # torch's intra-op CPU threads; None: torch's default (every core)
 
 
 @dataclass
@@ -154,7 +156,7 @@ class RunConfig(ProblemConfig):
     hyper_train_batch: int | None = None  # None: the full training split
     hyper_val_batch: int | None = None  # None: the full validation split
     reset_inner_optimizer: bool = False  # fresh inner optimiser state every outer step
-    eval_every: int = 5  # outer steps between metrics rows
+    eval_every: int = 1  # outer steps between metrics rows
     hyper_steps: bool = True  # false: train at fixed λ (the baseline of a black-box search)
     hessian_every: int | None = None  # outer steps between Hessian diagnostics; None: off
     hessian_probes: int = 10  # Hutchinson probes for the trace estimate
@@ -225,114 +227,8 @@ def register_configs() -> None:
         store.store(group=group, name=name, node=schema)
 
 
-def require(condition: bool, key: str, value: object, requirement: str) -> None:
-    """Raise :class:`ConfigError` ``key=value is invalid: requirement`` unless ``condition``."""
-    if not condition:
-        raise ConfigError(f"{key}={value} is invalid: {requirement}")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Range checks that the schemas' types cannot express; raises :class:`ConfigError`."""
-    validate_problem(cfg)
-    for key in (
-        "outer_steps",
-        "inner_steps",
-        "batch_size",
-        "eval_every",
-        "checkpoint_every",
-        "log_every",
-    ):
-        require(cfg[key] > 0, key, cfg[key], "must be > 0")
-    every = cfg.hessian_every
-    require(every is None or every > 0, "hessian_every", every, "must be > 0 or null")
-    require(cfg.hessian_probes >= 2, "hessian_probes", cfg.hessian_probes, "must be >= 2")
-    validate_solver_comparison(cfg.solver_comparison)
-    require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
-    for key in ("hyper_train_batch", "hyper_val_batch"):
-        require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
-    for group in ("optimizer", "hyper_optimizer"):
-        require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
-    curvature = cfg.solver.get("curvature", "hessian")
-    require(curvature in CURVATURES, "solver.curvature", curvature, f"one of {CURVATURES}")
-    max_iter = cfg.solver.get("max_iter")
-    require(
-        max_iter is None or max_iter >= 1,
-        "solver.max_iter",
-        max_iter,
-        "must be >= 1 (0 iterations give x = 0: a zero hypergradient every step)",
-    )
-    validate_preconditioner(cfg)
-    require(cfg.on_failure in ("stop", "skip"), "on_failure", cfg.on_failure, "stop or skip")
-    fraction = cfg.max_skipped_fraction
-    require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
-    validate_tracking(cfg)
-
-
-def validate_preconditioner(cfg: DictConfig) -> None:
-    """``solver.preconditioner=adam`` reads the inner optimiser's second moments: it needs
-    Adam, AdamW or RMSprop (:data:`hpo_cli.core.solvers.diagonal.MOMENT_OPTIMIZERS`)."""
-    if cfg.solver.get("preconditioner") != "adam":
-        return
-    target = cfg.optimizer._target_
-    optimizer = get_object(target)
-    require(
-        isinstance(optimizer, type) and issubclass(optimizer, MOMENT_OPTIMIZERS),
-        "solver.preconditioner",
-        "adam",
-        f"needs optimizer=adam or rmsprop (second moments), not {target}",
-    )
-
-
-def validate_problem(cfg: DictConfig) -> None:
-    """Range checks of the :class:`ProblemConfig` keys (dtype, threads, device), shared by
-    ``hpo-run`` and ``hpo-hessian``; raises :class:`ConfigError`."""
-    require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
-    require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
-    require(
-        cfg.device.type in ("cpu", "cuda", "auto"), "device.type", cfg.device.type, "cpu|cuda|auto"
-    )
-    workers = cfg.data.num_workers
-    require(workers >= 0, "data.num_workers", workers, "must be >= 0")
-
-
-def validate_tracking(cfg: DictConfig) -> None:
-    """Range checks of ``logger``, ``tracking`` and ``early_stopping``; raises
-    :class:`ConfigError`."""
-    names = tracker_names(cfg)
-    known = ("csv", *TRACKER_NAMES)
-    require(set(names) <= set(known), "logger", cfg.logger, f"a list of {', '.join(known)}")
-    mode = cfg.tracking.wandb_mode
-    require(mode in ("offline", "online"), "tracking.wandb_mode", mode, "offline or online")
-    stopping = cfg.early_stopping
-    patience, min_delta = stopping.patience, stopping.min_delta
-    require(patience is None or patience > 0, "early_stopping.patience", patience, "> 0 or null")
-    require(min_delta >= 0, "early_stopping.min_delta", min_delta, "must be >= 0")
-    monitor = stopping.monitor
-    require(monitor in MONITORS, "early_stopping.monitor", monitor, " or ".join(MONITORS))
-
-
 def tracker_names(cfg: DictConfig) -> list[str]:
     """The trackers of ``logger`` besides ``csv`` (which is always on), in the order given:
     ``logger=mlflow`` and ``logger=[tensorboard,mlflow]`` both work."""
     chosen = [cfg.logger] if isinstance(cfg.logger, str) else list(cfg.logger or [])
     return [name for name in dict.fromkeys(chosen) if name != "csv"]
-
-
-def validate_solver_comparison(comparison: DictConfig) -> None:
-    """Range checks of the ``solver_comparison`` block; raises :class:`ConfigError`."""
-    every, solvers = comparison.every, list(comparison.solvers)
-    key = "solver_comparison"
-    require(every is None or every > 0, f"{key}.every", every, "must be > 0 or null")
-    require(comparison.budget >= 0, f"{key}.budget", comparison.budget, "must be >= 0")
-    require(
-        bool(solvers) and set(solvers) <= set(SOLVER_FAMILIES),
-        f"{key}.solvers",
-        solvers,
-        f"a non-empty list of {', '.join(SOLVER_FAMILIES)}",
-    )
-    alpha = comparison.neumann_alpha
-    require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
-    horizons = list(comparison.horizons)
-    require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
-    require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
-    require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")
