@@ -108,8 +108,8 @@ class ConjugateGradient:
         compile: run each iteration's vector arithmetic (the two dot products, the updates of
             x, r and p, the stopping tests; everything but the product with A, which comes from
             autograd) as one ``torch.compile``d function: fewer kernels and passes over memory,
-            at a one-off compilation of seconds to tens of seconds per model (see the README's
-            measurements; off by default).
+            at a one-off compilation of seconds to tens of seconds per model (measured in
+            docs/performance.md; off by default).
     """
 
     max_iter: int = 20

@@ -14,8 +14,7 @@ from b in m ≥ K Lanczos steps, every term already lies in that run's Krylov sp
 (:meth:`Neumann._sum_in_krylov_space`): 10 steps and 4 terms cost 10 products, not 13, for
 K more weight-sized vectors held during the estimate.
 
-Before this numbering ``terms=K`` summed K + 1 terms (k = 0..K); a configuration of that time
-with ``terms=K`` is ``terms=K+1`` now.
+Older versions summed K + 1 terms for ``terms=K`` (docs/solvers.md, migration note).
 
 The series diverges when ρ(I − αA) ≥ 1: when α > 2/λmax, or when A has an eigenvalue ≤ 0
 (a non-convex training loss), whatever α. Because A is symmetric, the ratio of successive term
