@@ -16,8 +16,8 @@ from hpo_cli.core.unrolled import unroll
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.horizons import Horizon
 from hpo_cli.runner.loop.train import inner_step
-from hpo_cli.runner.loop.training_response import Horizon
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS
 
 SOLVERS = "solver_comparison.solvers=[identity,neumann,cg,ggn_cg,unrolled]"

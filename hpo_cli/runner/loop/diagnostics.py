@@ -22,9 +22,9 @@ from hpo_cli.core.solvers import Exact
 from hpo_cli.core.unrolled import update_for
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
+from hpo_cli.runner.loop.horizons import horizon_rows, unroll_candidates
 from hpo_cli.runner.loop.hyper_losses import output_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed
-from hpo_cli.runner.loop.training_response import horizon_rows, unroll_candidates
 
 
 @contextmanager
