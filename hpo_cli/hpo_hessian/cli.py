@@ -41,7 +41,7 @@ from hpo_cli.core.vectors import norm
 from hpo_cli.data import Batch
 from hpo_cli.hpo_hessian.plots import plot_density, plot_spectrum
 from hpo_cli.hyper import training_terms
-from hpo_cli.runner.cli.help import experiment_misfit, group_options, help_text
+from hpo_cli.runner.cli.help import experiment_misfit, group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import MULTIRUN_FLAGS, argument, compose_jobs
 from hpo_cli.runner.config.build import Problem, build_problem
 from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
@@ -341,7 +341,9 @@ def main() -> None:
             groups = {group: group_options(group) for group in HESSIAN_GROUPS}
             groups["experiment"] = [n for n, bad in fitting_experiments().items() if not bad]
             summary = "the curvature of a training loss (Hessian spectra, condition, solvers)"
-            print(help_text("hpo-hessian", summary, HessianConfig, groups, "hessian", arguments))
+            print_help(
+                help_text("hpo-hessian", summary, HessianConfig, groups, "hessian", arguments)
+            )
             return
         if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
             check_arguments(arguments)

@@ -28,7 +28,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hpo_cli.runner.cli.help import group_options, help_text
+from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
@@ -189,7 +189,7 @@ def main() -> None:
     try:
         if "--help" in arguments or "-h" in arguments:
             groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
-            print(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
+            print_help(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
             return
         arguments = prepare(arguments)
     except ConfigError as error:  # before Hydra has set up logging: stderr only

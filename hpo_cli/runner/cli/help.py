@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import inspect
 import io
+import os
 import re
 import sys
 import tokenize
@@ -340,3 +341,12 @@ def write_reference(path: str = REFERENCE) -> None:
         sys.stdout.write(text)
     else:
         Path(path).write_text(text)
+
+
+def print_help(text: str) -> None:
+    """Print ``text`` to stdout; a reader that stops early (``hpo-run --help | head``) is no
+    error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
