@@ -51,7 +51,6 @@ RESUME_MAY_CHANGE = (
     "max_skipped_fraction",
     "resume",
     "log_every",
-    "logger",
     "tracking",
     "early_stopping.patience",
     "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
