@@ -27,8 +27,8 @@ test: install-tracking
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup \
 		--durations=15 $(PYTEST_ARGS)
 
-# The tracking extra: TensorBoard, MLflow and W&B for logger=... (make test installs it so that
-# the trackers' tests run; make run does without it).
+# The tracking extra: TensorBoard, MLflow and W&B for tracking.trackers=[...] (make test installs
+# it so that the trackers' tests run; make run does without it).
 TRACKING := $(VENV)/.installed-tracking
 .PHONY: install-tracking
 install-tracking: $(TRACKING)

@@ -94,7 +94,7 @@ def section_streaming(
     with tempfile.TemporaryDirectory() as folder:
         images = ImageFolder(str(write_pngs(Path(folder), per_class, side)))
         n = len(images)
-        sizes_kw = {"train_size": n // 2, "val_size": n // 4}
+        sizes_kw = {"split_train": n // 2, "split_val": n // 4}
 
         def splits(cap: int, workers: int):
             options = DataOptions(**sizes_kw, max_in_memory_bytes=cap, num_workers=workers)

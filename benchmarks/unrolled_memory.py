@@ -80,7 +80,7 @@ def hypergradient_call(
             training_loss,
             validation_loss,
             steps,
-            checkpoint=ckpt,
+            gradient_checkpointing=ckpt,
         )
 
     return call
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(
                 {
                     "k": steps,
-                    "checkpoint": ckpt,
+                    "gradient_checkpointing": ckpt,
                     "graph_mb": graph_megabytes(call),
                     "peak_mb": peak_megabytes(call, device),
                     "median_ms": median_ms(call, device, 3 if arguments.quick else 5),
@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
             float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
             for a, b in zip(results[True], results[False], strict=True)
         )
-        rows[-1]["checkpoint_rel_diff"] = rows[-2]["checkpoint_rel_diff"] = difference
+        rows[-1]["gradient_checkpointing_rel_diff"] = rows[-2][
+            "gradient_checkpointing_rel_diff"
+        ] = difference
         print(rows[-2], rows[-1], sep="\n", flush=True)
     table = pd.DataFrame(rows)
     stem = f"unrolled_memory_{device.type}{'_quick' if arguments.quick else ''}"

@@ -116,7 +116,7 @@ def run_result(run_dir: Path) -> dict[str, Any]:
         "val_loss": final["val_loss"],
         "val_error": final["val_error"],
         "test_error": final["test_error"],
-        "inner_steps": summary["inner_steps"],
+        "total_inner_steps": summary["total_inner_steps"],
         "hyper_steps": summary["outer_steps"],
         "trials": 1,
         "time_s": summary["time_s"]["total"],
@@ -138,7 +138,7 @@ def search_result(sweep_dir: Path) -> dict[str, Any]:
         "val_loss": best["final"]["val_loss"],
         "val_error": best["final"]["val_error"],
         "test_error": best["final"]["test_error"],
-        "inner_steps": sum(t["inner_steps"] or 0 for t in trials),
+        "total_inner_steps": sum(t["total_inner_steps"] or 0 for t in trials),
         "hyper_steps": 0,
         "trials": len(trials),
         "time_s": sum(t["time_s"]["total"] for t in trials if t["time_s"]),
@@ -175,7 +175,7 @@ def markdown(table: pd.DataFrame) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, rows in table.groupby("method", sort=False):
-        steps = int(rows["inner_steps"].iloc[0])
+        steps = int(rows["total_inner_steps"].iloc[0])
         hyper = int(rows["hyper_steps"].iloc[0])
         trials = int(rows["trials"].iloc[0])
         budget = f"{steps:,}" + (f" + {hyper} hyper-steps" if hyper else f" ({trials} trials)")

@@ -23,7 +23,9 @@ def plot(run_dir: Path, out_dir: Path) -> list[Path]:
     metrics = read_metrics(run_dir)
     figure, axis = plt.subplots(figsize=(6, 4))
     for split, label in SPLITS.items():
-        axis.plot(metrics["inner_steps"].clip(lower=1), metrics[f"{split}_error"], label=label)
+        axis.plot(
+            metrics["total_inner_steps"].clip(lower=1), metrics[f"{split}_error"], label=label
+        )
     axis.set(xscale="log", xlabel="inner steps", ylabel="classification error", ylim=(0, None))
     axis.set_title("Overfitting the validation set")
     axis.legend()

@@ -40,7 +40,7 @@ def test_a_short_run_writes_every_file(finished_run):
         assert (finished_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     table = metrics(finished_run)
     assert table["outer_step"].tolist() == [0, 1, 2, 3, 4]
-    assert table["inner_steps"].tolist() == [100, 105, 110, 115, 120]
+    assert table["total_inner_steps"].tolist() == [100, 105, 110, 115, 120]
     assert table["solver_hvps"].iloc[1:].gt(0).all()
     assert table["hyper_min"].gt(0).all(), "softplus keeps every decay positive"
     summary = json.loads((finished_run / "summary.json").read_text())

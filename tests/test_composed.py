@@ -16,7 +16,12 @@ OVERRIDE_LISTS = [
     ["solver=cg", "solver.max_iter=2", "solver.damping=1.0", "solver.preconditioner=hutchinson"],
     ["experiment=neumann_divergence", "plots=false", "outer_steps=2", "warmup_inner_steps=300"],
     ["experiment=hypergradient_quality", "solver_comparison.horizons=[1,2]", "solver=identity"],
-    ["early_stopping.patience=2", "logger=[tensorboard]", "hessian_every=null", "seed=3"],
+    [
+        "early_stopping.patience=2",
+        "tracking.trackers=[tensorboard]",
+        "hessian_every=null",
+        "seed=3",
+    ],
     ["model.hidden_sizes=[16]", "model=mlp", "dataset=diabetes", "dataset.train_size=20"],
     ["model=resnet18", "dataset=cifar10", "hyper=augment_net", "device=auto"],
     ["hyper=distill", "hyper.init=noise", "hyper_optimizer=sgd", "hyper_optimizer.lr=1.0"],

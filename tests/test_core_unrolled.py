@@ -200,7 +200,7 @@ def test_checkpointing_gives_the_same_hypergradient_and_leaves_the_run_alone():
     optimizer_state = {k: v.clone() for k, v in inner.state[next(model.parameters())].items()}
     results = []
     for checkpoint in (False, True):
-        solver = Unrolled(steps=3, checkpoint=checkpoint)
+        solver = Unrolled(steps=3, gradient_checkpointing=checkpoint)
         losses = HyperLosses(lambda: training_loss(0), validation_loss, training_loss)
         result, state = solver.hypergradient(
             model, list(hyper.parameters()), inner, losses, solver.init_state()

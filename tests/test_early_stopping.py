@@ -124,7 +124,7 @@ def test_a_resume_may_change_the_patience_and_the_trackers_but_not_the_rule():
 
     for key, saved in [
         ("early_stopping.patience", 3),
-        ("logger", ["csv"]),
+        ("tracking.trackers", []),
         ("tracking.mlflow_uri", None),
         ("log_every", 10),
         ("early_stopping.min_delta", "<missing>"),  # a run saved before early stopping existed

@@ -43,7 +43,7 @@ def test_a_trial_trains_with_its_weight_decay_fixed(tmp_path):
     for column in ("hyper_min", "hyper_max"):
         assert metrics[column].tolist() == pytest.approx([0.05] * 4, rel=1e-6)
     assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
-    assert metrics["inner_steps"].iloc[-1] == 3 * 10
+    assert metrics["total_inner_steps"].iloc[-1] == 3 * 10
 
 
 def test_a_search_has_the_inner_steps_of_one_gradient_based_run():
@@ -116,7 +116,7 @@ def test_the_baseline_table_compares_equal_budgets_from_files(tmp_path, monkeypa
         "Optuna TPE",
         "Optuna random search",
     ]
-    assert table["inner_steps"].tolist() == [20] * 4
+    assert table["total_inner_steps"].tolist() == [20] * 4
     assert table["hyper_steps"].tolist() == [4, 4, 0, 0]
     assert table["trials"].tolist() == [1, 1, 2, 2]
     for folder, method in (("optuna_tpe", "Optuna TPE"), ("ift_scalar", table.index[1])):

@@ -123,8 +123,8 @@ def test_own_loader_model_hyper_module_and_solver_train_from_a_config_directory(
                   - override /hyper: scaled_l2
                   - override /solver: half
                 data:
-                  train_size: 20
-                  val_size: 20
+                  split_train: 20
+                  split_val: 20
                 batch_size: 8
                 """,
         },

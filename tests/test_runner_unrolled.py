@@ -79,7 +79,7 @@ def test_the_hyper_step_is_the_unrolled_hypergradient_and_leaves_the_run_alone()
 
 
 def test_checkpointing_does_not_change_the_run(tmp_path):
-    for run, overrides in (("a", ["solver.checkpoint=true"]), ("b", [])):
+    for run, overrides in (("a", ["solver.gradient_checkpointing=true"]), ("b", [])):
         (tmp_path / run).mkdir()
         train(config(*overrides), tmp_path / run)
     a, b = (pd.read_csv(tmp_path / run / "metrics.csv") for run in ("a", "b"))

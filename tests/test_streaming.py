@@ -61,8 +61,8 @@ def test_a_resumed_streamed_run_gives_the_uninterrupted_metrics(tmp_path, monkey
     )
     overrides = [
         "dataset=pngs",
-        "data.train_size=18",
-        "data.val_size=9",
+        "data.split_train=18",
+        "data.split_val=9",
         "data.max_in_memory_bytes=1000",
         "data.num_workers=0",
         "model.hidden_sizes=[8]",

@@ -1,7 +1,7 @@
-"""``logger=tensorboard|mlflow|wandb``: each tracker's own files or store read back by the tool's
-own reader (TensorBoard's EventAccumulator, MlflowClient, the W&B offline run file), resume
-without duplicated steps, one-line refusals before training, and a tracker that fails mid-run.
-The slow group sends a run and a sweep to a real ``mlflow server`` on 127.0.0.1."""
+"""``tracking.trackers=[tensorboard|mlflow|wandb]``: each tracker's own files or store read back
+by the tool's own reader (TensorBoard's EventAccumulator, MlflowClient, the W&B offline run
+file), resume without duplicated steps, one-line refusals before training, and a tracker that
+fails mid-run. The slow group sends a run and a sweep to a real ``mlflow server`` on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_tensorboard_holds_every_row_the_config_and_the_plots(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    run(tmp_path, "logger=tensorboard", "plots=true", "solver=cg")
+    run(tmp_path, "tracking.trackers=[tensorboard]", "plots=true", "solver=cg")
     table = metrics(tmp_path)
     read = scalars(tmp_path)
     for column in ("train_loss", "val_loss", "val_error", "test_error", "hyper_mean"):
@@ -86,10 +86,10 @@ def test_tensorboard_resume_continues_the_same_folder_without_duplicated_steps(
     pytest.importorskip("tensorboard", reason=EXTRA)
     interrupt_at(monkeypatch, 4)  # checkpoint at 2, rows 0..3 logged
     with pytest.raises(SystemExit):
-        run(tmp_path, "logger=tensorboard")
+        run(tmp_path, "tracking.trackers=[tensorboard]")
     assert tracking_state(tmp_path)["tensorboard"]["logged_until"] == 3
     monkeypatch.undo()
-    run(tmp_path, "logger=tensorboard", f"resume={tmp_path}")
+    run(tmp_path, "tracking.trackers=[tensorboard]", f"resume={tmp_path}")
     table = metrics(tmp_path)
     read = scalars(tmp_path)
     assert [s for s, _ in read["val_loss"]] == [0, 1, 2, 3, 4]
@@ -135,7 +135,7 @@ def assert_history(client, run_id: str, table: pd.DataFrame, column: str) -> Non
 
 
 def test_mlflow_local_store_holds_params_metrics_artifacts_and_tags(tmp_path, mlflow_store):
-    run(tmp_path / "run", "logger=mlflow")
+    run(tmp_path / "run", "tracking.trackers=[mlflow]")
     client, found = mlflow_run(f"sqlite:///{mlflow_store}", tmp_path / "run")
     table = metrics(tmp_path / "run")
     for column in ("train_loss", "val_loss", "val_error", "test_error", "hypergrad_norm"):
@@ -160,11 +160,16 @@ def test_mlflow_resume_continues_the_same_run_without_duplicated_steps(
 ):
     interrupt_at(monkeypatch, 4)
     with pytest.raises(SystemExit):
-        run(tmp_path / "run", "logger=mlflow")
+        run(tmp_path / "run", "tracking.trackers=[mlflow]")
     client, interrupted = mlflow_run(f"sqlite:///{mlflow_store}", tmp_path / "run")
     assert interrupted.info.status == "KILLED" and interrupted.data.tags["status"] == "interrupted"
     monkeypatch.undo()
-    run(tmp_path / "run", "logger=mlflow", f"resume={tmp_path / 'run'}", "outer_steps=5")
+    run(
+        tmp_path / "run",
+        "tracking.trackers=[mlflow]",
+        f"resume={tmp_path / 'run'}",
+        "outer_steps=5",
+    )
     client, resumed = mlflow_run(f"sqlite:///{mlflow_store}", tmp_path / "run")
     assert resumed.info.run_id == interrupted.info.run_id
     assert resumed.info.status == "FINISHED" and resumed.data.tags["status"] == "completed"
@@ -174,7 +179,12 @@ def test_mlflow_resume_continues_the_same_run_without_duplicated_steps(
 
 def test_a_tracker_added_on_resume_catches_up_from_metrics_csv(tmp_path, mlflow_store):
     run(tmp_path / "run", "outer_steps=3")
-    run(tmp_path / "run", "logger=mlflow", f"resume={tmp_path / 'run'}", "outer_steps=4")
+    run(
+        tmp_path / "run",
+        "tracking.trackers=[mlflow]",
+        f"resume={tmp_path / 'run'}",
+        "outer_steps=4",
+    )
     client, found = mlflow_run(f"sqlite:///{mlflow_store}", tmp_path / "run")
     assert_history(client, found.info.run_id, metrics(tmp_path / "run"), "test_error")
 
@@ -190,13 +200,13 @@ def test_a_tracker_failing_mid_run_is_switched_off_and_loses_nothing(
         real(self, values, step)
 
     monkeypatch.setattr(MLflowTracker, "log_row", flaky)
-    assert math.isfinite(run(tmp_path / "run", "logger=mlflow"))
+    assert math.isfinite(run(tmp_path / "run", "tracking.trackers=[mlflow]"))
     assert metrics(tmp_path / "run")["outer_step"].tolist() == [0, 1, 2, 3, 4]
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     state = tracking_state(tmp_path / "run")["mlflow"]
     assert state["logged_until"] == 1
     assert state["disabled"] == "outer step 2: ConnectionError: the store went away"
-    warning = [r.message for r in caplog.records if "logger=mlflow failed" in r.message]
+    warning = [r.message for r in caplog.records if "tracking.trackers=mlflow failed" in r.message]
     assert len(warning) == 1 and "metrics.csv and the checkpoints are not affected" in warning[0]
     client, found = mlflow_run(f"sqlite:///{mlflow_store}", tmp_path / "run")
     assert [m.step for m in client.get_metric_history(found.info.run_id, "val_loss")] == [0, 1]
@@ -205,7 +215,7 @@ def test_a_tracker_failing_mid_run_is_switched_off_and_loses_nothing(
 def test_a_sweep_is_one_mlflow_experiment_with_a_summary_run(tmp_path, mlflow_store):
     sweep_dir = tmp_path / "multirun" / "sweep"
     for job, seed in enumerate((0, 1)):
-        run(sweep_dir / str(job), "logger=mlflow", f"seed={seed}", multirun=True)
+        run(sweep_dir / str(job), "tracking.trackers=[mlflow]", f"seed={seed}", multirun=True)
         (sweep_dir / str(job) / ".hydra" / "overrides.yaml").write_text(f"- seed={seed}\n")
     hydra_config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
     AggregateSweep().on_multirun_end(config=hydra_config)
@@ -215,7 +225,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_summary_run(tmp_path, mlflow_st
     experiment = client.get_experiment_by_name("hpo-cli/multirun/sweep")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"job 0", "job 1", "sweep summary"}
-    assert runs["job 1"].data.tags["overrides"] == "logger=mlflow seed=1"
+    assert runs["job 1"].data.tags["overrides"] == "tracking.trackers=[mlflow] seed=1"
     summary = runs["sweep summary"]
     assert summary.data.tags["kind"] == "sweep_summary" and summary.data.tags["failed_jobs"] == "0"
     files = {a.path for a in client.list_artifacts(summary.info.run_id)}
@@ -229,7 +239,7 @@ def test_wandb_offline_run_files_hold_config_history_and_files(tmp_path, monkeyp
     import wandb_records
 
     monkeypatch.setenv("WANDB_MODE", "online")  # the config's offline default wins
-    run(tmp_path, "logger=wandb")
+    run(tmp_path, "tracking.trackers=[wandb]")
     state = tracking_state(tmp_path)["wandb"]
     folder = Path(state["files"])
     assert folder.parent == tmp_path / "wandb" and folder.name.startswith("offline-run-")
@@ -253,10 +263,10 @@ def test_wandb_resume_continues_the_same_run_id_without_duplicated_steps(tmp_pat
 
     interrupt_at(monkeypatch, 4)
     with pytest.raises(SystemExit):
-        run(tmp_path, "logger=wandb")
+        run(tmp_path, "tracking.trackers=[wandb]")
     first = tracking_state(tmp_path)["wandb"]
     monkeypatch.undo()
-    run(tmp_path, "logger=wandb", f"resume={tmp_path}")
+    run(tmp_path, "tracking.trackers=[wandb]", f"resume={tmp_path}")
     second = tracking_state(tmp_path)["wandb"]
     assert second["run_id"] == first["run_id"] and second["files"] != first["files"]
     steps = []
@@ -275,11 +285,11 @@ def test_a_missing_tracker_package_is_one_line_and_exit_2_before_training(
 
     monkeypatch.setattr(WandbTracker, "package", "no_such_wandb_package")
     with pytest.raises(SystemExit) as exit_info:
-        run(tmp_path, "logger=[tensorboard,wandb]")
+        run(tmp_path, "tracking.trackers=[tensorboard,wandb]")
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "hpo-run: error: logger=wandb needs the no_such_wandb_package package: pip install -e "
-        '".[tracking]" (or make install-tracking)'
+        "hpo-run: error: tracking.trackers=wandb needs the no_such_wandb_package package: "
+        'pip install -e ".[tracking]" (or make install-tracking)'
     ]
     assert not (tmp_path / "metrics.csv").exists()
 
@@ -288,18 +298,20 @@ def test_an_unreachable_mlflow_server_is_one_line_and_exit_2_before_training(tmp
     pytest.importorskip("mlflow", reason=EXTRA)
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SystemExit) as exit_info:
-        run(tmp_path, "logger=mlflow", f"tracking.mlflow_uri={uri}")
+        run(tmp_path, "tracking.trackers=[mlflow]", f"tracking.mlflow_uri={uri}")
     assert exit_info.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"hpo-run: error: logger=mlflow: no MLflow server answers at {uri}")
+    assert line.startswith(
+        f"hpo-run: error: tracking.trackers=mlflow: no MLflow server answers at {uri}"
+    )
     assert not (tmp_path / "metrics.csv").exists()
 
 
-def test_an_unknown_logger_is_refused(tmp_path, capsys):
+def test_an_unknown_tracker_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run(tmp_path, "logger=[csv,neptune]")
+        run(tmp_path, "tracking.trackers=[tensorboard,neptune]")
     assert exit_info.value.code == 2
-    assert "logger=['csv', 'neptune'] is invalid" in capsys.readouterr().err
+    assert "tracking.trackers=['tensorboard', 'neptune'] is invalid" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- a real mlflow server (slow)
@@ -348,7 +360,7 @@ def test_a_real_mlflow_server_receives_a_run_and_a_sweep(tmp_path, mlflow_server
     from mlflow import MlflowClient
 
     hpo_run = str(Path(sys.executable).parent / "hpo-run")
-    common = [*TINY, "logger=mlflow", f"tracking.mlflow_uri={mlflow_server}"]
+    common = [*TINY, "tracking.trackers=[mlflow]", f"tracking.mlflow_uri={mlflow_server}"]
     single = subprocess.run(
         [hpo_run, *common, f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=240,

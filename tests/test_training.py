@@ -91,7 +91,7 @@ def test_a_hyper_step_lowers_the_validation_loss_to_first_order():
 def test_reset_inner_optimizer_starts_each_outer_step_fresh(tmp_path):
     cfg = config("reset_inner_optimizer=true", "outer_steps=2")
     progress = train(cfg, tmp_path)
-    assert progress.outer_step == 2 and progress.inner_steps == 100 + 2 * 5
+    assert progress.outer_step == 2 and progress.total_inner_steps == 100 + 2 * 5
 
 
 def test_evaluation_every_k_steps_and_at_the_end(tmp_path):

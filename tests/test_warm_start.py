@@ -247,12 +247,13 @@ def test_a_checkpoint_from_before_neumanns_reindexing_is_refused(tmp_path):
     overrides = ["solver=neumann", "inner_steps=1", "model.hidden_sizes=[8]"]
     exp = build_experiment(compose_config(overrides))
     state = checkpoint_state(exp, Progress(), 0.0)
-    assert state["format"] == 2
+    assert state["format"] == 3
     restore(build_experiment(compose_config(overrides)), state)  # today's format resumes
     del state["format"]
     with pytest.raises(CheckpointError, match=r"old terms=K is new terms=K\+1"):
         restore(build_experiment(compose_config(overrides)), state)
-    cg = ["solver=cg", *overrides[1:]]  # other solvers' checkpoints are unaffected
+    cg = ["solver=cg", *overrides[1:]]  # other solvers' checkpoints are not Neumann's concern
     old_cg = checkpoint_state(build_experiment(compose_config(cg)), Progress(), 0.0)
     del old_cg["format"]
-    restore(build_experiment(compose_config(cg)), old_cg)
+    with pytest.raises(CheckpointError, match=r"predates hpo-cli's renamed keys"):
+        restore(build_experiment(compose_config(cg)), old_cg)  # (but format 1 predates renames)

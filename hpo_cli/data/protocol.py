@@ -6,7 +6,7 @@ signature asks for it, the run's ``seed``) returns one of:
 
 1. :class:`hpo_cli.data.Splits`: used as it is (hpo-cli's own loaders);
 2. ``(inputs, targets)``: arrays or tensors with one row per example, which the runner shuffles
-   with the seed and cuts into ``data.train_size``/``data.val_size``/``data.test_size``;
+   with the seed and cuts into ``data.split_train``/``data.split_val``/``data.split_test``;
 3. a mapping ``{"train": ..., "val": ..., "test": ...}`` of three such pairs or data sets,
    used as they are;
 4. a map-style ``torch.utils.data.Dataset`` whose items are (input, target) pairs (torchvision's
@@ -45,9 +45,9 @@ class DataOptions:
     """The ``data`` block of ``hpo-run``'s configuration: how a loader's result is split, typed
     and held (the defaults here are the configuration's)."""
 
-    train_size: int | None = None  # a single set's training examples; None: 60 %
-    val_size: int | None = None  # None: 20 %
-    test_size: int | None = None  # None: the rest
+    split_train: int | None = None  # a single set's training examples; None: 60 %
+    split_val: int | None = None  # its validation examples; None: 20 %
+    split_test: int | None = None  # its test examples; None: the rest
     task: str | None = None  # classification | regression; None: from the targets' dtype
     max_in_memory_bytes: int = 2**30  # larger inputs (in the run's dtype) are streamed
     num_workers: int = 2  # DataLoader worker processes of a streamed data set
@@ -137,12 +137,12 @@ def _task(targets: torch.Tensor, declared: str | None, name: str) -> tuple[str, 
 
 
 def _sizes(total: int, options: DataOptions) -> tuple[int, int, int]:
-    train = options.train_size if options.train_size is not None else int(0.6 * total)
-    val = options.val_size if options.val_size is not None else int(0.2 * total)
-    test = options.test_size if options.test_size is not None else total - train - val
+    train = options.split_train if options.split_train is not None else int(0.6 * total)
+    val = options.split_val if options.split_val is not None else int(0.2 * total)
+    test = options.split_test if options.split_test is not None else total - train - val
     if min(train, val, test) <= 0 or train + val + test > total:
         raise DataProtocolError(
-            f"data.train_size={train} + data.val_size={val} + data.test_size={test} must be "
+            f"data.split_train={train} + data.split_val={val} + data.split_test={test} must be "
             f"positive and at most the {total} examples the dataset returned"
         )
     return train, val, test

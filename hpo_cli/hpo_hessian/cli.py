@@ -42,7 +42,12 @@ from hpo_cli.data import Batch
 from hpo_cli.hpo_hessian.plots import plot_density, plot_spectrum
 from hpo_cli.hyper import training_terms
 from hpo_cli.runner.cli.help import experiment_misfit, group_options, help_text, print_help
-from hpo_cli.runner.cli.preflight import MULTIRUN_FLAGS, argument, compose_jobs
+from hpo_cli.runner.cli.preflight import (
+    MULTIRUN_FLAGS,
+    argument,
+    compose_jobs,
+    refuse_renamed_run,
+)
 from hpo_cli.runner.config.build import Problem, build_problem
 from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
 from hpo_cli.runner.config.validation import require, validate_problem
@@ -120,6 +125,7 @@ def load_run(cfg: DictConfig) -> tuple[Problem, str]:
     if checkpoint is None:
         missing = saved if not saved.exists() else RunDirectory(run_dir).checkpoint
         raise ConfigError(f"run_dir={cfg.run_dir} is not an hpo-run run directory (no {missing})")
+    refuse_renamed_run(run_dir, "run_dir")
     run_cfg = OmegaConf.load(saved)
     run_cfg.dtype, run_cfg.device = cfg.dtype, cfg.device
     if cfg.threads:

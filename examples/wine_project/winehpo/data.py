@@ -7,8 +7,8 @@ import numpy as np
 
 def load_wine(standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(inputs (178, 13) float32, labels (178,) int64): hpo-cli's data protocol 2, which the
-    runner shuffles with the run's seed and cuts into ``data.train_size``/``val_size``/
-    ``test_size``. ``standardize``: zero mean, unit variance per feature (over all 178 wines;
+    runner shuffles with the run's seed and cuts into ``data.split_train``/``split_val``/
+    ``split_test``. ``standardize``: zero mean, unit variance per feature (over all 178 wines;
     a simplification for the example)."""
     from sklearn.datasets import load_wine as sklearn_wine
 

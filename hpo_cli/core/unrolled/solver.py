@@ -31,9 +31,9 @@ class Unrolled(HypergradientMethod):
 
     Args:
         steps: K, the unrolled steps (each on a fresh training mini-batch).
-        checkpoint: gradient checkpointing over the steps: keeps each step's inputs (weights,
-            optimiser state) instead of its activations and recomputes the step in the reverse
-            pass.
+        gradient_checkpointing: gradient checkpointing over the steps: keeps each step's
+            inputs (weights, optimiser state) instead of its activations and recomputes the step
+            in the reverse pass.
         inner: ``"configured"``: the run's inner optimiser (SGD, Adam, AdamW or RMSprop) from its
             current state (momenta, second moments, step count); ``"sgd"``: plain SGD with step
             ``lr`` (Lorraine et al.'s Theorem 2 setting).
@@ -41,7 +41,7 @@ class Unrolled(HypergradientMethod):
     """
 
     steps: int = 10
-    checkpoint: bool = False
+    gradient_checkpointing: bool = False
     inner: str = "configured"
     lr: float = 0.01
 
@@ -98,7 +98,7 @@ class Unrolled(HypergradientMethod):
             training_loss,
             losses.validation_loss,
             self.steps,
-            checkpoint=self.checkpoint,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
         info = SolveInfo(
             solver="unrolled",

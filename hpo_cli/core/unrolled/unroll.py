@@ -16,8 +16,8 @@ K-term Neumann series α Σ_{j=0}^{K−1} (I − αH)^j (Lorraine et al., 2020, 
 
 Cost and memory: the forward pass is K gradient evaluations with their graphs, the reverse pass
 about K Hessian-vector products and K mixed products. Memory grows linearly in K (every step's
-activations and update are kept); ``checkpoint=True`` keeps only each step's inputs (w_k, s_k)
-and recomputes the step — its forward pass and gradient — in the reverse pass
+activations and update are kept); ``gradient_checkpointing=True`` keeps only each step's inputs
+(w_k, s_k) and recomputes the step — its forward pass and gradient — in the reverse pass
 (``torch.utils.checkpoint``): still linear in K, but with the weights and optimiser state per
 step instead of the activations (4× less on the default MLP, at about 3× the time;
 ``benchmarks/unrolled_memory.py``). The weights are substituted with
@@ -78,7 +78,7 @@ def unroll(
     steps: int,
     *,
     create_graph: bool = True,
-    checkpoint: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> tuple[list[torch.Tensor], State]:
     """(w_K, s_K) after ``steps`` updates from the model's current weights and ``state``.
 
@@ -108,7 +108,7 @@ def unroll(
 
     for k in range(steps):
         keys, buffers = _flatten_state(state)
-        if checkpoint and create_graph:
+        if gradient_checkpointing and create_graph:
             # The step count and buffer layout are plain Python: recomputed identically.
             layout: dict[str, object] = {}
 
@@ -136,7 +136,7 @@ def unrolled_hypergradient(
     validation_loss: ValidationLoss,
     steps: int,
     *,
-    checkpoint: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> tuple[tuple[torch.Tensor, ...], float]:
     """d L_v(w_K(λ), λ)/dλ through ``steps`` differentiable updates, and L_v(w_K).
 
@@ -149,14 +149,21 @@ def unrolled_hypergradient(
         training_loss: L_t of mini-batch k, for k = 0..steps−1.
         validation_loss: L_v, evaluated at w_K.
         steps: K ≥ 0 (K = 0: only the direct term ∂L_v/∂λ).
-        checkpoint: recompute each step in the reverse pass instead of storing it.
+        gradient_checkpointing: recompute each step in the reverse pass instead of storing it.
 
     Returns:
         dL_v/dλ shaped like ``hparams`` (zeros where λ has no effect), and L_v(w_K).
     """
     saved_buffers = [b.detach().clone() for b in model.buffers()]
     try:
-        params, _ = unroll(model, update, state, training_loss, steps, checkpoint=checkpoint)
+        params, _ = unroll(
+            model,
+            update,
+            state,
+            training_loss,
+            steps,
+            gradient_checkpointing=gradient_checkpointing,
+        )
         val_loss = evaluate_at(model, params, validation_loss)
         grads = torch.autograd.grad(val_loss, list(hparams), allow_unused=True)
     finally:

@@ -34,7 +34,12 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.core.methods import ImplicitDifferentiation
-from hpo_cli.runner.cli.preflight import RESUME_MAY_CHANGE, compose_run
+from hpo_cli.runner.cli.preflight import (
+    RENAMED_COLUMNS,
+    RENAMED_KEYS,
+    RESUME_MAY_CHANGE,
+    compose_run,
+)
 from hpo_cli.runner.config.schemas import GROUP_SCHEMAS, GROUPS, RunConfig, register_configs
 
 CONF = files("hpo_cli.conf")
@@ -330,6 +335,22 @@ def reference_markdown() -> str:
         "any other change is refused, and `outer_steps` may only grow:",
         "",
         *[f"- `{key}`" for key in RESUME_MAY_CHANGE],
+        "",
+        "## Renamed keys",
+        "",
+        "A command or a config file that uses an old key is refused in one line naming the new",
+        "one (exit 2). A run directory written before the renames (an old key in its saved",
+        "configuration, an old column in its `metrics.csv`, a checkpoint of format 1 or 2) is",
+        "not resumed: `resume=` (and `hpo-hessian run_dir=`) refuse it in one line and leave its",
+        "files as they are.",
+        "",
+        "| old | new |",
+        "| --- | --- |",
+        *[f"| `{old}` | `{new}` |" for old, new in RENAMED_KEYS.items()],
+        *[
+            f"| `{old}` (metrics.csv, summary.json) | `{new}` |"
+            for old, new in RENAMED_COLUMNS.items()
+        ],
     ]
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,8 @@ Hydra writes ``.hydra/`` into the run directory as a job starts, and reports its
 So :func:`prepare` composes the configuration first, as Hydra will, and refuses in one line
 (exit 2) what cannot run:
 
+* a key that hpo-cli renamed (:data:`RENAMED_KEYS`: ``logger=mlflow``), on the command line or
+  in a config file, with the new key on the same line;
 * Hydra's composition errors, with the valid choices of a group on the same line;
 * an internal schema used as an option (``solver=base_cg``) and unknown top-level keys
   (``+foo=1``);
@@ -12,6 +14,9 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
   constructor included); in a multirun each job is validated as it starts instead, so that a
   refused job is recorded and the others run;
 * a fresh run aimed at a directory that already holds a run, or that another process writes;
+* a resume of a run directory written before the renames (:func:`refuse_renamed_run`): its
+  saved configuration, metrics.csv and checkpoint use the old names, and it is not continued
+  under new ones;
 * a resume that would change the run (:func:`check_resume`): only the keys of
   :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, and
   ``outer_steps`` may only grow. The checkpoint must be readable and ``metrics.csv`` whole up to
@@ -25,7 +30,9 @@ value); continuous sweeps (``interval(...)``) are left to the sweeper.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.state import refuse_before_renames
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -51,7 +59,6 @@ RESUME_MAY_CHANGE = (
     "max_skipped_fraction",
     "resume",
     "log_every",
-    "logger",
     "tracking",
     "early_stopping.patience",
     "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
@@ -61,12 +68,91 @@ was (``outer_steps`` may only grow; a larger ``early_stopping.patience`` trains 
 run)."""
 
 
+RENAMED_KEYS = {
+    "logger": "tracking.trackers",
+    "solver.checkpoint": "solver.gradient_checkpointing",
+    "data.train_size": "data.split_train",
+    "data.val_size": "data.split_val",
+    "data.test_size": "data.split_test",
+}
+"""Configuration keys hpo-cli renamed, old → new. An old key on the command line or in a config
+file is refused in one line naming the new one (:func:`renamed_key_line`), and a run directory
+whose saved configuration holds one is not resumed (:func:`refuse_renamed_run`)."""
+
+RENAMED_COLUMNS = {"inner_steps": "total_inner_steps"}
+"""metrics.csv columns (and summary.json and checkpoint keys) renamed with :data:`RENAMED_KEYS`:
+the cumulative count; ``inner_steps`` is the configuration's count per outer step."""
+
+
 def resume_may_change(key: str, saved: Any) -> bool:
     """Whether a resume may change ``key`` from its ``saved`` value: a key of
     :data:`RESUME_MAY_CHANGE` or under one, or an ``early_stopping`` key that the run's saved
     config predates (its checkpoints hold no early-stopping state to contradict)."""
     listed = any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
     return listed or (saved == "<missing>" and key.startswith("early_stopping."))
+
+
+# ---------------------------------------------------------------- renamed keys
+def renamed_key_line(overrides: list[str], error: Exception | None = None) -> str | None:
+    """One line for the first renamed key (:data:`RENAMED_KEYS`) among ``overrides`` or, failing
+    that, named by Hydra's ``error`` (a config file that sets it); ``None`` when there is none."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key in RENAMED_KEYS:
+            return _renamed(key, value)
+    text = f"{error} {getattr(error, '__cause__', '')}" if error is not None else ""
+    for key in re.findall(r"full_key: (\S+)|Could not override '([^']+)'", text):
+        key = next(k for k in key if k)
+        if key in RENAMED_KEYS:
+            return _renamed(key, None)
+    return None
+
+
+def _renamed(key: str, value: str | None) -> str:
+    new = RENAMED_KEYS[key]
+    if new == "tracking.trackers":
+        names = [n.strip(" '\"") for n in (value or "").strip("[]").split(",")]
+        use = f"[{','.join(n for n in names if n and n != 'csv')}]"
+        note = "; metrics.csv and summary.json are always written"
+        return f"{key}= is now {new}=[...]" + (f": use {new}={use}{note}" if value else note)
+    line = f"{key}= is now {new}=..." + (f": use {new}={value}" if value else "")
+    if key.startswith("data."):
+        line += f" (the {key[5:]} of a loader's own arguments stays dataset.{key[5:]})"
+    return line
+
+
+def refuse_renamed_run(run_dir: Path, flag: str = "resume") -> None:
+    """Refuse a run directory written before the renames: its saved configuration or overrides
+    hold a key of :data:`RENAMED_KEYS`, or its metrics.csv a column of :data:`RENAMED_COLUMNS`.
+    Continuing it would mix old and new names in one run (its checkpoint, of format 1 or 2, is
+    refused as well: :func:`hpo_cli.runner.loop.state.refuse_before_renames`).
+
+    Raises:
+        ConfigError: one line saying why and what to do.
+    """
+    files = RunDirectory(run_dir)
+    found: list[str] = []
+    if files.saved_config.exists():
+        saved = OmegaConf.to_container(OmegaConf.load(files.saved_config), resolve=False)
+        found += [k for k, _ in _leaves(saved) if k in RENAMED_KEYS]
+    if files.saved_overrides.exists():
+        keys = [str(o).split("=", 1)[0].lstrip("+~") for o in OmegaConf.load(files.saved_overrides)]
+        found += [k for k in keys if k in RENAMED_KEYS]
+    found = list(dict.fromkeys(found))
+    renames = [f"{k} is now {RENAMED_KEYS[k]}" for k in found]
+    if files.has_metrics():
+        with files.metrics.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        renames += [
+            f"metrics.csv's {c} is now {n}" for c, n in RENAMED_COLUMNS.items() if c in header
+        ]
+    if renames:
+        raise ConfigError(
+            f"{flag}={run_dir} was written before hpo-cli renamed its keys ({'; '.join(renames)}), "
+            "so it cannot be continued without changing the run; start a new run with the new "
+            "names (the old run's files stay readable), or finish it with the hpo-cli that wrote it"
+        )
 
 
 # ---------------------------------------------------------------- composition
@@ -101,7 +187,8 @@ def compose_run(
         try:
             cfg = compose(config_name, overrides, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException, ValueError) as error:
-            raise ConfigError(hydra_error_line(error)) from error
+            line = renamed_key_line(overrides, error) or hydra_error_line(error)
+            raise ConfigError(line) from error
     choices = cfg.hydra.runtime.choices
     for group in GROUPS:
         choice = choices.get(group)
@@ -110,6 +197,9 @@ def compose_run(
     known = {f.name for f in dataclasses.fields(schema)}
     unknown = [key for key in cfg if key != "hydra" and key not in known]
     if unknown:
+        renamed = renamed_key_line([o for o in overrides if o.lstrip("+~").startswith(unknown[0])])
+        if renamed:
+            raise ConfigError(renamed)
         raise ConfigError(f"+{unknown[0]}: {unknown[0]} is not a top-level configuration key")
     return cfg
 
@@ -280,6 +370,10 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     files.check_unlocked()
     state = files.load_checkpoint()
     if state is not None:
+        try:
+            refuse_before_renames(state)
+        except ConfigError as error:
+            raise ConfigError(f"resume={run_dir}: {error}") from error
         progress = state.get("progress", {})
         files.metrics_log().checked_rows(
             progress.get("outer_step", 0), progress.get("metrics_rows")
@@ -313,6 +407,7 @@ def prepare(arguments: list[str]) -> list[str]:
     if multirun:
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
     run_dir = Path(resume).expanduser().resolve()
+    refuse_renamed_run(run_dir)
     merged = resume_overrides(run_dir, overrides)
     if not checked:  # flags may take values (--cfg job): keep the command line's order
         kept = [a for a in arguments if argument([a], "resume") is None]

@@ -17,6 +17,7 @@ live in :mod:`hpo_cli.runner.config.validation`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import types
@@ -66,11 +67,18 @@ def schema_for(target: Callable[..., Any]) -> type:
     fields: list[tuple[str, Any, Any]] = [
         ("_target_", str, f"{target.__module__}.{target.__qualname__}")
     ]
+    factories = {
+        f.name: f.default_factory
+        for f in (dataclasses.fields(target) if dataclasses.is_dataclass(target) else ())
+        if f.default_factory is not dataclasses.MISSING
+    }
     for name, parameter in inspect.signature(target).parameters.items():
         if parameter.default is inspect.Parameter.empty:
             continue
         default = parameter.default
-        if isinstance(default, list):
+        if name in factories:  # a dataclass's field(default_factory=...)
+            default = field(default_factory=factories[name])
+        elif isinstance(default, list):
             default = field(default_factory=functools.partial(list, default))
         fields.append((name, checkable_type(hints.get(name, Any), name, default), default))
     return make_dataclass(f"{target.__name__}Config", fields)
@@ -168,8 +176,7 @@ class RunConfig(ProblemConfig):
     progress: bool = True  # tqdm bar on an interactive terminal
     log_every: int = 10  # outer steps between console lines (and one at the end)
     plots: bool = True  # PNG plots in the run directory
-    logger: Any = field(default_factory=lambda: ["csv"])  # csv (always), tensorboard, mlflow, wandb
-    tracking: Any = field(default_factory=schema_for(TrackingSettings))  # where trackers write
+    tracking: Any = field(default_factory=schema_for(TrackingSettings))  # trackers, where to
     early_stopping: Any = field(default_factory=schema_for(EarlyStopping))  # patience null: off
 
 
@@ -228,7 +235,7 @@ def register_configs() -> None:
 
 
 def tracker_names(cfg: DictConfig) -> list[str]:
-    """The trackers of ``logger`` besides ``csv`` (which is always on), in the order given:
-    ``logger=mlflow`` and ``logger=[tensorboard,mlflow]`` both work."""
-    chosen = [cfg.logger] if isinstance(cfg.logger, str) else list(cfg.logger or [])
-    return [name for name in dict.fromkeys(chosen) if name != "csv"]
+    """The trackers of ``tracking.trackers``, once each, in the order given:
+    ``tracking.trackers=mlflow`` and ``tracking.trackers=[tensorboard,mlflow]`` both work."""
+    chosen = cfg.tracking.trackers
+    return list(dict.fromkeys([chosen] if isinstance(chosen, str) else list(chosen or [])))

@@ -21,7 +21,7 @@ class Progress:
 
     device: str = "cpu"
     outer_step: int = 0
-    inner_steps: int = 0
+    total_inner_steps: int = 0  # inner steps since the run began (inner_steps per outer step)
     skipped_hyper_steps: int = 0  # mirrors JointOptimizer.skipped_hyper_steps; saved here
     elapsed_s: float = 0.0
     phase_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))

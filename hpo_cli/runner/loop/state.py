@@ -16,7 +16,10 @@ from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.rundir.checkpoint import CheckpointError
 
-CHECKPOINT_FORMAT = 2  # 2: Neumann's terms=K sums K terms (format 1, unmarked: K + 1)
+CHECKPOINT_FORMAT = 3
+"""2: Neumann's terms=K sums K terms (format 1, unmarked: K + 1); 3: the progress counts
+``total_inner_steps`` (formats 1 and 2: ``inner_steps``), written by the hpo-cli that renamed
+its configuration keys (:data:`hpo_cli.runner.cli.preflight.RENAMED_KEYS`)."""
 
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
@@ -47,9 +50,11 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
 
     Raises:
         CheckpointError: a checkpoint of format 1 (before Neumann's re-indexing) of a run whose
-            solver is Neumann: its saved ``terms`` would now mean one term fewer.
+            solver is Neumann: its saved ``terms`` would now mean one term fewer; or one of
+            format 1 or 2 (before the renames): its run's saved configuration holds old keys.
     """
     refuse_old_neumann(exp, state)
+    refuse_before_renames(state)
     exp.model.load_state_dict(state["model"])
     exp.hyper.load_state_dict(state["hyper"])
     exp.joint.optimizer.load_state_dict(state["optimizer"])
@@ -78,4 +83,16 @@ def refuse_old_neumann(exp: Experiment, state: dict[str, Any]) -> None:
             f"this checkpoint predates Neumann's re-indexing: solver.terms={solver.terms} now sums "
             f"{solver.terms} terms (old terms=K is new terms=K+1); start a new run, or rerun "
             f"with an older hpo-cli"
+        )
+
+
+def refuse_before_renames(state: dict[str, Any]) -> None:
+    """Refuse a checkpoint of format 1 or 2, written before the renames (its progress counts
+    ``inner_steps``, its run's configuration and metrics.csv use the old names): the run is
+    not continued under names it was not started with."""
+    if state.get("format", 1) < 3 or "inner_steps" in state.get("progress", {}):
+        raise CheckpointError(
+            f"this checkpoint (format {state.get('format', 1)}) predates hpo-cli's renamed "
+            f"keys and columns (inner_steps is now total_inner_steps); it cannot be resumed: "
+            f"start a new run, or finish it with the hpo-cli that wrote it"
         )

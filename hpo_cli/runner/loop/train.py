@@ -92,7 +92,7 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
     with phase(progress, "inner", exp.device):
         for _ in range(settings.inner_steps):
             loss = inner_step(exp)
-        progress.inner_steps += settings.inner_steps
+        progress.total_inner_steps += settings.inner_steps
     check_finite(loss, "training loss", progress)
     if comparisons is not None and solver_comparison_due(settings, progress.outer_step):
         with phase(progress, "solver_comparison", exp.device):
@@ -121,7 +121,10 @@ def evaluate_split(exp: Experiment, split: Split, chunk: int = 4096) -> tuple[fl
 def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> dict[str, Any]:
     """One ``metrics.csv`` row: losses and errors of every split, λ's statistics, the last
     hyper-step's diagnostics, and (every ``hessian_every`` steps) the Hessian's."""
-    row: dict[str, Any] = {"outer_step": progress.outer_step, "inner_steps": progress.inner_steps}
+    row: dict[str, Any] = {
+        "outer_step": progress.outer_step,
+        "total_inner_steps": progress.total_inner_steps,
+    }
     for name in ("train", "val", "test"):
         row[f"{name}_loss"], row[f"{name}_error"] = evaluate_split(exp, getattr(exp.data, name))
     values = exp.hyper.constrained_values()
@@ -176,7 +179,7 @@ def start_or_resume(
     progress = Progress(device=str(exp.device), metrics_rows=0)
     for _ in range(exp.settings.warmup_inner_steps):
         inner_step(exp)
-    progress.inner_steps = exp.settings.warmup_inner_steps
+    progress.total_inner_steps = exp.settings.warmup_inner_steps
     return progress, True
 
 

@@ -21,7 +21,7 @@ from hpo_cli.runner.errors import ConfigError
 
 COLUMNS = [
     "outer_step",
-    "inner_steps",
+    "total_inner_steps",
     "wall_time_s",
     "train_loss",
     "train_error",

@@ -72,7 +72,7 @@ def write_summary(
         "stop_reason": stop_reason or status,
         "error": error,
         "outer_steps": progress.outer_step if progress else None,
-        "inner_steps": progress.inner_steps if progress else None,
+        "total_inner_steps": progress.total_inner_steps if progress else None,
         "skipped_hyper_steps": progress.skipped_hyper_steps if progress else None,
         "final": rows[-1] if rows else None,
         "best_by_validation": best,

@@ -1,13 +1,14 @@
-"""Experiment trackers beside ``metrics.csv``: ``logger=[tensorboard,mlflow,wandb]``.
+"""Experiment trackers beside ``metrics.csv``: ``tracking.trackers=[tensorboard,mlflow,wandb]``.
 
-    hpo-run logger=tensorboard                 # event files in <run dir>/tensorboard
-    hpo-run logger=mlflow                      # outputs/mlflow/mlflow.db (SQLite) + artifacts
-    hpo-run logger=mlflow tracking.mlflow_uri=http://127.0.0.1:5000   # an mlflow server
-    hpo-run logger=[tensorboard,mlflow,wandb]  # several at once; W&B offline by default
+    hpo-run tracking.trackers=[tensorboard]     # event files in <run dir>/tensorboard
+    hpo-run tracking.trackers=[mlflow]          # outputs/mlflow/mlflow.db (SQLite) + artifacts
+    hpo-run tracking.trackers=[mlflow] tracking.mlflow_uri=http://127.0.0.1:5000  # a server
+    hpo-run tracking.trackers=[tensorboard,mlflow,wandb]  # several; W&B offline by default
 
-``csv`` (metrics.csv, summary.json, the plots) is always on. Each tracker gets the flattened
-configuration as parameters, every metrics row at its outer step, the plots, summary.json and
-the CSVs as artifacts, and the tags ``hpo_cli_version``, ``device`` and ``status``.
+The run directory's own files (metrics.csv, summary.json, the plots) are always written. Each
+tracker gets the flattened configuration as parameters, every metrics row at its outer step, the
+plots, summary.json and the CSVs as artifacts, and the tags ``hpo_cli_version``, ``device`` and
+``status``.
 
 :class:`Trackers` is the runner's one handle on them all. It records each tracker's run (its id,
 store or folder) and the last outer step it logged in ``<run dir>/tracking.json``, so that
@@ -117,7 +118,7 @@ class Trackers:
         except Exception as error:  # a tracker must never stop the run
             message = f"{type(error).__name__}: {error}".splitlines()[0]
             log.warning(
-                "logger=%s failed (%s: %s) and is switched off for the rest of the run; "
+                "tracking.trackers=%s failed (%s: %s) and is switched off for the rest of the run; "
                 "metrics.csv and the checkpoints are not affected",
                 name,
                 action,
@@ -228,7 +229,7 @@ def log_sweep(sweep_dir: Path, job_dirs: list[Path], files: list[Path], failed: 
         try:
             state = TRACKERS[name].log_sweep(sweep_dir, job_states, files, tags)
         except Exception as error:
-            log.warning("logger=%s: the sweep summary was not logged (%s)", name, error)
+            log.warning("tracking.trackers=%s: the sweep summary was not logged (%s)", name, error)
             continue
         if state is not None:
             summary[name] = state

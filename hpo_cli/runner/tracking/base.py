@@ -19,9 +19,11 @@ class TrackerUnavailable(RuntimeError):
 
 @dataclass
 class TrackingSettings:
-    """The ``tracking`` block: where the trackers of ``logger`` write.
+    """The ``tracking`` block: which trackers record the run and where they write.
 
     Attributes:
+        trackers: ``tensorboard``, ``mlflow``, ``wandb``: a list, or one name; empty: none
+            (metrics.csv, summary.json and the plots are always written).
         experiment: the MLflow experiment and the W&B project of a single run; a sweep's jobs go
             to ``<experiment>/<sweep id>`` (MLflow) or the W&B group ``<sweep id>``.
         mlflow_uri: ``None``: an SQLite store ``outputs/mlflow/mlflow.db`` with artifacts in
@@ -31,6 +33,7 @@ class TrackingSettings:
             ``online`` (needs ``wandb login``).
     """
 
+    trackers: list[str] | str = field(default_factory=list)
     experiment: str = "hpo-cli"
     mlflow_uri: str | None = None
     wandb_mode: str = "offline"
@@ -85,7 +88,7 @@ class Tracker(ABC):
         """Raise :class:`TrackerUnavailable` when the tracker cannot be used."""
         if importlib.util.find_spec(cls.package) is None:
             raise TrackerUnavailable(
-                f"logger={cls.name} needs the {cls.package} package: "
+                f"tracking.trackers={cls.name} needs the {cls.package} package: "
                 'pip install -e ".[tracking]" (or make install-tracking)'
             )
 

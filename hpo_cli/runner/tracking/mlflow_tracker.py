@@ -1,4 +1,4 @@
-"""``logger=mlflow``: one MLflow run per hpo-run run, through :class:`mlflow.MlflowClient`.
+"""``tracking.trackers=mlflow``: one MLflow run per hpo-run run (:class:`mlflow.MlflowClient`).
 
 The default store is SQLite, ``outputs/mlflow/mlflow.db``, with artifacts in
 ``outputs/mlflow/artifacts`` (MLflow 3 keeps the ``./mlruns`` file store in maintenance mode
@@ -77,8 +77,8 @@ class MLflowTracker(Tracker):
             except (urllib.error.URLError, OSError, ValueError) as error:
                 reason = getattr(error, "reason", error)
                 raise TrackerUnavailable(
-                    f"logger=mlflow: no MLflow server answers at {uri} ({reason}); start one "
-                    "with: mlflow server --host 127.0.0.1 --port 5000"
+                    f"tracking.trackers=mlflow: no MLflow server answers at {uri} ({reason}); "
+                    "start one with: mlflow server --host 127.0.0.1 --port 5000"
                 ) from error
 
     def start(self, info: RunInfo, state: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``logger=tensorboard``: event files in ``<run dir>/tensorboard``, written by
+"""``tracking.trackers=tensorboard``: event files in ``<run dir>/tensorboard``, written by
 :class:`torch.utils.tensorboard.SummaryWriter` (needs the ``tensorboard`` package).
 
     tensorboard --logdir <run dir>        # one run

@@ -1,4 +1,4 @@
-"""``logger=wandb``: a Weights & Biases run, offline by default (``tracking.wandb_mode``).
+"""``tracking.trackers=wandb``: a Weights & Biases run, offline unless ``tracking.wandb_mode``.
 
 Offline, nothing touches the network: the run is written to
 ``<run dir>/wandb/offline-run-<time>-<id>/`` (``run-<id>.wandb`` holds the history, ``files/``

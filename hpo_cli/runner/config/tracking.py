@@ -1,5 +1,6 @@
 """From the configuration to the run's :class:`hpo_cli.runner.tracking.Trackers`: which
-trackers (``logger``), what they record (the flattened config, the run's name, its sweep, tags).
+trackers (``tracking.trackers``), what they record (the flattened config, the run's name, its
+sweep, tags).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def sweep_id(sweep_dir: Path) -> str:
 def run_info(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> RunInfo:
     """What the trackers record: the flattened config (without ``resume``), the run's name (a
     sweep job: ``job N``), its sweep and its tags (the command-line overrides among them)."""
-    settings = TrackingSettings(**{k: v for k, v in cfg.tracking.items() if k != "_target_"})
+    tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
+    settings = TrackingSettings(**{k: v for k, v in tracking.items() if k != "_target_"})
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     params = {key: value for key, value in params.items() if not key.startswith("resume")}
     device = cfg.device.type
