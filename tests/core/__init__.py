@@ -1,0 +1,1 @@
+"""hpo_cli/core: hypergradients, curvature products, solvers, unrolled differentiation, JointOptimizer."""
