@@ -75,7 +75,7 @@ def finished_run(tmp_path_factory) -> Path:
     """One short completed ``hpo-run`` run (:data:`cli_runs.FAST`, with its plots), shared by
     the tests that only read it or copy it (test_cli, test_hessian_cli)."""
     run_dir = tmp_path_factory.mktemp("finished")
-    from cli_runs import FAST, hpo_run
+    from tests.support.cli_runs import FAST, hpo_run
 
     result = hpo_run(run_dir, *FAST, "plots=true")
     assert result.returncode == 0, result.stderr

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_own_problem import compose_with
 
 from hpo_cli.runner.cli.command import train
+from tests.support.config_dirs import compose_with
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "examples" / "wine_project"

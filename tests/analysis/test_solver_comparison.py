@@ -16,7 +16,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from composed import run_config
 from hydra import compose, initialize_config_module
 
 from hpo_cli.analysis.solver_comparison import budget_sweep, compare_hypergradients, neumann_step
@@ -29,6 +28,7 @@ from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS
+from tests.support.composed import run_config
 
 DT = torch.float64
 BUDGET = 12

@@ -9,7 +9,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from composed import run_config
 
 from hpo_cli.analysis.training_response import agreement, correlation, random_directions
 from hpo_cli.core.unrolled import unroll
@@ -19,6 +18,7 @@ from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.train import inner_step
 from hpo_cli.runner.loop.training_response import Horizon
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS
+from tests.support.composed import run_config
 
 SOLVERS = "solver_comparison.solvers=[identity,neumann,cg,ggn_cg,unrolled]"
 

@@ -1,1 +1,2 @@
-"""hpo_cli/core: hypergradients, curvature products, solvers, unrolled differentiation, JointOptimizer."""
+"""hpo_cli/core: hypergradients, curvature products, solvers, unrolled differentiation,
+JointOptimizer."""

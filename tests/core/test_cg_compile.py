@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from cli_runs import FAST, hpo_run
-from test_core_preconditioner import small_mlp_hessian
 
 from hpo_cli import ConjugateGradient
+from tests.core.test_preconditioner import small_mlp_hessian
+from tests.support.cli_runs import FAST, hpo_run
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_core_ggn import dense_ggn
 
 from hpo_cli import ConjugateGradient, Exact, Neumann, hypergradient
 from hpo_cli.core.curvature import curvature_matvec
@@ -14,6 +13,7 @@ from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.core.vectors import flatten
 from hpo_cli.hyper import WeightDecay
 from hpo_cli.optim.local_model import loss_and_outputs
+from tests.core.test_ggn import dense_ggn
 
 DT = torch.float64
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from cli_runs import FAST, hpo_run
 
 from hpo_cli import ConjugateGradient
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.core.solvers import CGState
 from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, second_moment_diagonal, spd_diagonal
+from tests.support.cli_runs import FAST, hpo_run
 
 DT = torch.float64
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_core_mlp import SHAPES, THETA, single_thread, solved, train_loss, unpack, val_loss
 from torch import nn
 
 from hpo_cli import Neumann, hypergradient
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.core.unrolled import SGDUpdate, unrolled_hypergradient
+from tests.core.test_mlp import SHAPES, THETA, single_thread, solved, train_loss, unpack, val_loss
 
 DT = torch.float64
 STEPS = (1, 2, 5, 20)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from image_files import CLASSES, SHAPES, write, write_readable
 
 from hpo_cli.data import (
     Splits,
@@ -28,6 +27,7 @@ from hpo_cli.data import (
 from hpo_cli.data.bundled import bundled_table
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
+from tests.support.image_files import CLASSES, SHAPES, write, write_readable
 
 IMAGE_LOADERS = {
     "mnist": load_mnist,

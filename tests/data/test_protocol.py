@@ -4,14 +4,14 @@ become Splits; anything else is one line naming the protocol."""
 from __future__ import annotations
 
 import numpy as np
-import own_problem
 import pytest
 import torch
-from image_files import write_image_folder
 
 from hpo_cli.data import Split
 from hpo_cli.data.protocol import PROTOCOL, DataOptions, DataProtocolError, as_splits
 from hpo_cli.data.streaming import StreamedSplit
+from tests.support import own_problem
+from tests.support.image_files import write_image_folder
 
 
 def splits(result, **options):

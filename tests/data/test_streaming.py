@@ -7,13 +7,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from image_files import write_image_folder
-from test_own_problem import compose_with, conf_dir
 from torch.utils.data import TensorDataset
 
 from hpo_cli.data.streaming import Loading, SeededBatchSampler, StreamedSplit
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.loop import train as loop
+from tests.support.config_dirs import compose_with, conf_dir
+from tests.support.image_files import write_image_folder
 
 
 def test_each_epoch_is_a_permutation_and_batches_depend_on_seed_and_position():

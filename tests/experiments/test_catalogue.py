@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from composed import run_config
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,6 +30,7 @@ from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.rundir.summary import write_summary
+from tests.support.composed import run_config
 
 CATALOGUE = Path(hpo_cli.__file__).parent / "conf" / "experiment"
 NAMES = sorted(path.stem for path in CATALOGUE.glob("*.yaml"))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import hpo_hessian
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 
@@ -23,6 +22,7 @@ from hpo_cli.hpo_hessian.cli import (
 from hpo_cli.runner.config.build import build_problem
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir.checkpoint import load_checkpoint
+from tests.support.cli_runs import hpo_hessian
 
 HPO_HESSIAN = str(Path(sys.executable).parent / "hpo-hessian")
 PNG = b"\x89PNG\r\n\x1a\n"

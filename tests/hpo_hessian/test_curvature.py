@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from composed import run_config
 from hydra import compose, initialize_config_module
 
 from hpo_cli.analysis.hessian import ggn_operator
@@ -20,6 +19,7 @@ from hpo_cli.core.hvp import dense_matrix
 from hpo_cli.hpo_hessian.cli import curvature_operator
 from hpo_cli.runner.config.build import Problem, build_experiment, build_problem
 from hpo_cli.runner.loop.hyper_losses import hyper_losses
+from tests.support.composed import run_config
 
 # A tiny float64 problem: 12 digits, a 64-3-10 MLP (235 weights), every weight analysed.
 PROBLEM = [

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 import torch
-from composed import run_config
 from hydra import compose, initialize_config_module
 from torch import nn
 from torch.func import functional_call
@@ -25,6 +24,7 @@ from hpo_cli.hyper import AugmentNet, Distill, Dropout, HyperModule, LossWeights
 from hpo_cli.models import MLP
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
+from tests.support.composed import run_config
 
 DT = torch.float64
 RIDGE = 1e-2

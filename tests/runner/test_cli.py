@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runs import FAST, Result, hpo_run
+
+from tests.support.cli_runs import FAST, Result, hpo_run
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def metrics(run_dir: Path) -> pd.DataFrame:

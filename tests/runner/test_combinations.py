@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from composed import run_config
-from image_files import write_readable
 from omegaconf import DictConfig, OmegaConf
-from option_configs import options
 
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.errors import ConfigError
+from tests.support.composed import run_config
+from tests.support.image_files import write_readable
+from tests.support.option_configs import options
 
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
 FLAT_DATASETS = {"diabetes", "linreg", "regression1d"}

@@ -4,10 +4,11 @@ the tests use it with (groups, experiments, lists, null, booleans, nested keys).
 from __future__ import annotations
 
 import pytest
-from composed import run_config
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError
-from option_configs import hydra_compose
+
+from tests.support.composed import run_config
+from tests.support.option_configs import hydra_compose
 
 OVERRIDE_LISTS = [
     [],

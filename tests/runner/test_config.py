@@ -8,12 +8,16 @@ import typing
 
 import pytest
 import torch
-from composed import run_config
 from hydra.errors import ConfigCompositionException
-from image_files import write_readable
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-from option_configs import (
+
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.config.validation import validate
+from hpo_cli.runner.errors import ConfigError
+from tests.support.composed import run_config
+from tests.support.image_files import write_readable
+from tests.support.option_configs import (
     CONF,
     GROUPS,
     covering_compositions,
@@ -21,10 +25,6 @@ from option_configs import (
     option_node,
     options,
 )
-
-from hpo_cli.runner.config.build import build_experiment
-from hpo_cli.runner.config.validation import validate
-from hpo_cli.runner.errors import ConfigError
 
 SMALL = [
     "dataset.train_size=20",

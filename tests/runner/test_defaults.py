@@ -12,7 +12,8 @@ import inspect
 
 from hydra.utils import get_method
 from omegaconf import OmegaConf
-from option_configs import CONF, option_node, options
+
+from tests.support.option_configs import CONF, option_node, options
 
 GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer")
 

@@ -10,9 +10,9 @@ import math
 import pandas as pd
 import pytest
 import torch
-from tiny_runs import interrupt_at, metrics, run
 
 from hpo_cli.runner.loop.early_stopping import EarlyStopping, initial_state
+from tests.support.tiny_runs import interrupt_at, metrics, run
 
 NEVER_IMPROVES = ["early_stopping.patience=2", "early_stopping.min_delta=1e9"]
 

@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runs import call_main
-from composed import run_config
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
-from option_configs import GROUPS, option_node
 
 from hpo_cli.hpo_hessian import cli as hessian_cli
 from hpo_cli.runner.cli import command
 from hpo_cli.runner.cli.help import REFERENCE, REGENERATE, reference_markdown
 from hpo_cli.runner.config.schemas import GROUP_SCHEMAS, RunConfig
+from tests.support.cli_runs import call_main
+from tests.support.composed import run_config
+from tests.support.option_configs import GROUPS, option_node
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bracketed(text: str) -> str:

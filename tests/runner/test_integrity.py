@@ -19,8 +19,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from cli_runs import call_main
-from composed import run_config
 
 from hpo_cli import hpo_hessian as hessian_cli
 from hpo_cli.runner.cli import command as cli
@@ -33,6 +31,8 @@ from hpo_cli.runner.rundir.checkpoint import (
 from hpo_cli.runner.rundir.lock import RunLocked, check_unlocked, run_lock
 from hpo_cli.runner.rundir.metrics import MetricsDamaged, MetricsLog
 from hpo_cli.runner.rundir.names import CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT
+from tests.support.cli_runs import call_main
+from tests.support.composed import run_config
 
 TINY = [
     "outer_steps=4",

@@ -1,11 +1,8 @@
-"""A researcher's own model, data, hyperparameter module and solver (tests/own_problem.py, outside
-hpo_cli) and their own config directory: built by ``_target_``, checked against their own
+"""A researcher's own model, data, hyperparameter module and solver (tests/support/own_problem.py,
+outside hpo_cli) and their own config directory: built by ``_target_``, checked against their own
 signatures, refused in one line when they do not fit."""
 
 from __future__ import annotations
-
-import textwrap
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +12,7 @@ from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.errors import ConfigError
+from tests.support.config_dirs import compose_with, conf_dir
 
 SMALL = [
     "dataset.train_size=30",
@@ -29,29 +27,20 @@ SMALL = [
 ]
 
 
-def conf_dir(root: Path, files: dict[str, str]) -> Path:
-    """A user's config directory: ``files`` maps 'group/name.yaml' to its text."""
-    for name, text in files.items():
-        path = root / "conf" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    return root / "conf"
-
-
-def compose_with(conf: Path, *overrides: str):
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=[f"hydra.searchpath=[file://{conf}]", *overrides])
-
-
 def test_an_outside_model_gets_only_the_shapes_it_asks_for(tmp_path):
-    conf = conf_dir(tmp_path, {"model/wide.yaml": "_target_: own_problem.WideNet\nwidth: 12\n"})
+    conf = conf_dir(
+        tmp_path, {"model/wide.yaml": "_target_: tests.support.own_problem.WideNet\nwidth: 12\n"}
+    )
     exp = build_experiment(compose_with(conf, "model=wide", "model.width=5", *SMALL))
     first, last = exp.model[1], exp.model[3]
     assert (first.in_features, first.out_features, last.out_features) == (64, 5, 10)
     exp = build_experiment(
         compose_with(
-            conf, "model=wide", "model._target_=own_problem.FixedNet", "~model.width", *SMALL
+            conf,
+            "model=wide",
+            "model._target_=tests.support.own_problem.FixedNet",
+            "~model.width",
+            *SMALL,
         )
     )
     assert exp.model[1].out_features == 10  # took no shapes at all
@@ -62,23 +51,29 @@ def test_an_outside_model_gets_only_the_shapes_it_asks_for(tmp_path):
     [
         (
             ["+model.widht=3"],
-            r"^model.widht is not a parameter of own_problem.WideNet; valid keys: width$",
+            r"^model.widht is not a parameter of tests.support.own_problem.WideNet; "
+            r"valid keys: width$",
         ),
         (
             ["model.width=many"],
-            r"^model.width='many' is invalid: own_problem.WideNet takes width: int$",
+            r"^model.width='many' is invalid: tests.support.own_problem.WideNet takes width: int$",
         ),
         (
-            ["model._target_=own_problem.Missing"],
-            r"^model._target_=own_problem.Missing cannot be imported",
+            ["model._target_=tests.support.own_problem.Missing"],
+            r"^model._target_=tests.support.own_problem.Missing cannot be imported",
         ),
         (
-            ["model._target_=own_problem.not_a_model", "~model.width"],
+            ["model._target_=tests.support.own_problem.not_a_model", "~model.width"],
             r"built a list, not a torch.nn.Module$",
         ),
         (
-            ["model._target_=own_problem.FixedNet", "~model.width", "+model.classes=3"],
-            r"^model=own_problem.FixedNet maps inputs \(2, 1, 8, 8\) to outputs \(2, 3\), but the "
+            [
+                "model._target_=tests.support.own_problem.FixedNet",
+                "~model.width",
+                "+model.classes=3",
+            ],
+            r"^model=tests.support.own_problem.FixedNet maps inputs \(2, 1, 8, 8\) to outputs "
+            r"\(2, 3\), but the "
             r"classification data set needs \(2, 10\) for 10 classes$",
         ),
         (
@@ -93,7 +88,9 @@ def test_an_outside_model_gets_only_the_shapes_it_asks_for(tmp_path):
     ],
 )
 def test_a_model_that_does_not_fit_fails_before_training_in_one_line(tmp_path, overrides, message):
-    conf = conf_dir(tmp_path, {"model/wide.yaml": "_target_: own_problem.WideNet\nwidth: 16\n"})
+    conf = conf_dir(
+        tmp_path, {"model/wide.yaml": "_target_: tests.support.own_problem.WideNet\nwidth: 16\n"}
+    )
     with pytest.raises(ConfigError, match=message) as error:
         build_experiment(compose_with(conf, "model=wide", *overrides, *SMALL))
     assert "\n" not in str(error.value)
@@ -111,10 +108,10 @@ def test_own_loader_model_hyper_module_and_solver_train_from_a_config_directory(
     conf = conf_dir(
         tmp_path,
         {
-            "dataset/blobs.yaml": "_target_: own_problem.blobs\nn: 60\n",
-            "model/wide.yaml": "_target_: own_problem.WideNet\nwidth: 8\n",
-            "hyper/scaled_l2.yaml": "_target_: own_problem.ScaledL2\ninit: 0.01\n",
-            "solver/half.yaml": "_target_: own_problem.HalfIdentity\nscale: 0.25\n",
+            "dataset/blobs.yaml": "_target_: tests.support.own_problem.blobs\nn: 60\n",
+            "model/wide.yaml": "_target_: tests.support.own_problem.WideNet\nwidth: 8\n",
+            "hyper/scaled_l2.yaml": "_target_: tests.support.own_problem.ScaledL2\ninit: 0.01\n",
+            "solver/half.yaml": "_target_: tests.support.own_problem.HalfIdentity\nscale: 0.25\n",
             "experiment/mine.yaml": """\
                 # @package _global_
                 defaults:
@@ -172,6 +169,11 @@ def test_a_model_from_the_command_line_alone_replaces_the_built_in_one():
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=["~model", "+model._target_=own_problem.WideNet", "+model.width=7", *SMALL],
+            overrides=[
+                "~model",
+                "+model._target_=tests.support.own_problem.WideNet",
+                "+model.width=7",
+                *SMALL,
+            ],
         )
     assert build_experiment(cfg).model[1].out_features == 7

@@ -11,11 +11,11 @@ import matplotlib.image
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from tiny_runs import metrics, run
 
 from hpo_cli.runner.report import plots
 from hpo_cli.runner.report.console import log_due
 from hpo_cli.runner.sweeps.plots import draw_sweep
+from tests.support.tiny_runs import metrics, run
 
 HYDRA_RECORD = """hydra:
   runtime:

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_runs import Result, hpo_run
-from composed import run_config
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -29,6 +27,8 @@ from hpo_cli.runner.cli import command as cli
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.sweeps import aggregate as sweep_module
 from hpo_cli.runner.sweeps.aggregate import aggregate, collect
+from tests.support.cli_runs import Result, hpo_run
+from tests.support.composed import run_config
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 RAY = str(Path(sys.executable).parent / "ray")

@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-from tiny_runs import TINY, interrupt_at, metrics, run
 
 from hpo_cli.runner.rundir.names import TRACKING
 from hpo_cli.runner.sweeps.aggregate import AggregateSweep
 from hpo_cli.runner.tracking import MLflowTracker
+from tests.support.tiny_runs import TINY, interrupt_at, metrics, run
 
 EXTRA = 'needs the tracking extra: pip install -e ".[tracking]" (make install-tracking)'
 
@@ -226,7 +226,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_summary_run(tmp_path, mlflow_st
 # ---------------------------------------------------------------- W&B, offline
 def test_wandb_offline_run_files_hold_config_history_and_files(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason=EXTRA)
-    import wandb_records
+    from tests.support import wandb_records
 
     monkeypatch.setenv("WANDB_MODE", "online")  # the config's offline default wins
     run(tmp_path, "logger=wandb")
@@ -249,7 +249,7 @@ def test_wandb_offline_run_files_hold_config_history_and_files(tmp_path, monkeyp
 
 def test_wandb_resume_continues_the_same_run_id_without_duplicated_steps(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason=EXTRA)
-    import wandb_records
+    from tests.support import wandb_records
 
     interrupt_at(monkeypatch, 4)
     with pytest.raises(SystemExit):

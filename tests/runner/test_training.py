@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from composed import run_config
 
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.runner.cli.command import train
@@ -15,6 +14,7 @@ from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress, RunFailed
 from hpo_cli.runner.loop.train import evaluate_split, hyper_step, inner_step
 from hpo_cli.runner.rundir.checkpoint import read_checkpoint
+from tests.support.composed import run_config
 
 TINY = [
     "dataset.train_size=20",

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from composed import run_config
 
 from hpo_cli.core.unrolled import state_of, unrolled_hypergradient, update_for
 from hpo_cli.runner.cli.command import train
@@ -16,6 +15,7 @@ from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.hyper_losses import hyper_losses
 from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.loop.train import hyper_step, inner_step
+from tests.support.composed import run_config
 
 TINY = [
     "dataset.train_size=20",

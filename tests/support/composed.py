@@ -21,7 +21,8 @@ import functools
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
-from option_configs import CONF, GROUPS, hydra_compose, option_node
+
+from tests.support.option_configs import CONF, GROUPS, hydra_compose, option_node
 
 CONFIG_GROUPS = {p.name for p in CONF.iterdir() if p.is_dir() and not p.name.startswith("_")}
 """Every config group folder (``hydra`` and ``experiment`` included)."""

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpo_cli.runner.config.schemas import register_configs
 
-CONF = Path(__file__).resolve().parents[1] / "hpo_cli" / "conf"
+CONF = Path(__file__).resolve().parents[2] / "hpo_cli" / "conf"
 GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer", "device")
 
 

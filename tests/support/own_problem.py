@@ -1,5 +1,6 @@
 """A researcher's own package, outside hpo_cli: models, loaders, a hyperparameter module and a
-solver that the tests name by ``_target_`` (tests/ is on sys.path, not in hpo_cli)."""
+solver that the tests name by ``_target_`` (``tests.support.own_problem.*``: the repository root
+is on sys.path; nothing here is in hpo_cli)."""
 
 from __future__ import annotations
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from composed import run_config
 from omegaconf import DictConfig
 
 from hpo_cli.runner.cli import command as cli
 from hpo_cli.runner.loop import train as loop
+from tests.support.composed import run_config
 
 TINY = [
     "outer_steps=4",
