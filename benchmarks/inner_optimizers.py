@@ -3,8 +3,8 @@
 Run from the repository root::
 
     make bench-hf                                   # default sizes (about a minute on 2 cores)
-    python -m benchmarks.hessian_free --quick       # a smoke run in seconds
-    python -m benchmarks.hessian_free --device cuda --threads 1 --out /tmp/bench
+    python -m benchmarks.inner_optimizers --quick       # a smoke run in seconds
+    python -m benchmarks.inner_optimizers --device cuda --threads 1 --out /tmp/bench
 
 An MLP 64-64-10 (tanh, float32, cross-entropy) on scikit-learn's 8×8 digits (``--train``
 examples), the same initial weights and the same shuffled mini-batch order for every optimiser:
@@ -17,7 +17,7 @@ examples), the same initial weights and the same shuffled mini-batch order for e
 Each epoch is timed whole with ``time.perf_counter`` (after a CUDA synchronise); the training
 loss on all training examples is measured after each epoch, outside the timed region. The
 Markdown table goes to stdout and, with a CSV of every epoch, to
-``<out>/hessian_free_<device>[_quick].{md,csv}``.
+``<out>/inner_optimizers_<device>[_quick].{md,csv}``.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> None:
     report = markdown(rows, args)
     print(report)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"hessian_free_{args.device}{'_quick' if args.quick else ''}"
+    stem = args.out / f"inner_optimizers_{args.device}{'_quick' if args.quick else ''}"
     stem.with_suffix(".md").write_text(report)
     with stem.with_suffix(".csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))

@@ -2,14 +2,14 @@
 
 Run from the repository root::
 
-    python -m benchmarks.loop                    # both problems on the CPU (minutes)
-    python -m benchmarks.loop --quick            # tiny sizes: a smoke run in seconds
-    python -m benchmarks.loop --peers            # fail (exit 1, one line) without every peer
-    python -m benchmarks.loop --threads 1 --out /tmp/bench
+    python -m benchmarks.solvers_in_the_loop              # both problems on the CPU (minutes)
+    python -m benchmarks.solvers_in_the_loop --quick      # tiny sizes: a smoke run in seconds
+    python -m benchmarks.solvers_in_the_loop --peers      # fail (exit 1, one line) without a peer
+    python -m benchmarks.solvers_in_the_loop --threads 1 --out /tmp/bench
 
 Section 8, one table per problem: (a) hpo-run's default experiment (digits, MLP 64-64-10,
 per-weight weight decay, Adam inside, RMSprop outside); (b) the MLP 784-256-256-10 (ReLU) with
-per-weight weight decay on synthetic MNIST-shaped data (``benchmarks.synthetic``: Gaussian
+per-weight weight decay on synthetic MNIST-shaped data (``benchmarks.common.synthetic``: Gaussian
 images, labels from a random linear teacher), built through the runner like (a). The run is the
 runner's own: ``inner_steps`` calls of ``hpo_cli.runner.loop.train.inner_step`` per outer step, then
 the hyper-step on batches drawn as ``hyper_step`` draws them, driven by hpo-cli's cold Neumann
@@ -39,7 +39,7 @@ Accuracy is ‖g − g*‖/‖g*‖ against the reference's hypergradient g* at 
 single calls (warm state changes from call to call, so a call cannot be repeated), timed with
 ``time.perf_counter`` in an order rotated at every step so that load hits all methods alike.
 Output: ``<out>/loop_<device>[_quick].{md,csv}``. The run itself (the states, the list of
-methods, the loop) is ``benchmarks.loop_run``; this module turns its records into the tables.
+methods, the loop) is ``benchmarks.common.loop_run``; this module turns its records into the tables.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -67,9 +67,9 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.loop_run import COMPILED, Family, LoopProblem, Record, problems, run_problem
-from benchmarks.machine import CpuSnapshot
-from benchmarks.peer_adapters import add_peers_flag, peer_status, require_peers
+from benchmarks.common.loop_run import COMPILED, Family, LoopProblem, Record, problems, run_problem
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.peer_adapters import add_peers_flag, peer_status, require_peers
 
 EQUAL_ACCURACY = 1.05  # errors within this factor count as equal
 TARGET_PRODUCTS, TARGET_PEER_TIME = 2.0, 1.3
@@ -216,7 +216,9 @@ def section_loop(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = benchmark_parser("loop", "Cold vs warm hypergradients over a run, and the peers.")
+    parser = benchmark_parser(
+        "solvers_in_the_loop", "Cold vs warm hypergradients over a run, and the peers."
+    )
     add_peers_flag(parser)
     return parse_benchmark_args(parser, argv)
 
@@ -228,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = require_peers({k: v for k, v in status.items() if k != "higher"}, args.peers)
     available = set(status) - set(missing)
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    command = benchmark_command("loop", argv)
+    command = benchmark_command("solvers_in_the_loop", argv)
     start = CpuSnapshot.now()
     tables = [
         section_loop(problem, available, missing, compiled=not args.quick)
@@ -237,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
     write_report(
         args.out,
-        report_stem("loop", device, args.quick),
+        report_stem("solvers_in_the_loop", device, args.quick),
         "hpo-cli hypergradients in the loop",
         run,
         tables,

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    python -m benchmarks.streaming                  # 3 × 200 PNGs of 32×32, CPU
-    python -m benchmarks.streaming --quick          # 3 × 20 PNGs of 16×16: a smoke run
-    python -m benchmarks.streaming --device cuda    # batches pinned and copied to the GPU
+    python -m benchmarks.streamed_data                  # 3 × 200 PNGs of 32×32, CPU
+    python -m benchmarks.streamed_data --quick          # 3 × 20 PNGs of 16×16: a smoke run
+    python -m benchmarks.streamed_data --device cuda    # batches pinned and copied to the GPU
 
 Section 8: an ``ImageFolder`` of random RGB PNGs written to a temporary folder, read through
 ``hpo_cli.data.protocol.as_splits`` twice: under the in-memory cap (the whole training split a
@@ -13,7 +13,7 @@ decoded from the PNG files by a ``DataLoader`` with 0 or 2 worker processes, pin
 then copied to the device). One inner step = draw a batch of 64 (16 with --quick) and one Adam
 step of an MLP (3·s²-256-3) through ``hpo_cli.core.joint.JointOptimizer.inner_step``. Timing as in
 ``benchmarks.hypergradient_cost`` (interleaved rounds, median and IQR). Output:
-``<out>/streaming_<device>[_quick].{md,csv}``.
+``<out>/streamed_data_<device>[_quick].{md,csv}``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -45,7 +45,7 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.machine import CpuSnapshot
+from benchmarks.common.machine import CpuSnapshot
 from hpo_cli import Identity, JointOptimizer
 from hpo_cli.data.protocol import DataOptions, as_splits
 from hpo_cli.data.tasks import cross_entropy
@@ -132,7 +132,7 @@ def section_streaming(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = benchmark_parser("streaming", "Streamed against in-memory data: one inner step.")
+    parser = benchmark_parser("streamed_data", "Streamed against in-memory data: one inner step.")
     args = parse_benchmark_args(parser, argv)
     device = resolve_device(args.device)
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
@@ -141,9 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"streaming: {CLASSES * per_class} PNGs of {side}×{side} on {device}")
     table = section_streaming(device, sizes, per_class, side, batch_size)
     run = BenchmarkRun(
-        benchmark_command("streaming", argv), device, sizes, args.quick, start, CpuSnapshot.now()
+        benchmark_command("streamed_data", argv),
+        device,
+        sizes,
+        args.quick,
+        start,
+        CpuSnapshot.now(),
     )
-    stem = report_stem("streaming", device, args.quick)
+    stem = report_stem("streamed_data", device, args.quick)
     write_report(args.out, stem, "hpo-cli streamed data", run, [table], dtype="float32")
     return 0
 

@@ -11,8 +11,8 @@ from typing import Any
 import matplotlib
 import torch
 
-from benchmarks.harness import Sizes, Table, log
-from benchmarks.problems import mlp_widths
+from benchmarks.common.harness import Sizes, Table, log
+from benchmarks.common.problems import mlp_widths
 
 ERROR_FLOOR = 1e-17  # relative errors below this (an exact 0) are drawn at it on log axes
 

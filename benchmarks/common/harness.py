@@ -8,7 +8,7 @@
   IQR exceeds ``NOISY_IQR`` of it is marked † in the Markdown.
 - Reports: ``write_report`` writes ``<out>/<stem>.md`` and ``.csv`` (machine information on every
   CSV row) and prints the Markdown, with the machine table, the command, the wall time and the
-  load other processes put on the machine (:mod:`benchmarks.machine`).
+  load other processes put on the machine (:mod:`benchmarks.common.machine`).
 - Command line: ``benchmark_parser`` / ``parse_benchmark_args`` give every benchmark the flags
   --device, --threads, --quick and --out; progress goes to stderr through ``log``.
 """
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.utils import benchmark
 
-from benchmarks.machine import CpuSnapshot, background_warning, device_name, other_cores
+from benchmarks.common.machine import CpuSnapshot, background_warning, device_name, other_cores
 
 IQR_THRESHOLD = 0.05  # adaptive_autorange stops once IQR/median falls below this
 NOISY_IQR = 0.2  # a median whose IQR exceeds this fraction of it is marked † in the tables

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     Column,
     Sizes,
     Table,
@@ -25,7 +25,7 @@ from benchmarks.harness import (
     log,
     measure_group,
 )
-from benchmarks.problems import (
+from benchmarks.common.problems import (
     ACTIVATIONS,
     CIFAR_SHAPE,
     MNIST_SHAPE,

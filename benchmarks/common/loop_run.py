@@ -1,9 +1,10 @@
-"""The run behind ``benchmarks.loop``: hpo-run's own inner and outer loop, and at every
-hyper-step each method's hypergradient at that same state, timed and compared with the family's
-reference (the methods, references and constants are described in ``benchmarks.loop``).
+"""The run behind ``benchmarks.solvers_in_the_loop``: hpo-run's own inner and outer loop, and at
+every hyper-step each method's hypergradient at that same state, timed and compared with the
+family's reference (the methods, references and constants are described in
+``benchmarks.solvers_in_the_loop``).
 
 :func:`families` is the one list of methods; :func:`run_problem` drives the run and returns one
-:class:`Record` per method, which ``benchmarks.loop`` turns into its tables.
+:class:`Record` per method, which ``benchmarks.solvers_in_the_loop`` turns into its tables.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import log
-from benchmarks.overhead import compose_config
-from benchmarks.peer_adapters import (
+from benchmarks.common.harness import log
+from benchmarks.common.peer_adapters import (
     Counted,
     betty_method,
     curvlinops_damped_cg,
@@ -27,7 +27,8 @@ from benchmarks.peer_adapters import (
     torchopt_damped_cg,
     torchopt_method,
 )
-from benchmarks.problems import SETUP_LANCZOS_STEPS
+from benchmarks.common.problems import SETUP_LANCZOS_STEPS
+from benchmarks.common.run_config import compose_config
 from hpo_cli import ConjugateGradient, Neumann, TrainingCurvature, hypergradient
 from hpo_cli.analysis.hessian.lanczos import extreme_eigenvalues
 from hpo_cli.analysis.hessian.operators import SymmetricOperator
@@ -61,7 +62,7 @@ class LoopProblem:
 def problems(quick: bool, device: str) -> list[LoopProblem]:
     hidden, train, inner, outer = ("[16,16]", 64, 2, 2) if quick else ("[256,256]", 1000, 20, 20)
     mlp = (
-        "dataset._target_=benchmarks.synthetic.synthetic_mnist",
+        "dataset._target_=benchmarks.common.synthetic.synthetic_mnist",
         f"dataset.train_size={train}",
         f"dataset.val_size={train}",
         f"model.hidden_sizes={hidden}",
@@ -157,7 +158,7 @@ def hpo_cli_method(solver: Any) -> Method:
 
 
 def peer_neumann(make: Callable[..., Callable[[], Vector]], kind: str, alpha: float) -> Method:
-    """A peer's Neumann series (``benchmarks.peer_adapters``) with a fixed α: K products."""
+    """A peer's Neumann series (``benchmarks.common.peer_adapters``) with a fixed α: K products."""
 
     def run(state: State) -> Outcome:
         return make(state, kind, TERMS, alpha)(), TERMS, "fixed", math.nan
@@ -166,7 +167,8 @@ def peer_neumann(make: Callable[..., Callable[[], Vector]], kind: str, alpha: fl
 
 
 def peer_cg(make: Callable[[float, int, float], Counted], damping: float) -> Method:
-    """A peer's CG on the damped system (``benchmarks.peer_adapters``), to ‖r‖ ≤ CG_TOL·‖b‖."""
+    """A peer's CG on the damped system (``benchmarks.common.peer_adapters``), to
+    ‖r‖ ≤ CG_TOL·‖b‖."""
     solve = make(damping, CG_MAX_ITER, CG_TOL)
 
     def run(state: State) -> Outcome:

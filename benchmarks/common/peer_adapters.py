@@ -1,5 +1,5 @@
 """The peer libraries (torchopt, betty, curvlinops, higher): which of them import, and how each
-computes a hypergradient, as ``benchmarks.peers`` and ``benchmarks.loop`` call them.
+computes a hypergradient, as ``benchmarks.peers`` and ``benchmarks.solvers_in_the_loop`` call them.
 
 Every adapter is built once and returns a call that builds the losses anew and returns
 dL_v/dλ as a list shaped like the hyperparameters. The linear-solver peers start from
@@ -78,8 +78,8 @@ def add_peers_flag(parser: argparse.ArgumentParser) -> None:
 
 class Losses(Protocol):
     """What a linear-solver adapter needs: the weights w, the hyperparameters λ and the two
-    losses, built anew at each call (``benchmarks.peers``' problems, ``benchmarks.loop``'s
-    states)."""
+    losses, built anew at each call (``benchmarks.peers``' problems,
+    ``benchmarks.solvers_in_the_loop``'s states)."""
 
     @property
     def params(self) -> Vector: ...
@@ -264,7 +264,8 @@ def higher_method(problem: Problem, k: int, alpha: float) -> Method:
 
 
 # --------------------------------------------------------------------------------------------
-# The adapters: CG on (H + μI)x = b to ‖r‖ ≤ tol·‖b‖, counting products (benchmarks.loop)
+# The adapters: CG on (H + μI)x = b to ‖r‖ ≤ tol·‖b‖, counting products
+# (benchmarks.solvers_in_the_loop)
 # --------------------------------------------------------------------------------------------
 
 Counted = Callable[[Losses], tuple[Vector, int]]  # problem -> (hypergradient, products)

@@ -1,6 +1,6 @@
 """The two problems of ``benchmarks.peers`` (ridge regression with its closed form, the
 pretrained MLP) and every method it times at K: hpo-cli's CG, Neumann and unrolled SGD, the floor
-(K HVPs, no solver) and each available peer's adapter (``benchmarks.peer_adapters``).
+(K HVPs, no solver) and each available peer's adapter (``benchmarks.common.peer_adapters``).
 
 :func:`methods` is the one list of methods; each returns dL_v/dλ as a list shaped like the
 hyperparameters.
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.harness import Sizes, log
-from benchmarks.peer_adapters import (
+from benchmarks.common.harness import Sizes, log
+from benchmarks.common.peer_adapters import (
     Method,
     Problem,
     Vector,
@@ -25,7 +25,7 @@ from benchmarks.peer_adapters import (
     ift_pieces,
     torchopt_method,
 )
-from benchmarks.problems import make_mlp_problem, make_ridge, pretrain
+from benchmarks.common.problems import make_mlp_problem, make_ridge, pretrain
 from hpo_cli import ConjugateGradient, Neumann, hypergradient
 from hpo_cli.core.unrolled import SGDUpdate, unrolled_hypergradient
 

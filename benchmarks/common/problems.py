@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.harness import Sizes
+from benchmarks.common.harness import Sizes
 from hpo_cli import TrainingCurvature
 from hpo_cli.core.solvers import estimate_largest_eigenvalue
 from hpo_cli.core.vectors import add, flatten, norm

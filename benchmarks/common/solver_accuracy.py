@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jacrev
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     Column,
     Sizes,
     Table,
@@ -26,7 +26,7 @@ from benchmarks.harness import (
     log,
     measure_group,
 )
-from benchmarks.problems import (
+from benchmarks.common.problems import (
     CG_DAMPING,
     SETUP_LANCZOS_STEPS,
     WEIGHT_DECAY,

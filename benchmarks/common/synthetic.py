@@ -1,7 +1,8 @@
 """Synthetic image data sets for benchmarks and the GPU check, offline: the shapes of MNIST and
 CIFAR-10, Gaussian pixels, labels from a random linear teacher plus noise (learnable, not
-trivially). Each is a dataset ``_target_`` for hpo-run (``dataset._target_=benchmarks.synthetic.
-synthetic_mnist`` from the repository root), taking the keys of the digits group."""
+trivially). Each is a dataset ``_target_`` for hpo-run
+(``dataset._target_=benchmarks.common.synthetic.synthetic_mnist`` from the repository root),
+taking the keys of the digits group."""
 
 from __future__ import annotations
 

@@ -10,8 +10,17 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import Column, Sizes, Table, fmt_ms, fmt_ratio, fmt_sci, log, measure_group
-from benchmarks.problems import (
+from benchmarks.common.harness import (
+    Column,
+    Sizes,
+    Table,
+    fmt_ms,
+    fmt_ratio,
+    fmt_sci,
+    log,
+    measure_group,
+)
+from benchmarks.common.problems import (
     CG_DAMPING,
     MLPProblem,
     Vector,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmarks import gpu_check
-from benchmarks.overhead import compose_config
+from benchmarks.common.run_config import compose_config
 from hpo_cli.runner.config.build import build
 
 
@@ -25,7 +25,9 @@ def test_the_resnet_check_composes_with_cifar_shaped_synthetic_data():
     assert data.train.targets.unique().numel() == 10, "every class occurs"
 
 
-@pytest.mark.parametrize("name", ["default experiment", "quick loop", "scaling, 10^7 weights"])
+@pytest.mark.parametrize(
+    "name", ["default experiment", "quick solvers_in_the_loop", "scaling, 10^7 weights"]
+)
 def test_every_check_runs_on_cuda(tmp_path, name):
     check = next(c for c in gpu_check.checks(tmp_path) if c.name == name)
     assert any("cuda" in part for part in check.command)

@@ -108,8 +108,8 @@ def test_quick_peers_agree_with_the_closed_form(tmp_path):
 
 def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
     """Both problems, both families, every hyper-step."""
-    run_quick_here("benchmarks.loop", tmp_path)
-    table = pd.read_csv(tmp_path / "loop_cpu_quick.csv")
+    run_quick_here("benchmarks.solvers_in_the_loop", tmp_path)
+    table = pd.read_csv(tmp_path / "solvers_in_the_loop_cpu_quick.csv")
     assert set(table["section"]) == {"default", "mlp"}
     hpo = table[table["method"].str.startswith("hpo-cli")]
     assert (hpo["steps"] == 2).all() and (hpo["products"] > 0).all()
@@ -124,12 +124,12 @@ def test_quick_loop_compares_cold_warm_and_peers_at_every_hyper_step(tmp_path):
         assert by.loc["hpo-cli: cg, cold", "median_error"] < 0.05
         # Hutchinson's 4 probes every call are counted with the preconditioned solve's products
         assert by.loc["hpo-cli: cg, hutchinson every 1, cold", "products"] >= 4 + 1
-    report = (tmp_path / "loop_cpu_quick.md").read_text()
+    report = (tmp_path / "solvers_in_the_loop_cpu_quick.md").read_text()
     assert "target" in report and "× cold products" in report
 
 
 def test_peers_flag_fails_in_one_line_when_a_peer_is_missing(capsys):
-    from benchmarks.peer_adapters import require_peers
+    from benchmarks.common.peer_adapters import require_peers
 
     status = {"torchopt": "0.7.3", "betty": "not available: ModuleNotFoundError: betty"}
     assert require_peers(status, wanted=False) == ["betty"]
@@ -141,7 +141,7 @@ def test_peers_flag_fails_in_one_line_when_a_peer_is_missing(capsys):
 
 
 def test_quick_streaming_times_both_paths(tmp_path):
-    run_quick_here("benchmarks.streaming", tmp_path)
-    table = pd.read_csv(tmp_path / "streaming_cpu_quick.csv").set_index("data")
+    run_quick_here("benchmarks.streamed_data", tmp_path)
+    table = pd.read_csv(tmp_path / "streamed_data_cpu_quick.csv").set_index("data")
     assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
     assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0

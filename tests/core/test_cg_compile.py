@@ -10,7 +10,8 @@ import torch
 
 from hpo_cli import ConjugateGradient
 from tests.core.test_preconditioner import small_mlp_hessian
-from tests.support.cli_runs import FAST, hpo_run
+from tests.support.cli_runs import hpo_run
+from tests.support.tiny_runs import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def test_a_compiled_solve_equals_the_eager_one(preconditioner):
 
 
 def test_a_run_with_a_compiled_solver_completes(tmp_path):
-    result = hpo_run(tmp_path, "solver=cg", "solver.compile=true", "solver.damping=1.0", *FAST)
+    result = hpo_run(tmp_path, "solver=cg", "solver.compile=true", "solver.damping=1.0", *TINY)
     assert result.returncode == 0, result.stderr
     steps = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["solver_hvps"])
     assert len(steps) == 4 and (steps["solver_status"] == "converged").all()

@@ -11,7 +11,8 @@ from hpo_cli import ConjugateGradient
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
 from hpo_cli.core.solvers import CGState
 from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, second_moment_diagonal, spd_diagonal
-from tests.support.cli_runs import FAST, hpo_run
+from tests.support.cli_runs import hpo_run
+from tests.support.tiny_runs import TINY
 
 DT = torch.float64
 
@@ -221,14 +222,14 @@ def test_an_unknown_preconditioner_is_refused_in_one_line():
     ],
 )
 def test_the_runner_refuses_a_bad_preconditioner(tmp_path, overrides, message):
-    result = hpo_run(tmp_path, "solver=cg", *overrides, *FAST)
+    result = hpo_run(tmp_path, "solver=cg", *overrides, *TINY)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("name", ["hutchinson", "adam"])
 def test_a_preconditioned_cg_run_completes(tmp_path, name):
     result = hpo_run(
-        tmp_path, "solver=cg", f"solver.preconditioner={name}", "solver.damping=1.0", *FAST
+        tmp_path, "solver=cg", f"solver.preconditioner={name}", "solver.damping=1.0", *TINY
     )
     assert result.returncode == 0, result.stderr
     steps = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["solver_hvps"])

@@ -168,7 +168,7 @@ def test_a_run_resumed_from_a_checkpoint_with_warm_state_is_bit_exact(solver, op
     """hpo-run's checkpoint carries the solver's warm state (with CG's Hutchinson diagonal and
     its probes' generator): 2 + 2 outer steps through save_checkpoint / read_checkpoint /
     restore equal 4 uninterrupted ones."""
-    from benchmarks.overhead import compose_config
+    from benchmarks.common.run_config import compose_config
     from hpo_cli.runner.config.build import build_experiment
     from hpo_cli.runner.loop.progress import Progress
     from hpo_cli.runner.loop.state import checkpoint_state, restore
@@ -238,7 +238,7 @@ def test_solvers_are_stateless_the_state_is_returned_and_never_mutated(make):
 def test_a_checkpoint_from_before_neumanns_reindexing_is_refused(tmp_path):
     """Format 1 (unmarked) checkpoints of a Neumann run: their terms=K summed K + 1 terms, so a
     resume would silently change the run; refused in one line that says how to translate."""
-    from benchmarks.overhead import compose_config
+    from benchmarks.common.run_config import compose_config
     from hpo_cli.runner.config.build import build_experiment
     from hpo_cli.runner.loop.progress import Progress
     from hpo_cli.runner.loop.state import checkpoint_state, restore

@@ -28,6 +28,7 @@ from hpo_cli.data.bundled import bundled_table
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
 from tests.support.image_files import CLASSES, SHAPES, write, write_readable
+from tests.support.tiny_runs import BRIEF
 
 IMAGE_LOADERS = {
     "mnist": load_mnist,
@@ -316,16 +317,7 @@ def run(tmp_path, *overrides: str) -> pd.DataFrame:
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=[
-                "outer_steps=2",
-                "inner_steps=3",
-                "eval_every=1",
-                "batch_size=8",
-                "plots=false",
-                "progress=false",
-                "solver=cg",
-                *overrides,
-            ],
+            overrides=[*BRIEF, "batch_size=8", "solver=cg", *overrides],
         )
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -20,11 +20,11 @@ from experiments.common import read_summary
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.sweeps.aggregate import job_dirs
+from tests.support.tiny_runs import DATA
 
 CONF = Path(hpo_cli.__file__).parent / "conf"
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 CLUSTER_EXTRA = 'needs the cluster extra: pip install -e ".[cluster]" (make test-slow does)'
-TINY = ["dataset.train_size=20", "dataset.val_size=20", "dataset.test_size=40", "batch_size=8"]
 
 
 def config(*overrides: str, hydra: bool = False) -> DictConfig:
@@ -35,7 +35,7 @@ def config(*overrides: str, hydra: bool = False) -> DictConfig:
 
 def test_a_trial_trains_with_its_weight_decay_fixed(tmp_path):
     cfg = config(
-        "experiment=optuna_baseline", "hyper.init=0.05", "outer_steps=3", "inner_steps=10", *TINY
+        "experiment=optuna_baseline", "hyper.init=0.05", "outer_steps=3", "inner_steps=10", *DATA
     )
     train(cfg, tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
@@ -89,7 +89,7 @@ def test_optuna_minimises_the_validation_loss_that_hpo_run_returns(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=CLUSTER_EXTRA)
     command = [
         HPO_RUN, "-m", "experiment=optuna_baseline", "hydra/sweeper=optuna_tpe", "seed=0",
-        "hydra.sweeper.n_trials=3", "outer_steps=2", "inner_steps=5", *TINY, "plots=false",
+        "hydra.sweeper.n_trials=3", "outer_steps=2", "inner_steps=5", *DATA, "plots=false",
         "progress=false", f"hydra.sweep.dir={tmp_path}",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=240)

@@ -25,6 +25,7 @@ from hpo_cli.models import MLP
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
 from tests.support.composed import run_config
+from tests.support.tiny_runs import tiny
 
 DT = torch.float64
 RIDGE = 1e-2
@@ -459,19 +460,7 @@ def test_bad_arguments_fail_in_one_line_naming_the_key(build, key):
 
 
 # ---------------------------------------------------------------- end to end with hpo-run
-TINY = [
-    "dataset.train_size=30",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[8]",
-    "batch_size=8",
-    "outer_steps=3",
-    "inner_steps=5",
-    "warmup_inner_steps=100",
-    "eval_every=1",
-    "plots=false",
-    "hyper_optimizer.lr=1e-3",
-]
+TINY = tiny("outer_steps=3", "hyper_optimizer.lr=1e-3")
 
 
 @pytest.mark.parametrize("name", ["augment_net", "distill", "loss_weights", "dropout"])

@@ -29,6 +29,7 @@ from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.errors import ConfigError
+from tests.support.tiny_runs import tiny
 
 DT = torch.float64
 
@@ -437,15 +438,7 @@ def test_the_config_spells_the_curvature_ggn_and_the_old_spelling_names_the_new(
 def test_hpo_run_with_the_hessian_free_inner_optimizer(tmp_path):
     register_configs()
     overrides = [
-        "dataset.train_size=20",
-        "dataset.val_size=20",
-        "dataset.test_size=40",
-        "model.hidden_sizes=[8]",
-        "batch_size=8",
-        "outer_steps=3",
-        "inner_steps=3",
-        "eval_every=1",
-        "plots=false",
+        *tiny("outer_steps=3", "inner_steps=3", "warmup_inner_steps=0"),
         "optimizer=hessian_free",
         "optimizer.cg_max_iter=20",
     ]

@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support.cli_runs import FAST, Result, hpo_run
+from tests.support.cli_runs import Result, hpo_run
+from tests.support.tiny_runs import TINY
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_a_short_run_writes_every_file(finished_run):
 
 def test_a_second_run_into_the_same_directory_is_refused(finished_run):
     before = (finished_run / "metrics.csv").read_text()
-    result = hpo_run(finished_run, *FAST)
+    result = hpo_run(finished_run, *TINY)
     assert result.returncode == 2
     assert "resume=" in error_lines(result)[0]
     assert (finished_run / "metrics.csv").read_text() == before
@@ -72,7 +73,7 @@ def test_resume_can_extend_a_finished_run(finished_run, tmp_path):
 
 def test_resume_after_kill_9_has_no_gap_and_no_duplicate(tmp_path):
     """Kill the run between checkpoints, resume it, and compare with an uninterrupted run."""
-    settings = [*FAST[4:], "outer_steps=24", "inner_steps=10", "checkpoint_every=7"]
+    settings = [*TINY[4:], "outer_steps=24", "inner_steps=10", "checkpoint_every=7"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert hpo_run(whole, *settings).returncode == 0
 
@@ -131,7 +132,7 @@ def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
 
 
 def test_a_diverging_solver_stops_the_run_and_keeps_its_files(tmp_path):
-    result = hpo_run(tmp_path, *FAST, "solver.alpha=1000")
+    result = hpo_run(tmp_path, *TINY, "solver.alpha=1000")
     assert result.returncode == 1
     line = error_lines(result)[0]
     assert "neumann solver diverged" in line and "no checkpoint had been written yet" in line
@@ -184,7 +185,7 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     result = subprocess.run(
-        [sys.executable, "-c", script, *FAST, f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-c", script, *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True,
         text=True,
         env=env,

@@ -9,7 +9,7 @@ Every combination runs one outer step (inner steps, a hyper-step, two metrics ro
 checkpoint). ResNet-18 costs seconds a run here, so it runs on half as many examples, on CIFAR-10
 only (7 runs instead of 35), and only with the two modules that change its inputs or its training
 loss the most (per-weight decay, augment_net) in the default group; the other five are in the
-slow group (make test-slow). tests/test_config.py builds it on every image data set.
+slow group (make test-slow). tests/runner/test_config.py builds it on every image data set.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from hpo_cli.runner.errors import ConfigError
 from tests.support.composed import run_config
 from tests.support.image_files import write_readable
 from tests.support.option_configs import options
+from tests.support.tiny_runs import ONE_STEP
 
 FILE_DATASETS = {"mnist", "fashion_mnist", "cifar10", "cifar100"}
 FLAT_DATASETS = {"diabetes", "linreg", "regression1d"}
@@ -38,17 +39,7 @@ RESNET_SIZES = {  # a ResNet-18 hyper-step on 32x32 images costs seconds per exa
     "dataset.test_size": 2,
     "batch_size": 2,
 }
-TINY = [
-    "batch_size=4",
-    "outer_steps=1",
-    "inner_steps=2",
-    "eval_every=1",
-    "checkpoint_every=1",
-    "plots=false",
-    "solver=cg",
-    "solver.max_iter=2",
-    "solver.damping=1.0",
-]
+TINY = [*ONE_STEP, "solver=cg", "solver.max_iter=2", "solver.damping=1.0"]
 
 
 def config(dataset: str, model: str, hyper: str, data_dir: Path) -> DictConfig:
@@ -112,7 +103,7 @@ def expected_refusal(dataset: str, model: str, hyper: str) -> str | None:
 def test_combination_runs_or_is_refused_in_one_line(
     dataset, model, hyper, image_root, tmp_path, monkeypatch
 ):
-    if dataset.startswith("cifar"):  # the tiny files' checksums, as in tests/test_datasets.py
+    if dataset.startswith("cifar"):  # the tiny files' checksums, as in tests/data/test_datasets.py
         write_readable(dataset, tmp_path / "checksums", monkeypatch, train=24, test=12)
     cfg = config(dataset, model, hyper, image_root)
     refusal = expected_refusal(dataset, model, hyper)

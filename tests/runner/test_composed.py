@@ -1,5 +1,5 @@
-"""tests/composed.py's shortcut gives the configuration Hydra composes, for the override lists
-the tests use it with (groups, experiments, lists, null, booleans, nested keys)."""
+"""tests/support/composed.py's shortcut gives the configuration Hydra composes, for the override
+lists the tests use it with (groups, experiments, lists, null, booleans, nested keys)."""
 
 from __future__ import annotations
 

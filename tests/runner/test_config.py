@@ -25,14 +25,9 @@ from tests.support.option_configs import (
     option_node,
     options,
 )
+from tests.support.tiny_runs import DATA, MODEL
 
-SMALL = [
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[8]",
-    "batch_size=8",
-]
+SMALL = [*DATA, *MODEL]  # the tiny run's data and model, without its steps
 
 
 def test_every_group_has_options():

@@ -33,20 +33,9 @@ from hpo_cli.runner.rundir.metrics import MetricsDamaged, MetricsLog
 from hpo_cli.runner.rundir.names import CHECKPOINT, LOCK, PREVIOUS_CHECKPOINT
 from tests.support.cli_runs import call_main
 from tests.support.composed import run_config
+from tests.support.tiny_runs import tiny
 
-TINY = [
-    "outer_steps=4",
-    "inner_steps=5",
-    "eval_every=1",
-    "checkpoint_every=2",
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[16]",
-    "batch_size=8",
-    "plots=false",
-    "progress=false",
-]
+TINY = tiny("model.hidden_sizes=[16]")  # not the tiny run's 8: --cfg must print the run's own
 
 
 def hpo_run(*arguments: str) -> int:

@@ -13,18 +13,9 @@ from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.errors import ConfigError
 from tests.support.config_dirs import compose_with, conf_dir
+from tests.support.tiny_runs import BRIEF, DATA
 
-SMALL = [
-    "dataset.train_size=30",
-    "dataset.val_size=30",
-    "dataset.test_size=30",
-    "batch_size=8",
-    "outer_steps=2",
-    "inner_steps=3",
-    "eval_every=1",
-    "plots=false",
-    "progress=false",
-]
+SMALL = [*DATA, *BRIEF]  # a user's own model: no model.hidden_sizes
 
 
 def test_an_outside_model_gets_only_the_shapes_it_asks_for(tmp_path):

@@ -29,6 +29,7 @@ from hpo_cli.runner.sweeps import aggregate as sweep_module
 from hpo_cli.runner.sweeps.aggregate import aggregate, collect
 from tests.support.cli_runs import Result, hpo_run
 from tests.support.composed import run_config
+from tests.support.tiny_runs import tiny
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 RAY = str(Path(sys.executable).parent / "ray")
@@ -40,18 +41,7 @@ RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
 }
-TINY = [
-    "outer_steps=3",
-    "inner_steps=5",
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[8]",
-    "batch_size=8",
-    "warmup_inner_steps=50",
-    "plots=false",
-    "progress=false",
-]
+TINY = tiny("outer_steps=3")
 SWEEP = ["solver=neumann,identity", "seed=0,1"]
 
 

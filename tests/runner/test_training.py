@@ -15,19 +15,9 @@ from hpo_cli.runner.loop.progress import Progress, RunFailed
 from hpo_cli.runner.loop.train import evaluate_split, hyper_step, inner_step
 from hpo_cli.runner.rundir.checkpoint import read_checkpoint
 from tests.support.composed import run_config
+from tests.support.tiny_runs import tiny
 
-TINY = [
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[8]",
-    "batch_size=8",
-    "outer_steps=3",
-    "inner_steps=5",
-    "warmup_inner_steps=100",
-    "eval_every=1",
-    "plots=false",
-]
+TINY = tiny("outer_steps=3", "warmup_inner_steps=100")
 
 
 def config(*overrides: str):

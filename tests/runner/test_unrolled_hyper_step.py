@@ -16,19 +16,9 @@ from hpo_cli.runner.loop.hyper_losses import hyper_losses
 from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.loop.train import hyper_step, inner_step
 from tests.support.composed import run_config
+from tests.support.tiny_runs import tiny
 
-TINY = [
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[6]",
-    "batch_size=8",
-    "outer_steps=2",
-    "inner_steps=3",
-    "eval_every=1",
-    "plots=false",
-    "dtype=float64",
-]
+TINY = tiny("dtype=float64")
 UNROLLED = ("solver=unrolled", "solver.steps=3")
 
 

@@ -76,20 +76,3 @@ def hpo_hessian(run_dir: Path, *overrides: str) -> Result:
     from hpo_cli import hpo_hessian as hessian_cli
 
     return call_main(hessian_cli.main, "hpo-hessian", [*overrides, f"hydra.run.dir={run_dir}"])
-
-
-FAST = [
-    "outer_steps=4",
-    "inner_steps=5",
-    "eval_every=1",
-    "checkpoint_every=2",
-    "dataset.train_size=20",
-    "dataset.val_size=20",
-    "dataset.test_size=40",
-    "model.hidden_sizes=[16]",
-    "batch_size=8",
-    "warmup_inner_steps=100",
-    "plots=false",
-]
-"""A second's run of the default experiment: 4 outer steps on 20 training digits, no plots (the
-tests of plots ask for them)."""

@@ -10,7 +10,7 @@ costs about 0.2 s, the second stage a millisecond. Plain ``group=option`` choice
 composition at all: the option's node is the one :mod:`option_configs` composed (group files
 never refer to one another). Anything other than a plain ``key=value`` outside the config
 groups and ``hydra`` (``experiment=``, ``+key=``, ``~key``, ``group@package=``) goes to Hydra.
-tests/test_composed.py checks that the result is Hydra's own composition.
+tests/runner/test_composed.py checks that the result is Hydra's own composition.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Every option of every config group, composed into hpo-run's configuration once per test
 process, in as few compositions as the largest group has options.
 
-Group files never refer to one another (tests/test_config.py checks it), so an option's node is
-the same whichever options the other groups hold: composition ``k`` picks the ``k``-th option of
+Group files never refer to one another (tests/runner/test_config.py checks it), so an option's node
+is the same whichever options the other groups hold: composition ``k`` picks the ``k``-th option of
 every group at once (a group with fewer options repeats its last), and every option of every group
 is composed, by Hydra and against its schema, in one of them. A composition costs about a fifth
 of a second; one per option would be 35.
