@@ -11,7 +11,7 @@ import torch
 from hpo_cli import ConjugateGradient
 from tests.core.test_preconditioner import small_mlp_hessian
 from tests.support.cli_runs import hpo_run
-from tests.support.tiny_runs import TINY
+from tests.support.tiny_runs import tiny
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,9 @@ def test_a_compiled_solve_equals_the_eager_one(preconditioner):
 
 
 def test_a_run_with_a_compiled_solver_completes(tmp_path):
-    result = hpo_run(tmp_path, "solver=cg", "solver.compile=true", "solver.damping=1.0", *TINY)
+    # 16 hidden units after 100 warm-up steps: CG converges within max_iter at every hyper-step
+    run = tiny("model.hidden_sizes=[16]", "warmup_inner_steps=100")
+    result = hpo_run(tmp_path, "solver=cg", "solver.compile=true", "solver.damping=1.0", *run)
     assert result.returncode == 0, result.stderr
     steps = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["solver_hvps"])
     assert len(steps) == 4 and (steps["solver_status"] == "converged").all()
