@@ -61,19 +61,19 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks.hypergradient_cost $(ARGS)
-	$(BIN)/python -m benchmarks.hessian_free $(ARGS)
+	$(BIN)/python -m benchmarks.inner_optimizers $(ARGS)
 	$(BIN)/python -m benchmarks.overhead $(ARGS)
 	$(BIN)/python -m benchmarks.scaling $(ARGS)
 	$(BIN)/python -m benchmarks.peers $(ARGS)
-	$(BIN)/python -m benchmarks.loop $(ARGS)
+	$(BIN)/python -m benchmarks.solvers_in_the_loop $(ARGS)
 	$(BIN)/python -m benchmarks.compiled_hvp $(ARGS)
-	$(BIN)/python -m benchmarks.streaming $(ARGS)
+	$(BIN)/python -m benchmarks.streamed_data $(ARGS)
 
 # The peer comparisons with the peers required: exit 1 in one line when one is not installed.
 .PHONY: bench-peers
 bench-peers: install
 	$(BIN)/python -m benchmarks.peers --peers $(ARGS)
-	$(BIN)/python -m benchmarks.loop --peers $(ARGS)
+	$(BIN)/python -m benchmarks.solvers_in_the_loop --peers $(ARGS)
 
 # On a machine with an NVIDIA GPU: the default experiment, ResNet-18, the quick benchmarks and
 # the 10^7-weight scaling point on CUDA (exit 1 on any failure; without a GPU, one line, exit 2).
@@ -81,10 +81,10 @@ bench-peers: install
 gpu-check: install
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
-# The peer libraries of benchmarks.peers and benchmarks.loop (`make bench-peers` fails without
-# them). betty-ml 0.1.1's metadata (`torch>=1.6.*`) is refused by pip >= 24.1, which `install`
-# upgrades to: a pip < 24.1 kept apart in .venv/oldpip installs it without its dependencies
-# (torch and numpy, which hpo-cli already installs).
+# The peer libraries of benchmarks.peers and benchmarks.solvers_in_the_loop (`make bench-peers`
+# fails without them). betty-ml 0.1.1's metadata (`torch>=1.6.*`) is refused by pip >= 24.1,
+# which `install` upgrades to: a pip < 24.1 kept apart in .venv/oldpip installs it without its
+# dependencies (torch and numpy, which hpo-cli already installs).
 .PHONY: install-bench
 install-bench: install
 	$(BIN)/python -m pip install -e ".[bench]"
@@ -93,10 +93,10 @@ install-bench: install
 
 .PHONY: bench-hf
 bench-hf: install
-	$(BIN)/python -m benchmarks.hessian_free $(ARGS)
+	$(BIN)/python -m benchmarks.inner_optimizers $(ARGS)
 
-# docs/configuration.md, generated from the schemas, constructors and YAML files (tests/test_help.py
-# fails when it is stale).
+# docs/configuration.md, generated from the schemas, constructors and YAML files
+# (tests/runner/test_help.py fails when it is stale).
 docs: install
 	$(BIN)/python -c 'from hpo_cli.runner.cli.help import write_reference; write_reference()'
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -51,8 +51,8 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.machine import CpuSnapshot
-from benchmarks.problems import make_mlp, mlp_widths, random_batch, random_like
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.problems import make_mlp, mlp_widths, random_batch, random_like
 from hpo_cli import TrainingCurvature
 from hpo_cli.core.vectors import flatten
 

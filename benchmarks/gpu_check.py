@@ -9,9 +9,9 @@ Checks, each in its own process with a time limit:
 
 1. ``hpo-run device=cuda`` on the default experiment (20 outer steps).
 2. ResNet-18 with one weight-decay hyperparameter per weight on CIFAR-shaped synthetic data
-   (``benchmarks.synthetic.synthetic_cifar``), 3 outer steps of 5 inner steps, batch 128.
+   (``benchmarks.common.synthetic.synthetic_cifar``), 3 outer steps of 5 inner steps, batch 128.
 3. The quick benchmarks with ``--device cuda``: hypergradient_cost, overhead, scaling, peers,
-   loop.
+   solvers_in_the_loop.
 4. The 10⁷-weight point of the scaling benchmark (one hypergradient, time and peak memory).
 
 Exit status: 0 when every check passed; 1 when one failed (the report says which, with the last
@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-QUICK_BENCHMARKS = ("hypergradient_cost", "overhead", "scaling", "peers", "loop")
+QUICK_BENCHMARKS = ("hypergradient_cost", "overhead", "scaling", "peers", "solvers_in_the_loop")
 RUN_LIMIT_S = 900
 RESNET = (
     "model=resnet18",
     "hyper=weight_decay_per_weight",
-    "dataset._target_=benchmarks.synthetic.synthetic_cifar",
+    "dataset._target_=benchmarks.common.synthetic.synthetic_cifar",
     "dataset.train_size=512",
     "dataset.val_size=256",
     "outer_steps=3",
@@ -84,7 +84,7 @@ def checks(out: Path) -> list[Check]:
 
 def scaling_point(out: str) -> None:
     """One hypergradient at 10⁷ weights on the GPU, as ``benchmarks.scaling`` measures it."""
-    from benchmarks.harness import QUICK_SIZES
+    from benchmarks.common.harness import QUICK_SIZES
     from benchmarks.scaling import size_row
 
     row = size_row(7.0, torch.device("cuda"), QUICK_SIZES)

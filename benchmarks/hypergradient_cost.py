@@ -60,8 +60,8 @@ from collections.abc import Sequence
 
 import torch
 
-from benchmarks.accuracy_figure import add_accuracy_figure
-from benchmarks.harness import (
+from benchmarks.common.accuracy_figure import add_accuracy_figure
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -75,11 +75,11 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.hvp_cost import section_hvp_cost
-from benchmarks.machine import CpuSnapshot
-from benchmarks.problems import ACTIVATIONS, make_mlp_problem, pretrain
-from benchmarks.solver_accuracy import section_mlp, section_reduced_mlp, section_ridge
-from benchmarks.vector_arithmetic import section_vector_arithmetic
+from benchmarks.common.hvp_cost import section_hvp_cost
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.problems import ACTIVATIONS, make_mlp_problem, pretrain
+from benchmarks.common.solver_accuracy import section_mlp, section_reduced_mlp, section_ridge
+from benchmarks.common.vector_arithmetic import section_vector_arithmetic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -61,9 +60,9 @@ from benchmarks.harness import (
     report_stem,
     write_report,
 )
-from benchmarks.machine import CpuSnapshot
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.run_config import compose_config
 from hpo_cli.runner.config.build import build_experiment
-from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress
 from hpo_cli.runner.loop.train import hyper_step, inner_step, outer_step
@@ -71,13 +70,6 @@ from hpo_cli.runner.loop.train import hyper_step, inner_step, outer_step
 QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
 TARGET_TIME = 1.5
 TARGET_MEMORY = 3.0
-
-
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """hpo-run's configuration with ``overrides``, composed as the runner composes it."""
-    register_configs()
-    with initialize_config_module("hpo_cli.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def synchronized_outer_step(exp: Experiment, progress: Progress) -> None:

@@ -42,8 +42,8 @@ the same method and K (agreement, not accuracy). Each K's statements are timed s
 (``torch.utils.benchmark``, interleaved rounds, median and IQR). Output:
 ``<out>/peers_<device>[_quick].{md,csv}``.
 
-The problems and the list of methods are ``benchmarks.peer_methods``, the peers' adapters
-``benchmarks.peer_adapters``; this module times them and writes the tables.
+The problems and the list of methods are ``benchmarks.common.peer_methods``, the peers' adapters
+``benchmarks.common.peer_adapters``; this module times them and writes the tables.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -75,10 +75,10 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.machine import CpuSnapshot
-from benchmarks.peer_adapters import Problem, add_peers_flag, peer_status, require_peers
-from benchmarks.peer_methods import FLOOR, methods, mlp_problem, ridge_problem
-from benchmarks.problems import fixed_alpha
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.peer_adapters import Problem, add_peers_flag, peer_status, require_peers
+from benchmarks.common.peer_methods import FLOOR, methods, mlp_problem, ridge_problem
+from benchmarks.common.problems import fixed_alpha
 from benchmarks.unrolled_memory import graph_megabytes
 
 RIDGE_KS = (5, 10, 20, 50)

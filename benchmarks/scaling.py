@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.harness import (
+from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
     BenchmarkRun,
@@ -51,15 +51,15 @@ from benchmarks.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.machine import CpuSnapshot
-from benchmarks.overhead import cuda_peak_bytes, profiler_peak_bytes
-from benchmarks.problems import (
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.problems import (
     WEIGHT_DECAY,
     Batch,
     MLPProblem,
     randint,
     randn,
 )
+from benchmarks.overhead import cuda_peak_bytes, profiler_peak_bytes
 from hpo_cli import ConjugateGradient, hypergradient
 
 INPUTS, CLASSES, BATCH, K = 100, 10, 128, 10

@@ -72,11 +72,13 @@ def freeze_imports() -> None:
 
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
-    """One short completed ``hpo-run`` run (:data:`cli_runs.FAST`, with its plots), shared by
-    the tests that only read it or copy it (test_cli, test_hessian_cli)."""
+    """One short completed ``hpo-run`` run (:data:`tiny_runs.TINY` after 100 warm-up steps, with
+    its plots), shared by the tests that only read it or copy it (runner/test_cli.py,
+    hpo_hessian/test_cli.py)."""
     run_dir = tmp_path_factory.mktemp("finished")
-    from cli_runs import FAST, hpo_run
+    from tests.support.cli_runs import hpo_run
+    from tests.support.tiny_runs import tiny
 
-    result = hpo_run(run_dir, *FAST, "plots=true")
+    result = hpo_run(run_dir, *tiny("warmup_inner_steps=100"), "plots=true")
     assert result.returncode == 0, result.stderr
     return run_dir

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_own_problem import compose_with
 
 from hpo_cli.runner.cli.command import train
+from tests.support.config_dirs import compose_with
+from tests.support.tiny_runs import BRIEF
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = ROOT / "examples" / "wine_project"
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
-SHORT = ["outer_steps=2", "inner_steps=3", "eval_every=1", "plots=false", "progress=false"]
 
 
 def test_the_hand_written_loop_gains_hyper_steps():
@@ -31,7 +31,7 @@ def test_the_hand_written_loop_gains_hyper_steps():
 
 def test_the_outside_project_trains_from_its_own_config_directory(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(PROJECT))
-    progress = train(compose_with(PROJECT / "conf", "experiment=wine", *SHORT), tmp_path)
+    progress = train(compose_with(PROJECT / "conf", "experiment=wine", *BRIEF), tmp_path)
     table = pd.read_csv(tmp_path / "metrics.csv")
     assert progress.outer_step == 2 and len(table) == 3
     assert table["hyper_max"].iloc[-1] != table["hyper_max"].iloc[0]  # per-feature λ moved
@@ -46,7 +46,7 @@ def test_the_readme_command_sweeps_and_resumes_the_outside_project(tmp_path):
     sweep = tmp_path / "sweep"
     command = [HPO_RUN, "-m", "--config-dir", "examples/wine_project/conf", "experiment=wine"]
     result = subprocess.run(
-        [*command, *SHORT, "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        [*command, *BRIEF, "seed=0,1", f"hydra.sweep.dir={sweep}"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -176,7 +176,7 @@ def test_the_cycle_check_finds_a_planted_cycle(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "a.py").write_text("from hpo_cli.b import y\nx = 1\n")
     (package / "b.py").write_text("from hpo_cli import a\ny = 2\n")
-    monkeypatch.setattr(__import__(__name__), "PACKAGE", package)
+    monkeypatch.setattr(f"{__name__}.PACKAGE", package)
     assert import_cycle()[0] in ("hpo_cli.a", "hpo_cli.b")
 
 

@@ -4,7 +4,7 @@ Importing ``sklearn.datasets`` costs about two seconds at every start of ``hpo-r
 much of SciPy), for a few hundred kilobytes of CSV. :func:`bundled_table` finds scikit-learn's
 installed package folder without running it (``importlib.util.find_spec``) and reads the file as
 scikit-learn's own loaders do: ``numpy.loadtxt`` on the gzip-compressed text.
-tests/test_datasets.py checks the arrays against scikit-learn's loaders.
+tests/data/test_datasets.py checks the arrays against scikit-learn's loaders.
 """
 
 from __future__ import annotations

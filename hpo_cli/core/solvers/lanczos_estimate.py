@@ -10,8 +10,8 @@ give the m×m tridiagonal T (diagonal a, off-diagonal β) whose eigenvalues, the
 Rayleigh quotient over the Krylov space span{s, As, …, A^{m−1}s}, which holds the iterate of m − 1
 power-iteration steps: with the same m products it is never below power iteration's estimate,
 and it converges at the rate of a Chebyshev polynomial in the eigenvalue gap rather than of
-(λ₂/λ₁)^m (Kaniel–Paige–Saad). In ``benchmarks.loop``, 10 products from ∂L_v/∂w give a
-λ̂max at 0.998–1.000 of ARPACK's λmax (median over the run; 0.97 at worst), where power
+(λ₂/λ₁)^m (Kaniel–Paige–Saad). In ``benchmarks.solvers_in_the_loop``, 10 products from ∂L_v/∂w
+give a λ̂max at 0.998–1.000 of ARPACK's λmax (median over the run; 0.97 at worst), where power
 iteration's was up to 20 % low.
 
 No re-orthogonalisation: in floating point the q_j lose orthogonality as Ritz values converge,

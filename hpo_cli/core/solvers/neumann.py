@@ -8,7 +8,7 @@ the sum of K terms (``terms=K``), using exactly K − 1 products with A (term 0 
 term k minus α A·term k). The truncation error is exactly A⁻¹ b − x_K = A⁻¹ (I − αA)^K b, so the
 error shrinks geometrically with rate ρ(I − αA). x_K is also the weight change of K plain SGD
 steps with step α on a quadratic with Hessian A, so ``terms=K`` matches K unrolled SGD steps
-(Lorraine et al.'s Theorem 2; ``tests/test_core_theorem2.py``). With ``alpha="auto"`` estimated
+(Lorraine et al.'s Theorem 2; ``tests/core/test_theorem2.py``). With ``alpha="auto"`` estimated
 from b in m ≥ K Lanczos steps, every term already lies in that run's Krylov space, so with
 ``krylov_series=True`` the series is summed there without a product
 (:meth:`Neumann._sum_in_krylov_space`): 10 steps and 4 terms cost 10 products, not 13, for

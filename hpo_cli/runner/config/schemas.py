@@ -97,7 +97,8 @@ def solver_schema(target: Callable[..., Any]) -> type:
 
 
 # ---------------------------------------------------------------- optimisers
-# Torch's signatures, typed for OmegaConf; each default is torch's own (tests/test_defaults.py).
+# Torch's signatures, typed for OmegaConf; each default is torch's own
+# (tests/runner/test_defaults.py).
 @dataclass
 class AdamOptimizer:
     _target_: str = "torch.optim.Adam"

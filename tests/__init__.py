@@ -1,0 +1,1 @@
+"""hpo-cli's tests, one folder per layer of the package (docs/tests.md)."""

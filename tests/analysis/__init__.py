@@ -1,0 +1,1 @@
+"""hpo_cli/analysis: Hessian analysis, the solver comparison and the training response."""

@@ -1,0 +1,1 @@
+"""benchmarks/: the quick modes of the benchmarks and make gpu-check."""

@@ -1,0 +1,2 @@
+"""hpo_cli/core: hypergradients, curvature products, solvers, unrolled differentiation,
+JointOptimizer."""

@@ -1,0 +1,1 @@
+"""hpo_cli/data: the data sets, the data protocol and streamed splits."""

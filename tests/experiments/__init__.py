@@ -1,0 +1,1 @@
+"""experiments/: the experiment catalogue, its figure scripts and the Optuna baseline."""

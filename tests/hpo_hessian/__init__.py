@@ -1,0 +1,1 @@
+"""hpo_cli/hpo_hessian: the hpo-hessian command."""

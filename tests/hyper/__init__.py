@@ -1,0 +1,1 @@
+"""hpo_cli/hyper: the hyperparameter modules."""

@@ -1,0 +1,1 @@
+"""hpo_cli/models: every model option."""

@@ -1,0 +1,1 @@
+"""hpo_cli/optim: the Hessian-free optimiser."""
