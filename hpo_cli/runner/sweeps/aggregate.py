@@ -1,5 +1,5 @@
-"""Aggregate an ``hpo-run -m`` sweep: every job's metrics in one table, mean ± std per setting,
-and the jobs that failed.
+"""Aggregate an ``hpo-run -m`` sweep: every job's metrics in one table, the settings ranked by
+their jobs' best validation error, and the jobs that failed.
 
     python -m hpo_cli.runner.sweeps.aggregate outputs/multirun/<date>/<time>
 
@@ -10,18 +10,22 @@ running, or killed). Writes into the sweep directory:
 
 * ``sweep.csv``: every row of every job's ``metrics.csv`` with ``job``, ``status``, ``setting``
   and ``seed``;
-* ``sweep_summary.csv``: per setting, the number of completed jobs and the mean and standard
-  deviation (ddof 1) of their final validation and test loss and error;
+* ``sweep_best.csv``: per job, its best-by-validation row (``summary.json``'s
+  ``best_by_validation``: lowest validation error, ties by validation loss), not its final one;
+* ``sweep_summary.csv``: the settings ranked, best first (:mod:`.ranking`): per setting, the
+  number of completed seeds, of jobs that did not complete, and mean and standard deviation
+  (ddof 1) over the seeds of their best rows' validation and test error and loss;
 * ``sweep.png`` / ``sweep.pdf``: mean ± std over the completed jobs of validation loss and test
   error against outer steps, one curve per setting;
 * ``sweep_failures.csv``: every job that did not complete (``job``, ``status``, ``overrides``,
   the first line of its ``error``); only the header when none failed.
 
 :class:`AggregateSweep` does the same at the end of every multirun (registered in
-``conf/config.yaml``), adds a ``sweep summary`` run with these files to the jobs' MLflow
+``conf/config.yaml``), prints the ranking (at most 20 settings) and the ``best:`` line, adds a
+``sweep summary`` run with these files and the best setting's numbers to the jobs' MLflow
 experiment or W&B group (:func:`hpo_cli.runner.tracking.log_sweep`) and, when a job failed,
-names it and ends the multirun with exit status 1.
-The script exits with status 1 too when a job of the sweep did not complete.
+names it and ends the multirun with exit status 1. The script prints the same ranking, and
+exits with status 1 too when a job of the sweep did not complete.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.sweeps import ranking
 from hpo_cli.runner.tracking import log_sweep
 
 log = logging.getLogger(__name__)
-FINAL_COLUMNS = ("val_loss", "val_error", "test_loss", "test_error")
+TABLES = ("sweep.csv", "sweep_best.csv", "sweep_summary.csv", "sweep_failures.csv")
 FAILURE_COLUMNS = ["job", "status", "overrides", "error"]
 
 
@@ -95,28 +100,39 @@ def failures(sweep_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
 
+def settings(sweep_dir: Path) -> dict[Path, tuple[str, int | None]]:
+    """Job folder → ``(setting, seed)`` for every job of the sweep: the setting is the overrides
+    swept over all its jobs (failed ones included) other than ``seed``, e.g. ``solver=cg``, or
+    ``(one setting)``."""
+    jobs = {job_dir: _parse(job_overrides(job_dir)) for job_dir in job_dirs(sweep_dir)}
+    swept = [key for key in swept_keys(jobs) if key != "seed"]
+    found = {}
+    for job_dir, overrides in jobs.items():
+        setting = " ".join(f"{key}={overrides.get(key)}" for key in swept) or "(one setting)"
+        seed = overrides.get("seed")
+        found[job_dir] = (setting, None if seed is None else int(seed))
+    return found
+
+
 def collect(sweep_dir: Path) -> pd.DataFrame:
     """Every job's ``metrics.csv`` under ``sweep_dir`` (jobs in sub-folders with ``.hydra``),
-    with the columns ``job``, ``status`` (see :func:`job_status`), ``setting`` (the swept
-    overrides other than ``seed``, e.g. ``solver=cg``) and ``seed`` in front.
+    with the columns ``job``, ``status`` (see :func:`job_status`), ``setting`` and ``seed`` (see
+    :func:`settings`) in front.
 
     Raises:
         ValueError: no job of the sweep has written metrics.
     """
     jobs = {
-        job_dir: _parse(job_overrides(job_dir))
-        for job_dir in job_dirs(sweep_dir)
+        job_dir: found
+        for job_dir, found in settings(sweep_dir).items()
         if RunDirectory(job_dir).has_metrics()
     }
     if not jobs:
         raise ValueError(f"no job under {sweep_dir} has written metrics.csv")
-    swept = [key for key in swept_keys(jobs) if key != "seed"]
     frames = []
-    for job_dir, overrides in jobs.items():
+    for job_dir, (setting, seed) in jobs.items():
         frame = pd.read_csv(RunDirectory(job_dir).metrics)
-        setting = " ".join(f"{key}={overrides.get(key)}" for key in swept) or "(one setting)"
-        seed = overrides.get("seed")
-        frame.insert(0, "seed", None if seed is None else int(seed))
+        frame.insert(0, "seed", seed)
         frame.insert(0, "setting", setting)
         frame.insert(0, "status", job_status(job_dir)[0])
         frame.insert(0, "job", job_dir.name)
@@ -124,21 +140,32 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Per setting: ``jobs`` (completed ones) and ``<column>_mean`` / ``<column>_std`` of each
-    completed job's last row."""
-    completed = table[table["status"] == "completed"]
-    finals = completed.groupby("job", sort=False).tail(1)
-    grouped = finals.groupby("setting", sort=False)
-    summary = grouped[list(FINAL_COLUMNS)].agg(["mean", "std"])
-    summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
-    summary.insert(0, "jobs", grouped.size())
-    return summary.reset_index()
+def best_rows(sweep_dir: Path) -> pd.DataFrame:
+    """Every job's best-by-validation row, as ``summary.json`` records it
+    (:func:`.ranking.best_rows`); empty values for a job without one."""
+    jobs = []
+    for job_dir, (setting, seed) in settings(sweep_dir).items():
+        summary = RunDirectory(job_dir).read_summary() or {}
+        jobs.append(
+            {
+                "job": job_dir.name,
+                "status": summary.get("status", "unfinished"),
+                "setting": setting,
+                "seed": seed,
+                "best": summary.get("best_by_validation"),
+            }
+        )
+    return ranking.best_rows(jobs)
+
+
+def rank(sweep_dir: Path) -> pd.DataFrame:
+    """The settings of the sweep ranked by their jobs' best rows (:func:`.ranking.rank`)."""
+    return ranking.rank(best_rows(sweep_dir))
 
 
 def aggregate(sweep_dir: Path) -> list[Path]:
-    """Write ``sweep_failures.csv``, then ``sweep.csv``, ``sweep_summary.csv`` and the plots
-    into ``sweep_dir``; return their paths.
+    """Write ``sweep_failures.csv``, then ``sweep.csv``, ``sweep_best.csv``,
+    ``sweep_summary.csv`` (the ranking) and the plots into ``sweep_dir``; return their paths.
 
     Raises:
         ValueError: no job of the sweep has written metrics (``sweep_failures.csv`` is written
@@ -149,12 +176,25 @@ def aggregate(sweep_dir: Path) -> list[Path]:
     failures(sweep_dir).to_csv(sweep_dir / "sweep_failures.csv", index=False)
     table = collect(sweep_dir)
     table.to_csv(sweep_dir / "sweep.csv", index=False)
-    summarise(table).to_csv(sweep_dir / "sweep_summary.csv", index=False)
+    best = best_rows(sweep_dir)
+    best.to_csv(sweep_dir / "sweep_best.csv", index=False)
+    ranking.rank(best).to_csv(sweep_dir / "sweep_summary.csv", index=False)
     from hpo_cli.runner.sweeps.plots import plot_sweep  # matplotlib only when a sweep ends
 
     plots = plot_sweep(table, sweep_dir)
-    tables = [sweep_dir / name for name in ("sweep.csv", "sweep_summary.csv", "sweep_failures.csv")]
-    return tables + plots
+    return [sweep_dir / name for name in TABLES] + plots
+
+
+def read_ranking(sweep_dir: Path) -> pd.DataFrame:
+    """``sweep_summary.csv`` as :func:`aggregate` wrote it."""
+    table = pd.read_csv(sweep_dir / "sweep_summary.csv", dtype={"setting": str})
+    table["rank"] = table["rank"].astype("Int64")
+    return table
+
+
+def describe_ranking(sweep_dir: Path) -> list[str]:
+    """The console's ranking of an aggregated sweep (:func:`.ranking.console_lines`)."""
+    return ranking.console_lines(read_ranking(sweep_dir), str(sweep_dir / "sweep_summary.csv"))
 
 
 def describe_failures(sweep_dir: Path) -> list[str]:
@@ -182,7 +222,10 @@ class AggregateSweep(Callback):
         try:
             files = aggregate(sweep_dir)
             log.info("sweep aggregated into %s/sweep.csv", sweep_dir)
-            log_sweep(sweep_dir, job_dirs(sweep_dir), files, failed=len(failures(sweep_dir)))
+            print(*describe_ranking(sweep_dir), sep="\n", flush=True)
+            best = ranking.best_setting(read_ranking(sweep_dir))
+            failed = len(failures(sweep_dir))
+            log_sweep(sweep_dir, job_dirs(sweep_dir), files, failed=failed, best=best)
         except ValueError as error:
             log.warning("sweep not aggregated: %s", error)
         lines = describe_failures(sweep_dir)
@@ -198,6 +241,7 @@ def main() -> None:
     for sweep_dir in map(Path, sys.argv[1:]):
         try:
             print(*aggregate(sweep_dir), sep="\n")
+            print(*describe_ranking(sweep_dir), sep="\n")
         except ValueError as error:
             print(f"python -m hpo_cli.runner.sweeps.aggregate: error: {error}", file=sys.stderr)
             status = 1

@@ -211,10 +211,32 @@ def hpo_cli_version() -> str:
     return version("hpo-cli")
 
 
-def log_sweep(sweep_dir: Path, job_dirs: list[Path], files: list[Path], failed: int) -> None:
-    """Add a ``sweep summary`` run with the sweep's files (sweep.csv, sweep_summary.csv,
-    sweep_failures.csv, sweep.png) to the MLflow experiment / W&B group of the sweep's jobs;
-    its id goes to ``<sweep dir>/tracking.json``. Each failure is one warning."""
+def sweep_best_metrics(best: dict[str, Any] | None) -> dict[str, float]:
+    """The best setting's numbers as a tracker takes them: ``best_val_error_mean``,
+    ``best_val_error_std`` … ``best_seeds``, ``best_failed`` (finite values only)."""
+    if best is None:
+        return {}
+    values = {
+        f"best_{key}": float(value)
+        for key, value in best.items()
+        if key not in ("setting", "rank") and isinstance(value, numbers.Real)
+    }
+    return {key: value for key, value in values.items() if math.isfinite(value)}
+
+
+def log_sweep(
+    sweep_dir: Path,
+    job_dirs: list[Path],
+    files: list[Path],
+    failed: int,
+    best: dict[str, Any] | None = None,
+) -> None:
+    """Add a ``sweep summary`` run with the sweep's files (sweep.csv, sweep_best.csv,
+    sweep_summary.csv, sweep_failures.csv, sweep.png) to the MLflow experiment / W&B group of the
+    sweep's jobs, with the best setting (``best``: a row of the ranking in
+    :mod:`hpo_cli.runner.sweeps.ranking`) as the tag ``best_setting`` and its numbers as
+    metrics (:func:`sweep_best_metrics`); its id goes to ``<sweep dir>/tracking.json``, with
+    the best setting and its numbers under ``best``. Each failure is one warning."""
     states: dict[str, list[dict[str, Any]]] = {}
     for job_dir in job_dirs:
         path = RunDirectory(job_dir).tracking
@@ -224,14 +246,17 @@ def log_sweep(sweep_dir: Path, job_dirs: list[Path], files: list[Path], failed: 
                     states.setdefault(name, []).append(state)
     tags = {"hpo_cli_version": hpo_cli_version(), "status": "completed" if not failed else "failed"}
     tags.update(kind="sweep_summary", jobs=str(len(job_dirs)), failed_jobs=str(failed))
+    tags["best_setting"] = best["setting"] if best else "none"
+    values = sweep_best_metrics(best)
     summary: dict[str, Any] = {}
     for name, job_states in states.items():
         try:
-            state = TRACKERS[name].log_sweep(sweep_dir, job_states, files, tags)
+            state = TRACKERS[name].log_sweep(sweep_dir, job_states, files, tags, values)
         except Exception as error:
             log.warning("tracking.trackers=%s: the sweep summary was not logged (%s)", name, error)
             continue
         if state is not None:
             summary[name] = state
     if summary:
+        summary["best"] = {"setting": tags["best_setting"], **values}
         RunDirectory(sweep_dir).tracking.write_text(json.dumps(summary, indent=2) + "\n")

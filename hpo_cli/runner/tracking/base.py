@@ -111,9 +111,15 @@ class Tracker(ABC):
 
     @classmethod
     def log_sweep(
-        cls, sweep_dir: Path, job_states: list[dict[str, Any]], files: list[Path], tags: dict
+        cls,
+        sweep_dir: Path,
+        job_states: list[dict[str, Any]],
+        files: list[Path],
+        tags: dict,
+        values: dict[str, float],
     ) -> dict[str, Any] | None:
-        """Log a sweep's summary files beside its jobs' runs (``job_states``: what
-        :meth:`start` returned for each job); return the summary run's state. Default: nothing
+        """Log a sweep's summary files, ``tags`` and ``values`` (the best setting's numbers)
+        beside its jobs' runs (``job_states``: what :meth:`start` returned for each job); return
+        the summary run's state. Default: nothing
         (TensorBoard shows a sweep as the runs under its directory)."""
         return None

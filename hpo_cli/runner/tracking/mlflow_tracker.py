@@ -120,11 +120,21 @@ class MLflowTracker(Tracker):
 
     @classmethod
     def log_sweep(
-        cls, sweep_dir: Path, job_states: list[dict[str, Any]], files: list[Path], tags: dict
+        cls,
+        sweep_dir: Path,
+        job_states: list[dict[str, Any]],
+        files: list[Path],
+        tags: dict,
+        values: dict[str, float],
     ) -> dict[str, Any]:
+        from mlflow.entities import Metric
+
         uri, experiment = job_states[0]["tracking_uri"], job_states[0]["experiment_id"]
         client = _client(uri)
         run = client.create_run(experiment, run_name="sweep summary", tags=tags)
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, 0) for key, value in values.items()]
+        client.log_batch(run.info.run_id, metrics=metrics)
         for path in files:
             client.log_artifact(run.info.run_id, str(path))
         client.set_terminated(run.info.run_id, status="FINISHED")

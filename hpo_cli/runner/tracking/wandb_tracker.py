@@ -86,7 +86,12 @@ class WandbTracker(Tracker):
 
     @classmethod
     def log_sweep(
-        cls, sweep_dir: Path, job_states: list[dict[str, Any]], files: list[Path], tags: dict
+        cls,
+        sweep_dir: Path,
+        job_states: list[dict[str, Any]],
+        files: list[Path],
+        tags: dict,
+        values: dict[str, float],
     ) -> dict[str, Any]:
         import wandb
 
@@ -103,6 +108,6 @@ class WandbTracker(Tracker):
             settings=_settings(),
         )
         _copy_files(files, Path(run.dir))
-        run.summary.update(tags)
+        run.summary.update({**tags, **values})
         run.finish()
         return {"run_id": run.id, "files": str(Path(run.dir).parent)}
