@@ -1,7 +1,8 @@
 """``hpo-run -m`` sweeps with Hydra's basic, joblib, submitit (local mode) and Ray launchers (the
 last two in the slow group, Ray on loopback only), the SLURM launcher config, their aggregation
-into sweep.csv, sweep_summary.csv and mean ± std plots (by the callback and by
-``python -m hpo_cli.runner.sweeps.aggregate``), and a sweep in which a job fails."""
+into sweep.csv, the ranking of sweep_summary.csv (printed too) and mean ± std plots (by the
+callback and by ``python -m hpo_cli.runner.sweeps.aggregate``), and a sweep in which a job fails.
+The ranking itself, from hand-made jobs, is in test_sweep_ranking.py."""
 
 from __future__ import annotations
 
@@ -80,8 +81,17 @@ def assert_same_runs(seed_0_sweep: Path, basic_sweep: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def basic_sweep(tmp_path_factory) -> Path:
-    return sweep(tmp_path_factory.mktemp("basic") / "sweep", *SWEEP)
+def basic_sweep_output(tmp_path_factory) -> tuple[Path, str]:
+    """The basic launcher's sweep and what the multirun printed."""
+    sweep_dir = tmp_path_factory.mktemp("basic") / "sweep"
+    result = run_sweep(sweep_dir, *SWEEP)
+    assert result.returncode == 0, result.stderr
+    return sweep_dir, result.stdout
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(basic_sweep_output) -> Path:
+    return basic_sweep_output[0]
 
 
 @pytest.fixture(scope="module")
@@ -107,19 +117,35 @@ def test_every_job_completes_in_its_own_folder(basic_sweep):
     assert statuses == {"completed"}
 
 
-def test_the_summary_is_mean_and_std_of_the_jobs_final_values(basic_sweep):
+def test_the_summary_ranks_the_settings_by_the_jobs_best_rows(basic_sweep_output):
+    basic_sweep, stdout = basic_sweep_output
     summary = pd.read_csv(basic_sweep / "sweep_summary.csv").set_index("setting")
-    finals: dict[str, list[float]] = {}
+    best: dict[str, list[float]] = {}
     for job_dir in sorted(p for p in basic_sweep.iterdir() if p.is_dir()):
-        overrides = json.loads((job_dir / "summary.json").read_text())
-        solver = next(o for o in overrides["overrides"] if o.startswith("solver="))
-        finals.setdefault(solver, []).append(overrides["final"]["test_loss"])
-    for setting, values in finals.items():
-        assert summary.loc[setting, "jobs"] == 2
+        content = json.loads((job_dir / "summary.json").read_text())
+        solver = next(o for o in content["overrides"] if o.startswith("solver="))
+        best.setdefault(solver, []).append(content["best_by_validation"]["test_loss"])
+    for setting, values in best.items():
+        assert (summary.loc[setting, "seeds"], summary.loc[setting, "failed"]) == (2, 0)
         assert summary.loc[setting, "test_loss_mean"] == pytest.approx(sum(values) / 2)
         assert summary.loc[setting, "test_loss_std"] == pytest.approx(
             abs(values[0] - values[1]) / 2**0.5
         )
+    assert summary["rank"].tolist() == [1, 2]
+    means = summary[["val_error_mean", "val_loss_mean"]].apply(tuple, axis=1).tolist()
+    assert means == sorted(means)
+    # the multirun printed the same ranking and named the first setting
+    lines = stdout.splitlines()
+    start = lines.index(
+        "sweep ranking: 2 settings by each job's best validation row, mean ± std over seeds "
+        f"(in {basic_sweep}/sweep_summary.csv)"
+    )
+    winner = summary.index[0]
+    assert lines[start + 2].split()[:4] == ["1", winner, "2", "0"]
+    assert lines[start + 4].startswith(
+        f"best: {winner} — val error {summary.loc[winner, 'val_error_mean']:.3f} ± "
+    )
+    assert " over 2 seeds (val loss " in lines[start + 4]
 
 
 @pytest.mark.slow  # a launcher end to end, like submitit's and Ray's
@@ -245,9 +271,14 @@ def test_a_failing_job_leaves_the_others_running_and_is_named(tmp_path):
     table = pd.read_csv(tmp_path / "sweep.csv")
     assert table.groupby("job")["status"].first().to_dict() == {0: "completed", 1: "failed"}
     summary = pd.read_csv(tmp_path / "sweep_summary.csv")
-    assert summary[["setting", "jobs"]].values.tolist() == [["optimizer.lr=0.001", 1]]
-    final = table[table["job"] == 0].iloc[-1]
-    assert summary["val_loss_mean"].iloc[0] == pytest.approx(final["val_loss"])
+    assert summary[["setting", "seeds", "failed"]].values.tolist() == [
+        ["optimizer.lr=0.001", 1, 0],
+        ["optimizer.lr=1e+30", 0, 1],
+    ]
+    assert pd.isna(summary["rank"].iloc[1]) and pd.isna(summary["val_loss_mean"].iloc[1])
+    best = json.loads((tmp_path / "0" / "summary.json").read_text())["best_by_validation"]
+    assert summary["val_loss_mean"].iloc[0] == pytest.approx(best["val_loss"])
+    assert "best: optimizer.lr=0.001 — val error " in result.stdout
 
 
 def test_the_script_names_failed_and_unfinished_jobs(basic_sweep, tmp_path, monkeypatch, capsys):
@@ -271,7 +302,8 @@ def test_the_script_names_failed_and_unfinished_jobs(basic_sweep, tmp_path, monk
     )
     assert stderr[3].startswith("  job 3 (seed=1 solver=identity): unfinished: no summary.json")
     summary_table = pd.read_csv(copy / "sweep_summary.csv").set_index("setting")
-    assert summary_table["jobs"].to_dict() == {"solver=neumann": 2}
+    assert summary_table["seeds"].to_dict() == {"solver=neumann": 2, "solver=identity": 0}
+    assert summary_table["failed"].to_dict() == {"solver=neumann": 0, "solver=identity": 2}
     assert set(pd.read_csv(copy / "sweep.csv")["status"]) == {"completed", "failed", "unfinished"}
 
 

@@ -229,8 +229,19 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_summary_run(tmp_path, mlflow_st
     summary = runs["sweep summary"]
     assert summary.data.tags["kind"] == "sweep_summary" and summary.data.tags["failed_jobs"] == "0"
     files = {a.path for a in client.list_artifacts(summary.info.run_id)}
-    assert {"sweep.csv", "sweep_summary.csv", "sweep_failures.csv", "sweep.png"} <= files
+    assert {"sweep.csv", "sweep_best.csv", "sweep_summary.csv", "sweep_failures.csv"} <= files
+    assert "sweep.png" in files
     assert runs["job 1"].data.tags["sweep"] == "multirun/sweep"
+    # the best setting (the seeds are the only override: one setting) and its numbers
+    ranking = pd.read_csv(sweep_dir / "sweep_summary.csv")
+    assert summary.data.tags["best_setting"] == ranking["setting"].iloc[0] == "(one setting)"
+    for key in ("val_error", "val_loss", "test_error"):
+        for stat in ("mean", "std"):
+            expected = ranking[f"{key}_{stat}"].iloc[0]
+            assert summary.data.metrics[f"best_{key}_{stat}"] == pytest.approx(expected)
+    assert summary.data.metrics["best_seeds"] == 2 and summary.data.metrics["best_failed"] == 0
+    best = tracking_state(sweep_dir)["best"]
+    assert best["setting"] == "(one setting)" and best["best_seeds"] == 2
 
 
 # ---------------------------------------------------------------- W&B, offline
