@@ -157,8 +157,18 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     if cfg.plots:
         draw_plots(run_dir)
     trackers.finish("completed")
-    log.info("%s", summary_block(summary, run_dir, trackers.locations()))
+    closing = [*hyperparameters_line(run_dir), *trackers.locations()]
+    log.info("%s", summary_block(summary, run_dir, closing))
     return float(summary["final"]["val_loss"])
+
+
+def hyperparameters_line(run_dir: Path) -> list[str]:
+    """The closing block's line naming the files that hold λ in full (none: no line)."""
+    files = RunDirectory(run_dir).hyperparameter_files()
+    if not files:
+        return []
+    names = ", ".join(path.name for path in files)
+    return [f"hyperparameters in full: {names} (hpo_cli.load_run(run_dir) reloads the run)"]
 
 
 def draw_plots(run_dir: Path) -> None:
