@@ -7,6 +7,7 @@
     hpo-run --config-dir my/conf model=my_net # a config directory of one's own, beside hpo-cli's
 
 Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
+hyperparameters.pt/.json (λ in full, :func:`hpo_cli.load_run` reloads the run),
 checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
 of a ``hydra/sweeper=optuna_tpe`` search. In a multirun, a job that fails records its error in its
 summary.json and returns NaN instead of exiting, so the launcher goes on with the other jobs; the

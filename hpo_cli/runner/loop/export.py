@@ -15,6 +15,7 @@ from hpo_cli.hyper import AugmentNet, Distill, Dropout, HyperModule, LossWeights
 from hpo_cli.hyper.dropout import hidden_layers
 from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress
+from hpo_cli.runner.rundir.checkpoint import CheckpointError
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,14 @@ def dropout_names(model: nn.Module, hyper: Dropout) -> list[str]:
 def best_hyperparameters(
     exp: Experiment, files: RunDirectory
 ) -> tuple[dict[str, torch.Tensor] | None, int | None]:
-    """λ of ``checkpoint_best.pt`` by name and its outer step, when early stopping keeps one;
-    the live module is put back as it was."""
-    if not exp.stopping.enabled:
+    """λ of ``checkpoint_best.pt`` by name and its outer step, when the run keeps one (early
+    stopping, now or before a resume that turned it off); the live module is put back as it
+    was. A damaged best checkpoint is a warning and no best values."""
+    try:
+        state = files.load_best_checkpoint()
+    except CheckpointError as error:
+        log.warning("no best hyperparameters written: %s", error)
         return None, None
-    state = files.load_best_checkpoint()
     if state is None:
         return None, None
     current = {key: value.clone() for key, value in exp.hyper.state_dict().items()}
