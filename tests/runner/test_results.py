@@ -175,3 +175,24 @@ def test_every_module_names_its_tensors(hyper, names):
     )
     if hyper != "distill":  # distill's fixed labels are class indices, not a hyperparameter
         assert torch.equal(flat, problem.hyper.constrained_values())
+
+
+def test_a_failed_run_writes_its_hyperparameters_too(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        run(tmp_path, "solver.alpha=1000")  # the Neumann solve diverges at outer step 1
+    assert exit_.value.code == 1
+    summary = json.loads((tmp_path / "hyperparameters.json").read_text())
+    assert summary["last_outer_step"] == 1
+    values = saved(tmp_path, "hyperparameters.pt")
+    assert [entry["name"] for entry in summary["last"]] == list(values)
+
+
+def test_a_damaged_best_checkpoint_leaves_the_last_values_written(tmp_path, caplog):
+    run(tmp_path, *NEVER_IMPROVES, "outer_steps=1")
+    (tmp_path / "checkpoint_best.pt").write_bytes(b"damaged")
+    with caplog.at_level(logging.WARNING):
+        run(tmp_path, *NEVER_IMPROVES, "outer_steps=2", f"resume={tmp_path}")
+    assert any("no best hyperparameters written" in r.getMessage() for r in caplog.records)
+    summary = json.loads((tmp_path / "hyperparameters.json").read_text())
+    assert summary["last_outer_step"] == 2 and summary["best"] is None
+    assert not (tmp_path / "hyperparameters_best.pt").exists()
