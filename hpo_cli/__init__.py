@@ -9,7 +9,17 @@ The library core needs no Hydra, files or plots::
     hyper_optimizer.step()
 
 See :mod:`hpo_cli.core.hypergradient` for the maths and the sign convention.
+
+An ``hpo-run`` run's model and λ, back for evaluation or fine-tuning (:func:`load_run`)::
+
+    run = hpo_cli.load_run("outputs/runs/<date>/<time>", which="last")
+    run.model.eval(); predictions = run.model(run.data.test.inputs).argmax(-1)
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
 from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, damped, dense_matrix
@@ -30,6 +40,19 @@ from hpo_cli.core.solvers import (
     SolveInfo,
     Status,
 )
+
+if TYPE_CHECKING:
+    from hpo_cli.runner.results import LoadedRun
+
+
+def load_run(run_dir: str | Path, which: str = "best", **options: Any) -> LoadedRun:
+    """An ``hpo-run`` run's model, λ, data, configuration and progress from its best or last
+    checkpoint (:func:`hpo_cli.runner.results.load_run`, which documents the arguments). The
+    runner, and with it Hydra, is imported on the first call only."""
+    from hpo_cli.runner.results import load_run as load
+
+    return load(run_dir, which, **options)  # type: ignore[arg-type]
+
 
 __all__ = [
     "CONSTRAINTS",
@@ -55,4 +78,5 @@ __all__ = [
     "damped",
     "dense_matrix",
     "hypergradient",
+    "load_run",
 ]

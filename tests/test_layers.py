@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hpo_cli"
@@ -57,6 +59,11 @@ def test_the_walk_sees_the_runners_own_imports():
     assert len(modules()) > 40
 
 
+LAZY_ENTRY_POINTS = {"hpo_cli": ("hpo_cli.runner.results",)}
+"""The one exception: ``hpo_cli.load_run`` imports the runner inside the function, on its first
+call, so that ``import hpo_cli`` stays free of Hydra (checked below)."""
+
+
 def test_nothing_outside_the_applications_imports_hydra_omegaconf_or_an_application():
     offenders = [
         f"{path.relative_to(PACKAGE.parent)} imports {name}"
@@ -64,8 +71,21 @@ def test_nothing_outside_the_applications_imports_hydra_omegaconf_or_an_applicat
         if not any(within(module_name(path), app) for app in APPLICATIONS)
         for name in sorted(imports(path))
         if any(within(name, banned) for banned in APPLICATION_ONLY)
+        and not any(within(name, lazy) for lazy in LAZY_ENTRY_POINTS.get(module_name(path), ()))
     ]
     assert offenders == []
+
+
+def test_import_hpo_cli_loads_neither_hydra_nor_the_runner():
+    """The lazy entry point stays lazy: a fresh ``import hpo_cli`` loads no module of Hydra,
+    OmegaConf or the applications."""
+    code = (
+        "import sys, hpo_cli; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('hydra', 'omegaconf') or m.startswith(('hpo_cli.runner', 'hpo_cli.hpo_hessian'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 AFTER_BUILD = ("hpo_cli.runner.loop", "hpo_cli.runner.report", "hpo_cli.runner.tracking")

@@ -7,6 +7,7 @@
     hpo-run --config-dir my/conf model=my_net # a config directory of one's own, beside hpo-cli's
 
 Results land in Hydra's run directory (``outputs/runs/...``): metrics.csv, summary.json,
+hyperparameters.pt/.json (λ in full, :func:`hpo_cli.load_run` reloads the run),
 checkpoint.pt, PNG plots and Hydra's log. A run returns its final validation loss, the objective
 of a ``hydra/sweeper=optuna_tpe`` search. In a multirun, a job that fails records its error in its
 summary.json and returns NaN instead of exiting, so the launcher goes on with the other jobs; the
@@ -157,8 +158,18 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     if cfg.plots:
         draw_plots(run_dir)
     trackers.finish("completed")
-    log.info("%s", summary_block(summary, run_dir, trackers.locations()))
+    closing = [*hyperparameters_line(run_dir), *trackers.locations()]
+    log.info("%s", summary_block(summary, run_dir, closing))
     return float(summary["final"]["val_loss"])
+
+
+def hyperparameters_line(run_dir: Path) -> list[str]:
+    """The closing block's line naming the files that hold λ in full (none: no line)."""
+    files = RunDirectory(run_dir).hyperparameter_files()
+    if not files:
+        return []
+    names = ", ".join(path.name for path in files)
+    return [f"hyperparameters in full: {names} (hpo_cli.load_run(run_dir) reloads the run)"]
 
 
 def draw_plots(run_dir: Path) -> None:

@@ -33,6 +33,7 @@ from hpo_cli.runner.loop.diagnostics import (
     solver_comparison_rows,
 )
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
+from hpo_cli.runner.loop.export import export_hyperparameters
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
 from hpo_cli.runner.loop.state import checkpoint_state, restore
@@ -186,7 +187,9 @@ def start_or_resume(
 def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) -> Progress:
     """Run (or resume) ``exp``, writing metrics and checkpoints to ``files`` and every metrics
     row to ``trackers``; stop early by ``exp.stopping``
-    (:mod:`hpo_cli.runner.loop.early_stopping`), keeping the best weights in checkpoint_best.pt.
+    (:mod:`hpo_cli.runner.loop.early_stopping`), keeping the best weights in checkpoint_best.pt;
+    λ in full goes to the hyperparameter files at the end (:mod:`hpo_cli.runner.loop.export`),
+    however the run ends.
 
     Raises:
         RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
@@ -260,6 +263,7 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
         check_skipped(settings, progress)
     finally:
         progress.elapsed_s = elapsed()
+        export_hyperparameters(exp, progress, files)  # completed, failed or interrupted
     stopped = stopping.stopped(progress.early_stopping)
     progress.stop_reason = stopping.reason(progress.early_stopping) if stopped else "completed"
     return progress

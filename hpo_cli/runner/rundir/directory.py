@@ -7,6 +7,9 @@
       checkpoint.pt            the last checkpoint             (:mod:`.checkpoint`)
       checkpoint.previous.pt   the one before, kept until the next is whole
       checkpoint_best.pt       the best weights (early stopping)
+      hyperparameters.pt       λ in full at the end, {name: tensor} (:mod:`.hyperparameters`)
+      hyperparameters_best.pt  λ of checkpoint_best.pt (early stopping)
+      hyperparameters.json     their shapes, quantiles and small tensors' values
       run.lock                 held by the process writing the run (:mod:`.lock`)
       tracking.json            where each tracker logs the run (:mod:`hpo_cli.runner.tracking`)
       .hydra/                  config.yaml, overrides.yaml, hydra.yaml (Hydra's, or a resume's)
@@ -31,12 +34,15 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir import checkpoint, lock, summary
+from hpo_cli.runner.rundir import checkpoint, hyperparameters, lock, summary
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.rundir.names import (
     BEST_CHECKPOINT,
+    BEST_HYPERPARAMETERS,
     CHECKPOINT,
     HYDRA,
+    HYPERPARAMETERS,
+    HYPERPARAMETERS_SUMMARY,
     LOCK,
     METRICS,
     PREVIOUS_CHECKPOINT,
@@ -77,6 +83,26 @@ class RunDirectory:
         return self.path / BEST_CHECKPOINT
 
     @property
+    def hyperparameters(self) -> Path:
+        """λ in full at the end of the run, ``{name: tensor}`` (:mod:`.hyperparameters`)."""
+        return self.path / HYPERPARAMETERS
+
+    @property
+    def best_hyperparameters(self) -> Path:
+        """λ of ``checkpoint_best.pt``, ``{name: tensor}`` (early stopping only)."""
+        return self.path / BEST_HYPERPARAMETERS
+
+    @property
+    def hyperparameters_summary(self) -> Path:
+        """Shapes, quantiles and small tensors' values of the two files above."""
+        return self.path / HYPERPARAMETERS_SUMMARY
+
+    def hyperparameter_files(self) -> list[Path]:
+        """Those of the three files that exist: the summary, the last values, the best."""
+        files = [self.hyperparameters_summary, self.hyperparameters, self.best_hyperparameters]
+        return [path for path in files if path.exists()]
+
+    @property
     def lock(self) -> Path:
         return self.path / LOCK
 
@@ -100,8 +126,9 @@ class RunDirectory:
         return self.path / HYDRA / "hydra.yaml"
 
     def artifacts(self) -> list[Path]:
-        """The files a tracker attaches at the end: summary.json, the CSVs and the PNG plots."""
-        files = [self.summary, self.metrics, self.solver_comparison]
+        """The files a tracker attaches at the end: summary.json, the CSVs, hyperparameters.json
+        and the PNG plots."""
+        files = [self.summary, self.metrics, self.solver_comparison, self.hyperparameters_summary]
         return [path for path in files if path.exists()] + sorted(self.path.glob("*.png"))
 
     def has_metrics(self) -> bool:
@@ -162,6 +189,25 @@ class RunDirectory:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` atomically, keeping the one it replaces as the previous."""
         checkpoint.save_checkpoint(self.path, state)
+
+    def load_best_checkpoint(self) -> dict[str, Any] | None:
+        """``checkpoint_best.pt`` (early stopping's best weights); ``None`` without one.
+
+        Raises:
+            CheckpointError: the file is damaged or unsafe.
+        """
+        if not self.best_checkpoint.exists():
+            return None
+        return checkpoint.read_checkpoint(self.best_checkpoint)
+
+    def write_hyperparameters(
+        self,
+        last: dict[str, Any],
+        best: dict[str, Any] | None,
+        about: dict[str, Any],
+    ) -> None:
+        """Write λ in full (:func:`.hyperparameters.write_hyperparameters`)."""
+        hyperparameters.write_hyperparameters(self.path, last, best, about)
 
     def save_best_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint_best.pt`` atomically (early stopping's best weights)."""
