@@ -112,8 +112,10 @@ def test_the_console_logs_every_log_every_steps_and_ends_with_a_summary_block(
     assert block[0] == "hpo-run completed"
     assert block[1].startswith("  best by val_loss: outer step ")
     assert block[2].startswith("  final: outer step 4: val loss ")
-    assert block[3].startswith("  time: ") and "inner" in block[3] and "hypergradient" in block[3]
-    assert block[4].startswith(f"  files in {tmp_path}: ")
-    files = set(block[4].split(": ")[1].split(", "))
+    assert block[3].startswith("  solver: 4 hyper-steps, 4 max_iterations; ‖Hx − b‖/‖b‖ median ")
+    assert block[4] == "  solver health: ok (0 of 4 hyper-steps doubtful)"
+    assert block[5].startswith("  time: ") and "inner" in block[5] and "hypergradient" in block[5]
+    assert block[6].startswith(f"  files in {tmp_path}: ")
+    files = set(block[6].split(": ")[1].split(", "))
     assert {"checkpoint.pt", "metrics.csv", "summary.json"} <= files
     assert "outer steps" not in capsys.readouterr().err  # no tqdm bar off a terminal

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from hpo_cli.runner.loop import solver_health
 from hpo_cli.runner.loop.early_stopping import initial_state
 
 
@@ -29,6 +30,9 @@ class Progress:
     early_stopping: dict[str, Any] = field(default_factory=initial_state)  # best, best_step, wait
     stop_reason: str | None = None  # "completed" or the early-stopping reason, once stopped
     metrics_rows: int | None = None  # rows in metrics.csv; None in checkpoints older than it
+    # hyper-steps by solver status, the doubtful ones, the residuals, whether the run warned
+    # (hpo_cli.runner.loop.solver_health); from the resume on in checkpoints older than it
+    solves: dict[str, Any] = field(default_factory=solver_health.initial_counts)
 
 
 class RunFailed(RuntimeError):

@@ -26,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hpo_cli.core.hypergradient import HypergradientError
 from hpo_cli.data import Split
+from hpo_cli.runner.loop import solver_health
 from hpo_cli.runner.loop.diagnostics import (
     check_solver_comparison,
     hessian_row,
@@ -53,13 +54,20 @@ def inner_step(exp: Experiment) -> torch.Tensor:
 
 def hyper_step(exp: Experiment, progress: Progress) -> None:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
-    failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted."""
+    failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted. Every
+    solve is counted by status (:mod:`hpo_cli.runner.loop.solver_health`), which warns once
+    when most are doubtful."""
     train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
     try:
         result = exp.joint.hyper_step(hyper_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
+        solver_health.record(progress.solves, error.info.status, None)
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
+    solver_health.record(progress.solves, result.solve.status, result.residual)
+    warning = solver_health.warning_due(progress.solves)
+    if warning is not None:
+        log.warning("outer step %d: %s", progress.outer_step, warning)
     progress.skipped_hyper_steps = exp.joint.skipped_hyper_steps
     progress.last_hyper = {
         "hypergrad_norm": result.norm,
@@ -260,6 +268,9 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
                 if progress.outer_step % settings.checkpoint_every == 0 or last:
                     files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)
+        warning = solver_health.warning_due(progress.solves, final=True)
+        if warning is not None:
+            log.warning("%s", warning)
         check_skipped(settings, progress)
     finally:
         progress.elapsed_s = elapsed()

@@ -22,9 +22,40 @@ def _row_line(row: dict[str, Any] | None) -> str:
     )
 
 
+def _solver_lines(summary: dict[str, Any]) -> list[str]:
+    """The hyper-steps by solver status with the residual's median and max, and the run's
+    solver health (:mod:`hpo_cli.runner.loop.solver_health`); nothing without hyper-steps."""
+    solves = summary.get("solves")
+    if not solves or not solves["hyper_steps"]:
+        return []
+    ranked = sorted(solves["statuses"].items(), key=lambda item: (-item[1], item[0]))
+    residual = solves["residual"]
+    spread = (
+        f"; ‖Hx − b‖/‖b‖ median {residual['median']:.3g}, max {residual['max']:.3g}"
+        if residual["median"] is not None
+        else ""
+    )
+    doubtful = sum(solves["doubtful"].values())
+    health = (
+        f"solver health: {summary['solver_health']} ({doubtful} of {solves['hyper_steps']} "
+        "hyper-steps doubtful"
+        + (
+            ": their hypergradients may point anywhere; see the warning)"
+            if summary["solver_health"] == "doubtful"
+            else ")"
+        )
+    )
+    return [
+        f"solver: {solves['hyper_steps']} hyper-steps, "
+        + ", ".join(f"{count} {status}" for status, count in ranked)
+        + spread,
+        health,
+    ]
+
+
 def summary_block(summary: dict[str, Any], run_dir: Path, trackers: list[str]) -> str:
-    """The closing block: why the run stopped, best and final rows, the time split, the files
-    and where each tracker shows the run."""
+    """The closing block: why the run stopped, best and final rows, the hyper-steps' solver
+    statuses and health, the time split, the files and where each tracker shows the run."""
     time_s = dict(summary["time_s"] or {})
     total = time_s.pop("total", 0.0)
     split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in time_s.items())
@@ -40,6 +71,7 @@ def summary_block(summary: dict[str, Any], run_dir: Path, trackers: list[str]) -
         + ("" if summary["stop_reason"] == summary["status"] else f": {summary['stop_reason']}"),
         f"  best by {best['monitor']}: {_row_line(best['row'])}",
         f"  final: {_row_line(summary['final'])}",
+        *(f"  {line}" for line in _solver_lines(summary)),
         f"  time: {total:.1f} s ({split}, other {other:.1f} s)",
         f"  files in {run_dir}: {', '.join(files)}",
         *(f"  {line}" for line in trackers),

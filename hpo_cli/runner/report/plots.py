@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from hpo_cli.core.solvers.base import Status
+from hpo_cli.runner.loop.solver_health import RESIDUAL_LIMIT, doubtful
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 SPLITS = ("train", "val", "test")
@@ -106,13 +108,77 @@ def plot_hyperparameters(metrics: pd.DataFrame, axis: plt.Axes) -> None:
     axis.set(yscale="log", ylabel="hyperparameter value")
 
 
+STATUS_COLOURS = {
+    Status.CONVERGED: "tab:green",
+    Status.APPROXIMATION: "tab:gray",
+    Status.MAX_ITERATIONS: "tab:blue",
+    Status.UNSTABLE: "tab:purple",
+    Status.NEGATIVE_CURVATURE: "tab:orange",
+    Status.DIVERGED: "black",
+}
+"""The marker colour of each solver status in solver.png (another status: tab:brown)."""
+
+
 def plot_solver(metrics: pd.DataFrame, axes: list[plt.Axes]) -> None:
-    """Hypergradient norm and the inverse-HVP residual, log y."""
+    """Hypergradient norm and the inverse-HVP residual, log y; each row's solver status as a
+    coloured marker on the residual (at the top of the axis for a row without one), a red ring
+    round a doubtful solve (:func:`hpo_cli.runner.loop.solver_health.doubtful`), and the
+    residual 1 of x = 0."""
     top, bottom = axes
     top.plot(metrics["outer_step"], metrics["hypergrad_norm"], label="‖dL_v/dλ‖", **_style(metrics))
     top.set(yscale="log", ylabel="‖dL_v/dλ‖")
-    bottom.plot(metrics["outer_step"], metrics["solver_residual"], **_style(metrics))
+    bottom.plot(metrics["outer_step"], metrics["solver_residual"], color="0.6", linewidth=1)
     bottom.set(yscale="log", ylabel="‖Hx − b‖ / ‖b‖")
+    solved = metrics[metrics["solver_status"].notna()]
+    if solved.empty:
+        return
+    bottom.axhline(
+        RESIDUAL_LIMIT, color="0.4", linestyle="--", linewidth=0.8, label="x = 0 (residual 1)"
+    )
+    residuals = pd.to_numeric(solved["solver_residual"], errors="coerce")
+    known = residuals.notna()
+    # rows without a residual (a diverged solve) sit at the top of the axis
+    where = bottom.get_xaxis_transform()
+    for status, rows in solved.groupby("solver_status", sort=True):
+        colour = STATUS_COLOURS.get(status, "tab:brown")
+        mine = known[rows.index]
+        bottom.scatter(
+            rows["outer_step"][mine],
+            residuals[rows.index][mine],
+            color=colour,
+            s=16,
+            label=status,
+            zorder=3,
+        )
+        if (~mine).any():
+            bottom.scatter(
+                rows["outer_step"][~mine],
+                [0.95] * int((~mine).sum()),
+                color=colour,
+                marker="x",
+                s=24,
+                transform=where,
+                label=None if mine.any() else status,
+                zorder=3,
+            )
+    flagged = [
+        doubtful(status, None if pd.isna(residual) else float(residual))
+        for status, residual in zip(solved["solver_status"], residuals, strict=True)
+    ]
+    ringed = solved[flagged]
+    if not ringed.empty:
+        heights = residuals[ringed.index]
+        bottom.scatter(
+            ringed["outer_step"][heights.notna()],
+            heights[heights.notna()],
+            s=60,
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=1,
+            label="doubtful",
+            zorder=4,
+        )
+    bottom.legend(fontsize=7, title="solver status", title_fontsize=7, loc="best")
 
 
 PLOTS = {

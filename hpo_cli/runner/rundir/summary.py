@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hpo_cli.runner.loop import solver_health
 from hpo_cli.runner.rundir.metrics import write_json
 from hpo_cli.runner.rundir.names import BEST_CHECKPOINT, METRICS, SUMMARY
 
@@ -59,6 +60,9 @@ def write_summary(
     error: str | None = None,
 ) -> dict[str, Any]:
     """Write ``summary.json`` from ``metrics.csv`` and the run's progress; return its content.
+    ``solver_health`` (``ok``, ``doubtful``, ``None`` without hyper-steps) and ``solves`` (the
+    hyper-steps by solver status, the doubtful ones, the residual's median and max) are
+    :func:`hpo_cli.runner.loop.solver_health.summary`'s.
 
     ``progress`` is the :class:`hpo_cli.runner.loop.progress.Progress` of the run, or ``None``
     when the run stopped before it had any.
@@ -67,6 +71,7 @@ def write_summary(
     best = min(rows, key=lambda row: (row["val_error"], row["val_loss"])) if rows else None
     device = progress.device if progress else None
     stop_reason = progress.stop_reason if progress and status == "completed" else None
+    solves = solver_health.summary(progress.solves) if progress else None
     summary = {
         "status": status,
         "stop_reason": stop_reason or status,
@@ -74,6 +79,8 @@ def write_summary(
         "outer_steps": progress.outer_step if progress else None,
         "total_inner_steps": progress.total_inner_steps if progress else None,
         "skipped_hyper_steps": progress.skipped_hyper_steps if progress else None,
+        "solver_health": solves.pop("health") if solves else None,
+        "solves": solves,
         "final": rows[-1] if rows else None,
         "best_by_validation": best,
         "best": best_of_monitor(run_dir, rows, progress.early_stopping if progress else None),
