@@ -37,7 +37,12 @@ from torch import nn
 
 from hpo_cli.core.curvature import loss_and_outputs
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
-from hpo_cli.core.methods import HypergradientMethod, HyperLosses, hypergradient_method
+from hpo_cli.core.methods import (
+    HypergradientMethod,
+    HyperLosses,
+    ImplicitDifferentiation,
+    hypergradient_method,
+)
 from hpo_cli.core.solvers import InverseHVPSolver
 
 ON_FAILURE = ("stop", "skip")
@@ -48,6 +53,26 @@ def check_on_failure(on_failure: str) -> None:
     the policy: :class:`JointOptimizer` and hpo-run's early validation both call it)."""
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure={on_failure} is invalid: must be one of {ON_FAILURE}")
+
+
+def check_inner_weight_decay(method: HypergradientMethod, weight_decay: float) -> None:
+    """Raise ``ValueError`` if the inner optimiser decays the weights (``weight_decay`` ≠ 0)
+    while ``method`` is implicit differentiation.
+
+    The IFT differentiates the stationarity condition ∇_w L_t = 0 of the L_t it is given; decay
+    the optimiser applies itself is not in L_t, so the weights training reaches solve another
+    problem (coupled decay, g ← g + wd·w, adds (wd/2)‖w‖² to it; decoupled AdamW decay is the
+    gradient of no loss at all). The L2 term belongs in L_t: a
+    :class:`hpo_cli.hyper.WeightDecay` module (``hyper=weight_decay``). Unrolled
+    differentiation differentiates the optimiser's own updates, decay included, and may keep it.
+    (The one check: :class:`JointOptimizer` and hpo-run's early validation both call it.)
+    """
+    if weight_decay and isinstance(method, ImplicitDifferentiation):
+        raise ValueError(
+            f"optimizer.weight_decay={weight_decay} is invalid with implicit differentiation: "
+            "the inner optimiser's decay is not in L_t, so the IFT would differentiate another "
+            "problem; put the L2 term in L_t (hyper=weight_decay) or use solver=unrolled"
+        )
 
 
 class GraphClosureOptimizer(torch.optim.Optimizer):
@@ -84,6 +109,12 @@ class JointOptimizer:
             hypergradient; ``"skip"`` leaves λ unchanged and counts it in
             :attr:`skipped_hyper_steps`.
 
+    Raises:
+        ValueError: an unknown ``on_failure``, or an inner optimiser whose param groups decay the
+            weights (non-zero ``weight_decay``, e.g. ``torch.optim.AdamW``'s default 0.01) with
+            implicit differentiation, which would differentiate a training loss without that
+            decay (:func:`check_inner_weight_decay`; put the L2 term in L_t instead).
+
     Attributes:
         method: the hypergradient method.
         method_state: its state between hyper-steps (a solver's warm start; ``None``: none).
@@ -105,6 +136,8 @@ class JointOptimizer:
         self.optimizer = optimizer
         self.hyper_optimizer = hyper_optimizer
         self.method = hypergradient_method(solver)
+        for group in optimizer.param_groups:
+            check_inner_weight_decay(self.method, group.get("weight_decay", 0.0))
         self.method_state = self.method.init_state()
         self.on_failure = on_failure
         self.skipped_hyper_steps = 0

@@ -108,16 +108,23 @@ class Dropout(HyperModule):
         transform = constraint("sigmoid")
         return [transform(raw) for raw in self.raw]
 
-    def mask(self, rate: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """A relaxed keep-mask (1 − z)/(1 − p) for activations of ``shape`` (b, u, ...): one
-        draw per example and unit, broadcast over any spatial dimensions."""
+    def mask(self, raw: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """A relaxed keep-mask (1 − z)/(1 − p) for activations of ``shape`` (b, u, ...), p =
+        sigmoid(``raw``): one draw per example and unit, broadcast over any spatial dimensions.
+
+        Computed from θ = ``raw`` itself, never from p: logit p = θ, 1 − z = σ(−a) with
+        a = (θ + logit u)/t, 1 − p = σ(−θ), so m = exp(log σ(−a) − log σ(−θ)). Through p, 1 − p
+        loses its digits as p nears 1 (17 % wrong at θ = 15 in float32) and is 0 once p rounds to
+        1 (θ ≈ 17 in float32, 37 in float64), making L_t NaN.
+        """
         noise_shape = (*shape[:2], *(1 for _ in shape[2:]))
-        tiny = torch.finfo(rate.dtype).tiny
-        uniform = torch.rand(noise_shape, dtype=rate.dtype, device=rate.device)
-        uniform = uniform.clamp(tiny, 1.0 - torch.finfo(rate.dtype).eps)
-        rate = rate.reshape(-1, *(1 for _ in shape[2:])) if rate.dim() else rate
-        dropped = torch.sigmoid((torch.logit(rate) + torch.logit(uniform)) / self.temperature)
-        return (1.0 - dropped) / (1.0 - rate)
+        tiny = torch.finfo(raw.dtype).tiny
+        uniform = torch.rand(noise_shape, dtype=raw.dtype, device=raw.device)
+        uniform = uniform.clamp(tiny, 1.0 - torch.finfo(raw.dtype).eps)
+        raw = raw.reshape(-1, *(1 for _ in shape[2:])) if raw.dim() else raw
+        logsigmoid = nn.functional.logsigmoid
+        log_kept = logsigmoid(-(raw + torch.logit(uniform)) / self.temperature)  # log(1 − z)
+        return torch.exp(log_kept - logsigmoid(-raw))  # (1 − z)/(1 − p)
 
     def _hook(self, layer: int) -> Callable[..., torch.Tensor | None]:
         """The forward hook of hidden layer ``layer``: masks its output while active."""
@@ -125,7 +132,7 @@ class Dropout(HyperModule):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
             if not self.active:
                 return None
-            return output * self.mask(torch.sigmoid(self.raw[layer]), output.shape)
+            return output * self.mask(self.raw[layer], output.shape)
 
         return hook
 

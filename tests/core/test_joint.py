@@ -114,6 +114,27 @@ def test_an_unknown_failure_policy_is_refused():
         JointOptimizer(model, [log_decay], optimizer, optimizer, Exact(), on_failure="retry")
 
 
+@pytest.mark.parametrize(
+    ("inner", "decay"),
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=1e-3), "0.001"),
+        (lambda p: torch.optim.Adam(p, lr=0.1, weight_decay=1e-3), "0.001"),
+        (lambda p: torch.optim.RMSprop(p, lr=0.1, weight_decay=1e-3), "0.001"),
+        (lambda p: torch.optim.AdamW(p, lr=0.1), "0.01"),  # AdamW's default decay
+    ],
+)
+def test_an_inner_optimiser_that_decays_the_weights_is_refused_by_the_ift(inner, decay):
+    """The optimiser's decay is not in L_t, so the IFT would differentiate another problem;
+    unrolled differentiation differentiates the optimiser's own updates and keeps it."""
+    model, log_decay, *_ = ridge()
+    hyper_optimizer = torch.optim.SGD([log_decay], lr=0.1)
+    with pytest.raises(ValueError, match=rf"^optimizer.weight_decay={decay} is invalid .*L_t"):
+        JointOptimizer(model, [log_decay], inner(model.parameters()), hyper_optimizer, Exact())
+    JointOptimizer(model, [log_decay], inner(model.parameters()), hyper_optimizer, Unrolled(3))
+    undecayed = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.0)
+    JointOptimizer(model, [log_decay], undecayed, hyper_optimizer, Exact())
+
+
 def test_state_dict_restores_both_optimisers_and_the_skip_count():
     """What a hand-written loop's checkpoint needs beside the model's and λ's tensors."""
     joint, _, train_loss, val_loss = diverging_joint("skip")

@@ -387,11 +387,44 @@ def test_concrete_mask_approaches_bernoulli_dropout_at_low_temperature():
     model = MLP((2,), 2, hidden_sizes=[3]).to(DT)
     hyper = Dropout(model, init=0.3, temperature=1e-4, data=None)
     torch.manual_seed(2)
-    mask = hyper.mask(torch.tensor(0.3, dtype=DT), torch.Size([200_000, 1]))
+    mask = hyper.mask(torch.logit(torch.tensor(0.3, dtype=DT)), torch.Size([200_000, 1]))
     dropped = (mask < 1e-3).to(DT).mean()
     kept = ((mask - 1 / 0.7).abs() < 1e-3).to(DT).mean()
     assert abs(float(dropped) - 0.3) < 0.005 and float(dropped + kept) > 0.998
     assert abs(float(mask.mean()) - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("theta", [15.0, 20.0])
+def test_dropout_stays_accurate_in_float32_as_the_rate_nears_one(theta, monkeypatch):
+    """At θ = 15, 1 − sigmoid(θ) in float32 is 17 % wrong; at θ = 20 it is 0 and the mask
+    (1 − z)/(1 − p) through p would be NaN. From θ itself, L_t and dL_t/dθ in float32 agree with
+    the same computation in float64 (same weights, data and uniform draws) to float32 accuracy."""
+    rand = torch.rand
+    monkeypatch.setattr(  # both precisions draw the same (float32) uniforms
+        torch, "rand", lambda *shape, dtype, device: rand(*shape, device=device).to(dtype)
+    )
+    data = make_data((3,), train=64)
+
+    def loss_and_grad(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        model = MLP((3,), CLASSES, hidden_sizes=[8], activation="tanh")
+        model = model.to(torch.float32).to(dtype)  # float32 weights in both
+        hyper = Dropout(model, init=0.5, temperature=0.5, data=data)
+        with torch.no_grad():
+            hyper.raw[0].fill_(theta)
+        batch = whole(data.train)
+        batch = Batch(batch.inputs.to(torch.float32).to(dtype), batch.targets, batch.index)
+        torch.manual_seed(5)
+        loss = hyper.training_loss(model, batch, cross_entropy)
+        (grad,) = torch.autograd.grad(loss, list(hyper.parameters()))
+        return loss.to(DT), grad.to(DT)
+
+    loss, grad = loss_and_grad(torch.float32)
+    reference_loss, reference_grad = loss_and_grad(DT)
+    assert bool(torch.isfinite(loss)) and bool(torch.isfinite(grad).all())
+    assert float(reference_grad.norm()) > 1e-6  # a gradient float32 can carry
+    torch.testing.assert_close(loss, reference_loss, rtol=1e-5, atol=0.0)
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-4, atol=1e-5 * reference_grad.norm())
 
 
 def test_augment_net_starts_near_identity_and_only_training_sees_it():

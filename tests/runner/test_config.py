@@ -15,6 +15,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
+from tests.support.cli_runs import hpo_run
 from tests.support.composed import run_config
 from tests.support.image_files import write_readable
 from tests.support.option_configs import (
@@ -167,6 +168,43 @@ def test_wrong_type_fails_at_composition():
 def test_out_of_range_values_name_their_key(override, key):
     with pytest.raises(ConfigError, match=f"^{key}="):
         validate(run_config(override))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optimizer=adam", "optimizer.weight_decay=1e-4"],
+        ["optimizer=sgd", "optimizer.weight_decay=0.01", "solver=cg"],
+        ["optimizer=rmsprop", "+optimizer.weight_decay=0.01", "solver=neumann"],
+        ["optimizer._target_=torch.optim.AdamW", "optimizer.weight_decay=0.01"],  # decoupled
+    ],
+)
+def test_inner_weight_decay_is_refused_in_one_line_before_anything_is_written(tmp_path, overrides):
+    """The optimiser's decay is not in L_t: the IFT would differentiate another problem."""
+    result = hpo_run(tmp_path / "run", *overrides)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hpo-run: error:")]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hpo-run: error: optimizer.weight_decay=")
+    assert "is not in L_t" in lines[0] and "hyper=weight_decay" in lines[0]
+    assert "solver=unrolled" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_inner_weight_decay_is_kept_by_unrolled_differentiation():
+    """Unrolled differentiation differentiates the optimiser's updates, decay included."""
+    validate(run_config("optimizer.weight_decay=1e-4", "solver=unrolled"))
+    validate(run_config("optimizer.weight_decay=0"))
+
+
+def test_an_own_optimizer_node_without_weight_decay_has_its_targets_default():
+    """A user's own YAML need not name weight_decay: AdamW's default (0.01) is refused too."""
+    cfg = run_config()
+    cfg.optimizer = OmegaConf.create({"_target_": "torch.optim.AdamW", "lr": 1e-3})
+    with pytest.raises(ConfigError, match=r"^optimizer.weight_decay=0.01 is invalid"):
+        validate(cfg)
+    cfg.optimizer = OmegaConf.create({"_target_": "torch.optim.LBFGS", "lr": 1.0})  # has none
+    validate(cfg)
 
 
 @pytest.mark.parametrize(

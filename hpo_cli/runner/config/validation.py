@@ -13,6 +13,7 @@ Hydra writes the run directory, and again in each job of a multirun.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +21,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
-from hpo_cli.core.joint import check_on_failure
-from hpo_cli.core.methods import hypergradient_method
+from hpo_cli.core.joint import check_inner_weight_decay, check_on_failure
+from hpo_cli.core.methods import HypergradientMethod, hypergradient_method
 from hpo_cli.core.solvers.diagonal import MOMENT_OPTIMIZERS
 from hpo_cli.runner.config.build import build, first_line, solver_without_curvature
 from hpo_cli.runner.config.schemas import tracker_names
@@ -58,7 +59,8 @@ def validate(cfg: DictConfig) -> None:
         require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
     for group in ("optimizer", "hyper_optimizer"):  # torch refuses lr < 0 only, and late
         require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
-    validate_solver(cfg.solver)
+    method = validate_solver(cfg.solver)
+    constructor_check(check_inner_weight_decay, method, inner_weight_decay(cfg.optimizer))
     validate_preconditioner(cfg)
     constructor_check(check_on_failure, cfg.on_failure)
     fraction = cfg.max_skipped_fraction
@@ -132,17 +134,28 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
     require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")
 
 
-def validate_solver(node: DictConfig) -> None:
+def validate_solver(node: DictConfig) -> HypergradientMethod:
     """Build the solver of ``node`` (``cfg.solver``) and its hypergradient method, so that its
     constructor's range checks (and ``curvature``'s) refuse a bad value before anything runs;
-    raises :class:`ConfigError` with the constructor's one-line message."""
+    raises :class:`ConfigError` with the constructor's one-line message. Returns the method."""
     solver = build(solver_without_curvature(node))
-    constructor_check(hypergradient_method, solver, node.get("curvature", "hessian"))
+    return constructor_check(hypergradient_method, solver, node.get("curvature", "hessian"))
 
 
-def constructor_check(check: Callable[..., Any], *args: Any) -> None:
+def inner_weight_decay(node: DictConfig) -> float:
+    """The inner optimiser's ``weight_decay``: the node's, else its ``_target_``'s default
+    (``torch.optim.AdamW``'s is 0.01), else 0 (an optimiser without one)."""
+    if "weight_decay" in node:
+        return node.weight_decay
+    parameter = inspect.signature(get_object(node._target_)).parameters.get("weight_decay")
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return 0.0
+    return parameter.default
+
+
+def constructor_check(check: Callable[..., Any], *args: Any) -> Any:
     """``check(*args)``, its ``ValueError`` turned into a one-line :class:`ConfigError`."""
     try:
-        check(*args)
+        return check(*args)
     except ValueError as error:
         raise ConfigError(first_line(error)) from error
