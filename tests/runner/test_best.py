@@ -38,6 +38,18 @@ def test_best_by_validation_is_the_lowest_error_then_the_lowest_loss(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["best_by_validation"] == best
 
 
+def test_a_missing_loss_ranks_last_and_breaks_nothing(tmp_path):
+    """A diverged evaluation's NaN loss (read back as None) tied on the error with a finite one:
+    the finite row is the best, and writing the summary does not fail on the comparison."""
+    rows = [(0, 0.2, float("nan")), (1, 0.2, 0.7), (2, 0.4, 0.3)]
+    frame = pd.DataFrame(
+        [{"outer_step": s, "val_error": e, "val_loss": v} for s, e, v in rows], columns=COLUMNS
+    )
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    summary = write_summary(tmp_path, status="completed", progress=None, overrides=[])
+    assert summary["best_by_validation"]["outer_step"] == 1
+
+
 @pytest.mark.parametrize("min_delta", [0.0, 0.25])
 def test_an_exact_tie_is_no_improvement(min_delta):
     """1.0, then exactly 1.0 − min_delta (a tie with the threshold; 1.0 itself for min_delta 0):

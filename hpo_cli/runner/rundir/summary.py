@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from importlib.metadata import version
 from pathlib import Path
@@ -51,6 +52,14 @@ def best_of_monitor(
     }
 
 
+def validation_rank(row: dict[str, Any]) -> tuple[float, float]:
+    """The order of best-by-validation: the lower error, then the lower loss; a missing value
+    (a diverged evaluation's NaN, read back as ``None``) ranks last."""
+    return tuple(  # type: ignore[return-value]
+        math.inf if row[key] is None else row[key] for key in ("val_error", "val_loss")
+    )
+
+
 def write_summary(
     run_dir: Path,
     *,
@@ -68,7 +77,7 @@ def write_summary(
     when the run stopped before it had any.
     """
     rows = read_metrics(run_dir)
-    best = min(rows, key=lambda row: (row["val_error"], row["val_loss"])) if rows else None
+    best = min(rows, key=validation_rank) if rows else None
     device = progress.device if progress else None
     stop_reason = progress.stop_reason if progress and status == "completed" else None
     solves = solver_health.summary(progress.solves) if progress else None
