@@ -53,6 +53,7 @@ def test_a_short_run_writes_every_file(finished_run):
     assert "outer_steps=4" in summary["overrides"]
     log = (finished_run / "hpo-run.log").read_text()
     assert "outer 4:" in log and "\r" not in log
+    assert ", ETA " in log.split("outer 4:")[1].splitlines()[0]
 
 
 def test_a_second_run_into_the_same_directory_is_refused(finished_run):
@@ -123,6 +124,47 @@ def test_unknown_option_shows_hydras_choices(tmp_path):
     assert result.returncode == 2
     assert "Could not find 'solver/newton'" in result.stderr
     assert "neumann" in result.stderr
+
+
+OWN_MODEL = "tests.support.own_problem.WideNet"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "needles"),
+    [
+        (["solver.tol_x=1"], ["did you mean solver.tol?", "valid keys of solver: alpha,"]),
+        (["+solver.tol_x=1"], ["did you mean solver.tol?", "valid keys: alpha,"]),
+        (
+            ["model.hiden_sizes=[8]"],
+            ["did you mean model.hidden_sizes?", "valid keys of model: activation, hidden_sizes"],
+        ),
+        (["optimizer.learning_rate=0.1"], ["valid keys of optimizer: betas, eps, lr,"]),
+        (["optimzer.lr=0.1"], ["did you mean optimizer.lr?"]),
+        (["solver=neuman"], ["did you mean neumann?", "cg, exact, identity, neumann"]),
+        (["model=wide"], ["hpo-run --config-dir DIR model=wide", "model/wide.yaml"]),
+        (["--config-dir", "CONF", "model=wide"], ["it must be model/wide.yaml in CONF"]),
+        (
+            [f"model._target_={OWN_MODEL}", "model.hidden_sizes=[8]"],
+            [
+                f"model.hidden_sizes is not a parameter of {OWN_MODEL}",
+                f"~model +model._target_={OWN_MODEL}",
+                "--config-dir DIR model=<name>",
+            ],
+        ),
+    ],
+)
+def test_a_configuration_error_says_how_to_fix_it(tmp_path, arguments, needles):
+    """One line, exit 2, nothing written, and the fix on the line: the closest key or option,
+    the valid keys, the flag for a directory of one's own, the way to replace a node."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    run_dir = tmp_path / "run"
+    result = hpo_run(run_dir, *[str(conf) if a == "CONF" else a for a in arguments])
+    lines = error_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle.replace("CONF", str(conf)) in lines[0], lines[0]
+    assert not run_dir.exists()
 
 
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):

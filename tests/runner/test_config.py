@@ -140,7 +140,8 @@ def test_forced_unknown_key_fails_before_training():
     valid ones."""
     with pytest.raises(
         ConfigError,
-        match=r"^solver.term is not a parameter of .*Neumann; valid keys: alpha, .*terms",
+        match=r"^solver.term is not a parameter of .*Neumann; did you mean solver.terms\? "
+        r"valid keys: alpha, .*terms",
     ):
         build_experiment(hydra_compose("+solver.term=5", *SMALL))
 

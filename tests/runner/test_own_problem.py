@@ -43,7 +43,7 @@ def test_an_outside_model_gets_only_the_shapes_it_asks_for(tmp_path):
         (
             ["+model.widht=3"],
             r"^model.widht is not a parameter of tests.support.own_problem.WideNet; "
-            r"valid keys: width$",
+            r"did you mean model.width\? valid keys: width$",
         ),
         (
             ["model.width=many"],
@@ -125,7 +125,9 @@ def test_own_loader_model_hyper_module_and_solver_train_from_a_config_directory(
     assert table["hypergrad_norm"].iloc[1:].gt(0).all()
     assert table["hyper_mean"].iloc[-1] != pytest.approx(0.01)  # λ moved
     with pytest.raises(
-        ConfigError, match=r"^solver.scael is not a parameter of .*HalfIdentity; valid keys: scale$"
+        ConfigError,
+        match=r"^solver.scael is not a parameter of .*HalfIdentity; did you mean solver.scale\? "
+        r"valid keys: scale$",
     ):
         build_experiment(compose_with(conf, "experiment=mine", "+solver.scael=1", *SMALL[3:]))
 

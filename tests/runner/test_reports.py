@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from hpo_cli.runner.report import plots
-from hpo_cli.runner.report.console import log_due
+from hpo_cli.runner.report.console import eta_text, log_due
 from hpo_cli.runner.sweeps.plots import draw_sweep
 from tests.support.tiny_runs import metrics, run
 
@@ -43,6 +43,14 @@ def failed_run(tmp_path_factory):
 def test_log_due_prints_one_row_per_log_every_steps_and_the_last():
     assert [s for s in range(1, 26) if log_due(s, 1, 10, last=s == 25)] == [10, 20, 25]
     assert [s for s in range(3, 31, 3) if log_due(s, 3, 10, last=False)] == [12, 21, 30]
+
+
+def test_eta_is_the_steps_left_times_the_mean_step_so_far():
+    assert eta_text(0, 10, 0.2) == "elapsed 0.2s, ETA ?"
+    assert eta_text(2, 10, 3.0) == "elapsed 3.0s, ETA 12s"  # 8 steps x 1.5 s
+    assert eta_text(10, 40, 90.0) == "elapsed 1m30s, ETA 4m30s"
+    assert eta_text(1, 1000, 30.0) == "elapsed 30s, ETA 8h19m"
+    assert eta_text(10, 10, 5.0) == "elapsed 5.0s, ETA 0.0s"
 
 
 def test_every_plot_is_titled_on_a_linear_outer_step_axis(failed_run):
@@ -108,6 +116,8 @@ def test_the_console_logs_every_log_every_steps_and_ends_with_a_summary_block(
         run(tmp_path, "log_every=2", "progress=true")
     rows = [r.getMessage() for r in caplog.records if r.name == "hpo_cli.runner.loop.train"]
     assert [line.split(":")[0] for line in rows] == ["outer 2", "outer 4"]
+    assert all(" | elapsed " in line and ", ETA " in line for line in rows)
+    assert rows[-1].endswith("ETA 0.0s")
     block = caplog.records[-1].getMessage().splitlines()
     assert block[0] == "hpo-run completed"
     assert block[1].startswith("  best by val_loss: outer step ")

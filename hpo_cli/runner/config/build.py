@@ -124,6 +124,10 @@ def build_data(cfg: DictConfig, dtype: torch.dtype) -> Splits:
         raise ConfigError(first_line(error)) from error
 
 
+SHAPE_NAMES = ("input_shape", "num_outputs", "in_features", "num_classes", "in_channels")
+"""Every name :func:`shape_offers` may offer a model."""
+
+
 def shape_offers(data: Splits) -> dict[str, Any]:
     """What a model's constructor may ask for by name: ``input_shape`` (one input's shape),
     ``num_outputs`` (classes, or 1), ``in_features`` (prod(input_shape)), ``num_classes``

@@ -6,8 +6,11 @@ A group node (``model``, ``dataset``, ``hyper``, ``solver``, ...) names a callab
 them against the callable's signature, not against a registered schema, so an outside model or
 solver (``model._target_=mypackage.Net``) gets the same one-line errors as a built-in one:
 
-* a key that is not a parameter: ``model.widht is not a parameter of mypackage.Net; valid
-  keys: depth, width``;
+* a key that is not a parameter: ``model.widht is not a parameter of mypackage.Net; did you
+  mean model.width? valid keys: depth, width``; a key that the default option's YAML left in
+  the node when only ``_target_`` changed (``model._target_=mypackage.Net`` keeps
+  ``model.hidden_sizes``) names the way to replace the node instead (``~model
+  +model._target_=mypackage.Net``);
 * a value of the wrong type for an annotated parameter (``int``, ``float``, ``bool``, ``str``,
   lists of them);
 * a required parameter that neither the configuration nor the runner supplies.
@@ -19,6 +22,8 @@ has to accept what it does not use.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import inspect
 import typing
@@ -85,6 +90,50 @@ def accepts(target: Callable[..., Any], name: str) -> bool:
     return name in _parameters(target)[0]
 
 
+def did_you_mean(word: str, choices: typing.Iterable[str], prefix: str = "") -> str:
+    """``did you mean <prefix><closest>?`` for the choice closest to ``word``
+    (:func:`difflib.get_close_matches`), or an empty string when none is close."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return f"did you mean {prefix}{close[0]}?" if close else ""
+
+
+def unknown_key_line(node: DictConfig, name: str, valid: list[str]) -> str:
+    """The one line for ``name``, a key of ``node`` that its ``_target_`` does not take: the
+    closest valid key, the valid keys, and, for a key that a built-in option's schema put there
+    (its YAML's keys stay when only ``_target_`` changes), how to replace the whole node."""
+    key, target = node_key(node), node["_target_"]
+    guess = did_you_mean(str(name), valid, f"{key}.")
+    line = f"{key}.{name} is not a parameter of {target}; " + (f"{guess} " if guess else "")
+    line += f"valid keys: {', '.join(valid) or '(none)'}"
+    schema = OmegaConf.get_type(node)
+    if schema is not None and dataclasses.is_dataclass(schema):
+        fields = {f.name: f.default for f in dataclasses.fields(schema)}
+        if name in fields and fields.get("_target_") not in (None, target):
+            line += (
+                f" ({name} comes from the YAML of {fields['_target_']}, whose keys stay when only "
+                f"{key}._target_ changes: replace the node instead, ~{key} "
+                f"+{key}._target_={target} (+{key}.<key>=... for its keys), or give it a YAML "
+                f"file of its own: --config-dir DIR {key}=<name>)"
+            )
+    return line
+
+
+def check_keys(node: DictConfig, supplied: typing.Iterable[str] = ()) -> Callable[..., Any]:
+    """Check that every key of ``node`` is a parameter of its ``_target_`` (names only: before
+    the run-time objects exist); returns the target.
+
+    Raises:
+        ConfigError: :func:`unknown_key_line` for the first key that is not a parameter.
+    """
+    target = locate(node)
+    parameters, takes_kwargs = _parameters(target)
+    valid = sorted(n for n in parameters if n not in set(supplied))
+    for name in node:
+        if not str(name).startswith("_") and name not in parameters and not takes_kwargs:
+            raise ConfigError(unknown_key_line(node, str(name), valid))
+    return target
+
+
 def check_node(
     node: DictConfig, supplied: typing.Iterable[str] = (), positional: int = 0
 ) -> Callable[..., Any]:
@@ -100,17 +149,11 @@ def check_node(
             of the wrong type, or a required parameter nobody supplies.
     """
     target, key = locate(node), node_key(node)
-    parameters, takes_kwargs = _parameters(target)
+    parameters, _ = _parameters(target)
     supplied = set(supplied) | set(list(parameters)[:positional])
+    check_keys(node, supplied)
     given = [name for name in node if not str(name).startswith("_")]
     name_of = node["_target_"]
-    valid = sorted(n for n in parameters if n not in supplied)
-    for name in given:
-        if name not in parameters and not takes_kwargs:
-            raise ConfigError(
-                f"{key}.{name} is not a parameter of {name_of}; valid keys: "
-                f"{', '.join(valid) or '(none)'}"
-            )
     hints = _hints(target)
     values = OmegaConf.to_container(node, resolve=True)
     for name in given:

@@ -5,7 +5,10 @@ data-free) checks its own arguments: :func:`validate_solver` calls it on the sol
 ``solver.max_iter=0`` is refused by ``ConjugateGradient`` itself, early. The keys no constructor
 owns (the top level, ``solver_comparison``, ``tracking``, ``early_stopping``) are
 checked here with :func:`require`. The data set, model and hyperparameter module check their
-own arguments when :func:`hpo_cli.runner.config.build.build` builds them (they need the data).
+own arguments when :func:`hpo_cli.runner.config.build.build` builds them (they need the data);
+the model's keys are checked against its ``_target_``'s signature here already
+(:func:`hpo_cli.runner.config.targets.check_keys`), so that a key a user's own model does not
+take is refused before anything is written.
 
 ``hpo-run`` calls :func:`validate` in its preflight (:mod:`hpo_cli.runner.cli.preflight`), before
 Hydra writes the run directory, and again in each job of a multirun.
@@ -24,8 +27,14 @@ from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
 from hpo_cli.core.joint import check_inner_weight_decay, check_on_failure
 from hpo_cli.core.methods import HypergradientMethod, hypergradient_method
 from hpo_cli.core.solvers.diagonal import MOMENT_OPTIMIZERS
-from hpo_cli.runner.config.build import build, first_line, solver_without_curvature
+from hpo_cli.runner.config.build import (
+    SHAPE_NAMES,
+    build,
+    first_line,
+    solver_without_curvature,
+)
 from hpo_cli.runner.config.schemas import tracker_names
+from hpo_cli.runner.config.targets import check_keys
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.early_stopping import MONITORS
 from hpo_cli.runner.tracking import TRACKER_NAMES
@@ -41,6 +50,8 @@ def validate(cfg: DictConfig) -> None:
     """Range checks that the schemas' types cannot express, and the solver's node given to its
     constructor (which owns its ranges); raises :class:`ConfigError`."""
     validate_problem(cfg)
+    if cfg.get("model") is not None:  # its keys against its target's signature, before any write
+        check_keys(cfg.model, supplied=SHAPE_NAMES)
     for key in (
         "outer_steps",
         "inner_steps",

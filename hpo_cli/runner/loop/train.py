@@ -38,7 +38,7 @@ from hpo_cli.runner.loop.export import export_hyperparameters
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
 from hpo_cli.runner.loop.state import checkpoint_state, restore
-from hpo_cli.runner.report.console import log_due
+from hpo_cli.runner.report.console import eta_text, log_due
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.metrics import MetricsLog
 from hpo_cli.runner.tracking import Trackers
@@ -154,15 +154,16 @@ def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> d
     return row
 
 
-def log_row(row: dict[str, Any]) -> None:
+def log_row(row: dict[str, Any], eta: str = "") -> None:
     log.info(
-        "outer %d: train %.4g val %.4g (err %.3f) test err %.3f |dλ| %.3g",
+        "outer %d: train %.4g val %.4g (err %.3f) test err %.3f |dλ| %.3g | %s",
         row["outer_step"],
         row["train_loss"],
         row["val_loss"],
         row["val_error"],
         row["test_error"],
         row.get("hypergrad_norm", math.nan),
+        eta,
     )
 
 
@@ -239,6 +240,7 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
             stopping.reason(progress.early_stopping),
         )
 
+    first_step, loop_started = progress.outer_step, time.perf_counter()  # the console's ETA
     bar = tqdm(
         total=settings.outer_steps,
         initial=progress.outer_step,
@@ -264,7 +266,9 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
                         test_err=f"{row['test_error']:.3f}",
                     )
                     if log_due(progress.outer_step, settings.eval_every, settings.log_every, last):
-                        log_row(row)
+                        done, total = progress.outer_step - first_step, settings.outer_steps
+                        seconds = time.perf_counter() - loop_started
+                        log_row(row, eta_text(done, total - first_step, seconds))
                 if progress.outer_step % settings.checkpoint_every == 0 or last:
                     files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
                 bar.update(1)

@@ -13,6 +13,27 @@ def log_due(outer_step: int, eval_every: int, log_every: int, last: bool) -> boo
     return last or outer_step // log_every > (outer_step - eval_every) // log_every
 
 
+def clock(seconds: float) -> str:
+    """``4.2s``, ``42s``, ``3m05s``, ``2h07m``: a duration as the console shows it."""
+    if seconds < 9.95:
+        return f"{max(seconds, 0.0):.1f}s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def eta_text(done: int, total: int, elapsed_s: float) -> str:
+    """``elapsed 12s, ETA 35s``: the time this process has run, and the outer steps still to
+    do (``total - done``) times the mean time of the ``done`` steps it has run (``ETA ?``
+    before the first). Early stopping may end the run sooner."""
+    if done <= 0:
+        return f"elapsed {clock(elapsed_s)}, ETA ?"
+    return f"elapsed {clock(elapsed_s)}, ETA {clock(max(total - done, 0) * elapsed_s / done)}"
+
+
 def _row_line(row: dict[str, Any] | None) -> str:
     if row is None:
         return "none"
