@@ -63,6 +63,8 @@ RESUME_MAY_CHANGE = (
     "log_every",
     "tracking",
     "early_stopping.patience",
+    "quality_every",  # the probe leaves the trajectory as it was
+    "quality_horizon",
     "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
 )
 """Keys (and the keys under them) a resume may change: they leave the run's trajectory as it

@@ -169,6 +169,8 @@ class RunConfig(ProblemConfig):
     hyper_steps: bool = True  # false: train at fixed λ (the baseline of a black-box search)
     hessian_every: int | None = None  # outer steps between Hessian diagnostics; None: off
     hessian_probes: int = 10  # Hutchinson probes for the trace estimate
+    quality_every: int | None = None  # outer steps between hypergradient-quality probes; None: off
+    quality_horizon: int | None = None  # inner steps of the probe's reference; None: inner_steps
     solver_comparison: SolverComparisonConfig = field(default_factory=SolverComparisonConfig)
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does

@@ -65,6 +65,10 @@ def validate(cfg: DictConfig) -> None:
     require(every is None or every > 0, "hessian_every", every, "must be > 0 or null")
     require(cfg.hessian_probes >= 2, "hessian_probes", cfg.hessian_probes, "must be >= 2")
     validate_solver_comparison(cfg.solver_comparison)
+    for key in ("quality_every", "quality_horizon"):
+        require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
+    probe = cfg.quality_every
+    require(not probe or cfg.hyper_steps, "quality_every", probe, "needs hyper_steps=true")
     require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
     for key in ("hyper_train_batch", "hyper_val_batch"):
         require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")

@@ -1,6 +1,7 @@
 """Optional diagnostics of a run that leave its trajectory unchanged: the training Hessian's
 extreme eigenvalues and trace (``hessian_every``) and every solver's hypergradient against a
-dense solve (``solver_comparison.every``)."""
+dense solve (``solver_comparison.every``), and the run's own hypergradient against the real
+training's response over its next inner steps (``quality_every``)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from hpo_cli.analysis.solver_comparison import (
     estimate_hypergradients,
     neumann_step,
 )
+from hpo_cli.analysis.training_response import agreement
+from hpo_cli.core.hypergradient import Hypergradient
 from hpo_cli.core.solvers import Exact
 from hpo_cli.core.unrolled import update_for
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
-from hpo_cli.runner.loop.horizons import horizon_rows, unroll_candidates
+from hpo_cli.runner.loop.horizons import Horizon, horizon_rows, unroll_candidates
 from hpo_cli.runner.loop.hyper_losses import output_losses
 from hpo_cli.runner.loop.progress import Progress, RunFailed
 
@@ -140,3 +143,63 @@ def check_solver_comparison(exp: Experiment) -> None:
             f"solver_comparison.every={exp.settings.solver_comparison.every} is invalid: its dense "
             f"reference solve takes at most {limit} weights and the model has {size}"
         )
+
+
+def quality_due(settings: RunSettings, outer_step: int) -> bool:
+    """Whether outer step ``outer_step`` probes the hypergradient's quality: every
+    ``quality_every`` steps and at the last one (never without hyper-steps)."""
+    every = settings.quality_every
+    due = bool(every) and (outer_step % every == 0 or outer_step == settings.outer_steps)
+    return due and settings.hyper_steps
+
+
+def quality_horizon(settings: RunSettings) -> int:
+    """The inner steps h of the probe's reference: ``quality_horizon``, else ``inner_steps``."""
+    return settings.quality_horizon or settings.inner_steps
+
+
+def quality_reference(exp: Experiment) -> torch.Tensor:
+    """The probe's reference, taken just before the hyper-step at the weights and λ it
+    differentiates at: g_h = dL_v(w_h(λ))/dλ, the unrolled hypergradient through the run's
+    next h = :func:`quality_horizon` real inner steps, flattened. Those steps are the run's own:
+    its inner optimiser and that optimiser's current state (a fresh one with
+    ``reset_inner_optimizer``), on the mini-batches its generator will draw after the
+    hyper-step's; L_v is on the hyper-step's own validation batch
+    (:class:`hpo_cli.runner.loop.horizons.Horizon`). So it is what the next inner phase does
+    with a change of λ, to first order, on the objective the hyper-step differentiates.
+
+    Cost: one forward and a double-backward-sized reverse pass through h differentiable inner
+    steps, about 3–4 inner steps' worth each (3h–4h in all), and memory linear in h. Inside
+    :func:`untouched_run`, with streamed splits' sampler positions put back: the run's
+    trajectory is unchanged.
+    """
+    positions = exp.data.state_dict()
+    with untouched_run(exp):
+        try:
+            horizon = Horizon(exp, quality_horizon(exp.settings))
+            grads = horizon.hypergradient()
+        finally:
+            exp.data.load_state_dict(positions)
+    return torch.cat([g.detach().reshape(-1) for g in grads])
+
+
+def hypergradient_cosine(result: Hypergradient | None, reference: torch.Tensor) -> float:
+    """cos(g, g_h) of the hypergradient the outer optimiser used with the probe's reference; NaN
+    for a skipped hyper-step (none was used) or a non-finite one, 0 when either is zero."""
+    if result is None or result.failure is not None:
+        return float("nan")
+    used = torch.cat([g.detach().reshape(-1) for g in result.grads]).to(reference)
+    if not (torch.isfinite(used).all() and torch.isfinite(reference).all()):
+        return float("nan")
+    return agreement(used, reference)[0]
+
+
+def check_quality(exp: Experiment) -> None:
+    """Refuse, before training, a probe whose reference the inner optimiser cannot be unrolled
+    for (``optimizer=hessian_free``)."""
+    if not exp.settings.quality_every:
+        return
+    try:
+        update_for(exp.joint.optimizer)
+    except ValueError as error:
+        raise ConfigError(f"quality_every: {error}") from error

@@ -55,6 +55,8 @@ class RunSettings:
     hessian_every: int | None
     hessian_probes: int
     solver_comparison: SolverComparisonConfig
+    quality_every: int | None
+    quality_horizon: int | None
     max_skipped_fraction: float
     resume: bool
     progress: bool

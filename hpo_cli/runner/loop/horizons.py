@@ -31,13 +31,16 @@ from hpo_cli.runner.loop.experiment import Experiment
 class Horizon:
     """The run's next ``steps`` inner steps as pure functions of λ (batches and state fixed)."""
 
-    def __init__(self, exp: Experiment, steps: int, val_batch: Batch) -> None:
+    def __init__(self, exp: Experiment, steps: int, val_batch: Batch | None = None) -> None:
+        """``val_batch``: the batch of the validation loss; ``None``: the hyper-step's own
+        (the one it is about to draw)."""
         self.exp, self.steps = exp, steps
         generator = torch.Generator()
         generator.set_state(exp.batches.get_state())
+        hyper_val_batch = None
         if exp.settings.hyper_steps:  # the hyper-step's own draws come first
             exp.data.train.sample(exp.settings.hyper_train_batch, generator)
-            exp.data.val.sample(exp.settings.hyper_val_batch, generator)
+            hyper_val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, generator)
             for _ in range(exp.joint.method.inner_batches):  # solver=unrolled's K batches
                 exp.data.train.sample(exp.settings.batch_size, generator)
         self.batches = [
@@ -49,7 +52,9 @@ class Horizon:
             self.state = self.update.init_state(params)
         else:
             self.state = state_of(exp.joint.optimizer, self.update, params)
-        self.val_batch = val_batch
+        if val_batch is None and hyper_val_batch is None:
+            raise ValueError("without hyper-steps a horizon needs its validation batch")
+        self.val_batch = val_batch if val_batch is not None else hyper_val_batch
 
     def training_loss(self, k: int) -> torch.Tensor:
         if k == 0:

@@ -33,6 +33,9 @@ class Progress:
     # hyper-steps by solver status, the doubtful ones, the residuals, whether the run warned
     # (hpo_cli.runner.loop.solver_health); from the resume on in checkpoints older than it
     solves: dict[str, Any] = field(default_factory=solver_health.initial_counts)
+    # [outer step, cosine] of every quality probe (quality_every); from the resume on in
+    # checkpoints older than it
+    quality: list[list[float]] = field(default_factory=list)
 
 
 class RunFailed(RuntimeError):

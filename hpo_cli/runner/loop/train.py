@@ -7,7 +7,9 @@ One outer step (:func:`outer_step`):
   1. ``inner_steps`` steps of the inner optimiser on training mini-batches of L_t(w, λ);
   2. (with ``solver_comparison.every``) every solver's hypergradient against a dense solve;
   3. one hypergradient dL_v/dλ by the implicit function theorem on training/validation batches,
-     and one step of the outer (hyper) optimiser on λ (:class:`hpo_cli.core.joint.JointOptimizer`).
+     and one step of the outer (hyper) optimiser on λ (:class:`hpo_cli.core.joint.JointOptimizer`);
+     with ``quality_every``, its cosine with the unrolled hypergradient through the next inner
+     steps (:func:`hpo_cli.runner.loop.diagnostics.quality_reference`, taken before the step).
 Every ``eval_every`` outer steps a row goes to ``metrics.csv``; every ``checkpoint_every`` a
 checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit on the CPU.
 """
@@ -24,12 +26,16 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hpo_cli.core.hypergradient import HypergradientError
+from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.data import Split
 from hpo_cli.runner.loop import solver_health
 from hpo_cli.runner.loop.diagnostics import (
+    check_quality,
     check_solver_comparison,
     hessian_row,
+    hypergradient_cosine,
+    quality_due,
+    quality_reference,
     solver_comparison_due,
     solver_comparison_rows,
 )
@@ -52,11 +58,11 @@ def inner_step(exp: Experiment) -> torch.Tensor:
     return exp.joint.inner_step(lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion))
 
 
-def hyper_step(exp: Experiment, progress: Progress) -> None:
+def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted. Every
     solve is counted by status (:mod:`hpo_cli.runner.loop.solver_health`), which warns once
-    when most are doubtful."""
+    when most are doubtful. Returns the hypergradient (``failure`` set when skipped)."""
     train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
     try:
@@ -79,6 +85,7 @@ def hyper_step(exp: Experiment, progress: Progress) -> None:
     }
     if result.failure is not None:
         log.warning("outer step %d: hyper-step skipped: %s", progress.outer_step, result.failure)
+    return result
 
 
 def check_finite(value: torch.Tensor, what: str, progress: Progress) -> None:
@@ -107,8 +114,16 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
         with phase(progress, "solver_comparison", exp.device):
             comparisons.extend(solver_comparison_rows(exp, progress))
     if settings.hyper_steps:
+        reference = None
+        if quality_due(settings, progress.outer_step):
+            with phase(progress, "quality", exp.device):
+                reference = quality_reference(exp)
         with phase(progress, "hypergradient", exp.device):
-            hyper_step(exp, progress)
+            result = hyper_step(exp, progress)
+        if reference is not None:
+            cosine = hypergradient_cosine(result, reference)
+            progress.last_hyper["hypergrad_cosine"] = cosine
+            progress.quality.append([progress.outer_step, cosine])
 
 
 @torch.no_grad()
@@ -206,6 +221,7 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
     """
     settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
+    check_quality(exp)
     check_unrolled(exp)
     metrics = files.metrics_log()
     comparisons = None

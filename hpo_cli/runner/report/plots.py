@@ -127,6 +127,7 @@ def plot_solver(metrics: pd.DataFrame, axes: list[plt.Axes]) -> None:
     top, bottom = axes
     top.plot(metrics["outer_step"], metrics["hypergrad_norm"], label="‖dL_v/dλ‖", **_style(metrics))
     top.set(yscale="log", ylabel="‖dL_v/dλ‖")
+    plot_quality(metrics, top)
     bottom.plot(metrics["outer_step"], metrics["solver_residual"], color="0.6", linewidth=1)
     bottom.set(yscale="log", ylabel="‖Hx − b‖ / ‖b‖")
     solved = metrics[metrics["solver_status"].notna()]
@@ -179,6 +180,28 @@ def plot_solver(metrics: pd.DataFrame, axes: list[plt.Axes]) -> None:
             zorder=4,
         )
     bottom.legend(fontsize=7, title="solver status", title_fontsize=7, loc="best")
+
+
+def plot_quality(metrics: pd.DataFrame, axis: plt.Axes) -> None:
+    """``quality_every``'s cosine of each probed hypergradient with its reference, on a right-hand
+    axis of ``axis`` (nothing for a run without probes)."""
+    if "hypergrad_cosine" not in metrics:
+        return
+    probed = metrics[pd.to_numeric(metrics["hypergrad_cosine"], errors="coerce").notna()]
+    if probed.empty:
+        return
+    right = axis.twinx()
+    right.plot(
+        probed["outer_step"],
+        probed["hypergrad_cosine"],
+        color="tab:green",
+        marker="D",
+        markersize=3,
+        linewidth=1,
+        label="cos(dL_v/dλ, unrolled reference)",
+    )
+    right.set(ylim=(-1.05, 1.05), ylabel="cosine with the reference")
+    right.legend(fontsize=7, loc="lower right")
 
 
 PLOTS = {

@@ -44,6 +44,7 @@ COLUMNS = [
     "hessian_lambda_min",
     "hessian_trace",
     "hessian_trace_std_error",
+    "hypergrad_cosine",
 ]
 
 SOLVER_COMPARISON_COLUMNS = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
+import statistics
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,22 @@ def validation_rank(row: dict[str, Any]) -> tuple[float, float]:
     )
 
 
+def hypergradient_quality(probes: list[list[float]] | None) -> dict[str, Any] | None:
+    """``quality_every``'s probes in summary.json: how many, the median cosine of the run's
+    hypergradient with its reference over the finite ones, and the last probe's step and cosine
+    (``None`` where not finite); ``None`` when the run made no probe."""
+    if not probes:
+        return None
+    cosines = [cosine for _, cosine in probes if math.isfinite(cosine)]
+    step, last = probes[-1]
+    return {
+        "probes": len(probes),
+        "median_cosine": statistics.median(cosines) if cosines else None,
+        "last_cosine": last if math.isfinite(last) else None,
+        "last_step": int(step),
+    }
+
+
 def write_summary(
     run_dir: Path,
     *,
@@ -71,7 +88,8 @@ def write_summary(
     """Write ``summary.json`` from ``metrics.csv`` and the run's progress; return its content.
     ``solver_health`` (``ok``, ``doubtful``, ``None`` without hyper-steps) and ``solves`` (the
     hyper-steps by solver status, the doubtful ones, the residual's median and max) are
-    :func:`hpo_cli.runner.loop.solver_health.summary`'s.
+    :func:`hpo_cli.runner.loop.solver_health.summary`'s; ``hypergrad_cosine`` (the
+    ``quality_every`` probes) is :func:`hypergradient_quality`'s.
 
     ``progress`` is the :class:`hpo_cli.runner.loop.progress.Progress` of the run, or ``None``
     when the run stopped before it had any.
@@ -90,6 +108,7 @@ def write_summary(
         "skipped_hyper_steps": progress.skipped_hyper_steps if progress else None,
         "solver_health": solves.pop("health") if solves else None,
         "solves": solves,
+        "hypergrad_cosine": hypergradient_quality(progress.quality) if progress else None,
         "final": rows[-1] if rows else None,
         "best_by_validation": best,
         "best": best_of_monitor(run_dir, rows, progress.early_stopping if progress else None),
