@@ -1,6 +1,6 @@
 """How ``hpo-run`` and ``hpo-hessian`` refuse bad input (:class:`ConfigError`) and end on an
 error: one line on stderr, a meaningful exit code (2: bad input, 1: a run that failed,
-130: interrupted)."""
+130: interrupted, 143: SIGTERM)."""
 
 from __future__ import annotations
 

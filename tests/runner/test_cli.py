@@ -8,6 +8,7 @@ console script itself runs in a separate process where that is the point: the ru
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support import tiny_runs
 from tests.support.cli_runs import Result, hpo_run
 from tests.support.tiny_runs import TINY, interrupt_at
 
@@ -254,3 +256,21 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_requeued_multirun_job_resumes_its_interrupted_run(tmp_path, monkeypatch):
+    """A job of a multirun run again in its own folder (submitit's requeue after SIGTERM or its
+    preemption signal) continues its interrupted run instead of refusing the folder; the metrics
+    equal an uninterrupted job's. A job with other overrides is still refused."""
+    whole, job = tmp_path / "whole", tmp_path / "job"
+    assert math.isfinite(tiny_runs.run(whole, multirun=True))
+    interrupt_at(monkeypatch, 4)
+    with pytest.raises(SystemExit, match="130"):
+        tiny_runs.run(job, multirun=True)
+    monkeypatch.undo()
+    assert json.loads((job / "summary.json").read_text())["status"] == "interrupted"
+    assert math.isnan(tiny_runs.run(job, "seed=1", multirun=True))  # not its run: refused
+    assert math.isfinite(tiny_runs.run(job, multirun=True))
+    columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
+    pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(job)[columns])
+    assert json.loads((job / "summary.json").read_text())["status"] == "completed"

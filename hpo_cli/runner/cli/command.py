@@ -33,7 +33,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
@@ -179,6 +179,10 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     Returns:
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
+    if multirun and not cfg.resume and RunDirectory(run_dir).interrupted_with(overrides):
+        log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
     with stop_on_sigterm() as stop:
         return _train_and_report(cfg, run_dir, overrides, multirun, stop)
 
@@ -214,6 +218,13 @@ def _train_and_report(
             return math.nan
         sigterm = isinstance(error, RunInterrupted) and reason == SIGTERM
         _fail(message, 1 if failed else (128 + signal.SIGTERM if sigterm else 130))
+    except SystemExit:  # e.g. submitit's requeue on its preemption signal (USR2)
+        RunDirectory(run_dir).write_summary(
+            status="interrupted", progress=None, overrides=overrides, error="exited (SystemExit)"
+        )
+        if trackers is not None:
+            trackers.finish("interrupted")
+        raise
     except Exception as error:  # a bug: in a multirun, recorded so that the other jobs run
         if not multirun:
             raise
