@@ -133,7 +133,7 @@ def test_sigterm_checkpoints_the_last_step_and_the_resume_equals_an_uninterrupte
     assert shlex.split(command) == ["hpo-run", f"resume={stopped}"]
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["error"] == "interrupted by SIGTERM"
-    assert 4 <= summary["outer_steps"] < 60  # checkpoint_every=50: the stop wrote this one
+    assert 3 <= summary["outer_steps"] < 60  # checkpoint_every=50: the stop wrote this one
     assert len(metrics(stopped)) == summary["outer_steps"] + 1
 
     result = hpo_run(None, *shlex.split(command)[1:])
