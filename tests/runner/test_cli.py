@@ -8,7 +8,9 @@ console script itself runs in a separate process where that is the point: the ru
 from __future__ import annotations
 
 import json
+import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.support import tiny_runs
 from tests.support.cli_runs import Result, hpo_run
-from tests.support.tiny_runs import TINY
+from tests.support.tiny_runs import TINY, interrupt_at
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +103,66 @@ def test_resume_after_kill_9_has_no_gap_and_no_duplicate(tmp_path):
     pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(killed)[columns])
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["outer_steps"] == 24
+
+
+def test_sigterm_checkpoints_the_last_step_and_the_resume_equals_an_uninterrupted_run(tmp_path):
+    """SIGTERM (what SLURM, submitit and Kubernetes send) to the console script between two
+    checkpoints: exit 143, one error line with the resume command, summary.json interrupted, the
+    last completed step checkpointed; the resume in a folder whose name holds an apostrophe and
+    spaces (quoted for the shell and for Hydra) gives the uninterrupted run's metrics."""
+    settings = [*TINY[4:], "outer_steps=60", "inner_steps=10", "checkpoint_every=50"]
+    whole, stopped = tmp_path / "whole", tmp_path / "it's a run"
+    assert hpo_run(whole, *settings).returncode == 0
+
+    process = subprocess.Popen(
+        [HPO_RUN, *settings, f'hydra.run.dir="{stopped}"'],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        if (stopped / "metrics.csv").exists() and len(metrics(stopped)) >= 4:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=100)
+    assert process.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("hpo-run: error:")]
+    assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0], stderr
+    command = lines[0].split("(continue with: ", 1)[1].removesuffix(")")
+    assert shlex.split(command) == ["hpo-run", f"resume={stopped}"]
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["error"] == "interrupted by SIGTERM"
+    assert 3 <= summary["outer_steps"] < 60  # checkpoint_every=50: the stop wrote this one
+    assert len(metrics(stopped)) == summary["outer_steps"] + 1
+
+    result = hpo_run(None, *shlex.split(command)[1:])
+    assert result.returncode == 0, result.stderr
+    columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
+    pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(stopped)[columns])
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["outer_steps"] == 60
+
+
+def test_ctrl_c_says_sigint_once_and_suggests_a_resume_quoted_for_the_shell(tmp_path, monkeypatch):
+    """Ctrl-C: exit 130, ``interrupted (SIGINT)`` on stderr once (not again in the console's
+    log, still in hpo-run.log), the resume quoted for a path with spaces; SIGTERM's handler is
+    the one of before the run afterwards."""
+    interrupt_at(monkeypatch, 3)
+    run_dir = tmp_path / "a run"
+    before = signal.getsignal(signal.SIGTERM)
+    result = hpo_run(None, *TINY, f'hydra.run.dir="{run_dir}"')
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert result.returncode == 130, result.stderr
+    expected = (
+        f"hpo-run: error: interrupted (SIGINT); the metrics and the last checkpoint are kept in "
+        f"{run_dir} (continue with: hpo-run 'resume={run_dir}')"
+    )
+    assert error_lines(result) == [expected]
+    assert "interrupted (SIGINT)" not in result.stdout
+    assert "interrupted (SIGINT)" in (run_dir / "hpo-run.log").read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
 
 
 @pytest.mark.parametrize(
@@ -235,3 +298,21 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_requeued_multirun_job_resumes_its_interrupted_run(tmp_path, monkeypatch):
+    """A job of a multirun run again in its own folder (submitit's requeue after SIGTERM or its
+    preemption signal) continues its interrupted run instead of refusing the folder; the metrics
+    equal an uninterrupted job's. A job with other overrides is still refused."""
+    whole, job = tmp_path / "whole", tmp_path / "job"
+    assert math.isfinite(tiny_runs.run(whole, multirun=True))
+    interrupt_at(monkeypatch, 4)
+    with pytest.raises(SystemExit, match="130"):
+        tiny_runs.run(job, multirun=True)
+    monkeypatch.undo()
+    assert json.loads((job / "summary.json").read_text())["status"] == "interrupted"
+    assert math.isnan(tiny_runs.run(job, "seed=1", multirun=True))  # not its run: refused
+    assert math.isfinite(tiny_runs.run(job, multirun=True))
+    columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
+    pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(job)[columns])
+    assert json.loads((job / "summary.json").read_text())["status"] == "completed"

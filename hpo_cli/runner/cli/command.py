@@ -19,15 +19,21 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
@@ -37,7 +43,7 @@ from hpo_cli.runner.config.tracking import trackers_for
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.loop import train as loop
-from hpo_cli.runner.loop.progress import Progress, RunFailed
+from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted
 from hpo_cli.runner.report.console import summary_block
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.lock import RunLocked
@@ -66,10 +72,63 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
     return math.nan
 
 
-def train(cfg: DictConfig, run_dir: Path, trackers: Trackers | None = None) -> Progress:
+SIGTERM = "interrupted by SIGTERM"
+SIGINT = "interrupted (SIGINT)"
+
+
+class StopRequest:
+    """SIGTERM (what SLURM, submitit and Kubernetes send before a kill) as a request: the loop
+    asks it before every outer step (:func:`hpo_cli.runner.loop.train.run`) and stops there,
+    the last completed step checkpointed; a second SIGTERM abandons the step under way."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.training = False
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.reason is not None and self.training:
+            raise RunInterrupted(SIGTERM, None)
+        if self.reason is None:
+            log.warning("SIGTERM: stopping after the current outer step (again: at once)")
+        self.reason = SIGTERM
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[StopRequest]:
+    """A :class:`StopRequest` handling SIGTERM for the block, in the main thread only (a
+    handler cannot be installed elsewhere); the previous handler is put back afterwards."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, request.handle)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: Path,
+    trackers: Trackers | None = None,
+    stop: StopRequest | None = None,
+) -> Progress:
     """Build the experiment of ``cfg`` (the line after which nothing reads the configuration)
-    and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`)."""
-    return loop.run(build_experiment(cfg), RunDirectory(run_dir), trackers)
+    and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`), stopping
+    between two outer steps when ``stop`` gives a reason."""
+    experiment = build_experiment(cfg)
+    if stop is None:
+        return loop.run(experiment, RunDirectory(run_dir), trackers)
+    stop.training = True
+    try:
+        return loop.run(experiment, RunDirectory(run_dir), trackers, stop)
+    finally:
+        stop.training = False
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
@@ -98,7 +157,12 @@ def kept_files(run_dir: Path, failed: bool) -> str:
     if not RunDirectory(run_dir).checkpoint.exists():
         return f"the metrics so far are kept in {run_dir} (no checkpoint had been written yet)"
     kept = f"the metrics and the last checkpoint are kept in {run_dir}"
-    return kept if failed else f"{kept} (continue with: hpo-run resume={run_dir})"
+    return kept if failed else f"{kept} (continue with: {resume_command(run_dir)})"
+
+
+def resume_command(run_dir: Path) -> str:
+    """``hpo-run resume=<run dir>``, quoted for the shell (a path with spaces or quotes)."""
+    return f"hpo-run {shlex.quote(f'resume={run_dir}')}"
 
 
 def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
@@ -115,12 +179,23 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
     Returns:
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
+    if multirun and not cfg.resume and RunDirectory(run_dir).interrupted_with(overrides):
+        log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
+    with stop_on_sigterm() as stop:
+        return _train_and_report(cfg, run_dir, overrides, multirun, stop)
+
+
+def _train_and_report(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool, stop: StopRequest
+) -> float:
     trackers = None
     try:
         trackers = trackers_for(cfg, run_dir, overrides, multirun)
         if cfg.resume:
             RunDirectory(run_dir).save_config(cfg, overrides)
-        progress = train(cfg, run_dir, trackers)
+        progress = train(cfg, run_dir, trackers, stop)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
     except ConfigError as error:
@@ -129,18 +204,27 @@ def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multi
         failed = isinstance(error, RunFailed)
         status = "failed" if failed else "interrupted"
         progress = getattr(error, "progress", None)
+        reason = str(error) or SIGINT
         RunDirectory(run_dir).write_summary(
-            status=status, progress=progress, overrides=overrides, error=str(error) or None
+            status=status, progress=progress, overrides=overrides, error=reason
         )
         if cfg.plots and RunDirectory(run_dir).metrics.exists():
             draw_plots(run_dir)
         if trackers is not None:
             trackers.finish(status)
-        message = f"{error or 'interrupted'}; {kept_files(run_dir, failed)}"
+        message = f"{reason}; {kept_files(run_dir, failed)}"
         if failed and multirun:
             log.error("job failed: %s", message)
             return math.nan
-        _fail(message, 1 if failed else 130)
+        sigterm = isinstance(error, RunInterrupted) and reason == SIGTERM
+        _fail(message, 1 if failed else (128 + signal.SIGTERM if sigterm else 130))
+    except SystemExit:  # e.g. submitit's requeue on its preemption signal (USR2)
+        RunDirectory(run_dir).write_summary(
+            status="interrupted", progress=None, overrides=overrides, error="exited (SystemExit)"
+        )
+        if trackers is not None:
+            trackers.finish("interrupted")
+        raise
     except Exception as error:  # a bug: in a multirun, recorded so that the other jobs run
         if not multirun:
             raise

@@ -352,9 +352,17 @@ def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
 
     merged = {key(o): o for o in [*saved_searchpath(run_dir), *OmegaConf.load(saved)]}
     merged.update({key(a): a for a in overrides})
-    merged["resume"] = f"resume='{run_dir}'"
-    merged["hydra.run.dir"] = f"hydra.run.dir='{run_dir}'"
+    merged["resume"] = f"resume={quoted(str(run_dir))}"
+    merged["hydra.run.dir"] = f"hydra.run.dir={quoted(str(run_dir))}"
     return list(merged.values())
+
+
+def quoted(value: str) -> str:
+    """``value`` as one quoted string of Hydra's override grammar, whatever it holds (an
+    apostrophe, spaces, ``=``, a backslash before a quote or at the end, ``${``)."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda match: match.group(1) * 2, value)
+    escaped = escaped.replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

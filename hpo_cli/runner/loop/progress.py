@@ -1,5 +1,6 @@
 """Where a run stands (:class:`Progress`, saved in every checkpoint), per-phase wall time, and
-:class:`RunFailed`, the error that stops a run while keeping its files."""
+:class:`RunFailed`, the error that stops a run while keeping its files, and
+:class:`RunInterrupted`, a run stopped on request (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,19 @@ class RunFailed(RuntimeError):
     """
 
     def __init__(self, message: str, progress: Progress) -> None:
+        super().__init__(message)
+        self.progress = progress
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was asked to stop (SIGTERM) and stopped cleanly between outer steps, its last
+    completed step checkpointed; handled as Ctrl-C is (status ``interrupted``).
+
+    Attributes:
+        progress: where the run stopped (``None`` when a step was abandoned).
+    """
+
+    def __init__(self, message: str, progress: Progress | None) -> None:
         super().__init__(message)
         self.progress = progress
 

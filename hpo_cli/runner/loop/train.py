@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,7 +43,7 @@ from hpo_cli.runner.loop.diagnostics import (
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.export import export_hyperparameters
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
-from hpo_cli.runner.loop.progress import Progress, RunFailed, phase
+from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted, phase
 from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import eta_text, log_due
 from hpo_cli.runner.rundir.directory import RunDirectory
@@ -208,14 +209,25 @@ def start_or_resume(
     return progress, True
 
 
-def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) -> Progress:
+def never() -> str | None:
+    return None
+
+
+def run(
+    exp: Experiment,
+    files: RunDirectory,
+    trackers: Trackers | None = None,
+    stop_requested: Callable[[], str | None] = never,
+) -> Progress:
     """Run (or resume) ``exp``, writing metrics and checkpoints to ``files`` and every metrics
     row to ``trackers``; stop early by ``exp.stopping``
     (:mod:`hpo_cli.runner.loop.early_stopping`), keeping the best weights in checkpoint_best.pt;
     λ in full goes to the hyperparameter files at the end (:mod:`hpo_cli.runner.loop.export`),
-    however the run ends.
+    however the run ends. ``stop_requested`` is asked before every outer step: a reason (e.g.
+    SIGTERM) ends the run there, the last completed step checkpointed, by :class:`RunInterrupted`.
 
     Raises:
+        RunInterrupted: ``stop_requested`` gave a reason; the checkpoint is on disk.
         RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
             ``on_failure=skip``); metrics and the last checkpoint stay on disk.
     """
@@ -229,6 +241,7 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
         comparisons = files.comparison_log()
     started = time.perf_counter()
     progress, fresh = start_or_resume(exp, files, metrics, comparisons)
+    checkpointed = None if fresh else progress.outer_step  # the step checkpoint.pt holds
     elapsed_before = progress.elapsed_s
 
     def elapsed() -> float:
@@ -269,6 +282,11 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
             while progress.outer_step < settings.outer_steps and not stopping.stopped(
                 progress.early_stopping
             ):
+                reason = stop_requested()
+                if reason is not None:  # between two steps: the last completed one is kept
+                    if checkpointed != progress.outer_step:
+                        files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
+                    raise RunInterrupted(reason, progress)
                 outer_step(exp, progress, comparisons)
                 last = progress.outer_step == settings.outer_steps
                 if progress.outer_step % settings.eval_every == 0 or last:
@@ -287,6 +305,7 @@ def run(exp: Experiment, files: RunDirectory, trackers: Trackers | None = None) 
                         log_row(row, eta_text(done, total - first_step, seconds))
                 if progress.outer_step % settings.checkpoint_every == 0 or last:
                     files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
+                    checkpointed = progress.outer_step
                 bar.update(1)
         warning = solver_health.warning_due(progress.solves, final=True)
         if warning is not None:

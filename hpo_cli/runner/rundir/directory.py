@@ -148,6 +148,17 @@ class RunDirectory:
         if self.holds_run():
             raise ConfigError(f"{self.path} already holds a run; pass resume={self.path}")
 
+    def interrupted_with(self, overrides: list[str]) -> bool:
+        """Whether the directory holds a run with a checkpoint that was interrupted (summary.json
+        says so) and started with ``overrides``: a requeued job of a multirun finding its own
+        run."""
+        summary = self.read_summary() if self.checkpoint.exists() else None
+        return (
+            summary is not None
+            and summary.get("status") == "interrupted"
+            and summary.get("overrides") == list(overrides)
+        )
+
     def choices(self) -> dict[str, str | None]:
         """Group → option the run was composed with (Hydra's record); ``{}`` without one."""
         if not self.hydra_config.exists():
