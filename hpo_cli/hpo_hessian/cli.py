@@ -50,6 +50,7 @@ from hpo_cli.runner.cli.preflight import (
 )
 from hpo_cli.runner.config.build import Problem, build_problem
 from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
+from hpo_cli.runner.config.trust import check_trusted, trust_argument
 from hpo_cli.runner.config.validation import require, validate_problem
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.rundir.directory import RunDirectory
@@ -115,6 +116,11 @@ def whole_train(problem: Problem) -> Batch:
     return problem.data.train.sample(None, torch.Generator())
 
 
+TRUSTED = {"run_dir": False}
+"""Whether the command line said ``trust_run_dir=true`` (:func:`main` takes it out of the
+arguments before Hydra sees them)."""
+
+
 def load_run(cfg: DictConfig) -> tuple[Problem, str]:
     """The model and hyperparameters of an hpo-run run directory's last checkpoint, built from
     that run's own configuration in the dtype and on the device asked for here; and a line
@@ -125,6 +131,7 @@ def load_run(cfg: DictConfig) -> tuple[Problem, str]:
     if checkpoint is None:
         missing = saved if not saved.exists() else RunDirectory(run_dir).checkpoint
         raise ConfigError(f"run_dir={cfg.run_dir} is not an hpo-run run directory (no {missing})")
+    check_trusted(run_dir, "run_dir", TRUSTED["run_dir"])  # again: a flag may skip main's check
     refuse_renamed_run(run_dir, "run_dir")
     run_cfg = OmegaConf.load(saved)
     run_cfg.dtype, run_cfg.device = cfg.dtype, cfg.device
@@ -320,9 +327,11 @@ def fitting_experiments() -> dict[str, str | None]:
     }
 
 
-def check_arguments(arguments: list[str]) -> None:
-    """Refuse, before Hydra runs, an experiment that sets what hpo-hessian does not take and
-    anything Hydra cannot compose (one line, exit 2).
+def check_arguments(arguments: list[str], trusted: bool = False) -> None:
+    """Refuse, before Hydra runs, an experiment that sets what hpo-hessian does not take,
+    anything Hydra cannot compose, and a ``run_dir`` whose saved configuration is not trusted
+    (:func:`hpo_cli.runner.config.trust.check_trusted`; ``trusted``: ``trust_run_dir=true``)
+    (one line, exit 2).
 
     Raises:
         ConfigError: the command line is refused.
@@ -335,7 +344,9 @@ def check_arguments(arguments: list[str]) -> None:
             f"experiment={experiment} sets {misfits[experiment]}, which hpo-hessian does not "
             f"take (it is an hpo-run experiment); hpo-hessian's experiments: {fitting}"
         )
-    compose_jobs(arguments, "hessian", HessianConfig)
+    for cfg in compose_jobs(arguments, "hessian", HessianConfig):
+        if cfg.run_dir:
+            check_trusted(Path(cfg.run_dir).expanduser().resolve(), "run_dir", trusted)
 
 
 def main() -> None:
@@ -343,6 +354,9 @@ def main() -> None:
     (:func:`check_arguments`), then Hydra."""
     arguments = sys.argv[1:]
     try:
+        trusted, arguments = trust_argument(arguments)
+        TRUSTED["run_dir"] = trusted
+        sys.argv = [sys.argv[0], *arguments]  # Hydra never sees trust_run_dir=
         if "--help" in arguments or "-h" in arguments:
             groups = {group: group_options(group) for group in HESSIAN_GROUPS}
             groups["experiment"] = [n for n, bad in fitting_experiments().items() if not bad]
@@ -352,7 +366,7 @@ def main() -> None:
             )
             return
         if all(a in MULTIRUN_FLAGS or not a.startswith("-") for a in arguments):
-            check_arguments(arguments)
+            check_arguments(arguments, trusted)
     except ConfigError as error:  # before Hydra has set up logging: stderr only
         print(f"hpo-hessian: error: {error}", file=sys.stderr)
         sys.exit(2)

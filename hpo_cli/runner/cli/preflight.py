@@ -14,6 +14,9 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
   constructor included); in a multirun each job is validated as it starts instead, so that a
   refused job is recorded and the others run;
 * a fresh run aimed at a directory that already holds a run, or that another process writes;
+* a resume of a run directory whose saved configuration names a ``_target_`` that neither
+  hpo-cli nor the run's own config directories define, or whose saved overrides set a ``hydra``
+  key, unless ``trust_run_dir=true`` (:func:`hpo_cli.runner.config.trust.check_trusted`);
 * a resume of a run directory written before the renames (:func:`refuse_renamed_run`): its
   saved configuration, metrics.csv and checkpoint use the old names, and it is not continued
   under new ones;
@@ -46,6 +49,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig
 from hpo_cli.runner.config.targets import did_you_mean
+from hpo_cli.runner.config.trust import check_trusted, trust_argument
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.state import refuse_before_renames
@@ -448,6 +452,7 @@ def prepare(arguments: list[str]) -> list[str]:
     Raises:
         ConfigError: the command is refused; nothing has been written.
     """
+    trusted, arguments = trust_argument(arguments)
     flags = [a for a in arguments if a.startswith("-")]
     checked = all(flag in MULTIRUN_FLAGS for flag in flags)
     multirun = any(flag in MULTIRUN_FLAGS for flag in flags)
@@ -465,6 +470,7 @@ def prepare(arguments: list[str]) -> list[str]:
     if multirun:
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
     run_dir = Path(resume).expanduser().resolve()
+    check_trusted(run_dir, "resume", trusted)
     refuse_renamed_run(run_dir)
     merged = resume_overrides(run_dir, overrides)
     if not checked:  # flags may take values (--cfg job): keep the command line's order
