@@ -31,7 +31,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hpo_cli.analysis.hessian import CurvatureReport, analyse, ggn_operator, hessian_operator
 from hpo_cli.analysis.hessian.analysis import json_safe
@@ -126,7 +126,7 @@ def load_run(cfg: DictConfig) -> tuple[Problem, str]:
         missing = saved if not saved.exists() else RunDirectory(run_dir).checkpoint
         raise ConfigError(f"run_dir={cfg.run_dir} is not an hpo-run run directory (no {missing})")
     refuse_renamed_run(run_dir, "run_dir")
-    run_cfg = OmegaConf.load(saved)
+    run_cfg = RunDirectory(run_dir).read_saved_config()
     run_cfg.dtype, run_cfg.device = cfg.dtype, cfg.device
     if cfg.threads:
         run_cfg.threads = cfg.threads

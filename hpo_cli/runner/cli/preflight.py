@@ -138,10 +138,10 @@ def refuse_renamed_run(run_dir: Path, flag: str = "resume") -> None:
     files = RunDirectory(run_dir)
     found: list[str] = []
     if files.saved_config.exists():
-        saved = OmegaConf.to_container(OmegaConf.load(files.saved_config), resolve=False)
+        saved = OmegaConf.to_container(files.read_saved_config(), resolve=False)
         found += [k for k, _ in _leaves(saved) if k in RENAMED_KEYS]
     if files.saved_overrides.exists():
-        keys = [str(o).split("=", 1)[0].lstrip("+~") for o in OmegaConf.load(files.saved_overrides)]
+        keys = [o.split("=", 1)[0].lstrip("+~") for o in files.overrides()]
         found += [k for k in keys if k in RENAMED_KEYS]
     found = list(dict.fromkeys(found))
     renames = [f"{k} is now {RENAMED_KEYS[k]}" for k in found]
@@ -332,10 +332,7 @@ def config_dir_arguments(arguments: list[str]) -> list[str]:
 
 def saved_searchpath(run_dir: Path) -> list[str]:
     """The ``hydra.searchpath`` override a run was started with (none: an empty list)."""
-    hydra_yaml = RunDirectory(run_dir).hydra_config
-    if not hydra_yaml.exists():
-        return []
-    overrides = OmegaConf.load(hydra_yaml).hydra.overrides.hydra
+    overrides = RunDirectory(run_dir).hydra_overrides()
     return [o for o in overrides if o.split("=", 1)[0] == "hydra.searchpath"]
 
 
@@ -350,7 +347,7 @@ def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     def key(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
-    merged = {key(o): o for o in [*saved_searchpath(run_dir), *OmegaConf.load(saved)]}
+    merged = {key(o): o for o in [*saved_searchpath(run_dir), *files.overrides()]}
     merged.update({key(a): a for a in overrides})
     merged["resume"] = f"resume={quoted(str(run_dir))}"
     merged["hydra.run.dir"] = f"hydra.run.dir={quoted(str(run_dir))}"
@@ -389,7 +386,7 @@ def changed_keys(saved: DictConfig, new: DictConfig) -> list[tuple[str, Any, Any
 def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
     """Refuse new overrides that pick another option of a group (``model=linear``) than the
     saved run's, before composing them with the run's own overrides (which may not fit it)."""
-    saved = OmegaConf.load(RunDirectory(run_dir).hydra_config).hydra.runtime.choices
+    saved = RunDirectory(run_dir).read_hydra_config().hydra.runtime.choices
     for group in [*GROUPS, "experiment"]:
         new, old = argument(overrides, group), saved.get(group)
         old = "null" if old is None else str(old)
@@ -410,7 +407,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             checkpoint cannot be read, or ``metrics.csv`` is damaged before it.
     """
     files = RunDirectory(run_dir)
-    saved = OmegaConf.load(files.saved_config)
+    saved = files.read_saved_config()
     changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(c[0], c[1])]
     if changes:
         key, old, new = changes[0]

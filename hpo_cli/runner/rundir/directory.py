@@ -19,7 +19,7 @@
 through it (``tests/test_layers.py`` checks that no module outside this package spells their
 names). Formats and atomic writes live beside it: :mod:`.metrics`, :mod:`.checkpoint`,
 :mod:`.summary`, :mod:`.lock`; a damaged file is one :class:`hpo_cli.runner.errors.ConfigError`
-line (``MetricsDamaged``, ``CheckpointError``).
+line (``MetricsDamaged``, ``CheckpointError``, :class:`RunDirectoryDamaged` for the others).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir import checkpoint, hyperparameters, lock, summary
@@ -50,6 +52,52 @@ from hpo_cli.runner.rundir.names import (
     SUMMARY,
     TRACKING,
 )
+
+
+class RunDirectoryDamaged(ConfigError):
+    """A run file that is missing, unreadable or not what hpo-run wrote; the message names the
+    file and what is wrong with it, in one line."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path} {what}")
+        self.path = path
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (YAML's and JSON's span several)."""
+    return " ".join(str(error).split())
+
+
+def read_yaml(path: Path) -> DictConfig | ListConfig:
+    """``path`` read by OmegaConf.
+
+    Raises:
+        RunDirectoryDamaged: the file is missing, unreadable or not valid YAML.
+    """
+    if not path.is_file():
+        raise RunDirectoryDamaged(path, "is missing; the run directory is incomplete")
+    try:
+        return OmegaConf.load(path)
+    except yaml.MarkedYAMLError as error:
+        mark, problem = error.problem_mark, error.problem or error.context
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RunDirectoryDamaged(path, f"is damaged (not valid YAML{where}: {problem})") from error
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        what = f"is damaged (not valid YAML: {_one_line(error)})"
+        raise RunDirectoryDamaged(path, what) from error
+
+
+def read_json(path: Path) -> Any:
+    """``path``'s JSON content.
+
+    Raises:
+        RunDirectoryDamaged: the file is unreadable or not valid JSON.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        what = f"is damaged (not valid JSON: {_one_line(error)})"
+        raise RunDirectoryDamaged(path, what) from error
 
 
 @dataclass(frozen=True)
@@ -159,22 +207,89 @@ class RunDirectory:
             and summary.get("overrides") == list(overrides)
         )
 
+    def read_saved_config(self) -> DictConfig:
+        """``.hydra/config.yaml``: the run's configuration as composed.
+
+        Raises:
+            RunDirectoryDamaged: missing, not valid YAML, or not a mapping.
+        """
+        cfg = read_yaml(self.saved_config)
+        if not isinstance(cfg, DictConfig) or not cfg:
+            raise RunDirectoryDamaged(
+                self.saved_config, "is damaged (it does not hold a run's configuration)"
+            )
+        return cfg
+
+    def read_hydra_config(self) -> DictConfig:
+        """``.hydra/hydra.yaml``: Hydra's record of the run (its choices and its own overrides).
+
+        Raises:
+            RunDirectoryDamaged: missing, not valid YAML, or without Hydra's record.
+        """
+        record = read_yaml(self.hydra_config)
+        try:
+            node = record.hydra  # type: ignore[union-attr]
+            ok = isinstance(node.runtime.choices, DictConfig) and isinstance(
+                node.overrides.hydra, ListConfig
+            )
+        except (AttributeError, OmegaConfBaseException):
+            ok = False
+        if not ok:
+            raise RunDirectoryDamaged(
+                self.hydra_config,
+                "is damaged (it lacks Hydra's record: hydra.runtime.choices, "
+                "hydra.overrides.hydra)",
+            )
+        return record  # type: ignore[return-value]
+
     def choices(self) -> dict[str, str | None]:
-        """Group → option the run was composed with (Hydra's record); ``{}`` without one."""
+        """Group → option the run was composed with (Hydra's record); ``{}`` without one.
+
+        Raises:
+            RunDirectoryDamaged: ``.hydra/hydra.yaml`` is there but damaged.
+        """
         if not self.hydra_config.exists():
             return {}
-        choices = OmegaConf.load(self.hydra_config).hydra.runtime.choices
+        choices = self.read_hydra_config().hydra.runtime.choices
         return {
             str(group): None if option is None else str(option) for group, option in choices.items()
         }
 
+    def hydra_overrides(self) -> list[str]:
+        """The overrides of Hydra's own keys the run was started with (``hydra.searchpath``...).
+
+        Raises:
+            RunDirectoryDamaged: ``.hydra/hydra.yaml`` is missing or damaged.
+        """
+        overrides = self.read_hydra_config().hydra.overrides.hydra
+        return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)]  # type: ignore[union-attr]
+
     def overrides(self) -> list[str]:
-        """The run's command-line overrides, as saved in ``.hydra/overrides.yaml``."""
-        return [str(override) for override in OmegaConf.load(self.saved_overrides)]
+        """The run's command-line overrides, as saved in ``.hydra/overrides.yaml``.
+
+        Raises:
+            RunDirectoryDamaged: missing, not valid YAML, or not a list of ``key=value``.
+        """
+        saved = read_yaml(self.saved_overrides)
+        overrides = OmegaConf.to_container(saved, resolve=False)
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise RunDirectoryDamaged(
+                self.saved_overrides, "is damaged (it does not hold a list of overrides)"
+            )
+        return overrides
 
     def read_summary(self) -> dict[str, Any] | None:
-        """``summary.json``'s content, or ``None`` before the run has written one."""
-        return json.loads(self.summary.read_text()) if self.summary.exists() else None
+        """``summary.json``'s content, or ``None`` before the run has written one.
+
+        Raises:
+            RunDirectoryDamaged: not valid JSON, or not an object.
+        """
+        if not self.summary.exists():
+            return None
+        content = read_json(self.summary)
+        if not isinstance(content, dict):
+            raise RunDirectoryDamaged(self.summary, "is damaged (not a JSON object)")
+        return content
 
     # ------------------------------------------------------------ formats, through their modules
     def metrics_log(self) -> MetricsLog:

@@ -1,0 +1,123 @@
+"""Damaged run files (issue 24): each is refused in one line naming the file, exit 2, by the run
+directory's owner (:class:`hpo_cli.runner.rundir.directory.RunDirectory`), and nothing in the
+run directory changes.
+
+Every damaged file is built for real: a tiny run of ``hpo-run``, then one of its files damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hpo_cli import hpo_hessian as hessian_cli
+from tests.support.cli_runs import Result, call_main, hpo_run
+from tests.support.tiny_runs import TINY
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = hpo_run(run_dir, *TINY)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def hashes(run_dir: Path) -> dict[str, str]:
+    """Every file of the run directory, by its path, with the hash of its bytes."""
+    return {
+        str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
+def resume(run_dir: Path) -> Result:
+    return hpo_run(None, f"resume={run_dir}", "outer_steps=6")
+
+
+def hessian(run_dir: Path) -> Result:
+    out = run_dir.parent / "hessian"
+    arguments = [f"run_dir={run_dir}", f"hydra.run.dir={out}"]
+    return call_main(hessian_cli.main, "hpo-hessian", arguments)
+
+
+def assert_refused(result: Result, damaged: Path, needle: str) -> str:
+    """Exit 2, exactly one ``error:`` line, naming ``damaged`` and holding ``needle``; no
+    traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, result.stderr
+    assert str(damaged) in lines[0] and needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def write(name: str, text: str) -> Callable[[Path], Path]:
+    def damage(run_dir: Path) -> Path:
+        (run_dir / name).write_text(text)
+        return run_dir / name
+
+    return damage
+
+
+def remove(name: str) -> Callable[[Path], Path]:
+    def damage(run_dir: Path) -> Path:
+        (run_dir / name).unlink()
+        return run_dir / name
+
+    return damage
+
+
+HYDRA_FILES = {
+    "config not YAML": (write(".hydra/config.yaml", "seed: [\n"), "not valid YAML at line 2"),
+    "config a list": (write(".hydra/config.yaml", "- 1\n"), "run's configuration"),
+    "config empty": (write(".hydra/config.yaml", ""), "run's configuration"),
+    "overrides not YAML": (write(".hydra/overrides.yaml", "[a\n"), "not valid YAML"),
+    "overrides a mapping": (write(".hydra/overrides.yaml", "a: 1\n"), "list of overrides"),
+    "hydra.yaml missing": (remove(".hydra/hydra.yaml"), "is missing"),
+    "hydra.yaml not Hydra's": (write(".hydra/hydra.yaml", "x: 1\n"), "Hydra's record"),
+}
+
+
+@pytest.mark.parametrize("case", list(HYDRA_FILES))
+def test_a_damaged_hydra_file_refuses_the_resume_in_one_line(run_copy, case):
+    damage, needle = HYDRA_FILES[case]
+    damaged = damage(run_copy)
+    before = hashes(run_copy)
+    assert_refused(resume(run_copy), damaged, needle)
+    assert hashes(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    "case", ["config not YAML", "config a list", "overrides not YAML", "overrides a mapping"]
+)
+def test_a_damaged_hydra_file_refuses_hpo_hessian_in_one_line(run_copy, case):
+    damage, needle = HYDRA_FILES[case]
+    damaged = damage(run_copy)
+    before = hashes(run_copy)
+    assert_refused(hessian(run_copy), damaged, needle)
+    assert hashes(run_copy) == before
+
+
+def test_a_run_whose_directory_interpolates_the_seed_can_be_resumed(tmp_path):
+    """``hydra.run.dir=.../${seed}`` is saved unresolved in ``.hydra/hydra.yaml``; the resume
+    reads it as written instead of resolving it outside the run's configuration."""
+    result = hpo_run(None, *TINY, f"hydra.run.dir={tmp_path}/${{seed}}")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "0"
+    result = resume(run_dir)
+    assert result.returncode == 0, result.stderr
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == [str(step) for step in range(7)]
