@@ -121,3 +121,30 @@ def test_a_run_whose_directory_interpolates_the_seed_can_be_resumed(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in rows[1:]] == [str(step) for step in range(7)]
+
+
+def add_column(header: bool) -> Callable[[Path], Path]:
+    """Every row of metrics.csv one field longer (and its header one column, with ``header``)."""
+
+    def damage(run_dir: Path) -> Path:
+        path = run_dir / "metrics.csv"
+        first, *rows = path.read_text().splitlines()
+        first = f"{first},extra" if header else first
+        path.write_text("\n".join([first, *(f"{row},1" for row in rows)]) + "\n")
+        return path
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [(True, "damaged header (unknown columns extra)"), (False, "line 2 is damaged (26 of 25")],
+)
+def test_metrics_with_an_extra_column_refuse_the_resume_and_leave_no_partial(
+    run_copy, header, needle
+):
+    damaged = add_column(header)(run_copy)
+    before = hashes(run_copy)
+    assert_refused(resume(run_copy), damaged, needle)
+    assert hashes(run_copy) == before
+    assert not list(run_copy.glob("*.partial"))
