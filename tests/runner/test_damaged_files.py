@@ -148,3 +148,14 @@ def test_metrics_with_an_extra_column_refuse_the_resume_and_leave_no_partial(
     assert_refused(resume(run_copy), damaged, needle)
     assert hashes(run_copy) == before
     assert not list(run_copy.glob("*.partial"))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [("{", "not valid JSON: Expecting property name"), ("[1]", "one object per tracker")],
+)
+def test_a_damaged_tracking_json_refuses_the_resume_without_trackers(run_copy, text, needle):
+    damaged = write("tracking.json", text)(run_copy)
+    before = hashes(run_copy)
+    assert_refused(resume(run_copy), damaged, needle)
+    assert hashes(run_copy) == before

@@ -423,6 +423,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             f"{saved.outer_steps}; a resume may only extend a run"
         )
     files.check_unlocked()
+    files.read_tracking()  # damaged: refused here, before Hydra writes anything
     state = files.load_checkpoint()
     if state is not None:
         try:

@@ -291,6 +291,21 @@ class RunDirectory:
             raise RunDirectoryDamaged(self.summary, "is damaged (not a JSON object)")
         return content
 
+    def read_tracking(self) -> dict[str, dict[str, Any]]:
+        """``tracking.json``: each tracker's run and last logged step; ``{}`` without one.
+
+        Raises:
+            RunDirectoryDamaged: not valid JSON, or not an object of one object per tracker.
+        """
+        if not self.tracking.exists():
+            return {}
+        content = read_json(self.tracking)
+        if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
+            raise RunDirectoryDamaged(
+                self.tracking, "is damaged (not a JSON object of one object per tracker)"
+            )
+        return content
+
     # ------------------------------------------------------------ formats, through their modules
     def metrics_log(self) -> MetricsLog:
         """``metrics.csv``, one row per evaluation (:class:`.metrics.MetricsLog`)."""
