@@ -52,6 +52,7 @@ from hpo_cli.runner.config.build import Problem, build_problem
 from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
 from hpo_cli.runner.config.validation import require, validate_problem
 from hpo_cli.runner.errors import ConfigError, fail
+from hpo_cli.runner.rundir.checkpoint import load_into, require_keys
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 log = logging.getLogger("hpo_cli.analysis.hessian")
@@ -131,8 +132,9 @@ def load_run(cfg: DictConfig) -> tuple[Problem, str]:
     if cfg.threads:
         run_cfg.threads = cfg.threads
     problem = build_problem(run_cfg)
-    problem.model.load_state_dict(checkpoint["model"])
-    problem.hyper.load_state_dict(checkpoint["hyper"])
+    require_keys(checkpoint, ("model", "hyper"))
+    load_into(problem.model, checkpoint["model"], checkpoint, "model")
+    load_into(problem.hyper, checkpoint["hyper"], checkpoint, "hyperparameters")
     outer_step = checkpoint.get("progress", {}).get("outer_step")
     return problem, f"{run_dir} (outer step {outer_step})"
 

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from hpo_cli import hpo_hessian as hessian_cli
 from tests.support.cli_runs import Result, call_main, hpo_run
-from tests.support.tiny_runs import TINY
+from tests.support.tiny_runs import TINY, tiny
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +160,46 @@ def test_a_damaged_tracking_json_refuses_the_resume_without_trackers(run_copy, t
     before = hashes(run_copy)
     assert_refused(resume(run_copy), damaged, needle)
     assert hashes(run_copy) == before
+
+
+@pytest.fixture(scope="module")
+def wider(tmp_path_factory) -> Path:
+    """A tiny run of another architecture (16 hidden units, not 8)."""
+    run_dir = tmp_path_factory.mktemp("wider") / "run"
+    result = hpo_run(run_dir, *tiny("model.hidden_sizes=[16]"))
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def empty_checkpoints(run_dir: Path, wider: Path) -> Path:
+    for name in ("checkpoint.pt", "checkpoint.previous.pt"):
+        torch.save({}, run_dir / name)
+    return run_dir / "checkpoint.pt"
+
+
+def foreign_checkpoints(run_dir: Path, wider: Path) -> Path:
+    for name in ("checkpoint.pt", "checkpoint.previous.pt"):
+        shutil.copyfile(wider / name, run_dir / name)
+    return run_dir / "checkpoint.pt"
+
+
+CHECKPOINTS = {
+    "empty": (empty_checkpoints, "is not an hpo-run checkpoint (it lacks model, hyper"),
+    "another architecture": (foreign_checkpoints, "does not fit this run's model ("),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINTS))
+@pytest.mark.parametrize("program", [resume, hessian])
+def test_a_checkpoint_of_nothing_or_of_another_architecture_is_one_line(
+    run_copy, wider, case, program
+):
+    damage, needle = CHECKPOINTS[case]
+    damaged = damage(run_copy, wider)
+    before = hashes(run_copy)
+    assert_refused(program(run_copy), damaged, needle)
+    after = hashes(run_copy)
+    if case == "another architecture" and program is resume:
+        # the weights are checked against the model as the run starts: Hydra's log has the line
+        before.pop("hpo-run.log"), after.pop("hpo-run.log")
+    assert after == before

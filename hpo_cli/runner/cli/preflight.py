@@ -48,7 +48,8 @@ from hpo_cli.runner.config.schemas import GROUPS, RunConfig
 from hpo_cli.runner.config.targets import did_you_mean
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.state import refuse_before_renames
+from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames
+from hpo_cli.runner.rundir.checkpoint import require_keys
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -426,11 +427,12 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     files.read_tracking()  # damaged: refused here, before Hydra writes anything
     state = files.load_checkpoint()
     if state is not None:
+        require_keys(state, RUN_STATE_KEYS)
         try:
             refuse_before_renames(state)
         except ConfigError as error:
             raise ConfigError(f"resume={run_dir}: {error}") from error
-        progress = state.get("progress", {})
+        progress = state["progress"]
         files.metrics_log().checked_rows(
             progress.get("outer_step", 0), progress.get("metrics_rows")
         )

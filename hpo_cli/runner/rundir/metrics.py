@@ -137,7 +137,7 @@ class MetricsLog:
             if step is None:
                 if number == len(lines) and expected is not None and len(rows) == expected:
                     break
-                what = "is cut short" if len(fields) < len(header) else "is damaged"
+                what = "is damaged" if len(fields) > len(header) else "is cut short"
                 raise MetricsDamaged(
                     f"{self.path} line {number} {what} ({len(fields)} of {len(header)} "
                     "fields): continuing would leave a hole in the run's metrics"
