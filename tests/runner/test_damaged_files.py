@@ -88,7 +88,7 @@ HYDRA_FILES = {
     "overrides not YAML": (write(".hydra/overrides.yaml", "[a\n"), "not valid YAML"),
     "overrides a mapping": (write(".hydra/overrides.yaml", "a: 1\n"), "list of overrides"),
     "hydra.yaml missing": (remove(".hydra/hydra.yaml"), "is missing"),
-    "hydra.yaml not Hydra's": (write(".hydra/hydra.yaml", "x: 1\n"), "Hydra's record"),
+    "hydra.yaml not Hydra's": (write(".hydra/hydra.yaml", "x: 1\n"), "Hydra's record of the run"),
 }
 
 
@@ -203,3 +203,53 @@ def test_a_checkpoint_of_nothing_or_of_another_architecture_is_one_line(
         # the weights are checked against the model as the run starts: Hydra's log has the line
         before.pop("hpo-run.log"), after.pop("hpo-run.log")
     assert after == before
+
+
+# ---------------------------------------------------------------- the report and sweep modules
+def plots(run_dir: Path) -> Result:
+    from hpo_cli.runner.report import plots as report
+
+    return call_main(report.main, "plots", [str(run_dir)])
+
+
+def emptied(run_dir: Path) -> Path:
+    shutil.rmtree(run_dir)
+    run_dir.mkdir()
+    return run_dir / "metrics.csv"
+
+
+def header_only(run_dir: Path) -> Path:
+    path = run_dir / "metrics.csv"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    return path
+
+
+PLOT_DAMAGES = {
+    "missing folder": (lambda d: shutil.rmtree(d) or d, "is not a run directory"),
+    "empty folder": (emptied, "is missing"),
+    "empty csv": (write("metrics.csv", ""), "is empty"),
+    "header-only csv": (header_only, "holds no rows"),
+    "bad summary.json": (write("summary.json", '{"status": '), "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(PLOT_DAMAGES))
+def test_plots_of_a_damaged_run_is_one_line(run_copy, case):
+    damage, needle = PLOT_DAMAGES[case]
+    damaged = damage(run_copy)
+    before = hashes(run_copy) if run_copy.exists() else {}
+    assert_refused(plots(run_copy), damaged, needle)
+    assert (hashes(run_copy) if run_copy.exists() else {}) == before
+
+
+def test_aggregate_of_a_sweep_with_a_bad_job_summary_is_one_line(tmp_path):
+    from hpo_cli.runner.sweeps import aggregate
+
+    sweep_dir = tmp_path / "sweep"
+    result = hpo_run(None, "-m", *tiny("outer_steps=2"), "seed=0,1", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr
+    damaged = write("summary.json", "[")(sweep_dir / "1")
+    before = hashes(sweep_dir)
+    result = call_main(aggregate.main, "aggregate", [str(sweep_dir)])
+    assert_refused(result, damaged, "not valid JSON")
+    assert hashes(sweep_dir) == before

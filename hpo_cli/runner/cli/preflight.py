@@ -387,7 +387,7 @@ def changed_keys(saved: DictConfig, new: DictConfig) -> list[tuple[str, Any, Any
 def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
     """Refuse new overrides that pick another option of a group (``model=linear``) than the
     saved run's, before composing them with the run's own overrides (which may not fit it)."""
-    saved = RunDirectory(run_dir).read_hydra_config().hydra.runtime.choices
+    saved = RunDirectory(run_dir).read_hydra_config("hydra.runtime.choices")
     for group in [*GROUPS, "experiment"]:
         new, old = argument(overrides, group), saved.get(group)
         old = "null" if old is None else str(old)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -220,27 +221,23 @@ class RunDirectory:
             )
         return cfg
 
-    def read_hydra_config(self) -> DictConfig:
-        """``.hydra/hydra.yaml``: Hydra's record of the run (its choices and its own overrides).
+    def read_hydra_config(self, node: str = "hydra") -> Any:
+        """``node`` of ``.hydra/hydra.yaml``, Hydra's record of the run (``hydra.runtime.choices``:
+        its choices; ``hydra.overrides.hydra``: the overrides of Hydra's own keys).
 
         Raises:
-            RunDirectoryDamaged: missing, not valid YAML, or without Hydra's record.
+            RunDirectoryDamaged: missing, not valid YAML, or without ``node``.
         """
         record = read_yaml(self.hydra_config)
         try:
-            node = record.hydra  # type: ignore[union-attr]
-            ok = isinstance(node.runtime.choices, DictConfig) and isinstance(
-                node.overrides.hydra, ListConfig
-            )
-        except (AttributeError, OmegaConfBaseException):
-            ok = False
-        if not ok:
+            found = OmegaConf.select(record, node, throw_on_missing=True)
+        except OmegaConfBaseException:
+            found = None
+        if not isinstance(found, DictConfig | ListConfig):
             raise RunDirectoryDamaged(
-                self.hydra_config,
-                "is damaged (it lacks Hydra's record: hydra.runtime.choices, "
-                "hydra.overrides.hydra)",
+                self.hydra_config, f"is damaged (it lacks Hydra's record of the run: {node})"
             )
-        return record  # type: ignore[return-value]
+        return found
 
     def choices(self) -> dict[str, str | None]:
         """Group → option the run was composed with (Hydra's record); ``{}`` without one.
@@ -250,19 +247,26 @@ class RunDirectory:
         """
         if not self.hydra_config.exists():
             return {}
-        choices = self.read_hydra_config().hydra.runtime.choices
+        choices = self.read_hydra_config("hydra.runtime.choices")
+        if not isinstance(choices, DictConfig):
+            raise RunDirectoryDamaged(self.hydra_config, "is damaged (hydra.runtime.choices)")
         return {
             str(group): None if option is None else str(option) for group, option in choices.items()
         }
 
     def hydra_overrides(self) -> list[str]:
-        """The overrides of Hydra's own keys the run was started with (``hydra.searchpath``...).
+        """The overrides of Hydra's own keys the run was started with (``hydra.searchpath``...),
+        as written (``hydra.run.dir=out/${seed}`` stays unresolved).
 
         Raises:
             RunDirectoryDamaged: ``.hydra/hydra.yaml`` is missing or damaged.
         """
-        overrides = self.read_hydra_config().hydra.overrides.hydra
-        return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)]  # type: ignore[union-attr]
+        overrides = OmegaConf.to_container(
+            self.read_hydra_config("hydra.overrides.hydra"), resolve=False
+        )
+        if not isinstance(overrides, list):
+            raise RunDirectoryDamaged(self.hydra_config, "is damaged (hydra.overrides.hydra)")
+        return [str(o) for o in overrides]
 
     def overrides(self) -> list[str]:
         """The run's command-line overrides, as saved in ``.hydra/overrides.yaml``.
@@ -314,6 +318,31 @@ class RunDirectory:
     def comparison_log(self) -> MetricsLog:
         """``solver_comparison.csv``, several rows per outer step."""
         return MetricsLog(self.solver_comparison, SOLVER_COMPARISON_COLUMNS, one_row_per_step=False)
+
+    def read_metrics_frame(self, *, rows: bool = True) -> pd.DataFrame:
+        """``metrics.csv`` as a table, for a figure or a sweep's table; with ``rows``, at least
+        one row of it (a run that failed before its first evaluation has only the header).
+
+        Raises:
+            RunDirectoryDamaged: the folder or the file is missing, or the file is empty, is not
+                CSV, has no ``outer_step`` column or (with ``rows``) holds only its header.
+        """
+        if not self.path.is_dir():
+            raise RunDirectoryDamaged(self.path, "is not a run directory (no such folder)")
+        if not self.metrics.is_file():
+            raise RunDirectoryDamaged(self.metrics, "is missing: the run has written no metrics")
+        try:
+            frame = pd.read_csv(self.metrics)
+        except pd.errors.EmptyDataError as error:
+            raise RunDirectoryDamaged(self.metrics, "is empty") from error
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            what = f"is damaged (not readable CSV: {_one_line(error)})"
+            raise RunDirectoryDamaged(self.metrics, what) from error
+        if "outer_step" not in frame.columns:
+            raise RunDirectoryDamaged(self.metrics, "is damaged (its header has no outer_step)")
+        if rows and frame.empty:
+            raise RunDirectoryDamaged(self.metrics, "holds no rows (only its header)")
+        return frame
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
