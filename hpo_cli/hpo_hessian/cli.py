@@ -31,7 +31,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hpo_cli.analysis.hessian import CurvatureReport, analyse, ggn_operator, hessian_operator
 from hpo_cli.analysis.hessian.analysis import json_safe
@@ -53,6 +53,7 @@ from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
 from hpo_cli.runner.config.trust import check_trusted, trust_argument
 from hpo_cli.runner.config.validation import require, validate_problem
 from hpo_cli.runner.errors import ConfigError, fail
+from hpo_cli.runner.rundir.checkpoint import load_into, require_keys
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 log = logging.getLogger("hpo_cli.analysis.hessian")
@@ -133,13 +134,14 @@ def load_run(cfg: DictConfig) -> tuple[Problem, str]:
         raise ConfigError(f"run_dir={cfg.run_dir} is not an hpo-run run directory (no {missing})")
     check_trusted(run_dir, "run_dir", TRUSTED["run_dir"])  # again: a flag may skip main's check
     refuse_renamed_run(run_dir, "run_dir")
-    run_cfg = OmegaConf.load(saved)
+    run_cfg = RunDirectory(run_dir).read_saved_config()
     run_cfg.dtype, run_cfg.device = cfg.dtype, cfg.device
     if cfg.threads:
         run_cfg.threads = cfg.threads
     problem = build_problem(run_cfg)
-    problem.model.load_state_dict(checkpoint["model"])
-    problem.hyper.load_state_dict(checkpoint["hyper"])
+    require_keys(checkpoint, ("model", "hyper"))
+    load_into(problem.model, checkpoint["model"], checkpoint, "model")
+    load_into(problem.hyper, checkpoint["hyper"], checkpoint, "hyperparameters")
     outer_step = checkpoint.get("progress", {}).get("outer_step")
     return problem, f"{run_dir} (outer step {outer_step})"
 

@@ -235,7 +235,11 @@ def test_a_refused_job_of_a_multirun_records_its_error_and_returns_nan(tmp_path)
 
 def test_an_unexpected_error_in_a_job_of_a_multirun_is_recorded(tmp_path, monkeypatch):
     def broken(
-        cfg: DictConfig, run_dir: Path, trackers: object = None, stop: object = None
+        cfg: DictConfig,
+        run_dir: Path,
+        trackers: object = None,
+        stop: object = None,
+        overrides: object = None,
     ) -> None:
         raise RuntimeError("a bug")
 

@@ -44,6 +44,7 @@ from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.loop import train as loop
 from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted
+from hpo_cli.runner.loop.state import check_fits
 from hpo_cli.runner.report.console import summary_block
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.lock import RunLocked
@@ -117,11 +118,19 @@ def train(
     run_dir: Path,
     trackers: Trackers | None = None,
     stop: StopRequest | None = None,
+    overrides: list[str] | None = None,
 ) -> Progress:
     """Build the experiment of ``cfg`` (the line after which nothing reads the configuration)
     and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`), stopping
-    between two outer steps when ``stop`` gives a reason."""
+    between two outer steps when ``stop`` gives a reason. A resume given its ``overrides``
+    saves its configuration in ``.hydra/`` once its checkpoint is known to fit the model."""
     experiment = build_experiment(cfg)
+    if cfg.resume and overrides is not None:
+        files = RunDirectory(run_dir)
+        state = files.load_checkpoint()
+        if state is not None:
+            check_fits(experiment, state)
+        files.save_config(cfg, overrides)
     if stop is None:
         return loop.run(experiment, RunDirectory(run_dir), trackers)
     stop.training = True
@@ -193,9 +202,7 @@ def _train_and_report(
     trackers = None
     try:
         trackers = trackers_for(cfg, run_dir, overrides, multirun)
-        if cfg.resume:
-            RunDirectory(run_dir).save_config(cfg, overrides)
-        progress = train(cfg, run_dir, trackers, stop)
+        progress = train(cfg, run_dir, trackers, stop, overrides)
     except InstantiationException as error:
         return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
     except ConfigError as error:

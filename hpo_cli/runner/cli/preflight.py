@@ -52,7 +52,8 @@ from hpo_cli.runner.config.targets import did_you_mean
 from hpo_cli.runner.config.trust import check_trusted, trust_argument
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.state import refuse_before_renames
+from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames
+from hpo_cli.runner.rundir.checkpoint import require_keys
 from hpo_cli.runner.rundir.directory import RunDirectory
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -142,10 +143,10 @@ def refuse_renamed_run(run_dir: Path, flag: str = "resume") -> None:
     files = RunDirectory(run_dir)
     found: list[str] = []
     if files.saved_config.exists():
-        saved = OmegaConf.to_container(OmegaConf.load(files.saved_config), resolve=False)
+        saved = OmegaConf.to_container(files.read_saved_config(), resolve=False)
         found += [k for k, _ in _leaves(saved) if k in RENAMED_KEYS]
     if files.saved_overrides.exists():
-        keys = [str(o).split("=", 1)[0].lstrip("+~") for o in OmegaConf.load(files.saved_overrides)]
+        keys = [o.split("=", 1)[0].lstrip("+~") for o in files.overrides()]
         found += [k for k in keys if k in RENAMED_KEYS]
     found = list(dict.fromkeys(found))
     renames = [f"{k} is now {RENAMED_KEYS[k]}" for k in found]
@@ -336,10 +337,7 @@ def config_dir_arguments(arguments: list[str]) -> list[str]:
 
 def saved_searchpath(run_dir: Path) -> list[str]:
     """The ``hydra.searchpath`` override a run was started with (none: an empty list)."""
-    hydra_yaml = RunDirectory(run_dir).hydra_config
-    if not hydra_yaml.exists():
-        return []
-    overrides = OmegaConf.load(hydra_yaml).hydra.overrides.hydra
+    overrides = RunDirectory(run_dir).hydra_overrides()
     return [o for o in overrides if o.split("=", 1)[0] == "hydra.searchpath"]
 
 
@@ -354,7 +352,7 @@ def resume_overrides(run_dir: Path, overrides: list[str]) -> list[str]:
     def key(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
-    merged = {key(o): o for o in [*saved_searchpath(run_dir), *OmegaConf.load(saved)]}
+    merged = {key(o): o for o in [*saved_searchpath(run_dir), *files.overrides()]}
     merged.update({key(a): a for a in overrides})
     merged["resume"] = f"resume={quoted(str(run_dir))}"
     merged["hydra.run.dir"] = f"hydra.run.dir={quoted(str(run_dir))}"
@@ -393,7 +391,7 @@ def changed_keys(saved: DictConfig, new: DictConfig) -> list[tuple[str, Any, Any
 def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
     """Refuse new overrides that pick another option of a group (``model=linear``) than the
     saved run's, before composing them with the run's own overrides (which may not fit it)."""
-    saved = OmegaConf.load(RunDirectory(run_dir).hydra_config).hydra.runtime.choices
+    saved = RunDirectory(run_dir).read_hydra_config("hydra.runtime.choices")
     for group in [*GROUPS, "experiment"]:
         new, old = argument(overrides, group), saved.get(group)
         old = "null" if old is None else str(old)
@@ -414,7 +412,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             checkpoint cannot be read, or ``metrics.csv`` is damaged before it.
     """
     files = RunDirectory(run_dir)
-    saved = OmegaConf.load(files.saved_config)
+    saved = files.read_saved_config()
     changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(c[0], c[1])]
     if changes:
         key, old, new = changes[0]
@@ -430,13 +428,15 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             f"{saved.outer_steps}; a resume may only extend a run"
         )
     files.check_unlocked()
+    files.read_tracking()  # damaged: refused here, before Hydra writes anything
     state = files.load_checkpoint()
     if state is not None:
+        require_keys(state, RUN_STATE_KEYS)
         try:
             refuse_before_renames(state)
         except ConfigError as error:
             raise ConfigError(f"resume={run_dir}: {error}") from error
-        progress = state.get("progress", {})
+        progress = state["progress"]
         files.metrics_log().checked_rows(
             progress.get("outer_step", 0), progress.get("metrics_rows")
         )

@@ -14,12 +14,29 @@ from hpo_cli.core.methods import ImplicitDifferentiation
 from hpo_cli.core.solvers import Neumann
 from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress
-from hpo_cli.runner.rundir.checkpoint import CheckpointError
+from hpo_cli.runner.rundir.checkpoint import (
+    CheckpointError,
+    check_module,
+    load_into,
+    require_keys,
+)
 
 CHECKPOINT_FORMAT = 3
 """2: Neumann's terms=K sums K terms (format 1, unmarked: K + 1); 3: the progress counts
 ``total_inner_steps`` (formats 1 and 2: ``inner_steps``), written by the hpo-cli that renamed
 its configuration keys (:data:`hpo_cli.runner.cli.preflight.RENAMED_KEYS`)."""
+
+RUN_STATE_KEYS = (
+    "model",
+    "hyper",
+    "optimizer",
+    "hyper_optimizer",
+    "batches",
+    "torch_rng",
+    "cuda_rng",
+    "progress",
+)
+"""What :func:`restore` needs of a checkpoint (the rest is optional)."""
 
 
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
@@ -45,20 +62,35 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
     }
 
 
+def check_fits(exp: Experiment, state: dict[str, Any]) -> None:
+    """Refuse a checkpoint that lacks a part of the run's state or whose weights or λ have
+    other names or shapes than ``exp``'s, before anything is loaded or written.
+
+    Raises:
+        CheckpointError: naming the file and the first mismatch.
+    """
+    require_keys(state, RUN_STATE_KEYS)
+    check_module(state, "model", exp.model, state["model"])
+    check_module(state, "hyperparameters", exp.hyper, state["hyper"])
+
+
 def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     """Load a :func:`checkpoint_state` into ``exp``; returns the run's progress.
 
     Raises:
         CheckpointError: a checkpoint of format 1 (before Neumann's re-indexing) of a run whose
             solver is Neumann: its saved ``terms`` would now mean one term fewer; or one of
-            format 1 or 2 (before the renames): its run's saved configuration holds old keys.
+            format 1 or 2 (before the renames): its run's saved configuration holds old keys;
+            one that lacks a part of the run's state (:data:`RUN_STATE_KEYS`) or holds another
+            architecture's weights.
     """
+    require_keys(state, RUN_STATE_KEYS)
     refuse_old_neumann(exp, state)
     refuse_before_renames(state)
-    exp.model.load_state_dict(state["model"])
-    exp.hyper.load_state_dict(state["hyper"])
-    exp.joint.optimizer.load_state_dict(state["optimizer"])
-    exp.joint.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+    load_into(exp.model, state["model"], state, "model")
+    load_into(exp.hyper, state["hyper"], state, "hyperparameters")
+    load_into(exp.joint.optimizer, state["optimizer"], state, "optimizer")
+    load_into(exp.joint.hyper_optimizer, state["hyper_optimizer"], state, "hyper-optimizer")
     exp.joint.load_method_state_dict(state.get("solver"))  # None before warm starts
     exp.batches.set_state(state["batches"])
     exp.data.load_state_dict(state.get("data", {}))

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from hpo_cli.core.solvers.base import Status
+from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.solver_health import RESIDUAL_LIMIT, doubtful
 from hpo_cli.runner.rundir.directory import RunDirectory
 
@@ -216,7 +217,7 @@ PLOTS = {
 def draw(run_dir: Path, name: str) -> plt.Figure:
     """The figure of :data:`PLOTS` ``name`` for the run in ``run_dir`` (not saved)."""
     plot, rows = PLOTS[name]
-    metrics = pd.read_csv(RunDirectory(run_dir).metrics)
+    metrics = RunDirectory(run_dir).read_metrics_frame(rows=False)
     figure, axes = plt.subplots(rows, 1, figsize=(6, 2.5 + 2 * rows), sharex=True, squeeze=False)
     axes = list(axes[:, 0])
     plot(metrics, axes if rows > 1 else axes[0])
@@ -238,9 +239,16 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 
 def main() -> None:
+    """``python -m hpo_cli.runner.report.plots DIR...``: redraw each run's figures; a damaged or
+    missing run file is one line, exit 2."""
     for run_dir in sys.argv[1:]:
-        for path in plot_run(Path(run_dir)):
-            print(path)
+        try:
+            RunDirectory(Path(run_dir)).read_metrics_frame()  # a run with rows to draw
+            paths = plot_run(Path(run_dir))
+        except ConfigError as error:
+            print(f"python -m hpo_cli.runner.report.plots: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        print(*paths, sep="\n")
 
 
 if __name__ == "__main__":

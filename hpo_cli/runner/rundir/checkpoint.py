@@ -30,6 +30,87 @@ class CheckpointError(ConfigError):
     """A checkpoint cannot be used (damaged, not a checkpoint, or unsafe): bad input, exit 2."""
 
 
+class Checkpoint(dict):
+    """A checkpoint's content, a plain ``dict``, that knows the file it was read from
+    (``path``), so that whoever uses it can name that file in a one-line error."""
+
+    def __init__(self, content: dict[str, Any], path: Path) -> None:
+        super().__init__(content)
+        self.path = path
+
+
+def require_keys(state: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Refuse a checkpoint that lacks one of ``keys``.
+
+    Raises:
+        CheckpointError: naming the file (:class:`Checkpoint`) and the missing keys.
+    """
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{source(state)} is not an hpo-run checkpoint (it lacks {', '.join(missing)})"
+        )
+
+
+def source(state: dict[str, Any]) -> str:
+    """The file a checkpoint was read from, or ``the checkpoint`` for a dict built here."""
+    return str(state.path) if isinstance(state, Checkpoint) else "the checkpoint"
+
+
+def check_module(state: dict[str, Any], what: str, module: torch.nn.Module, saved: Any) -> None:
+    """Refuse ``saved``, a state dict of ``state`` (a checkpoint), whose names or shapes are not
+    ``module``'s: another architecture's weights.
+
+    Raises:
+        CheckpointError: naming the file and the first mismatch.
+    """
+    own = module.state_dict()
+    if not isinstance(saved, dict):
+        mismatch = f"it holds a {type(saved).__name__}, not a state dict"
+    else:
+        missing = [key for key in own if key not in saved]
+        unexpected = [key for key in saved if key not in own]
+        shapes = [
+            f"{key}: {tuple(saved[key].shape)} in the checkpoint, {tuple(value.shape)} here"
+            for key, value in own.items()
+            if isinstance(saved.get(key), torch.Tensor) and saved[key].shape != value.shape
+        ]
+        mismatch = (
+            f"missing {', '.join(missing)}"
+            if missing
+            else f"unexpected {', '.join(unexpected)}"
+            if unexpected
+            else f"size mismatch for {shapes[0]}"
+            if shapes
+            else ""
+        )
+    if mismatch:
+        raise CheckpointError(
+            f"{source(state)} does not fit this run's {what} ({mismatch}): it holds another "
+            "architecture's state"
+        )
+
+
+def load_into(target: Any, state_dict: Any, state: dict[str, Any], what: str) -> None:
+    """``target.load_state_dict(state_dict)`` (a model, λ, an optimiser), refusing in one line a
+    state of another architecture (size mismatch, missing or unexpected keys).
+
+    Raises:
+        CheckpointError: naming the file and the first mismatch.
+    """
+    if isinstance(target, torch.nn.Module):
+        check_module(state, what, target, state_dict)
+    try:
+        target.load_state_dict(state_dict)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(error).__name__)
+        raise CheckpointError(
+            f"{source(state)} does not fit this run's {what} ({detail.rstrip('.')}): it holds "
+            "another architecture's state"
+        ) from error
+
+
 def fsync_directory(directory: Path) -> None:
     """Force a directory's entries (a rename, a new file) to disk."""
     handle = os.open(directory, os.O_RDONLY)
@@ -79,7 +160,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is damaged or truncated ({reason})") from error
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not an hpo-run checkpoint (it holds a {type(state)})")
-    return state
+    return Checkpoint(state, path)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:

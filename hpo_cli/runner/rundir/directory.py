@@ -19,7 +19,7 @@
 through it (``tests/test_layers.py`` checks that no module outside this package spells their
 names). Formats and atomic writes live beside it: :mod:`.metrics`, :mod:`.checkpoint`,
 :mod:`.summary`, :mod:`.lock`; a damaged file is one :class:`hpo_cli.runner.errors.ConfigError`
-line (``MetricsDamaged``, ``CheckpointError``).
+line (``MetricsDamaged``, ``CheckpointError``, :class:`RunDirectoryDamaged` for the others).
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir import checkpoint, hyperparameters, lock, summary
@@ -50,6 +53,52 @@ from hpo_cli.runner.rundir.names import (
     SUMMARY,
     TRACKING,
 )
+
+
+class RunDirectoryDamaged(ConfigError):
+    """A run file that is missing, unreadable or not what hpo-run wrote; the message names the
+    file and what is wrong with it, in one line."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path} {what}")
+        self.path = path
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line (YAML's and JSON's span several)."""
+    return " ".join(str(error).split())
+
+
+def read_yaml(path: Path) -> DictConfig | ListConfig:
+    """``path`` read by OmegaConf.
+
+    Raises:
+        RunDirectoryDamaged: the file is missing, unreadable or not valid YAML.
+    """
+    if not path.is_file():
+        raise RunDirectoryDamaged(path, "is missing; the run directory is incomplete")
+    try:
+        return OmegaConf.load(path)
+    except yaml.MarkedYAMLError as error:
+        mark, problem = error.problem_mark, error.problem or error.context
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RunDirectoryDamaged(path, f"is damaged (not valid YAML{where}: {problem})") from error
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        what = f"is damaged (not valid YAML: {_one_line(error)})"
+        raise RunDirectoryDamaged(path, what) from error
+
+
+def read_json(path: Path) -> Any:
+    """``path``'s JSON content.
+
+    Raises:
+        RunDirectoryDamaged: the file is unreadable or not valid JSON.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        what = f"is damaged (not valid JSON: {_one_line(error)})"
+        raise RunDirectoryDamaged(path, what) from error
 
 
 @dataclass(frozen=True)
@@ -159,22 +208,107 @@ class RunDirectory:
             and summary.get("overrides") == list(overrides)
         )
 
+    def read_saved_config(self) -> DictConfig:
+        """``.hydra/config.yaml``: the run's configuration as composed.
+
+        Raises:
+            RunDirectoryDamaged: missing, not valid YAML, or not a mapping.
+        """
+        cfg = read_yaml(self.saved_config)
+        if not isinstance(cfg, DictConfig) or not cfg:
+            raise RunDirectoryDamaged(
+                self.saved_config, "is damaged (it does not hold a run's configuration)"
+            )
+        return cfg
+
+    def read_hydra_config(self, node: str = "hydra") -> Any:
+        """``node`` of ``.hydra/hydra.yaml``, Hydra's record of the run (``hydra.runtime.choices``:
+        its choices; ``hydra.overrides.hydra``: the overrides of Hydra's own keys).
+
+        Raises:
+            RunDirectoryDamaged: missing, not valid YAML, or without ``node``.
+        """
+        record = read_yaml(self.hydra_config)
+        try:
+            found = OmegaConf.select(record, node, throw_on_missing=True)
+        except OmegaConfBaseException:
+            found = None
+        if not isinstance(found, DictConfig | ListConfig):
+            raise RunDirectoryDamaged(
+                self.hydra_config, f"is damaged (it lacks Hydra's record of the run: {node})"
+            )
+        return found
+
     def choices(self) -> dict[str, str | None]:
-        """Group → option the run was composed with (Hydra's record); ``{}`` without one."""
+        """Group → option the run was composed with (Hydra's record); ``{}`` without one.
+
+        Raises:
+            RunDirectoryDamaged: ``.hydra/hydra.yaml`` is there but damaged.
+        """
         if not self.hydra_config.exists():
             return {}
-        choices = OmegaConf.load(self.hydra_config).hydra.runtime.choices
+        choices = self.read_hydra_config("hydra.runtime.choices")
+        if not isinstance(choices, DictConfig):
+            raise RunDirectoryDamaged(self.hydra_config, "is damaged (hydra.runtime.choices)")
         return {
             str(group): None if option is None else str(option) for group, option in choices.items()
         }
 
+    def hydra_overrides(self) -> list[str]:
+        """The overrides of Hydra's own keys the run was started with (``hydra.searchpath``...),
+        as written (``hydra.run.dir=out/${seed}`` stays unresolved).
+
+        Raises:
+            RunDirectoryDamaged: ``.hydra/hydra.yaml`` is missing or damaged.
+        """
+        overrides = OmegaConf.to_container(
+            self.read_hydra_config("hydra.overrides.hydra"), resolve=False
+        )
+        if not isinstance(overrides, list):
+            raise RunDirectoryDamaged(self.hydra_config, "is damaged (hydra.overrides.hydra)")
+        return [str(o) for o in overrides]
+
     def overrides(self) -> list[str]:
-        """The run's command-line overrides, as saved in ``.hydra/overrides.yaml``."""
-        return [str(override) for override in OmegaConf.load(self.saved_overrides)]
+        """The run's command-line overrides, as saved in ``.hydra/overrides.yaml``.
+
+        Raises:
+            RunDirectoryDamaged: missing, not valid YAML, or not a list of ``key=value``.
+        """
+        saved = read_yaml(self.saved_overrides)
+        overrides = OmegaConf.to_container(saved, resolve=False)
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise RunDirectoryDamaged(
+                self.saved_overrides, "is damaged (it does not hold a list of overrides)"
+            )
+        return overrides
 
     def read_summary(self) -> dict[str, Any] | None:
-        """``summary.json``'s content, or ``None`` before the run has written one."""
-        return json.loads(self.summary.read_text()) if self.summary.exists() else None
+        """``summary.json``'s content, or ``None`` before the run has written one.
+
+        Raises:
+            RunDirectoryDamaged: not valid JSON, or not an object.
+        """
+        if not self.summary.exists():
+            return None
+        content = read_json(self.summary)
+        if not isinstance(content, dict):
+            raise RunDirectoryDamaged(self.summary, "is damaged (not a JSON object)")
+        return content
+
+    def read_tracking(self) -> dict[str, dict[str, Any]]:
+        """``tracking.json``: each tracker's run and last logged step; ``{}`` without one.
+
+        Raises:
+            RunDirectoryDamaged: not valid JSON, or not an object of one object per tracker.
+        """
+        if not self.tracking.exists():
+            return {}
+        content = read_json(self.tracking)
+        if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
+            raise RunDirectoryDamaged(
+                self.tracking, "is damaged (not a JSON object of one object per tracker)"
+            )
+        return content
 
     # ------------------------------------------------------------ formats, through their modules
     def metrics_log(self) -> MetricsLog:
@@ -184,6 +318,31 @@ class RunDirectory:
     def comparison_log(self) -> MetricsLog:
         """``solver_comparison.csv``, several rows per outer step."""
         return MetricsLog(self.solver_comparison, SOLVER_COMPARISON_COLUMNS, one_row_per_step=False)
+
+    def read_metrics_frame(self, *, rows: bool = True) -> pd.DataFrame:
+        """``metrics.csv`` as a table, for a figure or a sweep's table; with ``rows``, at least
+        one row of it (a run that failed before its first evaluation has only the header).
+
+        Raises:
+            RunDirectoryDamaged: the folder or the file is missing, or the file is empty, is not
+                CSV, has no ``outer_step`` column or (with ``rows``) holds only its header.
+        """
+        if not self.path.is_dir():
+            raise RunDirectoryDamaged(self.path, "is not a run directory (no such folder)")
+        if not self.metrics.is_file():
+            raise RunDirectoryDamaged(self.metrics, "is missing: the run has written no metrics")
+        try:
+            frame = pd.read_csv(self.metrics)
+        except pd.errors.EmptyDataError as error:
+            raise RunDirectoryDamaged(self.metrics, "is empty") from error
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+            what = f"is damaged (not readable CSV: {_one_line(error)})"
+            raise RunDirectoryDamaged(self.metrics, what) from error
+        if "outer_step" not in frame.columns:
+            raise RunDirectoryDamaged(self.metrics, "is damaged (its header has no outer_step)")
+        if rows and frame.empty:
+            raise RunDirectoryDamaged(self.metrics, "holds no rows (only its header)")
+        return frame
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""

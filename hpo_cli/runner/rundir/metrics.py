@@ -115,10 +115,21 @@ class MetricsLog:
         short after those rows (a crash during a later write) is dropped: it is recomputed.
 
         Raises:
-            MetricsDamaged: a damaged or missing row before ``outer_step``.
+            MetricsDamaged: a header with columns hpo-run does not write, or a damaged or missing
+                row before ``outer_step``.
         """
-        lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
+        try:
+            lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
+        except (OSError, UnicodeDecodeError) as error:
+            raise MetricsDamaged(f"{self.path} cannot be read ({error})") from error
         header = next(csv.reader(lines[:1]), [])
+        unknown = [column for column in header if column not in self.columns]
+        if lines and (unknown or not header or header[0] != self.columns[0]):
+            what = f"unknown columns {', '.join(unknown)}" if unknown else "no outer_step first"
+            raise MetricsDamaged(
+                f"{self.path} has a damaged header ({what}): it is not a metrics file this run "
+                "wrote, and continuing would mix two files"
+            )
         rows: list[dict[str, str]] = []
         for number, line in enumerate(lines[1:], start=2):
             fields = next(csv.reader([line]), [])
@@ -126,8 +137,9 @@ class MetricsLog:
             if step is None:
                 if number == len(lines) and expected is not None and len(rows) == expected:
                     break
+                what = "is damaged" if len(fields) > len(header) else "is cut short"
                 raise MetricsDamaged(
-                    f"{self.path} line {number} is cut short ({len(fields)} of {len(header)} "
+                    f"{self.path} line {number} {what} ({len(fields)} of {len(header)} "
                     "fields): continuing would leave a hole in the run's metrics"
                 )
             if step > outer_step:
@@ -153,13 +165,16 @@ class MetricsLog:
         :meth:`checked_rows` has checked those before it."""
         kept = self.checked_rows(outer_step, expected)
         partial = self.path.with_suffix(".csv.partial")
-        with partial.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, self.path)
+        try:
+            with partial.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def _step(fields: list[str]) -> int | None:

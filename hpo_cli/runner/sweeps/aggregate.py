@@ -30,7 +30,6 @@ exits with status 1 too when a job of the sweep did not complete.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -40,7 +39,8 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.rundir.directory import RunDirectory, RunDirectoryDamaged
 from hpo_cli.runner.sweeps import ranking
 from hpo_cli.runner.tracking import log_sweep
 
@@ -70,10 +70,12 @@ def job_overrides(job_dir: Path) -> list[str]:
 
 def job_status(job_dir: Path) -> tuple[str, str | None]:
     """``(status, error)`` from the job's ``summary.json``; ``("unfinished", ...)`` without one."""
-    summary = RunDirectory(job_dir).summary
-    if not summary.exists():
+    files = RunDirectory(job_dir)
+    content = files.read_summary()
+    if content is None:
         return "unfinished", "no summary.json: the job was killed, crashed or is still running"
-    content = json.loads(summary.read_text())
+    if not isinstance(content.get("status"), str):
+        raise RunDirectoryDamaged(files.summary, "is damaged (it records no status)")
     return content["status"], content.get("error")
 
 
@@ -131,7 +133,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
         raise ValueError(f"no job under {sweep_dir} has written metrics.csv")
     frames = []
     for job_dir, (setting, seed) in jobs.items():
-        frame = pd.read_csv(RunDirectory(job_dir).metrics)
+        frame = RunDirectory(job_dir).read_metrics_frame(rows=False)
         frame.insert(0, "seed", seed)
         frame.insert(0, "setting", setting)
         frame.insert(0, "status", job_status(job_dir)[0])
@@ -236,19 +238,26 @@ class AggregateSweep(Callback):
 
 def main() -> None:
     """``python -m hpo_cli.runner.sweeps.aggregate DIR...``: aggregate each sweep; exit 1 when a
-    job failed."""
+    job failed, 2 when a job's file is damaged (one line)."""
     status = 0
+    program = "python -m hpo_cli.runner.sweeps.aggregate"
     for sweep_dir in map(Path, sys.argv[1:]):
         try:
-            print(*aggregate(sweep_dir), sep="\n")
-            print(*describe_ranking(sweep_dir), sep="\n")
-        except ValueError as error:
-            print(f"python -m hpo_cli.runner.sweeps.aggregate: error: {error}", file=sys.stderr)
-            status = 1
-        lines = describe_failures(sweep_dir)
+            try:
+                print(*aggregate(sweep_dir), sep="\n")
+                print(*describe_ranking(sweep_dir), sep="\n")
+            except ConfigError:
+                raise
+            except ValueError as error:
+                print(f"{program}: error: {error}", file=sys.stderr)
+                status = max(status, 1)
+            lines = describe_failures(sweep_dir)
+        except ConfigError as error:  # a damaged run file
+            print(f"{program}: error: {error}", file=sys.stderr)
+            sys.exit(2)
         if lines:
             print("failed:", *lines, sep="\n", file=sys.stderr)
-            status = 1
+            status = max(status, 1)
     sys.exit(status)
 
 

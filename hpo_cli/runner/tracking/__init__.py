@@ -99,12 +99,11 @@ class Trackers:
     """
 
     def __init__(self, run_dir: Path, info: RunInfo, trackers: dict[str, Tracker]) -> None:
-        self.path = RunDirectory(run_dir).tracking
+        files = RunDirectory(run_dir)
+        self.path = files.tracking
         self.info = info
         self.active = dict(trackers)
-        self.states: dict[str, dict[str, Any]] = (
-            json.loads(self.path.read_text()) if self.path.exists() else {}
-        )
+        self.states: dict[str, dict[str, Any]] = files.read_tracking()
         self.started = False
 
     def _save(self) -> None:
@@ -239,11 +238,9 @@ def log_sweep(
     the best setting and its numbers under ``best``. Each failure is one warning."""
     states: dict[str, list[dict[str, Any]]] = {}
     for job_dir in job_dirs:
-        path = RunDirectory(job_dir).tracking
-        if path.exists():
-            for name, state in json.loads(path.read_text()).items():
-                if "run_id" in state:
-                    states.setdefault(name, []).append(state)
+        for name, state in RunDirectory(job_dir).read_tracking().items():
+            if "run_id" in state:
+                states.setdefault(name, []).append(state)
     tags = {"hpo_cli_version": hpo_cli_version(), "status": "completed" if not failed else "failed"}
     tags.update(kind="sweep_summary", jobs=str(len(job_dirs)), failed_jobs=str(failed))
     tags["best_setting"] = best["setting"] if best else "none"
