@@ -92,10 +92,10 @@ def config_dirs(run_dir: Path) -> list[Path]:
     """The user's config directories that ``run_dir`` recorded (``file://`` entries of its
     ``hydra.searchpath``), less any inside ``run_dir`` (and :func:`allowed_targets` skips
     ``run_dir`` in those that hold it): a directory cannot vouch for itself."""
-    hydra_yaml = RunDirectory(run_dir).hydra_config
-    if not hydra_yaml.exists():
+    files = RunDirectory(run_dir)
+    if not files.hydra_config.exists():
         return []
-    overrides = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.overrides.hydra") or []
+    overrides = files.hydra_overrides()  # as written: hydra.run.dir=out/${seed} unresolved
     dirs = []
     for override in overrides:
         key, _, value = str(override).partition("=")
@@ -159,11 +159,10 @@ def check_trusted(run_dir: Path, flag: str, trusted: bool = False) -> None:
     allowed: frozenset[str] | None = None
     found: list[tuple[Path, str, Any]] = []
     if files.saved_config.exists():
-        saved = OmegaConf.to_container(OmegaConf.load(files.saved_config), resolve=False)
+        saved = OmegaConf.to_container(files.read_saved_config(), resolve=False)
         found += [(files.saved_config, k, v) for k, v in _targets(saved)]
     if files.saved_overrides.exists():
-        for override in OmegaConf.load(files.saved_overrides) or []:
-            override = str(override)
+        for override in files.overrides():
             key = override.partition("=")[0].lstrip("+~")
             if key == "hydra" or key.startswith(("hydra.", "hydra/")):
                 _refuse(
