@@ -155,6 +155,17 @@ class InverseHVPSolver(Protocol):
         ...
 
 
+class WarmSolver:
+    """Base of a solver whose state carries over between solves (CG's and Neumann's warm starts,
+    the λ̂max estimate): subclasses write ``init_state`` and ``solve``; calling the solver is one
+    solve from the initial state."""
+
+    def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
+        """One solve from the initial state: ``solve(matvec, b, init_state())[:2]``."""
+        x, info, _ = self.solve(matvec, b, self.init_state())  # type: ignore[attr-defined]
+        return x, info
+
+
 class StatelessSolver:
     """Base of a solver with no state between solves (identity, exact): subclasses write
     ``__call__(matvec, b) -> (x, SolveInfo)``; :meth:`solve` passes the empty state through."""

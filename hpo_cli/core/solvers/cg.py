@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from hpo_cli.core.hvp import MatVec, damped
-from hpo_cli.core.solvers.base import SolveInfo, SolverState, Status
+from hpo_cli.core.solvers.base import SolveInfo, SolverState, Status, WarmSolver
 from hpo_cli.core.solvers.diagonal import hutchinson_diagonal, spd_diagonal
 from hpo_cli.core.vectors import (
     TensorList,
@@ -74,7 +74,7 @@ class CGState(SolverState):
 
 
 @dataclass(frozen=True)
-class ConjugateGradient:
+class ConjugateGradient(WarmSolver):
     """Preconditioned conjugate gradient from x₀ = 0, or warm from the previous call's solution.
 
     Args:
@@ -206,11 +206,6 @@ class ConjugateGradient:
             if float(norm(residual)) < b_norm:
                 return scale(previous, factor), residual, 1, True
         return zeros_like(b), clone(b), 1, False
-
-    def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
-        """One solve from the initial state (cold, a fresh Hutchinson estimate)."""
-        x, info, _ = self.solve(matvec, b, self.init_state())
-        return x, info
 
     def solve(
         self,

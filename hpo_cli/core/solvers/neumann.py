@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from hpo_cli.core.hvp import MatVec, damped
-from hpo_cli.core.solvers.base import SolveInfo, SolverState, Status
+from hpo_cli.core.solvers.base import SolveInfo, SolverState, Status, WarmSolver
 from hpo_cli.core.solvers.lanczos_estimate import LanczosExtremes, combination, lanczos_extremes
 from hpo_cli.core.vectors import (
     TensorList,
@@ -72,7 +72,7 @@ class NeumannState(SolverState):
 
 
 @dataclass(frozen=True)
-class Neumann:
+class Neumann(WarmSolver):
     """Truncated Neumann series x_K = α Σ_{k=0}^{K−1} (I − αA)ᵏ b: K terms.
 
     Args:
@@ -135,11 +135,6 @@ class Neumann:
 
     def init_state(self) -> NeumannState:
         return NeumannState()
-
-    def __call__(self, matvec: MatVec, b: TensorList) -> tuple[list[torch.Tensor], SolveInfo]:
-        """One solve from the initial state (a cold λ̂max estimate for ``alpha="auto"``)."""
-        x, info, _ = self.solve(matvec, b, self.init_state())
-        return x, info
 
     def solve(
         self,
