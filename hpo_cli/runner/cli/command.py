@@ -22,11 +22,7 @@ import math
 import shlex
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
 import hydra
@@ -37,6 +33,7 @@ from omegaconf import DictConfig, open_dict
 
 from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
+from hpo_cli.runner.cli.signals import SIGINT, SIGTERM, StopRequest, stop_on_sigterm
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
 from hpo_cli.runner.config.tracking import trackers_for
@@ -73,46 +70,6 @@ def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) 
     return math.nan
 
 
-SIGTERM = "interrupted by SIGTERM"
-SIGINT = "interrupted (SIGINT)"
-
-
-class StopRequest:
-    """SIGTERM (what SLURM, submitit and Kubernetes send before a kill) as a request: the loop
-    asks it before every outer step (:func:`hpo_cli.runner.loop.train.run`) and stops there,
-    the last completed step checkpointed; a second SIGTERM abandons the step under way."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self.training = False
-
-    def __call__(self) -> str | None:
-        return self.reason
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.reason is not None and self.training:
-            raise RunInterrupted(SIGTERM, None)
-        if self.reason is None:
-            log.warning("SIGTERM: stopping after the current outer step (again: at once)")
-        self.reason = SIGTERM
-
-
-@contextmanager
-def stop_on_sigterm() -> Iterator[StopRequest]:
-    """A :class:`StopRequest` handling SIGTERM for the block, in the main thread only (a
-    handler cannot be installed elsewhere); the previous handler is put back afterwards."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, request.handle)
-    try:
-        yield request
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
 def train(
     cfg: DictConfig,
     run_dir: Path,
@@ -124,18 +81,16 @@ def train(
     and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`), stopping
     between two outer steps when ``stop`` gives a reason. A resume given its ``overrides``
     saves its configuration in ``.hydra/`` once its checkpoint is known to fit the model."""
-    experiment = build_experiment(cfg)
+    experiment, files = build_experiment(cfg), RunDirectory(run_dir)
     if cfg.resume and overrides is not None:
-        files = RunDirectory(run_dir)
         state = files.load_checkpoint()
         if state is not None:
             check_fits(experiment, state)
         files.save_config(cfg, overrides)
-    if stop is None:
-        return loop.run(experiment, RunDirectory(run_dir), trackers)
+    stop = stop or StopRequest()
     stop.training = True
     try:
-        return loop.run(experiment, RunDirectory(run_dir), trackers, stop)
+        return loop.run(experiment, files, trackers, stop)
     finally:
         stop.training = False
 
