@@ -239,7 +239,7 @@ def test_an_unexpected_error_in_a_job_of_a_multirun_is_recorded(tmp_path, monkey
         run_dir: Path,
         trackers: object = None,
         stop: object = None,
-        overrides: object = None,
+        experiment: object = None,
     ) -> None:
         raise RuntimeError("a bug")
 
@@ -248,7 +248,7 @@ def test_an_unexpected_error_in_a_job_of_a_multirun_is_recorded(tmp_path, monkey
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "RuntimeError: a bug"
     with pytest.raises(RuntimeError, match="a bug"):  # a single run shows the traceback
-        cli.execute(tiny_config(), tmp_path, [], multirun=False)
+        cli.execute(tiny_config(), tmp_path / "single", [], multirun=False)
 
 
 def test_a_failing_job_leaves_the_others_running_and_is_named(tmp_path):

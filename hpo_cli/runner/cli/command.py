@@ -40,11 +40,12 @@ from hpo_cli.runner.config.tracking import trackers_for
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.loop import train as loop
+from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted
 from hpo_cli.runner.loop.state import check_fits
 from hpo_cli.runner.report.console import summary_block
+from hpo_cli.runner.rundir.claim import Claim
 from hpo_cli.runner.rundir.directory import RunDirectory
-from hpo_cli.runner.rundir.lock import RunLocked
 from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger("hpo_cli")
@@ -56,17 +57,26 @@ def _fail(message: str, code: int) -> NoReturn:
     fail("hpo-run", message, code)
 
 
-def _refused(message: str, run_dir: Path, overrides: list[str], multirun: bool) -> float:
-    """A run refused before training (a value out of range): one line and exit code 2; in a
-    multirun, the error goes to the job's summary.json (unless its folder holds another run's
-    metrics) and NaN is returned."""
+def _refused(
+    message: str,
+    files: RunDirectory,
+    cfg: DictConfig,
+    overrides: list[str],
+    multirun: bool,
+    hydra_record: DictConfig | None,
+) -> float:
+    """A run refused before training (a value out of range): one line and exit code 2, with
+    nothing written; in a multirun, the error goes to the job's summary.json where the job can
+    claim its directory (not one that holds another run, or that another process writes), and
+    NaN is returned."""
     if not multirun:
         _fail(message, 2)
-    if not RunDirectory(run_dir).metrics.exists():
-        RunDirectory(run_dir).write_summary(
-            status="failed", progress=None, overrides=overrides, error=message
-        )
     log.error("job refused: %s", message)
+    try:
+        with files.claimed(cfg, overrides, hydra_record, fresh=not cfg.resume):
+            files.write_summary(status="failed", progress=None, overrides=overrides, error=message)
+    except ConfigError as error:
+        log.error("job refused: %s", error)
     return math.nan
 
 
@@ -75,39 +85,71 @@ def train(
     run_dir: Path,
     trackers: Trackers | None = None,
     stop: StopRequest | None = None,
-    overrides: list[str] | None = None,
+    experiment: Experiment | None = None,
 ) -> Progress:
-    """Build the experiment of ``cfg`` (the line after which nothing reads the configuration)
-    and run or resume it in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`), stopping
-    between two outer steps when ``stop`` gives a reason. A resume given its ``overrides``
-    saves its configuration in ``.hydra/`` once its checkpoint is known to fit the model."""
-    experiment, files = build_experiment(cfg), RunDirectory(run_dir)
-    if cfg.resume and overrides is not None:
-        state = files.load_checkpoint()
-        if state is not None:
-            check_fits(experiment, state)
-        files.save_config(cfg, overrides)
+    """Run or resume ``experiment`` (built from ``cfg`` when not given: the line after which
+    nothing reads the configuration) in ``run_dir`` (:func:`hpo_cli.runner.loop.train.run`),
+    stopping between two outer steps when ``stop`` gives a reason."""
+    experiment = experiment or build_experiment(cfg)
     stop = stop or StopRequest()
     stop.training = True
     try:
-        return loop.run(experiment, files, trackers, stop)
+        return loop.run(experiment, RunDirectory(run_dir), trackers, stop)
     finally:
         stop.training = False
 
 
-def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
-    """Validate ``cfg``, then hold ``run_dir``'s lock (:mod:`hpo_cli.runner.rundir.lock`) and
-    :func:`train_and_report` there; a directory another process writes is refused in one line
-    (exit 2; NaN in a multirun, with nothing written).
+def checked_experiment(cfg: DictConfig, files: RunDirectory) -> Experiment:
+    """``cfg`` validated and built, and a resumed run's checkpoint checked against it: all that
+    can refuse a run without writing anything.
+
+    Raises:
+        ConfigError: a value out of range, or a checkpoint that does not fit the model.
+        InstantiationException: a ``_target_`` that cannot be built.
     """
+    validate(cfg)
+    experiment = build_experiment(cfg)
+    if cfg.resume:
+        state = files.load_checkpoint()
+        if state is not None:
+            check_fits(experiment, state)
+    return experiment
+
+
+def execute(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    multirun: bool,
+    hydra_record: DictConfig | None = None,
+) -> float:
+    """Run ``cfg`` in ``run_dir``: check and build it (:func:`checked_experiment`, writing
+    nothing), then claim the directory (:meth:`RunDirectory.claimed`: its lock, the records
+    in ``.hydra/`` with Hydra's ``hydra_record``, the log file) and :func:`train_and_report`
+    there. A directory that holds another run or that another process writes is refused in one
+    line (exit 2; NaN in a multirun, with nothing written). In a multirun, a job whose directory
+    holds its own unfinished run (a requeued job) resumes it.
+    """
+    files = RunDirectory(run_dir)
+    if multirun and not cfg.resume and files.interrupted_with(overrides):
+        log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
     try:
-        validate(cfg)
+        experiment = checked_experiment(cfg, files)
+    except InstantiationException as error:
+        message = str(error.__cause__ or error)
+        return _refused(message, files, cfg, overrides, multirun, hydra_record)
     except ConfigError as error:
-        return _refused(str(error), run_dir, overrides, multirun)
+        return _refused(str(error), files, cfg, overrides, multirun, hydra_record)
     try:
-        with RunDirectory(run_dir).locked():
-            return train_and_report(cfg, run_dir, overrides, multirun)
-    except RunLocked as error:
+        fresh = not cfg.resume
+        with (
+            files.claimed(cfg, overrides, hydra_record, fresh=fresh) as claim,
+            stop_on_sigterm() as stop,
+        ):
+            return train_and_report(cfg, experiment, files, overrides, multirun, stop, claim)
+    except ConfigError as error:  # the directory is another run's, or another process's
         if multirun:
             log.error("job refused: %s", error)
             return math.nan
@@ -129,48 +171,51 @@ def resume_command(run_dir: Path) -> str:
     return f"hpo-run {shlex.quote(f'resume={run_dir}')}"
 
 
-def train_and_report(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
-    """Train into ``run_dir``, then write summary.json and the plots; one clear line
-    and a non-zero exit on failure, or, in a multirun, the error in summary.json and NaN. A
-    resume saves its configuration in ``.hydra/`` only once it has passed validation.
+def train_and_report(
+    cfg: DictConfig,
+    experiment: Experiment,
+    files: RunDirectory,
+    overrides: list[str],
+    multirun: bool,
+    stop: StopRequest,
+    claim: Claim,
+) -> float:
+    """Train ``experiment`` into its claimed directory, then write summary.json and the plots;
+    one clear line and a non-zero exit on failure, or, in a multirun, the error in summary.json
+    and NaN. A fresh run refused before training (a tracker that cannot be used) takes its
+    claim back (:meth:`Claim.undo`).
 
     Args:
-        cfg: the composed configuration.
-        run_dir: the run's directory.
+        cfg: the composed configuration (its trackers and plots).
+        experiment: the run, built from ``cfg``.
+        files: the run's directory, claimed.
         overrides: the command-line overrides, recorded in summary.json.
         multirun: whether the run is one job of a sweep.
+        stop: asked between outer steps (SIGTERM).
+        claim: what claiming the directory wrote.
 
     Returns:
         The final validation loss (the objective of an Optuna sweep), NaN for a failed job.
     """
-    if multirun and not cfg.resume and RunDirectory(run_dir).interrupted_with(overrides):
-        log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
-        with open_dict(cfg):
-            cfg.resume = str(run_dir)
-    with stop_on_sigterm() as stop:
-        return _train_and_report(cfg, run_dir, overrides, multirun, stop)
-
-
-def _train_and_report(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool, stop: StopRequest
-) -> float:
-    trackers = None
+    run_dir, trackers = files.path, None
     try:
         trackers = trackers_for(cfg, run_dir, overrides, multirun)
-        progress = train(cfg, run_dir, trackers, stop, overrides)
-    except InstantiationException as error:
-        return _refused(str(error.__cause__ or error), run_dir, overrides, multirun)
+        progress = train(cfg, run_dir, trackers, stop, experiment)
     except ConfigError as error:
-        return _refused(str(error), run_dir, overrides, multirun)
+        if not multirun:
+            if not cfg.resume and not files.has_metrics():
+                claim.undo()
+            _fail(str(error), 2)
+        log.error("job refused: %s", error)
+        files.write_summary(status="failed", progress=None, overrides=overrides, error=str(error))
+        return math.nan
     except (RunFailed, KeyboardInterrupt) as error:
         failed = isinstance(error, RunFailed)
         status = "failed" if failed else "interrupted"
         progress = getattr(error, "progress", None)
         reason = str(error) or SIGINT
-        RunDirectory(run_dir).write_summary(
-            status=status, progress=progress, overrides=overrides, error=reason
-        )
-        if cfg.plots and RunDirectory(run_dir).metrics.exists():
+        files.write_summary(status=status, progress=progress, overrides=overrides, error=reason)
+        if cfg.plots and files.metrics.exists():
             draw_plots(run_dir)
         if trackers is not None:
             trackers.finish(status)
@@ -181,7 +226,7 @@ def _train_and_report(
         sigterm = isinstance(error, RunInterrupted) and reason == SIGTERM
         _fail(message, 1 if failed else (128 + signal.SIGTERM if sigterm else 130))
     except SystemExit:  # e.g. submitit's requeue on its preemption signal (USR2)
-        RunDirectory(run_dir).write_summary(
+        files.write_summary(
             status="interrupted", progress=None, overrides=overrides, error="exited (SystemExit)"
         )
         if trackers is not None:
@@ -192,15 +237,11 @@ def _train_and_report(
             raise
         log.exception("job failed")
         message = f"{type(error).__name__}: {error}"
-        RunDirectory(run_dir).write_summary(
-            status="failed", progress=None, overrides=overrides, error=message
-        )
+        files.write_summary(status="failed", progress=None, overrides=overrides, error=message)
         if trackers is not None:
             trackers.finish("failed")
         return math.nan
-    summary = RunDirectory(run_dir).write_summary(
-        status="completed", progress=progress, overrides=overrides
-    )
+    summary = files.write_summary(status="completed", progress=progress, overrides=overrides)
     if cfg.plots:
         draw_plots(run_dir)
     trackers.finish("completed")
@@ -232,7 +273,8 @@ def run(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    return execute(cfg, run_dir, list(hydra_cfg.overrides.task), multirun)
+    overrides = list(hydra_cfg.overrides.task)
+    return execute(cfg, run_dir, overrides, multirun, HydraConfig.instance().cfg)
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """``hpo-run``'s checks before Hydra starts: a command that is refused writes nothing.
 
-Hydra writes ``.hydra/`` into the run directory as a job starts, and reports its own errors
-(a misspelt key, a wrong type, an unknown option) with exit status 1, the status of a failed run.
-So :func:`prepare` composes the configuration first, as Hydra will, and refuses in one line
-(exit 2) what cannot run:
+Hydra reports its own errors (a misspelt key, a wrong type, an unknown option) with exit status
+1, the status of a failed run, and a multirun writes ``multirun.yaml`` into its sweep directory
+before any job starts (a job's ``.hydra/`` and log are hpo-cli's, written once the job has claimed
+its directory: :meth:`hpo_cli.runner.rundir.directory.RunDirectory.claimed`). So :func:`prepare`
+composes the configuration first, as Hydra will, and refuses in one line (exit 2) what cannot
+run:
 
 * a key that hpo-cli renamed (:data:`RENAMED_KEYS`: ``logger=mlflow``), on the command line or
   in a config file, with the new key on the same line;
@@ -13,7 +15,9 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
 * a value out of range (:func:`hpo_cli.runner.config.validation.validate`, the solver's
   constructor included); in a multirun each job is validated as it starts instead, so that a
   refused job is recorded and the others run;
-* a fresh run aimed at a directory that already holds a run, or that another process writes;
+* a fresh run aimed at a directory that already holds a run, or that another process writes
+  (checked again, atomically, when the run claims it), and a sweep aimed at a sweep directory
+  that holds another sweep (:func:`check_sweep_dir`);
 * a resume of a run directory whose saved configuration names a ``_target_`` that neither
   hpo-cli nor the run's own config directories define, or whose saved overrides set a ``hydra``
   key, unless ``trust_run_dir=true`` (:func:`hpo_cli.runner.config.trust.check_trusted`);
@@ -23,9 +27,8 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
 * a resume that would change the run (:func:`check_resume`): only the keys of
   :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, and
   ``outer_steps`` may only grow. The checkpoint must be readable and ``metrics.csv`` whole up to
-  it. Hydra then leaves ``.hydra/`` alone (``hydra.output_subdir=null``) and the runner saves
-  the new configuration there itself, once it has passed validation
-  (:meth:`hpo_cli.runner.rundir.directory.RunDirectory.save_config`).
+  it. The runner saves the new configuration in ``.hydra/`` once it has passed validation and
+  claimed the directory.
 
 In a multirun, every value of every discrete sweep is composed once (the others at their first
 value); continuous sweeps (``interval(...)``) are left to the sweeper.
@@ -44,7 +47,7 @@ from typing import Any
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig
@@ -54,7 +57,7 @@ from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames
 from hpo_cli.runner.rundir.checkpoint import require_keys
-from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.directory import RunDirectory, RunDirectoryDamaged, read_yaml
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 RESUME_MAY_CHANGE = (
@@ -308,11 +311,44 @@ def argument(arguments: list[str], key: str) -> str | None:
     return found[-1].strip("'\"") if found else None
 
 
+SWEEP_RECORD = "multirun.yaml"
+"""Hydra's record of a sweep, written into the sweep directory before any job starts."""
+
+
+def check_sweep_dir(job: DictConfig, overrides: list[str]) -> None:
+    """Refuse a sweep aimed at a sweep directory that holds another sweep (its record names
+    other overrides): Hydra would rewrite the record, and the jobs that found their folders
+    taken would be refused one by one. The same sweep again is allowed: its jobs continue
+    their interrupted runs (a requeue) and refuse to overwrite finished ones. ``job`` is the
+    sweep's first job composed, ``overrides`` the command line's (``-m`` left out).
+
+    Raises:
+        ConfigError: naming the directory and the sweep it holds.
+    """
+    try:
+        sweep_dir = Path(str(OmegaConf.select(job, "hydra.sweep.dir"))).expanduser()
+    except OmegaConfBaseException:  # an interpolation only a job can resolve: left to the jobs
+        return
+    record = sweep_dir / SWEEP_RECORD
+    if not record.exists():
+        return
+    task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    saved = OmegaConf.select(read_yaml(record), "hydra.overrides.task", default=None)
+    if not isinstance(saved, ListConfig):
+        raise RunDirectoryDamaged(record, "is damaged (it lacks hydra.overrides.task)")
+    saved = [str(o) for o in saved]
+    if sorted(saved) != sorted(task):
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} already holds another sweep ({' '.join(saved)}); "
+            "give the new sweep a directory of its own"
+        )
+
+
 def check_fresh(run_dir: Path) -> None:
     """Refuse a new run into a directory that another process writes or that holds a run."""
     files = RunDirectory(run_dir)
     files.check_unlocked()
-    files.refuse_existing_run()
+    files.refuse_existing_run(claimed=True)
 
 
 def config_dir_arguments(arguments: list[str]) -> list[str]:
@@ -462,7 +498,9 @@ def prepare(arguments: list[str]) -> list[str]:
         if checked:
             configs = compose_jobs(arguments)
             run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
-            if not multirun:
+            if multirun:
+                check_sweep_dir(configs[0], [a for a in arguments if a not in MULTIRUN_FLAGS])
+            else:
                 validate(configs[0])
                 if "${" not in run_dir:
                     check_fresh(Path(run_dir).expanduser().resolve())
@@ -475,9 +513,9 @@ def prepare(arguments: list[str]) -> list[str]:
     merged = resume_overrides(run_dir, overrides)
     if not checked:  # flags may take values (--cfg job): keep the command line's order
         kept = [a for a in arguments if argument([a], "resume") is None]
-        return [*kept, *[o for o in merged if o not in overrides], "hydra.output_subdir=null"]
+        return [*kept, *[o for o in merged if o not in overrides]]
     check_resume_groups(run_dir, overrides)
     cfg = compose_run(merged)
     check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
     validate(cfg)
-    return [*flags, *merged, "hydra.output_subdir=null"]
+    return [*flags, *merged]

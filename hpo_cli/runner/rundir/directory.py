@@ -11,8 +11,10 @@
       hyperparameters_best.pt  λ of checkpoint_best.pt (early stopping)
       hyperparameters.json     their shapes, quantiles and small tensors' values
       run.lock                 held by the process writing the run (:mod:`.lock`)
+      hpo-run.log              the run's log, opened once the directory is claimed (:mod:`.claim`)
       tracking.json            where each tracker logs the run (:mod:`hpo_cli.runner.tracking`)
-      .hydra/                  config.yaml, overrides.yaml, hydra.yaml (Hydra's, or a resume's)
+      .hydra/                  config.yaml, overrides.yaml, hydra.yaml: the run's records,
+                               written by the claim (a resume's replace the first two)
       *.png                    plots drawn from the files above
 
 :class:`RunDirectory` is the one owner of these files: every other module reads and writes them
@@ -38,6 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir import checkpoint, hyperparameters, lock, summary
+from hpo_cli.runner.rundir.claim import Claim, entries, run_log
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.rundir.names import (
     BEST_CHECKPOINT,
@@ -47,6 +50,7 @@ from hpo_cli.runner.rundir.names import (
     HYPERPARAMETERS,
     HYPERPARAMETERS_SUMMARY,
     LOCK,
+    LOG,
     METRICS,
     PREVIOUS_CHECKPOINT,
     SOLVER_COMPARISON,
@@ -156,6 +160,10 @@ class RunDirectory:
         return self.path / LOCK
 
     @property
+    def log_file(self) -> Path:
+        return self.path / LOG
+
+    @property
     def tracking(self) -> Path:
         return self.path / TRACKING
 
@@ -188,25 +196,31 @@ class RunDirectory:
         """Whether the directory already holds a run's metrics or checkpoint."""
         return self.has_metrics() or self.checkpoint.exists()
 
-    def refuse_existing_run(self) -> None:
-        """Refuse a new run into a directory that holds a run (:meth:`holds_run`).
+    def refuse_existing_run(self, *, claimed: bool = False) -> None:
+        """Refuse a new run into a directory that holds a run (:meth:`holds_run`) or, with
+        ``claimed``, one that a run has claimed (its saved configuration, even before its first
+        metrics row).
 
         Raises:
             ConfigError: naming the directory and the resume that would continue it.
         """
-        if self.holds_run():
+        if self.holds_run() or (claimed and self.saved_config.exists()):
             raise ConfigError(f"{self.path} already holds a run; pass resume={self.path}")
 
     def interrupted_with(self, overrides: list[str]) -> bool:
-        """Whether the directory holds a run with a checkpoint that was interrupted (summary.json
-        says so) and started with ``overrides``: a requeued job of a multirun finding its own
-        run."""
-        summary = self.read_summary() if self.checkpoint.exists() else None
-        return (
-            summary is not None
-            and summary.get("status") == "interrupted"
-            and summary.get("overrides") == list(overrides)
-        )
+        """Whether the directory holds an unfinished run with a checkpoint (summary.json says
+        it was interrupted, or there is none: the process was killed) that was started with
+        ``overrides``: a requeued job of a multirun finding its own run. A damaged record is
+        no such run."""
+        if not (self.checkpoint.exists() and self.saved_overrides.exists()):
+            return False
+        try:
+            summary = self.read_summary()
+            started_with = self.overrides()
+        except ConfigError:
+            return False
+        status = None if summary is None else summary.get("status")
+        return status in (None, "interrupted") and started_with == list(overrides)
 
     def read_saved_config(self) -> DictConfig:
         """``.hydra/config.yaml``: the run's configuration as composed.
@@ -391,13 +405,58 @@ class RunDirectory:
             self.path, status=status, progress=progress, overrides=overrides, error=error
         )
 
-    def save_config(self, cfg: DictConfig, overrides: list[str] | ListConfig) -> None:
-        """Save a resumed run's configuration and overrides in ``.hydra/`` atomically, as Hydra
-        saves a new run's."""
-        for path, content in ((self.saved_config, cfg), (self.saved_overrides, overrides)):
+    def save_config(
+        self,
+        cfg: DictConfig,
+        overrides: list[str] | ListConfig,
+        hydra_record: DictConfig | None = None,
+    ) -> None:
+        """Save the run's configuration (unresolved), its overrides and, for a new run, Hydra's
+        record of it (the ``hydra`` node: choices, search path) in ``.hydra/``, each atomically."""
+        records = [(self.saved_config, cfg), (self.saved_overrides, overrides)]
+        if hydra_record is not None:
+            records.append((self.hydra_config, hydra_record))
+        self.saved_config.parent.mkdir(parents=True, exist_ok=True)
+        for path, content in records:
             partial = path.with_suffix(".yaml.partial")
             OmegaConf.save(content, partial)
             partial.replace(path)
+
+    @contextmanager
+    def claimed(
+        self,
+        cfg: DictConfig,
+        overrides: list[str],
+        hydra_record: DictConfig | None = None,
+        *,
+        fresh: bool,
+    ) -> Iterator[Claim]:
+        """Make the directory this run's and hold it for the block: take its lock, refuse a
+        fresh run where a run already is (:meth:`refuse_existing_run`, checked again once the
+        lock is held, so that of two launches into one directory at the same moment one is
+        refused), then write the run's records (:meth:`save_config`) and log into
+        ``hpo-run.log``. A refused claim writes nothing: no command changes another run's
+        directory, a sweep's job and a ``${seed}`` directory included.
+
+        Yields:
+            The :class:`.claim.Claim`, whose ``undo`` takes back what a fresh run wrote when it
+            is refused before training.
+
+        Raises:
+            RunLocked: another live process holds the directory.
+            ConfigError: ``fresh`` and the directory holds a run.
+        """
+
+        def check() -> None:
+            if fresh:
+                self.refuse_existing_run(claimed=True)
+
+        check()  # before anything is created, the lock file included
+        claim = Claim(self.path, self.path.is_dir(), entries(self.path))
+        with lock.run_lock(self.path, check):
+            self.save_config(cfg, overrides, hydra_record)
+            with run_log(self.log_file):
+                yield claim
 
     @contextmanager
     def locked(self) -> Iterator[None]:
