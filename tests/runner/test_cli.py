@@ -131,13 +131,13 @@ def test_sigterm_checkpoints_the_last_step_and_the_resume_equals_an_uninterrupte
     lines = [line for line in stderr.splitlines() if line.startswith("hpo-run: error:")]
     assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0], stderr
     command = lines[0].split("(continue with: ", 1)[1].removesuffix(")")
-    assert shlex.split(command) == ["hpo-run", f"resume={stopped}"]
+    assert shlex.split(command)[-2:] == ["hpo-run", f"resume={stopped}"]
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["error"] == "interrupted by SIGTERM"
     assert 3 <= summary["outer_steps"] < 60  # checkpoint_every=50: the stop wrote this one
     assert len(metrics(stopped)) == summary["outer_steps"] + 1
 
-    result = hpo_run(None, *shlex.split(command)[1:])
+    result = hpo_run(None, *shlex.split(command)[-1:])
     assert result.returncode == 0, result.stderr
     columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
     pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(stopped)[columns])
@@ -150,6 +150,7 @@ def test_ctrl_c_says_sigint_once_and_suggests_a_resume_quoted_for_the_shell(tmp_
     log, still in hpo-run.log), the resume quoted for a path with spaces; SIGTERM's handler is
     the one of before the run afterwards."""
     interrupt_at(monkeypatch, 3)
+    monkeypatch.setenv("PYTHONPATH", "/my packages")  # the user's own, repeated in the resume
     run_dir = tmp_path / "a run"
     before = signal.getsignal(signal.SIGTERM)
     result = hpo_run(None, *TINY, f'hydra.run.dir="{run_dir}"')
@@ -157,7 +158,7 @@ def test_ctrl_c_says_sigint_once_and_suggests_a_resume_quoted_for_the_shell(tmp_
     assert result.returncode == 130, result.stderr
     expected = (
         f"hpo-run: error: interrupted (SIGINT); the metrics and the last checkpoint are kept in "
-        f"{run_dir} (continue with: hpo-run 'resume={run_dir}')"
+        f"{run_dir} (continue with: PYTHONPATH='/my packages' hpo-run 'resume={run_dir}')"
     )
     assert error_lines(result) == [expected]
     assert "interrupted (SIGINT)" not in result.stdout

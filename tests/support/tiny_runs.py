@@ -76,8 +76,7 @@ def config(*overrides: str) -> DictConfig:
 
 
 def run(run_dir: Path, *overrides: str, multirun: bool = False) -> float:
-    """Run in ``run_dir`` as Hydra would (which makes the folder and its ``.hydra/``)."""
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    """Run in ``run_dir`` as Hydra's task does (the run claims the folder: ``.hydra/``, the log)."""
     return cli.execute(config(*overrides), run_dir, list(overrides), multirun=multirun)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shlex
 import signal
 import sys
@@ -167,8 +168,11 @@ def kept_files(run_dir: Path, failed: bool) -> str:
 
 
 def resume_command(run_dir: Path) -> str:
-    """``hpo-run resume=<run dir>``, quoted for the shell (a path with spaces or quotes)."""
-    return f"hpo-run {shlex.quote(f'resume={run_dir}')}"
+    """``hpo-run resume=<run dir>``, quoted for the shell (a path with spaces or quotes), after
+    the ``PYTHONPATH`` the run had, if any (a user's own package is found through it)."""
+    command = f"hpo-run {shlex.quote(f'resume={run_dir}')}"
+    python_path = os.environ.get("PYTHONPATH")
+    return f"PYTHONPATH={shlex.quote(python_path)} {command}" if python_path else command
 
 
 def train_and_report(
