@@ -46,7 +46,7 @@ CHANGES: dict[str, tuple[list[str], list[str]]] = {
     "early_stopping.patience": ([], ["early_stopping.patience=4"]),  # trains on, on purpose
     "quality_every": ([], ["quality_every=2"]),
     "quality_horizon": (["quality_every=3"], ["quality_horizon=2"]),
-    "data.num_workers": ([], ["data.num_workers=0"]),
+    "data.num_workers": ([], ["data.num_workers=0"]),  # streamed: tests/data/test_streaming.py
 }
 """For each key of RESUME_MAY_CHANGE, how the test changes it; a key added to the list without
 an entry here fails the test."""
