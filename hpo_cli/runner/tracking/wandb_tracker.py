@@ -55,6 +55,9 @@ class WandbTracker(Tracker):
         import wandb
 
         self.run_dir = info.run_dir
+        written: dict[str, int] = {}  # read before this session opens a file of its own
+        if state is not None:  # the rows W&B wrote, whatever was handed to it before a kill
+            written["logged_until"] = last_step(info.run_dir / "wandb", state["run_id"])
         self.run = wandb.init(
             project=_project(info.settings.experiment),
             group=info.group,
@@ -78,9 +81,7 @@ class WandbTracker(Tracker):
             "dir": str(info.run_dir),
             "files": str(Path(self.run.dir).parent),
         }
-        if state is not None:  # the rows W&B wrote, whatever was handed to it before a kill
-            found["logged_until"] = last_step(info.run_dir / "wandb", self.run.id)
-        return found
+        return {**found, **written}
 
     def log_row(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step, commit=True)  # else W&B holds the row until the next
