@@ -298,7 +298,7 @@ class RunDirectory:
         return content
 
     def read_tracking(self) -> dict[str, dict[str, Any]]:
-        """``tracking.json``: each tracker's run, its run directory and last step; ``{}`` without one.
+        """``tracking.json``: each tracker's run, its run directory and last step; ``{}``: none.
 
         Raises:
             RunDirectoryDamaged: not valid JSON, or not an object of one object per tracker.
