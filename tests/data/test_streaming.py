@@ -49,6 +49,27 @@ def test_a_restored_stream_continues_with_the_batches_it_would_have_drawn(worker
     assert torch.equal(batch.inputs, inputs[batch.index])
 
 
+def test_a_stream_restored_with_another_worker_count_draws_the_same_batches():
+    """``data.num_workers`` may change on resume (RESUME_MAY_CHANGE): the sampler alone picks the
+    examples; the workers only read them."""
+    inputs = torch.arange(40.0).reshape(20, 2)
+    dataset = TensorDataset(inputs, torch.arange(20) % 2)
+
+    def split(workers: int) -> StreamedSplit:
+        return StreamedSplit(dataset, list(range(20)), seed=3, loading=Loading(num_workers=workers))
+
+    first = split(0)
+    drawn = [first.sample(4) for _ in range(6)]
+    second = split(0)
+    for _ in range(3):
+        second.sample(4)
+    third = split(2)
+    third.load_state_dict(second.state_dict())
+    for want in drawn[3:]:
+        got = third.sample(4)
+        assert torch.equal(got.index, want.index) and torch.equal(got.inputs, want.inputs)
+
+
 def test_a_resumed_streamed_run_gives_the_uninterrupted_metrics(tmp_path, monkeypatch):
     """ImageFolder PNGs over a cap set low; the first run is killed after outer step 3 (its last
     checkpoint is step 2), the resumed run finishes: metrics.csv equals an uninterrupted run's."""

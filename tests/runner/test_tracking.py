@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from omegaconf import OmegaConf
 from hpo_cli.runner.rundir.names import TRACKING
 from hpo_cli.runner.sweeps.aggregate import AggregateSweep
 from hpo_cli.runner.tracking import MLflowTracker
-from tests.support.tiny_runs import TINY, interrupt_at, metrics, run
+from tests.support.tiny_runs import TINY, interrupt_at, metrics, run, tiny
 
 EXTRA = 'needs the tracking extra: pip install -e ".[tracking]" (make install-tracking)'
 
@@ -393,3 +395,121 @@ def test_a_real_mlflow_server_receives_a_run_and_a_sweep(tmp_path, mlflow_server
     assert runs["job 1"].data.params["seed"] == "1" and runs["job 1"].info.status == "FINISHED"
     summary_files = client.list_artifacts(runs["sweep summary"].info.run_id)
     assert "sweep.png" in {a.path for a in summary_files}
+
+
+# ---------------------------------------------------------------- kill -9, copies and moves
+ALL = "tracking.trackers=[tensorboard,mlflow,wandb]"
+
+
+def wandb_steps(run_dir: Path, run_id: str) -> list[int]:
+    """Every history step of W&B run ``run_id`` in ``run_dir``, over all its sessions' files
+    (what ``wandb sync`` uploads), each file once W&B's service has done with it."""
+    from hpo_cli.runner.tracking.wandb_files import history_steps, run_files, settle
+
+    files = run_files(run_dir / "wandb", run_id)
+    for path in files:
+        settle(path)
+    return [step for path in files for step in history_steps(path)]
+
+
+def assert_every_row_once(run_dir: Path, store: Path, trackers: tuple[str, ...]) -> None:
+    """Each tracker holds every metrics.csv row at its outer step, once."""
+    from mlflow import MlflowClient
+
+    state, steps = tracking_state(run_dir), metrics(run_dir)["outer_step"].tolist()
+    if "tensorboard" in trackers:
+        assert [s for s, _ in scalars(run_dir)["val_loss"]] == steps
+    if "mlflow" in trackers:
+        client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+        assert_history(client, state["mlflow"]["run_id"], metrics(run_dir), "val_loss")
+    if "wandb" in trackers:
+        assert wandb_steps(run_dir, state["wandb"]["run_id"]) == steps
+
+
+def own_wandb_service() -> dict[str, str]:
+    """This environment without ``WANDB_SERVICE``, which W&B sets once this process has used it
+    and which a child would inherit: the child then writes through this process's W&B service,
+    which keeps the killed child's run open, as a shell's hpo-run does not."""
+    return {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+
+
+def test_a_run_killed_with_sigkill_and_resumed_loses_no_row_and_logs_none_twice(
+    tmp_path, mlflow_store
+):
+    """kill -9 of a real hpo-run: W&B writes through its own process, so what was handed to it
+    is not yet what it holds; the resume goes by what each tracker's store holds."""
+    pytest.importorskip("wandb", reason=EXTRA)
+    run_dir = tmp_path / "run"
+    hpo_run = str(Path(sys.executable).parent / "hpo-run")
+    steps = tiny("outer_steps=400", "eval_every=1", "checkpoint_every=3")
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(
+            [hpo_run, *steps, ALL, f"hydra.run.dir={run_dir}"],
+            stdout=log,
+            stderr=log,
+            env=own_wandb_service(),
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not (run_dir / "metrics.csv").exists() or len(metrics(run_dir)) < 12:
+                assert first.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.wait()
+    assert first.returncode == -signal.SIGKILL
+    killed_at = len(metrics(run_dir))
+    state = tracking_state(run_dir)
+    assert state["wandb"]["logged_until"] == -1, "W&B's rows are counted by its files only"
+    run(run_dir, *steps[1:], ALL, f"resume={run_dir}", "outer_steps=20")
+    assert killed_at < 20 and metrics(run_dir)["outer_step"].tolist() == list(range(21))
+    assert_every_row_once(run_dir, mlflow_store, ("tensorboard", "mlflow", "wandb"))
+
+
+def test_a_resume_sends_again_what_a_tracker_had_not_confirmed(tmp_path, mlflow_store, monkeypatch):
+    """tracking.json behind the trackers' stores (a kill after a row was stored, before
+    tracking.json was written): MLflow's store is asked what it holds, TensorBoard purges what
+    comes after; neither holds a step twice."""
+    run_dir = tmp_path / "run"
+    trackers = "tracking.trackers=[tensorboard,mlflow]"
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        interrupt_at(patch, 4)  # rows 0..3 logged
+        run(run_dir, trackers)
+    state = tracking_state(run_dir)
+    for name in ("tensorboard", "mlflow"):
+        state[name]["logged_until"] = 1
+    (run_dir / TRACKING).write_text(json.dumps(state))
+    run(run_dir, trackers, f"resume={run_dir}")
+    assert_every_row_once(run_dir, mlflow_store, ("tensorboard", "mlflow"))
+
+
+def test_a_copied_run_directory_gets_its_own_tracker_runs_and_a_moved_one_keeps_them(
+    tmp_path, mlflow_store, monkeypatch, caplog
+):
+    """``cp -a X Y`` then resuming both: Y does not log into X's MLflow run; it gets its own,
+    with the metrics so far, and continues its own copy of TensorBoard's events. ``mv`` keeps
+    the runs."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{mlflow_store}")
+    trackers = "tracking.trackers=[tensorboard,mlflow]"
+    original, copy, moved = tmp_path / "x", tmp_path / "y", tmp_path / "z"
+    with monkeypatch.context() as patch, pytest.raises(SystemExit):
+        interrupt_at(patch, 4)
+        run(original, trackers)
+    subprocess.run(["cp", "-a", str(original), str(copy)], check=True)
+    for run_dir in (original, copy):
+        run(run_dir, trackers, f"resume={run_dir}", "outer_steps=6")
+        assert_every_row_once(run_dir, mlflow_store, ("tensorboard", "mlflow"))
+    ids = [tracking_state(d)["mlflow"]["run_id"] for d in (original, copy)]
+    assert ids[0] != ids[1]
+    assert tracking_state(copy)["mlflow"]["run_dir"] == str(copy.resolve())
+    assert f"{copy} is a copy of {original}" in caplog.text
+    experiment = client.get_run(ids[0]).info.experiment_id
+    assert len(client.search_runs([experiment])) == 2
+
+    original.rename(moved)  # mv
+    run(moved, trackers, f"resume={moved}", "outer_steps=8")
+    assert tracking_state(moved)["mlflow"]["run_id"] == ids[0]
+    assert_every_row_once(moved, mlflow_store, ("tensorboard", "mlflow"))
+    assert len(client.search_runs([experiment])) == 2

@@ -25,10 +25,11 @@ run:
   saved configuration, metrics.csv and checkpoint use the old names, and it is not continued
   under new ones;
 * a resume that would change the run (:func:`check_resume`): only the keys of
-  :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, and
-  ``outer_steps`` may only grow. The checkpoint must be readable and ``metrics.csv`` whole up to
-  it. The runner saves the new configuration in ``.hydra/`` once it has passed validation and
-  claimed the directory.
+  :data:`RESUME_MAY_CHANGE` may differ from the run's saved ``.hydra/config.yaml``, within
+  :func:`resume_restriction` (``outer_steps`` and ``early_stopping.patience`` may only grow,
+  ``eval_every`` may change only with early stopping off). The checkpoint must be readable
+  and ``metrics.csv`` whole up to it. The runner saves the new configuration in ``.hydra/``
+  once it has passed validation and claimed the directory.
 
 In a multirun, every value of every discrete sweep is composed once (the others at their first
 value); continuous sweeps (``interval(...)``) are left to the sweeper.
@@ -75,9 +76,12 @@ RESUME_MAY_CHANGE = (
     "quality_horizon",
     "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
 )
-"""Keys (and the keys under them) a resume may change: they leave the run's trajectory as it
-was (``outer_steps`` may only grow; a larger ``early_stopping.patience`` trains on a stopped
-run)."""
+"""Keys (and the keys under them) a resume may change: the run continues with the weights, λ,
+stop step and metrics values of the uninterrupted run (tests/runner/test_resume_keys.py checks
+every key), within :func:`resume_restriction`: ``outer_steps`` may only grow, ``eval_every`` may
+change only with early stopping off (it counts evaluations), and ``early_stopping.patience`` may
+only grow, on purpose: a larger patience trains on a stopped run (as the uninterrupted run with
+that patience would have)."""
 
 
 RENAMED_KEYS = {
@@ -102,6 +106,40 @@ def resume_may_change(key: str, saved: Any) -> bool:
     config predates (its checkpoints hold no early-stopping state to contradict)."""
     listed = any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
     return listed or (saved == "<missing>" and key.startswith("early_stopping."))
+
+
+def resume_restriction(saved: DictConfig, new: DictConfig) -> str | None:
+    """Why a resume with the configuration ``new`` may not change a key of
+    :data:`RESUME_MAY_CHANGE` from the run's ``saved`` one as it does (``None``: it may):
+
+    * ``outer_steps`` below the saved value (a resume only extends a run);
+    * ``early_stopping.patience`` below the saved value, or a number where it was null (the run
+      would stop before the uninterrupted one; a run whose saved config predates early
+      stopping may set it);
+    * ``eval_every`` with early stopping on before or after: its patience counts evaluations,
+      so the run would stop at another step.
+    """
+    if new.outer_steps < saved.outer_steps:
+        return (
+            f"outer_steps={new.outer_steps} is below the run's {saved.outer_steps}; "
+            "a resume may only extend a run"
+        )
+    old_patience = OmegaConf.select(saved, "early_stopping.patience", default=None)
+    patience = OmegaConf.select(new, "early_stopping.patience", default=None)
+    shrinks = patience is not None and (old_patience is None or patience < old_patience)
+    if "early_stopping" in saved and shrinks:
+        was = "null" if old_patience is None else old_patience
+        return (
+            f"early_stopping.patience may only grow on resume ({was} -> {patience}): a "
+            "smaller one would stop the run before the uninterrupted one; start a new run"
+        )
+    if new.eval_every != saved.eval_every and (patience is not None or old_patience is not None):
+        return (
+            f"cannot change eval_every ({saved.eval_every} -> {new.eval_every}) while early "
+            "stopping is on: its patience counts evaluations, so the run would stop at another "
+            "step; keep eval_every, or start a new run"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- renamed keys
@@ -444,7 +482,8 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
 
     Raises:
         ConfigError: a key outside :data:`RESUME_MAY_CHANGE` differs from the saved
-            configuration, ``outer_steps`` shrinks, another process writes the directory, the
+            configuration, one inside it breaks :func:`resume_restriction`, another process
+            writes the directory, the
             checkpoint cannot be read, or ``metrics.csv`` is damaged before it.
     """
     files = RunDirectory(run_dir)
@@ -458,11 +497,9 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
             f"continue as another one; start a new run instead (a resume may change only "
             f"{', '.join(RESUME_MAY_CHANGE)})"
         )
-    if cfg.outer_steps < saved.outer_steps:
-        raise ConfigError(
-            f"resume={run_dir}: outer_steps={cfg.outer_steps} is below the run's "
-            f"{saved.outer_steps}; a resume may only extend a run"
-        )
+    restriction = resume_restriction(saved, cfg)
+    if restriction is not None:
+        raise ConfigError(f"resume={run_dir}: {restriction}")
     files.check_unlocked()
     files.read_tracking()  # damaged: refused here, before Hydra writes anything
     state = files.load_checkpoint()

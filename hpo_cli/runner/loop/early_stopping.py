@@ -1,4 +1,6 @@
-"""Early stopping on the validation loss or error, evaluated on every ``metrics.csv`` row.
+"""Early stopping on the validation loss or error, evaluated on the ``metrics.csv`` rows of the
+``eval_every`` grid (outer steps 0, e, 2e, ...; not the extra row of a run's last step, which a
+resume that raises ``outer_steps`` would otherwise count and the uninterrupted run would not).
 
     hpo-run early_stopping.patience=10 early_stopping.min_delta=1e-3
     hpo-run early_stopping.patience=5 early_stopping.monitor=val_error

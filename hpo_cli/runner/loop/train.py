@@ -10,7 +10,9 @@ One outer step (:func:`outer_step`):
      and one step of the outer (hyper) optimiser on λ (:class:`hpo_cli.core.joint.JointOptimizer`);
      with ``quality_every``, its cosine with the unrolled hypergradient through the next inner
      steps (:func:`hpo_cli.runner.loop.diagnostics.quality_reference`, taken before the step).
-Every ``eval_every`` outer steps a row goes to ``metrics.csv``; every ``checkpoint_every`` a
+Every ``eval_every`` outer steps (and at the last) a row goes to ``metrics.csv``; early stopping
+watches the rows of the ``eval_every`` grid only, so that where a run was paused (a smaller
+``outer_steps``, extended on resume) does not move its stop. Every ``checkpoint_every`` a
 checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit on the CPU.
 """
 
@@ -254,6 +256,8 @@ def run(
         if trackers is not None and trackers.active:
             with phase(progress, "tracking", exp.device):
                 trackers.log_row(row)
+        if progress.outer_step % settings.eval_every != 0:
+            return  # the last step's row: early stopping watches the eval_every grid only
         if stopping.update(progress.early_stopping, row) and stopping.enabled:
             state = checkpoint_state(exp, progress, elapsed())
             files.save_best_checkpoint(state)

@@ -12,7 +12,8 @@
       hyperparameters.json     their shapes, quantiles and small tensors' values
       run.lock                 held by the process writing the run (:mod:`.lock`)
       hpo-run.log              the run's log, opened once the directory is claimed (:mod:`.claim`)
-      tracking.json            where each tracker logs the run (:mod:`hpo_cli.runner.tracking`)
+      tracking.json            where each tracker logs the run, and for which directory
+                               (:mod:`hpo_cli.runner.tracking`)
       .hydra/                  config.yaml, overrides.yaml, hydra.yaml: the run's records,
                                written by the claim (a resume's replace the first two)
       *.png                    plots drawn from the files above
@@ -27,6 +28,7 @@ line (``MetricsDamaged``, ``CheckpointError``, :class:`RunDirectoryDamaged` for 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -310,7 +312,7 @@ class RunDirectory:
         return content
 
     def read_tracking(self) -> dict[str, dict[str, Any]]:
-        """``tracking.json``: each tracker's run and last logged step; ``{}`` without one.
+        """``tracking.json``: each tracker's run, its run directory and last step; ``{}``: none.
 
         Raises:
             RunDirectoryDamaged: not valid JSON, or not an object of one object per tracker.
@@ -323,6 +325,39 @@ class RunDirectory:
                 self.tracking, "is damaged (not a JSON object of one object per tracker)"
             )
         return content
+
+    def write_tracking(self, states: dict[str, dict[str, Any]]) -> None:
+        """Replace ``tracking.json`` with ``states`` atomically (a whole file, or the old one)."""
+        partial = self.tracking.with_suffix(".json.partial")
+        with partial.open("w") as handle:
+            handle.write(json.dumps(states, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(self.tracking)
+
+    def identity(self) -> dict[str, str]:
+        """Which directory this is, for files that must not follow a copy (``tracking.json``):
+        its absolute path, and its ``device:inode``, which ``mv`` within a file system keeps and
+        ``cp -a`` does not."""
+        found = self.path.resolve()
+        stat = found.stat()
+        return {"run_dir": str(found), "run_dir_inode": f"{stat.st_dev}:{stat.st_ino}"}
+
+    def copied_from(self, recorded: dict[str, Any]) -> Path | None:
+        """The run directory whose :meth:`identity` is ``recorded``, when this directory is a copy
+        of it: another path and another inode, and that directory still exists. ``None`` for
+        this directory itself, for one moved here (same inode; or, moved across file systems,
+        its old path gone), and for ``recorded`` without an identity (written before
+        identities were recorded: taken as this directory's own)."""
+        if "run_dir" not in recorded:
+            return None
+        here = self.identity()
+        if recorded["run_dir"] == here["run_dir"]:
+            return None
+        if recorded.get("run_dir_inode") == here["run_dir_inode"]:
+            return None
+        original = Path(recorded["run_dir"])
+        return original if original.is_dir() else None
 
     # ------------------------------------------------------------ formats, through their modules
     def metrics_log(self) -> MetricsLog:

@@ -11,10 +11,12 @@ plots, summary.json and the CSVs as artifacts, and the tags ``hpo_cli_version``,
 ``status``.
 
 :class:`Trackers` is the runner's one handle on them all. It records each tracker's run (its id,
-store or folder) and the last outer step it logged in ``<run dir>/tracking.json``, so that
-``resume=`` continues the same tracker run and never logs a step twice; rows that a tracker has
-not seen yet (a tracker added on resume, rows logged before a crash) are caught up from
-metrics.csv. A tracker that is not installed or whose server does not answer is a one-line
+store or folder), the run directory it belongs to, and the last outer step its store holds for
+sure in ``<run dir>/tracking.json``, so that ``resume=`` continues the same tracker run and
+never logs a step twice; rows that a tracker does not hold (a tracker added on resume, rows
+lost by a crash) are caught up from metrics.csv. A copied run directory (``cp -a``) gets
+tracker runs of its own instead of continuing the original's; a moved one continues them. A
+tracker that is not installed or whose server does not answer is a one-line
 :class:`hpo_cli.runner.errors.ConfigError` before training; one that fails during the run is
 switched off with a warning, and metrics.csv and the checkpoints never depend on it.
 """
@@ -92,6 +94,12 @@ class Trackers:
     """The trackers of one run (possibly none): started on the first row, each switched off
     for good at its first exception.
 
+    ``tracking.json`` holds, per tracker, its run (what :meth:`Tracker.start` returned), the
+    run directory it belongs to (:meth:`RunDirectory.identity`) and ``logged_until``: the last
+    outer step the tracker's store holds for sure. A tracker that writes as it is called
+    (:attr:`Tracker.durable`) advances it row by row; W&B, which writes through its own
+    process, says at each start what its files hold, and the rows after that are sent again.
+
     Args:
         run_dir: the run directory (``tracking.json`` is kept there).
         info: what the trackers record about the run.
@@ -99,17 +107,15 @@ class Trackers:
     """
 
     def __init__(self, run_dir: Path, info: RunInfo, trackers: dict[str, Tracker]) -> None:
-        files = RunDirectory(run_dir)
-        self.path = files.tracking
+        self.files = RunDirectory(run_dir)
         self.info = info
         self.active = dict(trackers)
-        self.states: dict[str, dict[str, Any]] = files.read_tracking()
+        self.states: dict[str, dict[str, Any]] = self.files.read_tracking()
+        self.sent: dict[str, int] = {}  # the last step handed to each tracker in this session
         self.started = False
 
     def _save(self) -> None:
-        partial = self.path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(self.states, indent=2) + "\n")
-        partial.replace(self.path)
+        self.files.write_tracking(self.states)
 
     def _guard(self, name: str, action: str, call: Any) -> bool:
         try:
@@ -129,18 +135,40 @@ class Trackers:
             return False
         return True
 
+    def _previous(self, name: str, tracker: Tracker) -> dict[str, Any] | None:
+        """The tracker's run to continue: ``None`` for none yet, or for one of the directory
+        this one was copied from (unless the tracker's files are the directory's own), which
+        keeps its runs; the copy gets runs of its own, metrics.csv replayed into them."""
+        previous = self.states.get(name)
+        if previous is None or "run_id" not in previous:
+            return None
+        original = self.files.copied_from(previous)
+        if original is not None and not tracker.stored_in_run_dir:
+            log.warning(
+                "tracking.trackers=%s: %s is a copy of %s, whose %s run it does not continue; "
+                "it gets a run of its own, with the metrics so far",
+                name,
+                self.files.path,
+                original,
+                name,
+            )
+            return None
+        return previous
+
     def _start(self) -> None:
         if self.started:
             return
         self.started = True
+        identity = self.files.identity()
         for name, tracker in list(self.active.items()):
-            previous = self.states.get(name)
-            previous = None if previous is None or "run_id" not in previous else previous
+            previous = self._previous(name, tracker)
 
             def start(name: str = name, tracker: Tracker = tracker, previous: Any = previous):
                 state = tracker.start(self.info, previous)
                 logged = -1 if previous is None else previous.get("logged_until", -1)
-                self.states[name] = {**state, "logged_until": logged}
+                logged = state.pop("logged_until", logged)  # what the store says it holds
+                self.states[name] = {**state, **identity, "logged_until": logged}
+                self.sent[name] = logged
 
             self._guard(name, "start", start)
         self._save()
@@ -148,19 +176,21 @@ class Trackers:
     def _send(self, row: dict[str, Any]) -> None:
         step = int(row["outer_step"])
         values = numeric_values(row)
-        sent = False
+        durable = False
         for name, tracker in list(self.active.items()):
-            if step <= self.states[name]["logged_until"]:
-                continue  # logged before a resume
+            if step <= self.sent[name]:
+                continue  # the tracker has it already
             if self._guard(name, f"outer step {step}", lambda t=tracker: t.log_row(values, step)):
-                self.states[name]["logged_until"] = step
-                sent = True
-        if sent:
+                self.sent[name] = step
+                if tracker.durable:
+                    self.states[name]["logged_until"] = step
+                    durable = True
+        if durable:
             self._save()
 
     def _catch_up(self, before: float) -> None:
         """Send the rows of metrics.csv before outer step ``before`` that a tracker lacks."""
-        for row in RunDirectory(self.info.run_dir).read_metrics():
+        for row in self.files.read_metrics():
             if row["outer_step"] < before:
                 self._send(row)
 
@@ -179,7 +209,7 @@ class Trackers:
             return
         self._start()
         self._catch_up(before=math.inf)
-        artifacts = RunDirectory(self.info.run_dir).artifacts()
+        artifacts = self.files.artifacts()
         tags = {**self.info.tags, "status": status}
         for name, tracker in list(self.active.items()):
             if self._guard(name, "finish", lambda t=tracker: t.finish(status, artifacts, tags)):
@@ -256,4 +286,4 @@ def log_sweep(
             summary[name] = state
     if summary:
         summary["best"] = {"setting": tags["best_setting"], **values}
-        RunDirectory(sweep_dir).tracking.write_text(json.dumps(summary, indent=2) + "\n")
+        RunDirectory(sweep_dir).write_tracking(summary)

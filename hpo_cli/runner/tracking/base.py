@@ -82,6 +82,13 @@ class Tracker(ABC):
 
     name: ClassVar[str]
     package: ClassVar[str]  # the import name whose absence makes the tracker unavailable
+    durable: ClassVar[bool] = True
+    """Whether a row is in the tracker's store once :meth:`log_row` returns (a ``kill -9``
+    right after cannot lose it); W&B, which writes through its own process, is not."""
+    stored_in_run_dir: ClassVar[bool] = False
+    """Whether the tracker's run is files inside the run directory and nothing else
+    (TensorBoard): a copied run directory holds a copy of them and continues it; the others'
+    runs (an MLflow store, a W&B run id) belong to the directory that started them."""
 
     @classmethod
     def check(cls, settings: TrackingSettings) -> None:
@@ -95,11 +102,14 @@ class Tracker(ABC):
     @abstractmethod
     def start(self, info: RunInfo, state: dict[str, Any] | None) -> dict[str, Any]:
         """Open (``state is None``) or continue the tracker's run; return the state to store in
-        ``tracking.json`` for a later resume (a run id, a store, a folder)."""
+        ``tracking.json`` for a later resume (a run id, a store, a folder), and, when continuing,
+        ``logged_until``: the last outer step the tracker's store holds (without it,
+        ``state["logged_until"]`` stands); the rows after it are sent again."""
 
     @abstractmethod
     def log_row(self, values: dict[str, float], step: int) -> None:
-        """Log one metrics row's numeric values at outer step ``step`` (durably)."""
+        """Log one metrics row's numeric values at outer step ``step``: durably, for a
+        :attr:`durable` tracker; else as a complete row that the tracker will write."""
 
     @abstractmethod
     def finish(self, status: str, artifacts: list[Path], tags: dict[str, str]) -> None:

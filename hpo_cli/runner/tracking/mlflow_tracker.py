@@ -86,9 +86,11 @@ class MLflowTracker(Tracker):
 
         uri = state["tracking_uri"] if state else tracking_uri(info.settings)
         self.client = _client(uri)
+        logged = {}
         if state is not None:
             self.run_id, experiment = state["run_id"], state["experiment_id"]
             self.client.update_run(self.run_id, status="RUNNING")
+            logged["logged_until"] = self._last_step()
         else:
             experiment = experiment_id(self.client, info.experiment, uri)
             run = self.client.create_run(experiment, run_name=info.name, tags=info.tags)
@@ -97,7 +99,15 @@ class MLflowTracker(Tracker):
             for start in range(0, len(params), BATCH):
                 self.client.log_batch(self.run_id, params=params[start : start + BATCH])
         self.uri, self.experiment = uri, experiment
-        return {"tracking_uri": uri, "experiment_id": experiment, "run_id": self.run_id}
+        return {"tracking_uri": uri, "experiment_id": experiment, "run_id": self.run_id, **logged}
+
+    def _last_step(self) -> int:
+        """The last outer step the run's metrics hold (-1: none). A row is one ``log_batch``,
+        one transaction: a row the store holds, it holds whole, even if ``tracking.json`` was
+        not written after it (then it is not logged twice)."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        steps = [m.step for key in keys for m in self.client.get_metric_history(self.run_id, key)]
+        return max(steps, default=-1)
 
     def log_row(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

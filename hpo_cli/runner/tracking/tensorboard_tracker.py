@@ -7,7 +7,10 @@
 Scalars under the ``metrics.csv`` column names at their outer steps; the configuration in the
 HParams tab and as a text table; the plots as images and summary.json as text at the end. A
 resumed run reopens the folder with ``purge_step`` one past the last step logged, so TensorBoard
-discards anything written after it by the interrupted session.
+discards anything written after it by the interrupted session. Each row is flushed to the event
+file before the runner counts it as logged, so a ``kill -9`` loses none; one killed between the
+flush and ``tracking.json`` is written again, and the purge drops the first copy. The events live
+in the run directory, so a copy of it continues its own copy of them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class TensorBoardTracker(Tracker):
 
     name = "tensorboard"
     package = "tensorboard"
+    stored_in_run_dir = True  # a copied run directory continues its own copy of the events
 
     def start(self, info: RunInfo, state: dict[str, Any] | None) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter

@@ -6,6 +6,12 @@ the attached files), and ``wandb sync <that folder>`` uploads it later. The proj
 ``tracking.experiment``; a sweep's jobs share the group ``<sweep id>``. A resumed run reopens the
 same run id (``resume="allow"``); offline, that is a second folder with the same id, which
 ``wandb sync`` appends to the first.
+
+W&B writes through its own service process, after ``run.log`` has returned (and, given a step,
+holds the row open until the next one unless told ``commit=True``), so a ``kill -9`` can lose the
+last rows handed to it. A resume therefore continues from the last step W&B's run files hold
+(:func:`hpo_cli.runner.tracking.wandb_files.last_step`), not from what was handed over: each
+step ends up in exactly one session's folder, none lost, none twice.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_cli.runner.tracking.base import RunInfo, Tracker
+from hpo_cli.runner.tracking.wandb_files import last_step
 
 
 def _settings() -> Any:
@@ -42,11 +49,15 @@ class WandbTracker(Tracker):
 
     name = "wandb"
     package = "wandb"
+    durable = False  # W&B's service process writes the row after run.log returns
 
     def start(self, info: RunInfo, state: dict[str, Any] | None) -> dict[str, Any]:
         import wandb
 
         self.run_dir = info.run_dir
+        written: dict[str, int] = {}  # read before this session opens a file of its own
+        if state is not None:  # the rows W&B wrote, whatever was handed to it before a kill
+            written["logged_until"] = last_step(info.run_dir / "wandb", state["run_id"])
         self.run = wandb.init(
             project=_project(info.settings.experiment),
             group=info.group,
@@ -62,7 +73,7 @@ class WandbTracker(Tracker):
             settings=_settings(),
         )
         self.mode = info.settings.wandb_mode
-        return {
+        found = {
             "run_id": self.run.id,
             "project": self.run.project,
             "group": info.group,
@@ -70,9 +81,10 @@ class WandbTracker(Tracker):
             "dir": str(info.run_dir),
             "files": str(Path(self.run.dir).parent),
         }
+        return {**found, **written}
 
     def log_row(self, values: dict[str, float], step: int) -> None:
-        self.run.log(values, step=step)
+        self.run.log(values, step=step, commit=True)  # else W&B holds the row until the next
 
     def finish(self, status: str, artifacts: list[Path], tags: dict[str, str]) -> None:
         _copy_files(artifacts, Path(self.run.dir))
