@@ -55,6 +55,7 @@ from hpo_cli.runner.config.validation import require, validate_problem
 from hpo_cli.runner.errors import ConfigError, fail
 from hpo_cli.runner.rundir.checkpoint import load_into, require_keys
 from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.names import HESSIAN_LOG
 
 log = logging.getLogger("hpo_cli.analysis.hessian")
 
@@ -305,11 +306,27 @@ def analyse_config(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="hessian")
 def run(cfg: DictConfig) -> None:
-    """Validate, then analyse; one clear line on bad input."""
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    """Validate, claim the output directory (as hpo-run claims a run's: its lock, then
+    ``.hydra/`` and hpo-hessian.log; one that holds a run or an analysis is refused, so that
+    ``hydra.run.dir=<a run>`` cannot rewrite that run's records), then analyse; one clear line
+    on bad input."""
+    hydra_cfg = HydraConfig.get()
+    files = RunDirectory(Path(hydra_cfg.runtime.output_dir))
     try:
         validate(cfg)
-        analyse_config(cfg, output_dir)
+        if files.holds_run() or files.saved_config.exists():
+            raise ConfigError(
+                f"hydra.run.dir={files.path} already holds a run or an analysis; hpo-hessian "
+                "writes into a directory of its own (run_dir= names a run to analyse)"
+            )
+        with files.claimed(
+            cfg,
+            list(hydra_cfg.overrides.task),
+            HydraConfig.instance().cfg,
+            fresh=True,
+            log_name=HESSIAN_LOG,
+        ):
+            analyse_config(cfg, files.path)
     except InstantiationException as error:
         fail("hpo-hessian", str(error.__cause__ or error), 2)
     except ConfigError as error:

@@ -116,6 +116,28 @@ def test_a_run_directory_is_analysed_at_its_checkpoint(finished_run, tmp_path):
     assert float((eigenvalues - expected).abs().max()) < 1e-10 * float(expected.abs().max())
 
 
+def test_an_analysis_aimed_at_a_run_or_an_analysis_is_refused_and_changes_nothing(
+    finished_run, tmp_path
+):
+    """``hydra.run.dir=<a run>`` rewrote that run's ``.hydra/`` records (Hydra wrote them before
+    the analysis started); now the directory is claimed first, and a run's or an earlier
+    analysis's directory is refused in one line."""
+
+    def files(path: Path) -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+    before = files(finished_run)
+    result = hpo_hessian(finished_run, "train_steps=0", "params=[3.weight]", "plots=false")
+    assert result.returncode == 2 and "already holds a run or an analysis" in result.stderr
+    assert files(finished_run) == before
+    out = tmp_path / "hessian"
+    assert hpo_hessian(out, "train_steps=0", "params=[3.weight]", "plots=false").returncode == 0
+    assert (out / ".hydra" / "config.yaml").exists() and (out / "hpo-hessian.log").exists()
+    analysis = files(out)
+    assert hpo_hessian(out, "train_steps=0", "params=[3.bias]", "plots=false").returncode == 2
+    assert files(out) == analysis
+
+
 def test_an_unknown_parameter_fails_in_one_line(tmp_path):
     result = hpo_hessian(tmp_path, "train_steps=0", "params=[3.wieght]", "plots=false")
     assert result.returncode == 2

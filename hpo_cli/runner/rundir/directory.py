@@ -465,13 +465,14 @@ class RunDirectory:
         hydra_record: DictConfig | None = None,
         *,
         fresh: bool,
+        log_name: str = LOG,
     ) -> Iterator[Claim]:
         """Make the directory this run's and hold it for the block: take its lock, refuse a
         fresh run where a run already is (:meth:`refuse_existing_run`, checked again once the
         lock is held, so that of two launches into one directory at the same moment one is
-        refused), then write the run's records (:meth:`save_config`) and log into
-        ``hpo-run.log``. A refused claim writes nothing: no command changes another run's
-        directory, a sweep's job and a ``${seed}`` directory included.
+        refused), then write the run's records (:meth:`save_config`) and log into ``log_name``
+        (``hpo-run.log``; hpo-hessian's own). A refused claim writes nothing: no command changes
+        another run's directory, a sweep's job and a ``${seed}`` directory included.
 
         Yields:
             The :class:`.claim.Claim`, whose ``undo`` takes back what a fresh run wrote when it
@@ -490,7 +491,7 @@ class RunDirectory:
         claim = Claim(self.path, self.path.is_dir(), entries(self.path))
         with lock.run_lock(self.path, check):
             self.save_config(cfg, overrides, hydra_record)
-            with run_log(self.log_file):
+            with run_log(self.path / log_name):
                 yield claim
 
     @contextmanager
