@@ -7,12 +7,16 @@ So :func:`prepare` composes the configuration first, as Hydra will, and refuses 
 
 * a key that hpo-cli renamed (:data:`RENAMED_KEYS`: ``logger=mlflow``), on the command line or
   in a config file, with the new key on the same line;
-* Hydra's composition errors, with the valid choices of a group on the same line;
+* Hydra's composition errors, with the valid choices of a group on the same line, and a config
+  file of the user's own that is not YAML, named with the line of the fault;
 * an internal schema used as an option (``solver=base_cg``) and unknown top-level keys
   (``+foo=1``);
 * a value out of range (:func:`hpo_cli.runner.config.validation.validate`, the solver's
   constructor included); in a multirun each job is validated as it starts instead, so that a
   refused job is recorded and the others run;
+* a run or sweep directory that cannot be one: a file where it or a folder above it should be,
+  or a folder that cannot be created (:meth:`RunDirectory.check_creatable`, on the part of
+  ``hydra.run.dir`` before its first interpolation);
 * a fresh run aimed at a directory that already holds a run, or that another process writes;
 * a resume of a run directory whose saved configuration names a ``_target_`` that neither
   hpo-cli nor the run's own config directories define, or whose saved overrides set a ``hydra``
@@ -36,11 +40,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
@@ -54,7 +60,7 @@ from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames
 from hpo_cli.runner.rundir.checkpoint import require_keys
-from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.directory import RunDirectory, yaml_problem
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 RESUME_MAY_CHANGE = (
@@ -241,6 +247,9 @@ def compose_run(
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
         try:
             cfg = compose(config_name, overrides, return_hydra_config=True)
+        except yaml.MarkedYAMLError as error:  # a config file of the user's own
+            where = error.problem_mark.name if error.problem_mark else "a config file"
+            raise ConfigError(f"{where} is {yaml_problem(error)}") from error
         except (HydraException, OmegaConfBaseException, ValueError) as error:
             line = renamed_key_line(overrides, error) or hydra_error_line(error)
             raise ConfigError(line) from error
@@ -306,6 +315,15 @@ def argument(arguments: list[str], key: str) -> str | None:
     """The last value given to ``key`` on the command line, unquoted."""
     found = [a.split("=", 1)[1] for a in arguments if a.split("=", 1)[0].lstrip("+~") == key]
     return found[-1].strip("'\"") if found else None
+
+
+def literal_prefix(run_dir: str) -> Path:
+    """The folders of ``hydra.run.dir`` (or ``hydra.sweep.dir``) before its first interpolation
+    (``outputs/runs/${now:...}`` → ``outputs/runs``), absolute: what can be checked before
+    Hydra resolves it."""
+    parts = Path(run_dir).parts
+    literal = list(itertools.takewhile(lambda part: "${" not in part, parts))
+    return Path(*literal).expanduser().resolve() if literal else Path.cwd()
 
 
 def check_fresh(run_dir: Path) -> None:
@@ -461,7 +479,9 @@ def prepare(arguments: list[str]) -> list[str]:
     if resume in (None, "null", ""):
         if checked:
             configs = compose_jobs(arguments)
-            run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
+            node = configs[0].hydra.sweep if multirun else configs[0].hydra.run
+            run_dir = OmegaConf.to_container(node, resolve=False)["dir"]
+            RunDirectory(literal_prefix(run_dir)).check_creatable()
             if not multirun:
                 validate(configs[0])
                 if "${" not in run_dir:
