@@ -8,12 +8,24 @@ its metrics kept, no ``.partial`` file left and summary.json saying why.
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from hpo_cli.runner.rundir import metrics as metrics_module
+from hpo_cli.runner.rundir.metrics import MetricsLog
+from hpo_cli.runner.rundir.writes import RunFileNotWritten
 from tests.support.cli_runs import Result, hpo_run
 from tests.support.tiny_runs import BRIEF, TINY
+
+HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
 
 
 def one_error_line(result: Result, code: int) -> str:
@@ -108,3 +120,88 @@ def test_a_config_file_that_is_not_yaml_stops_no_run_that_does_not_use_it(tmp_pa
     result = hpo_run(run_dir, *TINY, "--config-dir", str(tmp_path / "conf"))
     assert result.returncode == 0, result.stderr
     assert (run_dir / "summary.json").exists()
+
+
+# ---------------------------------------------------------------- b. a full disk, a size limit
+def test_a_file_size_limit_during_a_checkpoint_fails_the_run_in_one_line(tmp_path):
+    """``ulimit -f``: a real process under a real limit. Python ignores SIGXFSZ, so the write
+    fails with EFBIG; the run fails (exit 1) with its metrics, and no partial file, kept, and
+    summary.json says why. The checkpoint of 256 hidden units (about 240 kB with Adam's
+    moments) is over the limit of 64 kB, the metrics, summary and Hydra's files are under it."""
+    run_dir = tmp_path / "run"
+    limit = 64 * 1024
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    overrides = [*TINY, "checkpoint_every=1", "model.hidden_sizes=[256]"]
+    result = subprocess.run(
+        [HPO_RUN, *overrides, f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+        timeout=300,
+    )
+    line = one_error_line(Result(result.returncode, result.stdout, result.stderr), 1)
+    assert f"{run_dir / 'checkpoint.pt'} could not be written (File too large)" in line
+    assert "the metrics so far are kept" in line
+    assert not list(run_dir.glob("*.partial"))
+    assert not (run_dir / "checkpoint.pt").exists()
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3, "the header, outer steps 0 and 1"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "could not be written (File too large)" in (
+        summary["error"]
+    )
+    assert summary["final"]["outer_step"] == 1
+
+
+def full_disk(monkeypatch) -> None:
+    """Every torch.save and every JSON file (summary.json, hyperparameters.json) fails half-way
+    with ENOSPC, as on a full disk; metrics.csv's short rows still fit."""
+
+    def no_space() -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def save(state, target, *args, **kwargs):
+        if hasattr(target, "write"):
+            target.write(b"PK\x03\x04 half a checkpoint")
+        else:
+            Path(target).write_bytes(b"PK\x03\x04 half a file")
+        raise no_space()
+
+    real_write_text = Path.write_text
+
+    def write_text(self, data, *args, **kwargs):
+        if self.name.endswith(".json.partial"):
+            real_write_text(self, data[: len(data) // 2])
+            raise no_space()
+        return real_write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
+def test_a_full_disk_that_refuses_summary_json_too_is_still_one_line(tmp_path, monkeypatch):
+    full_disk(monkeypatch)
+    run_dir = tmp_path / "run"
+    line = one_error_line(hpo_run(run_dir, *TINY), 1)
+    checkpoint, summary = run_dir / "checkpoint.pt", run_dir / "summary.json"
+    assert f"{checkpoint} could not be written (No space left on device)" in line
+    assert f"{summary} could not be written (No space left on device)" in line
+    assert not list(run_dir.glob("*.partial")) and not summary.exists()
+    assert len((run_dir / "metrics.csv").read_text().splitlines()) == 4, "header, steps 0-2"
+
+
+def test_a_metrics_row_the_disk_refuses_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    log = MetricsLog(tmp_path / "metrics.csv")
+    log.append({"outer_step": 0, "train_loss": 1.0})
+    before = log.path.read_bytes()
+
+    def fsync(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(metrics_module.os, "fsync", fsync)
+    with pytest.raises(RunFileNotWritten, match=r"metrics\.csv could not be written"):
+        log.append({"outer_step": 1, "train_loss": 0.5})
+    assert log.path.read_bytes() == before

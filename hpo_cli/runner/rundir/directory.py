@@ -55,6 +55,7 @@ from hpo_cli.runner.rundir.names import (
     SUMMARY,
     TRACKING,
 )
+from hpo_cli.runner.rundir.writes import replacing
 
 
 class RunDirectoryDamaged(ConfigError):
@@ -433,9 +434,8 @@ class RunDirectory:
         """Save a resumed run's configuration and overrides in ``.hydra/`` atomically, as Hydra
         saves a new run's."""
         for path, content in ((self.saved_config, cfg), (self.saved_overrides, overrides)):
-            partial = path.with_suffix(".yaml.partial")
-            OmegaConf.save(content, partial)
-            partial.replace(path)
+            with replacing(path) as partial:
+                OmegaConf.save(content, partial)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
