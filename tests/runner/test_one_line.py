@@ -150,9 +150,8 @@ def test_a_file_size_limit_during_a_checkpoint_fails_the_run_in_one_line(tmp_pat
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3, "the header, outer steps 0 and 1"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed" and "could not be written (File too large)" in (
-        summary["error"]
-    )
+    assert summary["status"] == "failed"
+    assert "could not be written (File too large)" in summary["error"]
     assert summary["final"]["outer_step"] == 1
 
 
