@@ -204,3 +204,21 @@ def test_a_metrics_row_the_disk_refuses_leaves_the_file_as_it_was(tmp_path, monk
     with pytest.raises(RunFileNotWritten, match=r"metrics\.csv could not be written"):
         log.append({"outer_step": 1, "train_loss": 0.5})
     assert log.path.read_bytes() == before
+
+
+# ---------------------------------------------------------------- g. the fallback said once
+def test_the_fallback_to_the_previous_checkpoint_is_said_once(tmp_path):
+    """The preflight, the check that the checkpoint fits the model and the loop each load it;
+    only the load the run continues from says so. A process of its own: the preflight's warning
+    goes to its stderr before Hydra sets up logging (pytest would catch it in this one)."""
+    run_dir = tmp_path / "run"
+    assert hpo_run(run_dir, *TINY, "checkpoint_every=1").returncode == 0
+    assert (run_dir / "checkpoint.previous.pt").exists()
+    (run_dir / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    result = subprocess.run(
+        [HPO_RUN, f"resume={run_dir}", "outer_steps=6"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    said = (result.stdout + result.stderr).count("falling back to the previous checkpoint")
+    assert said == 1, result.stdout + result.stderr
+    assert (run_dir / "hpo-run.log").read_text().count("falling back") == 1

@@ -84,7 +84,7 @@ def train(
     saves its configuration in ``.hydra/`` once its checkpoint is known to fit the model."""
     experiment, files = build_experiment(cfg), RunDirectory(run_dir)
     if cfg.resume and overrides is not None:
-        state = files.load_checkpoint()
+        state = files.load_checkpoint(warn=False)  # the loop's own load says it, once
         if state is not None:
             check_fits(experiment, state)
         files.save_config(cfg, overrides)

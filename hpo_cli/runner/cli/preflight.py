@@ -447,7 +447,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
         )
     files.check_unlocked()
     files.read_tracking()  # damaged: refused here, before Hydra writes anything
-    state = files.load_checkpoint()
+    state = files.load_checkpoint(warn=False)  # the run's own load says it, once
     if state is not None:
         require_keys(state, RUN_STATE_KEYS)
         try:

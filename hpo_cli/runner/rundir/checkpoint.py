@@ -168,11 +168,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return Checkpoint(state, path)
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+def load_checkpoint(run_dir: Path, *, warn: bool = True) -> dict[str, Any] | None:
     """The last readable checkpoint of a run directory, or ``None`` when it has none yet.
 
     When ``checkpoint.pt`` cannot be read but the previous checkpoint can, a warning says so
-    and the previous one is returned (the run then repeats the steps in between).
+    (unless not ``warn``: a check before the load that runs the run, which says it) and the
+    previous one is returned (the run then repeats the steps in between).
 
     Raises:
         CheckpointError: no checkpoint of the directory can be read.
@@ -186,5 +187,6 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         if not previous.exists():
             raise
         state = read_checkpoint(previous)
-        log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
+        if warn:
+            log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
         return state

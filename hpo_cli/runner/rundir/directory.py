@@ -387,13 +387,14 @@ class RunDirectory:
         """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
         return summary.read_metrics(self.path)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint (or the previous one when it is damaged); ``None`` without one.
+    def load_checkpoint(self, *, warn: bool = True) -> dict[str, Any] | None:
+        """The last checkpoint (or the previous one when it is damaged, saying so unless not
+        ``warn``: :func:`.checkpoint.load_checkpoint`); ``None`` without one.
 
         Raises:
             CheckpointError: no readable checkpoint, or an unsafe one.
         """
-        return checkpoint.load_checkpoint(self.path)
+        return checkpoint.load_checkpoint(self.path, warn=warn)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` atomically, keeping the one it replaces as the previous."""
