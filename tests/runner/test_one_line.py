@@ -222,3 +222,16 @@ def test_the_fallback_to_the_previous_checkpoint_is_said_once(tmp_path):
     said = (result.stdout + result.stderr).count("falling back to the previous checkpoint")
     assert said == 1, result.stdout + result.stderr
     assert (run_dir / "hpo-run.log").read_text().count("falling back") == 1
+
+
+# ---------------------------------------------------------------- f. data.max_in_memory_bytes
+def test_a_built_in_data_set_over_max_in_memory_bytes_is_refused_in_one_line(tmp_path):
+    """The built-in loaders read their splits whole; they cannot be streamed, so the limit is
+    not silently ignored. TINY's digits are 80 examples of 8×8 float32 pixels: 20 480 bytes."""
+    run_dir = tmp_path / "run"
+    line = one_error_line(hpo_run(run_dir, *TINY, "data.max_in_memory_bytes=20479"), 2)
+    assert "dataset=hpo_cli.data.digits.load_digits reads its 80 examples whole" in line
+    assert "(20480 bytes in float32), more than data.max_in_memory_bytes=20479" in line
+    assert not (run_dir / "metrics.csv").exists()
+    fits = hpo_run(tmp_path / "fits", *TINY, "data.max_in_memory_bytes=20480")
+    assert fits.returncode == 0, fits.stderr
