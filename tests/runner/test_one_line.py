@@ -9,6 +9,7 @@ its metrics kept, no ``.partial`` file left and summary.json saying why.
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import resource
@@ -22,7 +23,7 @@ import torch
 from hpo_cli.runner.rundir import metrics as metrics_module
 from hpo_cli.runner.rundir.metrics import MetricsLog
 from hpo_cli.runner.rundir.writes import RunFileNotWritten
-from tests.support.cli_runs import Result, hpo_run
+from tests.support.cli_runs import Result, call_main, hpo_run
 from tests.support.tiny_runs import BRIEF, TINY
 
 HPO_RUN = str(Path(sys.executable).parent / "hpo-run")
@@ -235,3 +236,26 @@ def test_a_built_in_data_set_over_max_in_memory_bytes_is_refused_in_one_line(tmp
     assert not (run_dir / "metrics.csv").exists()
     fits = hpo_run(tmp_path / "fits", *TINY, "data.max_in_memory_bytes=20480")
     assert fits.returncode == 0, fits.stderr
+
+
+# ---------------------------------------------------------------- h. the figure and sweep scripts
+def test_the_sweep_script_refuses_a_missing_folder_as_bad_input(tmp_path):
+    from hpo_cli.runner.sweeps import aggregate
+
+    result = call_main(aggregate.main, "aggregate", [str(tmp_path / "missing")])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"python -m hpo_cli.runner.sweeps.aggregate: error: {tmp_path / 'missing'} is not a "
+        "sweep directory (no such folder)"
+    )
+
+
+SCRIPTS = ["hpo_cli.runner.report.plots", "hpo_cli.runner.sweeps.aggregate"]
+
+
+@pytest.mark.parametrize("module", SCRIPTS)
+def test_the_figure_and_sweep_scripts_without_a_folder_say_their_usage(module):
+    result = call_main(importlib.import_module(module).main, module, [])
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: python -m {module} ")
+    assert result.stderr.count("\n") == 1

@@ -250,6 +250,9 @@ def plot_run(run_dir: Path) -> list[Path]:
 def main() -> None:
     """``python -m hpo_cli.runner.report.plots DIR...``: redraw each run's figures; a damaged or
     missing run file is one line, exit 2; a figure the disk refuses, exit 1."""
+    if len(sys.argv) < 2:
+        print(f"usage: python -m {__spec__.name} RUN_DIR...", file=sys.stderr)
+        sys.exit(2)
     for run_dir in sys.argv[1:]:
         try:
             RunDirectory(Path(run_dir)).read_metrics_frame()  # a run with rows to draw
