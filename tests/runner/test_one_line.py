@@ -259,3 +259,26 @@ def test_the_figure_and_sweep_scripts_without_a_folder_say_their_usage(module):
     assert result.returncode == 2
     assert result.stderr.startswith(f"usage: python -m {module} ")
     assert result.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------- i. targets refused, or failing
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["+model._target_=os.system"], "An item is already at 'model._target_'"),
+        (["model._target_=builtins.open"], "model.hidden_sizes is not a parameter of builtins"),
+        (["~model", "+model._target_=os.system"], "model.command is missing: os.system requires"),
+    ],
+)
+def test_a_target_refused_on_the_command_line_is_one_line(tmp_path, overrides, needle):
+    run_dir = tmp_path / "run"
+    assert needle in one_error_line(hpo_run(run_dir, *BRIEF, *overrides), 2)
+    assert not (run_dir / "metrics.csv").exists()
+
+
+def test_a_target_that_cannot_open_its_file_is_one_line(tmp_path):
+    """A target of one's own that raises an OSError (a missing file) as it is built."""
+    missing = tmp_path / "missing.txt"
+    overrides = ["~model", "+model._target_=builtins.open", f"+model.file={missing}"]
+    line = one_error_line(hpo_run(tmp_path / "run", *BRIEF, *overrides), 2)
+    assert f"model=builtins.open: [Errno 2] No such file or directory: '{missing}'" in line

@@ -53,8 +53,9 @@ def build(node: DictConfig, *args: Any, offers: Mapping[str, Any] | None = None)
     ``offers``, only the names the target's signature lists (and the node does not set).
 
     Raises:
-        ConfigError: a key the target does not take, or the constructor refused its arguments
-            (a value out of range), with the constructor's one-line message.
+        ConfigError: a key the target does not take, the constructor refused its arguments (a
+            value out of range, a file it cannot open), with the constructor's one-line
+            message, or an allocation failed (a model no memory can hold).
     """
     offers = offers or {}
     target = check_node(node, supplied=offers, positional=len(args))
@@ -63,6 +64,8 @@ def build(node: DictConfig, *args: Any, offers: Mapping[str, Any] | None = None)
         return constructor(*args, **offered_arguments(target, node, offers))
     except (TypeError, ValueError) as error:
         raise ConfigError(first_line(error)) from error
+    except OSError as error:  # a file it was given: missing, unreadable
+        raise ConfigError(f"{node_key(node)}={node._target_}: {first_line(error)}") from error
     except (MemoryError, RuntimeError) as error:
         if not out_of_memory(error):
             raise
