@@ -16,8 +16,9 @@ signature asks for it, the run's ``seed``) returns one of:
 Targets are one label or value per example: integers (classification, with classes 0..k−1) or
 reals (regression), unless ``data.task`` declares the task. A data set whose inputs take at most
 ``data.max_in_memory_bytes`` (in the run's dtype) becomes tensors on the device, as the built-in
-ones; a larger one is streamed (:mod:`hpo_cli.data.streaming`). Anything else is refused with one
-line naming this protocol.
+ones; a larger one is streamed (:mod:`hpo_cli.data.streaming`), except for 1., which the loader
+has read whole already: over the limit, it is refused. Anything else is refused with one line
+naming this protocol.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DataOptions:
     split_val: int | None = None  # its validation examples; None: 20 %
     split_test: int | None = None  # its test examples; None: the rest
     task: str | None = None  # classification | regression; None: from the targets' dtype
-    max_in_memory_bytes: int = 2**30  # larger inputs (in the run's dtype) are streamed
+    max_in_memory_bytes: int = 2**30  # larger inputs are streamed, built-in sets' refused
     num_workers: int = 2  # DataLoader worker processes of a streamed data set
 
 
@@ -163,6 +164,25 @@ def _materialise(dataset: Dataset, indices: list[int], task: str, name: str) -> 
     return Split(inputs, targets if task == "regression" else targets.long())
 
 
+def _check_held(splits: Splits, name: str, options: DataOptions, dtype: torch.dtype) -> None:
+    """A loader that returns :class:`Splits` of tensors (hpo-cli's own) has read them whole
+    into memory: they cannot be streamed, so inputs over ``data.max_in_memory_bytes`` (counted
+    in the run's dtype, as for any loader) are refused rather than held against the limit.
+
+    Raises:
+        DataProtocolError: naming the data set, its size and the limit.
+    """
+    held = sum(len(split) for split in splits.splits() if isinstance(split, Split))
+    size = held * math.prod(splits.input_shape) * dtype.itemsize
+    if size > options.max_in_memory_bytes:
+        raise DataProtocolError(
+            f"dataset={name} reads its {held} examples whole into memory ({size} bytes in "
+            f"{str(dtype).removeprefix('torch.')}), more than data.max_in_memory_bytes="
+            f"{options.max_in_memory_bytes}, and cannot stream them (only a loader returning "
+            "(inputs, targets) or a Dataset is streamed); raise data.max_in_memory_bytes"
+        )
+
+
 def as_splits(
     result: object, name: str, options: DataOptions, seed: int, dtype: torch.dtype
 ) -> Splits:
@@ -179,6 +199,7 @@ def as_splits(
         DataProtocolError: one line naming the protocol.
     """
     if isinstance(result, Splits):
+        _check_held(result, name, options, dtype)
         return result
     if isinstance(result, Mapping):
         if set(result) != {"train", "val", "test"}:

@@ -47,6 +47,7 @@ from hpo_cli.runner.loop.state import check_fits
 from hpo_cli.runner.report.console import summary_block
 from hpo_cli.runner.rundir.claim import Claim
 from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.writes import RunFileNotWritten
 from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger("hpo_cli")
@@ -111,7 +112,7 @@ def checked_experiment(cfg: DictConfig, files: RunDirectory) -> Experiment:
     validate(cfg)
     experiment = build_experiment(cfg)
     if cfg.resume:
-        state = files.load_checkpoint()
+        state = files.load_checkpoint(warn=False)  # the loop's own load says it, once
         if state is not None:
             check_fits(experiment, state)
     return experiment
@@ -218,7 +219,10 @@ def train_and_report(
         status = "failed" if failed else "interrupted"
         progress = getattr(error, "progress", None)
         reason = str(error) or SIGINT
-        files.write_summary(status=status, progress=progress, overrides=overrides, error=reason)
+        try:
+            files.write_summary(status=status, progress=progress, overrides=overrides, error=reason)
+        except RunFileNotWritten as unwritten:  # a full disk: said on the same line
+            reason = f"{reason}; {unwritten}"
         if cfg.plots and files.metrics.exists():
             draw_plots(run_dir)
         if trackers is not None:
@@ -245,7 +249,14 @@ def train_and_report(
         if trackers is not None:
             trackers.finish("failed")
         return math.nan
-    summary = files.write_summary(status="completed", progress=progress, overrides=overrides)
+    try:
+        summary = files.write_summary(status="completed", progress=progress, overrides=overrides)
+    except RunFileNotWritten as error:  # a full disk after the last step: the run failed
+        message = f"{error}; {kept_files(run_dir, failed=True)}"
+        if multirun:
+            log.error("job failed: %s", message)
+            return math.nan
+        _fail(message, 1)
     if cfg.plots:
         draw_plots(run_dir)
     trackers.finish("completed")
@@ -265,10 +276,14 @@ def hyperparameters_line(run_dir: Path) -> list[str]:
 
 def draw_plots(run_dir: Path) -> None:
     """The run's PNG plots (:mod:`hpo_cli.runner.report.plots`), imported here so that a run without
-    plots, ``--help`` and a refused command start without matplotlib."""
+    plots, ``--help`` and a refused command start without matplotlib. A figure the disk refuses
+    is a warning: the run's outcome stands, and the figures can be drawn again from its files."""
     from hpo_cli.runner.report.plots import plot_run
 
-    plot_run(run_dir)
+    try:
+        plot_run(run_dir)
+    except RunFileNotWritten as error:
+        log.warning("%s; draw the plots again with: python -m hpo_cli.runner.report.plots", error)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")

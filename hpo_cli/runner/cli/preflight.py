@@ -9,12 +9,16 @@ run:
 
 * a key that hpo-cli renamed (:data:`RENAMED_KEYS`: ``logger=mlflow``), on the command line or
   in a config file, with the new key on the same line;
-* Hydra's composition errors, with the valid choices of a group on the same line;
+* Hydra's composition errors, with the valid choices of a group on the same line, and a config
+  file of the user's own that is not YAML, named with the line of the fault;
 * an internal schema used as an option (``solver=base_cg``) and unknown top-level keys
   (``+foo=1``);
 * a value out of range (:func:`hpo_cli.runner.config.validation.validate`, the solver's
   constructor included); in a multirun each job is validated as it starts instead, so that a
   refused job is recorded and the others run;
+* a run or sweep directory that cannot be one: a file where it or a folder above it should be,
+  or a folder that cannot be created (:meth:`RunDirectory.check_creatable`, on the part of
+  ``hydra.run.dir`` before its first interpolation);
 * a fresh run aimed at a directory that already holds a run, or that another process writes
   (checked again, atomically, when the run claims it), and a sweep aimed at a sweep directory
   that holds another sweep (:func:`check_sweep_dir`);
@@ -40,11 +44,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
@@ -58,7 +64,12 @@ from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames
 from hpo_cli.runner.rundir.checkpoint import require_keys
-from hpo_cli.runner.rundir.directory import RunDirectory, RunDirectoryDamaged, read_yaml
+from hpo_cli.runner.rundir.directory import (
+    RunDirectory,
+    RunDirectoryDamaged,
+    read_yaml,
+    yaml_problem,
+)
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 RESUME_MAY_CHANGE = (
@@ -282,6 +293,9 @@ def compose_run(
     with initialize_config_module("hpo_cli.conf", version_base="1.3"):
         try:
             cfg = compose(config_name, overrides, return_hydra_config=True)
+        except yaml.MarkedYAMLError as error:  # a config file of the user's own
+            where = error.problem_mark.name if error.problem_mark else "a config file"
+            raise ConfigError(f"{where} is {yaml_problem(error)}") from error
         except (HydraException, OmegaConfBaseException, ValueError) as error:
             line = renamed_key_line(overrides, error) or hydra_error_line(error)
             raise ConfigError(line) from error
@@ -380,6 +394,15 @@ def check_sweep_dir(job: DictConfig, overrides: list[str]) -> None:
             f"hydra.sweep.dir={sweep_dir} already holds another sweep ({' '.join(saved)}); "
             "give the new sweep a directory of its own"
         )
+
+
+def literal_prefix(run_dir: str) -> Path:
+    """The folders of ``hydra.run.dir`` (or ``hydra.sweep.dir``) before its first interpolation
+    (``outputs/runs/${now:...}`` → ``outputs/runs``), absolute: what can be checked before
+    Hydra resolves it."""
+    parts = Path(run_dir).parts
+    literal = list(itertools.takewhile(lambda part: "${" not in part, parts))
+    return Path(*literal).expanduser().resolve() if literal else Path.cwd()
 
 
 def check_fresh(run_dir: Path) -> None:
@@ -502,7 +525,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
         raise ConfigError(f"resume={run_dir}: {restriction}")
     files.check_unlocked()
     files.read_tracking()  # damaged: refused here, before Hydra writes anything
-    state = files.load_checkpoint()
+    state = files.load_checkpoint(warn=False)  # the run's own load says it, once
     if state is not None:
         require_keys(state, RUN_STATE_KEYS)
         try:
@@ -534,7 +557,9 @@ def prepare(arguments: list[str]) -> list[str]:
     if resume in (None, "null", ""):
         if checked:
             configs = compose_jobs(arguments)
-            run_dir = OmegaConf.to_container(configs[0].hydra.run, resolve=False)["dir"]
+            node = configs[0].hydra.sweep if multirun else configs[0].hydra.run
+            run_dir = OmegaConf.to_container(node, resolve=False)["dir"]
+            RunDirectory(literal_prefix(run_dir)).check_creatable()
             if multirun:
                 check_sweep_dir(configs[0], [a for a in arguments if a not in MULTIRUN_FLAGS])
             else:

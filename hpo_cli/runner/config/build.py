@@ -10,6 +10,7 @@ objects (the data, the model, parameter iterators) are passed to the constructor
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -25,7 +26,7 @@ from hpo_cli.data.protocol import DataOptions, as_splits
 from hpo_cli.data.streaming import StreamedSplit
 from hpo_cli.data.tasks import CRITERIA, ERRORS
 from hpo_cli.hyper import Criterion, HyperModule
-from hpo_cli.runner.config.targets import check_node, offered_arguments
+from hpo_cli.runner.config.targets import check_node, node_key, offered_arguments
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 
@@ -52,8 +53,9 @@ def build(node: DictConfig, *args: Any, offers: Mapping[str, Any] | None = None)
     ``offers``, only the names the target's signature lists (and the node does not set).
 
     Raises:
-        ConfigError: a key the target does not take, or the constructor refused its arguments
-            (a value out of range), with the constructor's one-line message.
+        ConfigError: a key the target does not take, the constructor refused its arguments (a
+            value out of range, a file it cannot open), with the constructor's one-line
+            message, or an allocation failed (a model no memory can hold).
     """
     offers = offers or {}
     target = check_node(node, supplied=offers, positional=len(args))
@@ -62,6 +64,31 @@ def build(node: DictConfig, *args: Any, offers: Mapping[str, Any] | None = None)
         return constructor(*args, **offered_arguments(target, node, offers))
     except (TypeError, ValueError) as error:
         raise ConfigError(first_line(error)) from error
+    except OSError as error:  # a file it was given: missing, unreadable
+        raise ConfigError(f"{node_key(node)}={node._target_}: {first_line(error)}") from error
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        raise ConfigError(
+            f"{node_key(node)}={node._target_} needs more memory than there is "
+            f"({allocation(error)}); make it smaller"
+        ) from error
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: Python's ``MemoryError``, CUDA's
+    ``torch.OutOfMemoryError``, or the CPU allocator's ``RuntimeError``."""
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or (
+        "can't allocate memory" in str(error)
+    )
+
+
+def allocation(error: BaseException) -> str:
+    """``an allocation of 256.0 GB failed`` from the allocator's message, or its first line."""
+    found = re.search(r"allocate (\d+) bytes", str(error))
+    if found is None:
+        return first_line(error)
+    return f"an allocation of {int(found.group(1)) / 1e9:.1f} GB failed"
 
 
 def first_line(error: BaseException) -> str:

@@ -98,9 +98,15 @@ def validate_preconditioner(cfg: DictConfig) -> None:
     )
 
 
+MAX_SEED = 2**63 - 1
+"""The largest ``seed``: torch's generators take seeds below 2**64, and the data's samplers add
+offsets below 2**33 to it (:mod:`hpo_cli.data.streaming`)."""
+
+
 def validate_problem(cfg: DictConfig) -> None:
-    """Range checks of the :class:`ProblemConfig` keys (dtype, threads, device), shared by
+    """Range checks of the :class:`ProblemConfig` keys (seed, dtype, threads, device), shared by
     ``hpo-run`` and ``hpo-hessian``; raises :class:`ConfigError`."""
+    require(0 <= cfg.seed <= MAX_SEED, "seed", cfg.seed, "must be an integer in [0, 2**63 - 1]")
     require(cfg.dtype in ("float32", "float64"), "dtype", cfg.dtype, "float32 or float64")
     require(cfg.threads is None or cfg.threads > 0, "threads", cfg.threads, "> 0 or null")
     require(

@@ -50,6 +50,7 @@ from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import eta_text, log_due
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.metrics import MetricsLog
+from hpo_cli.runner.rundir.writes import RunFileNotWritten
 from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger(__name__)
@@ -230,8 +231,10 @@ def run(
 
     Raises:
         RunInterrupted: ``stop_requested`` gave a reason; the checkpoint is on disk.
-        RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
-            ``on_failure=skip``); metrics and the last checkpoint stay on disk.
+        RunFailed: a non-finite loss or hypergradient, a diverged solver (unless
+            ``on_failure=skip``), or a run file the disk refused (full, a file-size limit:
+            :class:`hpo_cli.runner.rundir.writes.RunFileNotWritten`); metrics and the last
+            checkpoint stay on disk.
     """
     settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
@@ -262,26 +265,26 @@ def run(
             state = checkpoint_state(exp, progress, elapsed())
             files.save_best_checkpoint(state)
 
-    if fresh:
-        record(evaluation_row(exp, progress, elapsed()))
-    elif stopping.stopped(progress.early_stopping):
-        log.warning(
-            "%s stopped at outer step %d by %s; nothing to continue (raise "
-            "early_stopping.patience, or set it to null, to train on)",
-            files.path,
-            progress.outer_step,
-            stopping.reason(progress.early_stopping),
-        )
-
-    first_step, loop_started = progress.outer_step, time.perf_counter()  # the console's ETA
-    bar = tqdm(
-        total=settings.outer_steps,
-        initial=progress.outer_step,
-        desc="outer steps",
-        disable=None if settings.progress else True,
-        dynamic_ncols=True,
-    )
     try:
+        if fresh:
+            record(evaluation_row(exp, progress, elapsed()))
+        elif stopping.stopped(progress.early_stopping):
+            log.warning(
+                "%s stopped at outer step %d by %s; nothing to continue (raise "
+                "early_stopping.patience, or set it to null, to train on)",
+                files.path,
+                progress.outer_step,
+                stopping.reason(progress.early_stopping),
+            )
+
+        first_step, loop_started = progress.outer_step, time.perf_counter()  # the console's ETA
+        bar = tqdm(
+            total=settings.outer_steps,
+            initial=progress.outer_step,
+            desc="outer steps",
+            disable=None if settings.progress else True,
+            dynamic_ncols=True,
+        )
         with logging_redirect_tqdm(), bar:
             while progress.outer_step < settings.outer_steps and not stopping.stopped(
                 progress.early_stopping
@@ -315,6 +318,8 @@ def run(
         if warning is not None:
             log.warning("%s", warning)
         check_skipped(settings, progress)
+    except RunFileNotWritten as error:  # a full disk: the run fails, its files so far kept
+        raise RunFailed(str(error), progress) from error
     finally:
         progress.elapsed_s = elapsed()
         export_hyperparameters(exp, progress, files)  # completed, failed or interrupted

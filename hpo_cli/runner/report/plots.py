@@ -26,6 +26,7 @@ from hpo_cli.core.solvers.base import Status
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.solver_health import RESIDUAL_LIMIT, doubtful
 from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.writes import RunFileNotWritten, replacing
 
 SPLITS = ("train", "val", "test")
 LABELS = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -228,19 +229,30 @@ def draw(run_dir: Path, name: str) -> plt.Figure:
 
 
 def plot_run(run_dir: Path) -> list[Path]:
-    """Draw every plot of :data:`PLOTS` from the run's files into ``run_dir``."""
+    """Draw every plot of :data:`PLOTS` from the run's files into ``run_dir``, each file whole
+    or not at all.
+
+    Raises:
+        RunFileNotWritten: the disk refused one (full, a file-size limit).
+    """
     paths = []
     for name in PLOTS:
         figure = draw(run_dir, name)
-        figure.savefig(run_dir / name, dpi=120)
-        plt.close(figure)
+        try:
+            with replacing(run_dir / name) as partial:
+                figure.savefig(partial, dpi=120, format="png")
+        finally:
+            plt.close(figure)
         paths.append(run_dir / name)
     return paths
 
 
 def main() -> None:
     """``python -m hpo_cli.runner.report.plots DIR...``: redraw each run's figures; a damaged or
-    missing run file is one line, exit 2."""
+    missing run file is one line, exit 2; a figure the disk refuses, exit 1."""
+    if len(sys.argv) < 2:
+        print(f"usage: python -m {__spec__.name} RUN_DIR...", file=sys.stderr)
+        sys.exit(2)
     for run_dir in sys.argv[1:]:
         try:
             RunDirectory(Path(run_dir)).read_metrics_frame()  # a run with rows to draw
@@ -248,6 +260,9 @@ def main() -> None:
         except ConfigError as error:
             print(f"python -m hpo_cli.runner.report.plots: error: {error}", file=sys.stderr)
             sys.exit(2)
+        except RunFileNotWritten as error:  # a full disk
+            print(f"python -m hpo_cli.runner.report.plots: error: {error}", file=sys.stderr)
+            sys.exit(1)
         print(*paths, sep="\n")
 
 

@@ -22,6 +22,7 @@ import torch
 
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir.names import CHECKPOINT, PREVIOUS_CHECKPOINT
+from hpo_cli.runner.rundir.writes import replacing
 
 log = logging.getLogger(__name__)
 
@@ -122,18 +123,22 @@ def fsync_directory(directory: Path) -> None:
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CHECKPOINT) -> None:
     """Save ``state`` (tensors, state dicts, RNG states, plain values) to ``run_dir/name``,
-    keeping the checkpoint it replaces as :data:`PREVIOUS_CHECKPOINT` (the main checkpoint only)."""
+    keeping the checkpoint it replaces as :data:`PREVIOUS_CHECKPOINT` (the main checkpoint only).
+
+    Raises:
+        RunFileNotWritten: the disk refused it (full, a file-size limit); no partial file is
+            left, and the checkpoints before stay as they were.
+    """
     path = run_dir / name
-    partial = path.with_suffix(".pt.partial")
-    with partial.open("wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if name == CHECKPOINT and path.exists():
-        previous = run_dir / PREVIOUS_CHECKPOINT
-        previous.unlink(missing_ok=True)
-        os.link(path, previous)
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        with partial.open("wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if name == CHECKPOINT and path.exists():
+            previous = run_dir / PREVIOUS_CHECKPOINT
+            previous.unlink(missing_ok=True)
+            os.link(path, previous)
     fsync_directory(run_dir)
 
 
@@ -163,11 +168,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return Checkpoint(state, path)
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+def load_checkpoint(run_dir: Path, *, warn: bool = True) -> dict[str, Any] | None:
     """The last readable checkpoint of a run directory, or ``None`` when it has none yet.
 
     When ``checkpoint.pt`` cannot be read but the previous checkpoint can, a warning says so
-    and the previous one is returned (the run then repeats the steps in between).
+    (unless not ``warn``: a check before the load that runs the run, which says it) and the
+    previous one is returned (the run then repeats the steps in between).
 
     Raises:
         CheckpointError: no checkpoint of the directory can be read.
@@ -181,5 +187,6 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         if not previous.exists():
             raise
         state = read_checkpoint(previous)
-        log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
+        if warn:
+            log.warning("%s; falling back to the previous checkpoint, %s", error, previous)
         return state

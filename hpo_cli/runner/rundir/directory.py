@@ -27,6 +27,7 @@ line (``MetricsDamaged``, ``CheckpointError``, :class:`RunDirectoryDamaged` for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -59,6 +60,7 @@ from hpo_cli.runner.rundir.names import (
     SUMMARY,
     TRACKING,
 )
+from hpo_cli.runner.rundir.writes import replacing
 
 
 class RunDirectoryDamaged(ConfigError):
@@ -75,6 +77,13 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+def yaml_problem(error: yaml.MarkedYAMLError) -> str:
+    """``not valid YAML at line 2, column 1: <what the parser found>``, one line."""
+    mark, problem = error.problem_mark, error.problem or error.context
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"not valid YAML{where}: {problem}"
+
+
 def read_yaml(path: Path) -> DictConfig | ListConfig:
     """``path`` read by OmegaConf.
 
@@ -86,9 +95,7 @@ def read_yaml(path: Path) -> DictConfig | ListConfig:
     try:
         return OmegaConf.load(path)
     except yaml.MarkedYAMLError as error:
-        mark, problem = error.problem_mark, error.problem or error.context
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RunDirectoryDamaged(path, f"is damaged (not valid YAML{where}: {problem})") from error
+        raise RunDirectoryDamaged(path, f"is damaged ({yaml_problem(error)})") from error
     except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as error:
         what = f"is damaged (not valid YAML: {_one_line(error)})"
         raise RunDirectoryDamaged(path, what) from error
@@ -197,6 +204,37 @@ class RunDirectory:
     def holds_run(self) -> bool:
         """Whether the directory already holds a run's metrics or checkpoint."""
         return self.has_metrics() or self.checkpoint.exists()
+
+    def check_creatable(self) -> None:
+        """Refuse a path that cannot become a run directory: a file where the folder or one of
+        the folders above it should be, or a folder that cannot be created (``/proc/x``) or
+        written. Nothing is left behind: the first missing folder is created and removed again.
+
+        Raises:
+            ConfigError: naming the path and what stands in the way.
+        """
+        existing = self.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "it" if existing == self.path else existing
+            raise ConfigError(f"{self.path} cannot be a run directory: {where} is a file")
+        if existing == self.path:
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise ConfigError(f"{self.path} cannot be a run directory: it is not writable")
+            return
+        first = existing / self.path.relative_to(existing).parts[0]
+        try:
+            first.mkdir()
+        except FileExistsError:  # another process created it meanwhile
+            return
+        except OSError as error:
+            raise ConfigError(
+                f"{self.path} cannot be a run directory: {first} cannot be created "
+                f"({error.strerror or error})"
+            ) from error
+        with contextlib.suppress(OSError):  # another run may have filled it meanwhile
+            first.rmdir()
 
     def refuse_existing_run(self, *, claimed: bool = False) -> None:
         """Refuse a new run into a directory that holds a run (:meth:`holds_run`) or, with
@@ -397,13 +435,14 @@ class RunDirectory:
         """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
         return summary.read_metrics(self.path)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint (or the previous one when it is damaged); ``None`` without one.
+    def load_checkpoint(self, *, warn: bool = True) -> dict[str, Any] | None:
+        """The last checkpoint (or the previous one when it is damaged, saying so unless not
+        ``warn``: :func:`.checkpoint.load_checkpoint`); ``None`` without one.
 
         Raises:
             CheckpointError: no readable checkpoint, or an unsafe one.
         """
-        return checkpoint.load_checkpoint(self.path)
+        return checkpoint.load_checkpoint(self.path, warn=warn)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` atomically, keeping the one it replaces as the previous."""
@@ -453,9 +492,8 @@ class RunDirectory:
             records.append((self.hydra_config, hydra_record))
         self.saved_config.parent.mkdir(parents=True, exist_ok=True)
         for path, content in records:
-            partial = path.with_suffix(".yaml.partial")
-            OmegaConf.save(content, partial)
-            partial.replace(path)
+            with replacing(path) as partial:
+                OmegaConf.save(content, partial)
 
     @contextmanager
     def claimed(

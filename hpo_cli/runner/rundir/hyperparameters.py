@@ -13,7 +13,6 @@ loop.export.named_hyperparameters`). ``torch.load(path, weights_only=True)`` rea
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from hpo_cli.runner.rundir.names import (
     HYPERPARAMETERS,
     HYPERPARAMETERS_SUMMARY,
 )
+from hpo_cli.runner.rundir.writes import replacing
 
 QUANTILES = (0, 5, 25, 50, 75, 95, 100)
 """The percentiles each tensor's summary gives."""
@@ -58,12 +58,11 @@ def describe(name: str, tensor: torch.Tensor) -> dict[str, Any]:
 
 def save_tensors(path: Path, tensors: Tensors) -> None:
     """``torch.save`` a ``{name: tensor}`` dict (CPU copies) to ``path`` atomically."""
-    partial = path.with_suffix(".pt.partial")
     plain = {
         name: tensor.detach().to("cpu").clone().contiguous() for name, tensor in tensors.items()
     }
-    torch.save(plain, partial)
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        torch.save(plain, partial)
 
 
 def write_hyperparameters(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.rundir.writes import RunFileNotWritten, replacing
 
 COLUMNS = [
     "outer_step",
@@ -84,19 +85,28 @@ class MetricsLog:
         self.extend([row])
 
     def extend(self, rows: list[dict[str, Any]]) -> None:
-        """Write rows and force them to disk (once)."""
+        """Write rows and force them to disk (once).
+
+        Raises:
+            RunFileNotWritten: the disk refused them; the file is as it was before.
+        """
         unknown = set().union(*rows) - set(self.columns)
         if unknown:
             raise KeyError(f"unknown metrics columns: {sorted(unknown)}")
         is_new = not self.path.exists() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            if is_new:
-                writer.writeheader()
-            for row in rows:
-                writer.writerow({key: _format(row.get(key)) for key in self.columns})
-            handle.flush()
-            os.fsync(handle.fileno())
+            size = handle.tell()
+            try:
+                writer = csv.DictWriter(handle, fieldnames=self.columns)
+                if is_new:
+                    writer.writeheader()
+                for row in rows:
+                    writer.writerow({key: _format(row.get(key)) for key in self.columns})
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as error:  # a full disk: the rows before stay whole
+                handle.truncate(size)
+                raise RunFileNotWritten(self.path, error) from error
 
     def rows(self) -> list[dict[str, str]]:
         """The rows written so far, as strings."""
@@ -164,17 +174,12 @@ class MetricsLog:
         """Drop every row after ``outer_step`` (atomically), as a resumed run must, after
         :meth:`checked_rows` has checked those before it."""
         kept = self.checked_rows(outer_step, expected)
-        partial = self.path.with_suffix(".csv.partial")
-        try:
-            with partial.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(kept)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, self.path)
-        finally:
-            partial.unlink(missing_ok=True)
+        with replacing(self.path) as partial, partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def _step(fields: list[str]) -> int | None:
@@ -194,7 +199,7 @@ def _format(value: Any) -> Any:
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
-    """Write ``content`` as indented JSON, replacing the file atomically."""
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(content, indent=2, default=str) + "\n")
-    os.replace(partial, path)
+    """Write ``content`` as indented JSON, replacing the file atomically
+    (:func:`.writes.replacing`)."""
+    with replacing(path) as partial:
+        partial.write_text(json.dumps(content, indent=2, default=str) + "\n")

@@ -171,10 +171,12 @@ def aggregate(sweep_dir: Path) -> list[Path]:
 
     Raises:
         ValueError: no job of the sweep has written metrics (``sweep_failures.csv`` is written
-            all the same), or ``sweep_dir`` is not a directory.
+            all the same).
+        RunDirectoryDamaged: ``sweep_dir`` is not a directory (bad input), or a job's file is
+            damaged.
     """
     if not sweep_dir.is_dir():
-        raise ValueError(f"{sweep_dir} is not a directory")
+        raise RunDirectoryDamaged(sweep_dir, "is not a sweep directory (no such folder)")
     failures(sweep_dir).to_csv(sweep_dir / "sweep_failures.csv", index=False)
     table = collect(sweep_dir)
     table.to_csv(sweep_dir / "sweep.csv", index=False)
@@ -238,7 +240,10 @@ class AggregateSweep(Callback):
 
 def main() -> None:
     """``python -m hpo_cli.runner.sweeps.aggregate DIR...``: aggregate each sweep; exit 1 when a
-    job failed, 2 when a job's file is damaged (one line)."""
+    job failed, 2 when a job's file is damaged or the folder is missing (one line)."""
+    if len(sys.argv) < 2:
+        print(f"usage: python -m {__spec__.name} SWEEP_DIR...", file=sys.stderr)
+        sys.exit(2)
     status = 0
     program = "python -m hpo_cli.runner.sweeps.aggregate"
     for sweep_dir in map(Path, sys.argv[1:]):
