@@ -23,6 +23,7 @@ import torch
 from hpo_cli.runner.rundir import metrics as metrics_module
 from hpo_cli.runner.rundir.metrics import MetricsLog
 from hpo_cli.runner.rundir.writes import RunFileNotWritten
+from tests.support import tiny_runs
 from tests.support.cli_runs import Result, call_main, hpo_run
 from tests.support.tiny_runs import BRIEF, TINY
 
@@ -154,6 +155,23 @@ def test_a_file_size_limit_during_a_checkpoint_fails_the_run_in_one_line(tmp_pat
     assert summary["status"] == "failed"
     assert "could not be written (File too large)" in summary["error"]
     assert summary["final"]["outer_step"] == 1
+
+
+def test_a_disk_that_refuses_the_claims_records_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """The claim's own records (``.hydra/``) refused by the disk: one line, exit 1 (nothing
+    ran), and the claim taken back: no lock, no partial record, no folder."""
+    from hpo_cli.runner.rundir import directory
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(directory.OmegaConf, "save", refused)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit, match="1"):
+        tiny_runs.run(run_dir)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "could not be written (No space left" in errors[0]
+    assert not run_dir.exists()
 
 
 def full_disk(monkeypatch) -> None:

@@ -156,6 +156,11 @@ def execute(
             log.error("job refused: %s", error)
             return math.nan
         _fail(str(error), 2)
+    except RunFileNotWritten as error:  # the disk refused the claim's records: nothing ran
+        if multirun:
+            log.error("job failed: %s", error)
+            return math.nan
+        _fail(f"{error}; nothing was run", 1)
 
 
 def kept_files(run_dir: Path, failed: bool) -> str:

@@ -60,7 +60,7 @@ from hpo_cli.runner.rundir.names import (
     SUMMARY,
     TRACKING,
 )
-from hpo_cli.runner.rundir.writes import replacing
+from hpo_cli.runner.rundir.writes import RunFileNotWritten, replacing
 
 
 class RunDirectoryDamaged(ConfigError):
@@ -519,6 +519,7 @@ class RunDirectory:
         Raises:
             RunLocked: another live process holds the directory.
             ConfigError: ``fresh`` and the directory holds a run.
+            RunFileNotWritten: the disk refused the records (a fresh run's claim is undone).
         """
 
         def check() -> None:
@@ -528,7 +529,12 @@ class RunDirectory:
         check()  # before anything is created, the lock file included
         claim = Claim(self.path, self.path.is_dir(), entries(self.path))
         with lock.run_lock(self.path, check):
-            self.save_config(cfg, overrides, hydra_record)
+            try:
+                self.save_config(cfg, overrides, hydra_record)
+            except RunFileNotWritten:  # a full disk: a fresh run leaves nothing behind
+                if fresh:
+                    claim.undo()
+                raise
             with run_log(self.path / log_name):
                 yield claim
 
