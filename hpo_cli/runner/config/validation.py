@@ -31,7 +31,8 @@ from hpo_cli.runner.config.build import (
     SHAPE_NAMES,
     build,
     first_line,
-    solver_without_curvature,
+    method_options,
+    solver_without_method_options,
 )
 from hpo_cli.runner.config.schemas import tracker_names
 from hpo_cli.runner.config.targets import check_keys
@@ -151,10 +152,11 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
 
 def validate_solver(node: DictConfig) -> HypergradientMethod:
     """Build the solver of ``node`` (``cfg.solver``) and its hypergradient method, so that its
-    constructor's range checks (and ``curvature``'s) refuse a bad value before anything runs;
-    raises :class:`ConfigError` with the constructor's one-line message. Returns the method."""
-    solver = build(solver_without_curvature(node))
-    return constructor_check(hypergradient_method, solver, node.get("curvature", "hessian"))
+    constructor's range checks (and those of ``curvature`` and ``products``) refuse a bad value
+    before anything runs; raises :class:`ConfigError` with the constructor's one-line message.
+    Returns the method."""
+    solver = build(solver_without_method_options(node))
+    return constructor_check(lambda: hypergradient_method(solver, **method_options(node)))
 
 
 def inner_weight_decay(node: DictConfig) -> float:

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hpo_cli.core.hvp import NoSecondDerivative
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.data import Split
 from hpo_cli.runner.loop import solver_health
@@ -63,7 +64,9 @@ def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted. Every
     solve is counted by status (:mod:`hpo_cli.runner.loop.solver_health`), which warns once
-    when most are doubtful. Returns the hypergradient (``failure`` set when skipped)."""
+    when most are doubtful. A training loss autograd cannot differentiate twice stops the run
+    naming ``solver.products=finite_difference``. Returns the hypergradient (``failure`` set
+    when skipped)."""
     train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
     try:
@@ -71,6 +74,12 @@ def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     except HypergradientError as error:
         solver_health.record(progress.solves, error.info.status, None)
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
+    except NoSecondDerivative as error:
+        raise RunFailed(
+            f"outer step {progress.outer_step}: {error}; set solver.products=finite_difference "
+            "(central differences of first-order gradients)",
+            progress,
+        ) from error
     solver_health.record(progress.solves, result.solve.status, result.residual)
     warning = solver_health.warning_due(progress.solves)
     if warning is not None:
