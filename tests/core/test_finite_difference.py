@@ -147,18 +147,21 @@ def test_a_layer_without_double_backward_is_named_and_finite_differences_differe
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-def test_buffers_are_put_back_after_every_gradient():
-    """BatchNorm's running statistics: the products evaluate L_t many times, the buffers end as
-    they began."""
+def test_weights_and_buffers_are_put_back_bit_for_bit():
+    """The products evaluate L_t many times at w ± h u: the weights end bit for bit as they began
+    (w + h u − h u would not, in float32), and so do BatchNorm's running statistics."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2)).to(DT)
-    x, y = torch.randn(8, 4, dtype=DT), torch.randint(0, 2, (8,))
-    buffers = [b.clone() for b in model.buffers()]
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2))
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    params = list(model.parameters())
+    state = [t.clone() for t in [*params, *model.buffers()]]
     differences = FiniteDifferenceCurvature(
-        lambda: F.cross_entropy(model(x), y), list(model.parameters()), (), list(model.buffers())
+        lambda: F.cross_entropy(model(x), y), params, (), list(model.buffers())
     )
-    differences.hvp([torch.ones_like(p) for p in model.parameters()])
-    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), buffers, strict=True))
+    for seed in range(3):
+        differences.hvp([torch.randn(p.shape, generator=torch.manual_seed(seed)) for p in params])
+    after = [*params, *model.buffers()]
+    assert all(torch.equal(a, b) for a, b in zip(after, state, strict=True))
 
 
 def test_unknown_products_and_finite_differences_of_the_gauss_newton_matrix_are_refused():
