@@ -156,7 +156,10 @@ def validate_solver(node: DictConfig) -> HypergradientMethod:
     before anything runs; raises :class:`ConfigError` with the constructor's one-line message.
     Returns the method."""
     solver = build(solver_without_method_options(node))
-    return constructor_check(lambda: hypergradient_method(solver, **method_options(node)))
+    try:
+        return constructor_check(lambda: hypergradient_method(solver, **method_options(node)))
+    except ConfigError as error:  # the method's message names its argument: name the key
+        raise ConfigError(f"solver.{error}") from error
 
 
 def inner_weight_decay(node: DictConfig) -> float:
