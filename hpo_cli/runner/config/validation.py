@@ -38,6 +38,7 @@ from hpo_cli.runner.config.schemas import tracker_names
 from hpo_cli.runner.config.targets import check_keys
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.early_stopping import MONITORS
+from hpo_cli.runner.loop.precision import precision_problem
 from hpo_cli.runner.tracking import TRACKER_NAMES
 
 
@@ -82,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
     fraction = cfg.max_skipped_fraction
     require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     validate_tracking(cfg)
+    problem = precision_problem(cfg.precision, cfg.dtype)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def validate_preconditioner(cfg: DictConfig) -> None:

@@ -44,6 +44,7 @@ from hpo_cli.runner.loop.diagnostics import (
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.export import export_hyperparameters
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
+from hpo_cli.runner.loop.precision import in_precision
 from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted, phase
 from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import eta_text, log_due
@@ -57,7 +58,13 @@ log = logging.getLogger(__name__)
 def inner_step(exp: Experiment) -> torch.Tensor:
     """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
     batch = exp.data.train.sample(exp.settings.batch_size, exp.batches)
-    return exp.joint.inner_step(lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion))
+    return exp.joint.inner_step(
+        in_precision(
+            exp.settings.precision,
+            exp.device,
+            lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion),
+        )
+    )
 
 
 def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
