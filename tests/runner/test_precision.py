@@ -81,3 +81,19 @@ def test_contradictions_and_unsupported_precisions_are_refused_in_one_line(
 @pytest.mark.parametrize("overrides", [["precision=32"], ["precision=64", "dtype=float64"]])
 def test_full_precisions_agree_with_dtype_and_run(tmp_path, overrides):
     assert hpo_run(tmp_path, *tiny("outer_steps=1", *overrides)).returncode == 0
+
+
+def test_a_run_saved_before_products_and_precision_resumes_only_as_it_ran(tmp_path):
+    """Its saved configuration has neither key; it ran with autograd products, no autocast."""
+    from omegaconf import OmegaConf
+
+    assert hpo_run(tmp_path, *tiny("outer_steps=2")).returncode == 0
+    saved = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
+    del saved["precision"], saved.solver["products"]
+    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
+    for change in ("precision=bf16-mixed", "solver.products=finite_difference"):
+        refused = hpo_run(None, f"resume={tmp_path}", "outer_steps=3", change)
+        key = change.split("=")[0]
+        assert refused.returncode == 2 and f"cannot change {key} (<missing> ->" in refused.stderr
+    assert hpo_run(None, f"resume={tmp_path}", "outer_steps=3").returncode == 0
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 4
