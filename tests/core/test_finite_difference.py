@@ -169,3 +169,37 @@ def test_unknown_products_and_finite_differences_of_the_gauss_newton_matrix_are_
         ImplicitDifferentiation(Exact(), products="forward")
     with pytest.raises(ValueError, match=r"with curvature='ggn' use products='autograd'"):
         ImplicitDifferentiation(Exact(), curvature="ggn", products="finite_difference")
+
+
+class Attention(nn.Module):
+    """One self-attention layer over 4 tokens of 6 features, then a linear read-out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Linear(6, 18), nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x.view(-1, 4, 6)).unsqueeze(1).chunk(3, dim=-1)
+        return self.out(F.scaled_dot_product_attention(q, k, v).flatten(1))
+
+
+def test_flash_attention_without_double_backward_is_named_and_differenced():
+    """PyTorch's CPU flash attention has no double backward (a real kernel, not a test double):
+    autograd's error becomes NoSecondDerivative; finite differences through it agree with
+    autograd through the math kernel, float64."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    model = Attention().to(DT)
+    x, y = torch.randn(5, 24, dtype=DT), torch.randint(0, 3, (5,))
+    params = list(model.parameters())
+    vector = [torch.randn_like(p) for p in params]
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        flash = TrainingCurvature(F.cross_entropy(model(x), y), params)
+        with pytest.raises(NoSecondDerivative, match="not implemented"):
+            flash.hvp(vector)
+        differences = FiniteDifferenceCurvature(lambda: F.cross_entropy(model(x), y), params)
+        product = differences.hvp(vector)
+    with sdpa_kernel(SDPBackend.MATH):
+        reference = TrainingCurvature(F.cross_entropy(model(x), y), params).hvp(vector)
+    assert relative_error(product, reference) < 1e-8
