@@ -49,6 +49,13 @@ def test_a_model_without_double_backward_trains_with_finite_difference_products(
     assert table["hyper_mean"].iloc[-1] != table["hyper_mean"].iloc[0]  # λ moved
 
 
+def test_diagnostics_that_differentiate_twice_stop_in_one_line_naming_themselves(tmp_path):
+    result = hpo_run(tmp_path, *ONCE, "solver.products=finite_difference", "hessian_every=1")
+    (line,) = error_lines(result)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "@once_differentiable" in line and "hessian_every" in line
+
+
 def test_both_products_give_the_default_experiments_hypergradient(tmp_path):
     """The same tiny run (float64) with either products: the first hyper-step's ‖dL_v/dλ‖ agrees
     to the finite differences' error (≈ 1e-10 measured)."""

@@ -16,11 +16,12 @@ checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -111,6 +112,22 @@ def check_finite(value: torch.Tensor, what: str, progress: Progress) -> None:
         raise RunFailed(message, progress)
 
 
+@contextlib.contextmanager
+def diagnostics_of(progress: Progress) -> Iterator[None]:
+    """A diagnostic (Hessian, solver comparison, quality probe) on a model autograd cannot
+    differentiate twice stops the run in one line naming the diagnostics: they use autograd's
+    products whatever ``solver.products`` is."""
+    try:
+        yield
+    except NoSecondDerivative as error:
+        raise RunFailed(
+            f"outer step {progress.outer_step}: {error}; the diagnostics hessian_every, "
+            "solver_comparison.every and quality_every differentiate twice whatever "
+            "solver.products is: turn them off for this model",
+            progress,
+        ) from error
+
+
 def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | None = None) -> None:
     """One outer step: the inner phase, the optional solver comparison (into ``comparisons``),
     and the hyper-step (unless ``hyper_steps=false``).
@@ -128,12 +145,12 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
         progress.total_inner_steps += settings.inner_steps
     check_finite(loss, "training loss", progress)
     if comparisons is not None and solver_comparison_due(settings, progress.outer_step):
-        with phase(progress, "solver_comparison", exp.device):
+        with phase(progress, "solver_comparison", exp.device), diagnostics_of(progress):
             comparisons.extend(solver_comparison_rows(exp, progress))
     if settings.hyper_steps:
         reference = None
         if quality_due(settings, progress.outer_step):
-            with phase(progress, "quality", exp.device):
+            with phase(progress, "quality", exp.device), diagnostics_of(progress):
                 reference = quality_reference(exp)
         with phase(progress, "hypergradient", exp.device):
             result = hyper_step(exp, progress)
@@ -182,7 +199,8 @@ def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> d
     )
     every = exp.settings.hessian_every
     if every and progress.outer_step % every == 0:
-        row.update(hessian_row(exp))
+        with diagnostics_of(progress):
+            row.update(hessian_row(exp))
     return row
 
 
