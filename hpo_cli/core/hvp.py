@@ -11,18 +11,72 @@ Both are reverse-mode products through the graph of g = ∂L_t/∂w, built once 
 about one backward pass, instead of a forward, a backward and a double-backward when the
 gradient graph is rebuilt for each product.
 
+A loss whose gradient has no derivative of its own (a ``torch.autograd.Function`` marked
+``@once_differentiable``, a kernel without double backward) raises :class:`NoSecondDerivative`
+instead of a traceback, or, worse, of products that silently leave that part out (PyTorch's
+``allow_unused`` reads such a gradient as constant); central differences of first-order gradients
+(:mod:`hpo_cli.core.finite_difference`) make the same products without double backward.
+
 Vectors are lists of tensors shaped like ``params`` (see :mod:`hpo_cli.core.vectors`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 
 from hpo_cli.core.vectors import TensorList, add, flatten, unflatten
 
 MatVec = Callable[[TensorList], list[torch.Tensor]]
+
+
+class CurvatureProducts(Protocol):
+    """The two products of a training loss an IFT hypergradient needs (:class:`TrainingCurvature`
+    by double backward, :class:`hpo_cli.core.finite_difference.FiniteDifferenceCurvature` by
+    central differences of gradients)."""
+
+    hvp_count: int
+
+    def hvp(self, vector: TensorList) -> list[torch.Tensor]:
+        """H v, H = ∂²L_t/∂w²; ``vector`` and the result shaped like the weights."""
+        ...
+
+    def mixed_vjp(self, vector: TensorList) -> list[torch.Tensor]:
+        """(∂²L_t/∂λ∂w)ᵀ x, shaped like the hyperparameters."""
+        ...
+
+
+PRODUCTS = ("autograd", "finite_difference")
+"""How an IFT hypergradient's products with H and ∂²L_t/∂λ∂w are made: autograd's double backward
+(:class:`TrainingCurvature`) or central differences of first-order gradients
+(:mod:`hpo_cli.core.finite_difference`). The one spelling of the choice."""
+
+
+class NoSecondDerivative(RuntimeError):
+    """The training loss's gradient cannot be differentiated by autograd (double backward)."""
+
+
+MISSING_DOUBLE_BACKWARD = "not implemented"
+"""What autograd's error says when an operation's backward has no derivative of its own."""
+
+
+def passes_once_differentiable(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether the graphs of ``tensors`` hold a node autograd cannot differentiate (the ``Error``
+    node a ``@once_differentiable`` backward leaves). A walk over the graph's nodes, no tensor
+    read (no host synchronisation)."""
+    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+    seen = {id(node) for node in stack}
+    while stack:
+        node = stack.pop()
+        if type(node).__name__ == "Error":
+            return True
+        for parent, _ in node.next_functions:
+            if parent is not None and id(parent) not in seen:
+                seen.add(id(parent))
+                stack.append(parent)
+    return False
 
 
 class TrainingCurvature:
@@ -52,6 +106,11 @@ class TrainingCurvature:
             loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True
         )
         self.gradient = list(grads)
+        if passes_once_differentiable(self.gradient):
+            raise NoSecondDerivative(
+                "the training loss has no second derivative: its backward passes through a "
+                "function marked @once_differentiable, whose double backward autograd cannot take"
+            )
         # Components of g that do not depend on any variable (e.g. the gradient of a loss that is
         # linear in a weight) contribute nothing to second derivatives and have no graph.
         self._differentiable = [i for i, g in enumerate(grads) if g.requires_grad]
@@ -65,14 +124,22 @@ class TrainingCurvature:
             return [torch.zeros_like(x) for x in inputs]
         outputs = [self.gradient[i] for i in self._differentiable]
         cotangents = [vector[i].detach() for i in self._differentiable]
-        products = torch.autograd.grad(
-            outputs,
-            inputs,
-            grad_outputs=cotangents,
-            retain_graph=True,
-            allow_unused=True,
-            materialize_grads=True,
-        )
+        try:
+            products = torch.autograd.grad(
+                outputs,
+                inputs,
+                grad_outputs=cotangents,
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+        except RuntimeError as error:
+            if MISSING_DOUBLE_BACKWARD not in str(error):
+                raise
+            first = str(error).strip().splitlines()[0]
+            raise NoSecondDerivative(
+                f"the training loss has no second derivative (autograd: {first})"
+            ) from error
         return [p.detach() for p in products]
 
     def hvp(self, vector: TensorList) -> list[torch.Tensor]:

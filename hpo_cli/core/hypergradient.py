@@ -12,7 +12,8 @@ along −dL_v/dλ lowers L_v, so it goes straight into ``λ.grad`` for any ``tor
 Shapes: w is a list of tensors (d entries in all), λ another (p entries). ∂L_v/∂w ∈ R^d,
 H ∈ R^{d×d}, ∂²L_t/∂λ∂w ∈ R^{d×p}. Neither matrix is formed: H⁻¹ ∂L_v/∂w is solved from
 Hessian-vector products (:mod:`hpo_cli.core.solvers`) and the mixed term is one vector-Jacobian
-product (:class:`hpo_cli.core.hvp.TrainingCurvature`).
+product, both by double backward (:class:`hpo_cli.core.hvp.TrainingCurvature`) or by central
+differences of first-order gradients (:mod:`hpo_cli.core.finite_difference`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hpo_cli.core.hvp import MatVec, TrainingCurvature
+from hpo_cli.core.hvp import CurvatureProducts, MatVec, TrainingCurvature
 from hpo_cli.core.solvers.base import InverseHVPSolver, SolveInfo, SolverState
 from hpo_cli.core.vectors import TensorList, add_, all_finite, norm, scale_
 
@@ -77,7 +78,7 @@ def _nonempty(tensors: Sequence[torch.Tensor], name: str) -> list[torch.Tensor]:
 
 
 def hypergradient(
-    train_loss: torch.Tensor,
+    train_loss: torch.Tensor | None,
     val_loss: torch.Tensor,
     params: Sequence[torch.Tensor],
     hparams: Sequence[torch.Tensor],
@@ -90,6 +91,7 @@ def hypergradient(
     curvature: MatVec | None = None,
     solver_state: SolverState | None = None,
     second_moments: TensorList | None = None,
+    products: CurvatureProducts | None = None,
 ) -> Hypergradient:
     """dL_v/dλ = ∂L_v/∂λ − (∂²L_t/∂λ∂w)ᵀ H⁻¹ ∂L_v/∂w at the current weights.
 
@@ -97,7 +99,8 @@ def hypergradient(
     inner optimisation.
 
     Args:
-        train_loss: scalar L_t(w, λ) with its autograd graph (penalties, augmentation included).
+        train_loss: scalar L_t(w, λ) with its autograd graph (penalties, augmentation included);
+            ``None`` when ``products`` are given.
         val_loss: scalar L_v(w, λ) with its graph; λ may enter it (then ∂L_v/∂λ ≠ 0) or not.
         params: the weights w, e.g. ``list(model.parameters())``.
         hparams: the hyperparameters λ (unconstrained leaf tensors).
@@ -120,14 +123,18 @@ def hypergradient(
             starts, λ̂max estimates); default ``solver.init_state()``, a cold solve.
         second_moments: the inner optimiser's √v̂ + ε per weight, shaped like ``params``, for a
             solver with ``reads_second_moments`` (CG's ``preconditioner="adam"``).
+        products: H's and the mixed term's products of L_t (e.g. by finite differences);
+            default: double backward through ``train_loss``'s gradient.
 
     Returns:
         A :class:`Hypergradient` with the gradients and the solver's diagnostics.
     """
     params = _nonempty(params, "params")
     hparams = _nonempty(hparams, "hparams")
+    if products is None and train_loss is None:
+        raise ValueError("hypergradient: give train_loss or products")
     for name, loss in (("train_loss", train_loss), ("val_loss", val_loss)):
-        if loss.dim() != 0:
+        if loss is not None and loss.dim() != 0:
             raise ValueError(f"hypergradient: {name} must be a scalar, got {tuple(loss.shape)}")
 
     val_grads = torch.autograd.grad(
@@ -139,8 +146,10 @@ def hypergradient(
     ]
     direct = val_grads[len(params) :]  # ∂L_v/∂λ, None where λ does not enter L_v
     del val_grads
+    training = products
     try:
-        training = TrainingCurvature(train_loss, params, hparams)
+        if training is None:
+            training = TrainingCurvature(train_loss, params, hparams)
     except RuntimeError as error:
         if retain_val_graph or "backward through the graph a second time" not in str(error):
             raise
@@ -149,10 +158,10 @@ def hypergradient(
             "was freed with val_loss's; pass retain_val_graph=True"
         ) from error
     matvec = training.hvp if curvature is None else curvature
-    products = [0]
+    matvecs = [0]
 
     def counted(vector: TensorList) -> list[torch.Tensor]:
-        products[0] += 1
+        matvecs[0] += 1
         return matvec(vector)
 
     state = solver.init_state() if solver_state is None else solver_state
@@ -180,7 +189,7 @@ def hypergradient(
         failure = f"the hypergradient is not finite ({info.solver}: {info.message})"
     if failure and raise_on_failure:
         raise HypergradientError(failure, info)
-    result = Hypergradient(grads, info, residual, products[0], failure, state)
+    result = Hypergradient(grads, info, residual, matvecs[0], failure, state)
     if write_grad and failure is None:
         for hparam, grad in zip(hparams, grads, strict=True):
             hparam.grad = grad.clone() if hparam.grad is None else hparam.grad + grad

@@ -13,7 +13,9 @@ Two implementations:
 
 * :class:`ImplicitDifferentiation` — the IFT: an inverse-HVP solver and the curvature it
   inverts (``"hessian"``: H = ∂²L_t/∂w²; ``"ggn"``: the Gauss-Newton matrix plus the penalty's
-  Hessian, :mod:`hpo_cli.core.curvature`); damping is the solver's own (μ of A + μI).
+  Hessian, :mod:`hpo_cli.core.curvature`), its products made by double backward or by finite
+  differences of gradients (:data:`hpo_cli.core.hvp.PRODUCTS`); damping is the solver's own
+  (μ of A + μI).
 * :class:`hpo_cli.core.unrolled.Unrolled` — differentiating K steps of the inner optimiser.
 
 Each declares ``inner_batches``, the training mini-batches it evaluates
@@ -32,7 +34,8 @@ import torch
 from torch import nn
 
 from hpo_cli.core.curvature import CURVATURES, curvature_matvec, loss_and_outputs
-from hpo_cli.core.hvp import MatVec
+from hpo_cli.core.finite_difference import FiniteDifferenceCurvature
+from hpo_cli.core.hvp import PRODUCTS, MatVec
 from hpo_cli.core.hypergradient import Hypergradient, hypergradient
 from hpo_cli.core.solvers.base import InverseHVPSolver, SolverState
 from hpo_cli.core.solvers.diagonal import second_moment_diagonal
@@ -106,21 +109,39 @@ class ImplicitDifferentiation(HypergradientMethod):
         curvature: A: ``"hessian"`` (H = ∂²L_t/∂w²) or ``"ggn"`` (Jᵀ H_z J + ∂²R/∂w², which
             needs the model's outputs: ``losses.training_loss`` must call the model once).
         check_residual: spend one more product to report ‖Ax − b‖/‖b‖.
+        products: how products with H and the mixed term are made: ``"autograd"`` (double
+            backward) or ``"finite_difference"`` (central differences of first-order gradients,
+            for models without double backward; ``curvature="hessian"`` only).
     """
 
     inner_batches = 0
 
     def __init__(
-        self, solver: InverseHVPSolver, curvature: str = "hessian", check_residual: bool = True
+        self,
+        solver: InverseHVPSolver,
+        curvature: str = "hessian",
+        check_residual: bool = True,
+        products: str = "autograd",
     ) -> None:
         if curvature not in CURVATURES:
             raise ValueError(f"curvature={curvature!r} is unknown; choose one of {CURVATURES}")
+        if products not in PRODUCTS:
+            raise ValueError(f"products={products!r} is unknown; choose one of {PRODUCTS}")
+        if products == "finite_difference" and curvature != "hessian":
+            raise ValueError(
+                f"products='finite_difference' makes Hessian products only; with "
+                f"curvature={curvature!r} use products='autograd'"
+            )
         self.solver = solver
         self.curvature = curvature
         self.check_residual = check_residual
+        self.products = products
 
     def __repr__(self) -> str:
-        return f"ImplicitDifferentiation({self.solver!r}, curvature={self.curvature!r})"
+        return (
+            f"ImplicitDifferentiation({self.solver!r}, curvature={self.curvature!r}, "
+            f"products={self.products!r})"
+        )
 
     def init_state(self) -> SolverState:
         return self.solver.init_state()
@@ -149,10 +170,18 @@ class ImplicitDifferentiation(HypergradientMethod):
         losses: HyperLosses,
         state: SolverState | None,
     ) -> tuple[Hypergradient, SolverState | None]:
-        """L_t, then (``ggn``) R, then L_v are evaluated once each; the second moments are read
-        from ``optimizer`` only for a solver that ``reads_second_moments``."""
+        """L_t, then (``ggn``) R, then L_v are evaluated once each (with finite-difference
+        products, L_v first, then L_t twice per product); the second moments are read from
+        ``optimizer`` only for a solver that ``reads_second_moments``."""
         params = list(model.parameters())
-        train_loss, matvec = self.curvature_of(model, losses)
+        differences = None
+        if self.products == "finite_difference":
+            differences = FiniteDifferenceCurvature(
+                losses.training_loss, params, hparams, buffers=list(model.buffers())
+            )
+            train_loss, matvec = None, None
+        else:
+            train_loss, matvec = self.curvature_of(model, losses)
         val_loss = losses.validation_loss()
         moments = None
         if self.solver.reads_second_moments:
@@ -168,15 +197,17 @@ class ImplicitDifferentiation(HypergradientMethod):
             curvature=matvec,
             solver_state=self.init_state() if state is None else state,
             second_moments=moments,
+            products=differences,
         )
         return result, result.solver_state
 
 
 def hypergradient_method(
-    solver: InverseHVPSolver | HypergradientMethod, curvature: str = "hessian"
+    solver: InverseHVPSolver | HypergradientMethod, **options: Any
 ) -> HypergradientMethod:
     """``solver`` itself when it is a method already (``Unrolled``), else the implicit method
-    of that inverse-HVP solver and ``curvature``."""
+    of that inverse-HVP solver with ``options`` (:class:`ImplicitDifferentiation`'s
+    ``curvature``, ``products``; its defaults where left out)."""
     if isinstance(solver, HypergradientMethod):
         return solver
-    return ImplicitDifferentiation(solver, curvature)
+    return ImplicitDifferentiation(solver, **options)

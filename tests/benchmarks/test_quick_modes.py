@@ -145,3 +145,18 @@ def test_quick_streaming_times_both_paths(tmp_path):
     table = pd.read_csv(tmp_path / "streamed_data_cpu_quick.csv").set_index("data")
     assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
     assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0
+
+
+def test_quick_finite_difference_products_agree_with_autograd_in_float64(tmp_path):
+    run_quick_here("benchmarks.finite_difference_products", tmp_path)
+    table = pd.read_csv(tmp_path / "finite_difference_products_cpu_quick.csv")
+    assert len(table) == 4 and (table["fd_median_ms"] > 0).all()
+    double = table[table["dtype"] == "float64"]
+    assert (double["fd_vs_autograd"] < 1e-7).all() and (double["autograd_vs_truth"] == 0).all()
+
+
+def test_quick_mixed_precision_keeps_the_hypergradients_direction(tmp_path):
+    run_quick_here("benchmarks.mixed_precision", tmp_path)
+    table = pd.read_csv(tmp_path / "mixed_precision_cpu_quick.csv")
+    assert len(table) == 1 and (table["hyper_bf16_median_ms"] > 0).all()
+    assert (table["cosine"] > 0.99).all() and (table["rel_error"] > 0).all()

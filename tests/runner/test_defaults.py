@@ -13,6 +13,7 @@ import inspect
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+from hpo_cli.runner.config.schemas import METHOD_OPTIONS
 from tests.support.option_configs import CONF, option_node, options
 
 GROUPS = ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer")
@@ -39,8 +40,9 @@ def differences() -> list[tuple[str, str, str, object, object]]:
         for name in options(group):
             node = OmegaConf.to_container(option_node(group, name))
             parameters = inspect.signature(get_method(node.pop("_target_"))).parameters
-            if group == "solver":
-                node.pop("curvature", None)  # the runner's key: which matrix, not an argument
+            if group == "solver":  # the implicit method's keys (the runner's), not the solver's
+                for key in METHOD_OPTIONS:
+                    node.pop(key, None)
             for key, value in node.items():
                 assert key in parameters, f"{group}/{name}.yaml: {key} is no argument"
                 default = parameters[key].default

@@ -111,11 +111,19 @@ RENAMED_COLUMNS = {"inner_steps": "total_inner_steps"}
 the cumulative count; ``inner_steps`` is the configuration's count per outer step."""
 
 
-def resume_may_change(key: str, saved: Any) -> bool:
-    """Whether a resume may change ``key`` from its ``saved`` value: a key of
-    :data:`RESUME_MAY_CHANGE` or under one, or an ``early_stopping`` key that the run's saved
-    config predates (its checkpoints hold no early-stopping state to contradict)."""
+ADDED_KEYS = {"solver.products": "autograd", "precision": None}
+"""Keys added after runs were saved, each with the value a run that predates it ran with: the
+resume of such a run may hold that value (and no other)."""
+
+
+def resume_may_change(key: str, saved: Any, new: Any = None) -> bool:
+    """Whether a resume may change ``key`` from its ``saved`` value to ``new``: a key of
+    :data:`RESUME_MAY_CHANGE` or under one, an ``early_stopping`` key that the run's saved
+    config predates (its checkpoints hold no early-stopping state to contradict), or a key of
+    :data:`ADDED_KEYS` that it predates, at the value the run ran with."""
     listed = any(key == k or key.startswith(f"{k}.") for k in RESUME_MAY_CHANGE)
+    if saved == "<missing>" and key in ADDED_KEYS:
+        return new == ADDED_KEYS[key]
     return listed or (saved == "<missing>" and key.startswith("early_stopping."))
 
 
@@ -511,7 +519,7 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     """
     files = RunDirectory(run_dir)
     saved = files.read_saved_config()
-    changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(c[0], c[1])]
+    changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(*c)]
     if changes:
         key, old, new = changes[0]
         others = f" (and {len(changes) - 1} other keys)" if len(changes) > 1 else ""

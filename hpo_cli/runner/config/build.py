@@ -26,6 +26,7 @@ from hpo_cli.data.protocol import DataOptions, as_splits
 from hpo_cli.data.streaming import StreamedSplit
 from hpo_cli.data.tasks import CRITERIA, ERRORS
 from hpo_cli.hyper import Criterion, HyperModule
+from hpo_cli.runner.config.schemas import METHOD_OPTIONS
 from hpo_cli.runner.config.targets import check_node, node_key, offered_arguments
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
@@ -96,11 +97,17 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def solver_without_curvature(node: DictConfig) -> DictConfig:
-    """The solver's node less ``curvature``, which the runner reads (the solver never sees it);
-    still keyed ``solver`` so that errors name ``solver.<key>``."""
-    kept = {k: v for k, v in node.items() if k != "curvature"}
+def solver_without_method_options(node: DictConfig) -> DictConfig:
+    """The solver's node less :data:`METHOD_OPTIONS`, which the runner reads (the solver never
+    sees them); still keyed ``solver`` so that errors name ``solver.<key>``."""
+    kept = {k: v for k, v in node.items() if k not in METHOD_OPTIONS}
     return OmegaConf.create({"solver": kept}).solver
+
+
+def method_options(node: DictConfig) -> dict[str, Any]:
+    """The :data:`METHOD_OPTIONS` the solver's node sets (none for a method of its own, such as
+    ``solver=unrolled``)."""
+    return {key: node[key] for key in METHOD_OPTIONS if key in node}
 
 
 @dataclass
@@ -223,7 +230,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         optimizer=new_optimizer(),
         hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
         solver=hypergradient_method(
-            build(solver_without_curvature(cfg.solver)), cfg.solver.get("curvature", "hessian")
+            build(solver_without_method_options(cfg.solver)), **method_options(cfg.solver)
         ),
         on_failure=cfg.on_failure,
     )

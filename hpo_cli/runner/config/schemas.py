@@ -84,16 +84,22 @@ def schema_for(target: Callable[..., Any]) -> type:
     return make_dataclass(f"{target.__name__}Config", fields)
 
 
+METHOD_OPTIONS = ("curvature", "products")
+"""The keys of an inverse-HVP solver's node that are the implicit method's (arguments of
+:class:`hpo_cli.core.methods.ImplicitDifferentiation`), not the solver's."""
+
+
 def solver_schema(target: Callable[..., Any]) -> type:
     """:func:`schema_for` a solver; an inverse-HVP solver's (any but a hypergradient method of its
-    own, such as ``Unrolled``) gains ``curvature``: the matrix it inverts
-    (:data:`hpo_cli.core.curvature.CURVATURES`), the implicit method's constructor argument,
-    with that constructor's default."""
+    own, such as ``Unrolled``) gains the implicit method's constructor arguments ``curvature``
+    (the matrix it inverts, :data:`hpo_cli.core.curvature.CURVATURES`) and ``products`` (how its
+    products are made, :data:`hpo_cli.core.hvp.PRODUCTS`), with that constructor's defaults."""
     schema = schema_for(target)
     if isinstance(target, type) and issubclass(target, HypergradientMethod):
         return schema
-    default = inspect.signature(ImplicitDifferentiation).parameters["curvature"].default
-    return make_dataclass(schema.__name__, [("curvature", str, default)], bases=(schema,))
+    parameters = inspect.signature(ImplicitDifferentiation).parameters
+    added = [(name, str, parameters[name].default) for name in METHOD_OPTIONS]
+    return make_dataclass(schema.__name__, added, bases=(schema,))
 
 
 # ---------------------------------------------------------------- optimisers
@@ -175,6 +181,7 @@ class RunConfig(ProblemConfig):
     checkpoint_every: int = 10  # outer steps between checkpoints
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
     max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
+    precision: str | None = None  # null | 32 | 64 | bf16-mixed: autocast of inner, hyper-steps
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
     log_every: int = 10  # outer steps between console lines (and one at the end)

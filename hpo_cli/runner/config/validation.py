@@ -31,12 +31,14 @@ from hpo_cli.runner.config.build import (
     SHAPE_NAMES,
     build,
     first_line,
-    solver_without_curvature,
+    method_options,
+    solver_without_method_options,
 )
 from hpo_cli.runner.config.schemas import tracker_names
 from hpo_cli.runner.config.targets import check_keys
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.early_stopping import MONITORS
+from hpo_cli.runner.loop.precision import precision_problem
 from hpo_cli.runner.tracking import TRACKER_NAMES
 
 
@@ -81,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
     fraction = cfg.max_skipped_fraction
     require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     validate_tracking(cfg)
+    problem = precision_problem(cfg.precision, cfg.dtype)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def validate_preconditioner(cfg: DictConfig) -> None:
@@ -157,10 +162,14 @@ def validate_solver_comparison(comparison: DictConfig) -> None:
 
 def validate_solver(node: DictConfig) -> HypergradientMethod:
     """Build the solver of ``node`` (``cfg.solver``) and its hypergradient method, so that its
-    constructor's range checks (and ``curvature``'s) refuse a bad value before anything runs;
-    raises :class:`ConfigError` with the constructor's one-line message. Returns the method."""
-    solver = build(solver_without_curvature(node))
-    return constructor_check(hypergradient_method, solver, node.get("curvature", "hessian"))
+    constructor's range checks (and those of ``curvature`` and ``products``) refuse a bad value
+    before anything runs; raises :class:`ConfigError` with the constructor's one-line message.
+    Returns the method."""
+    solver = build(solver_without_method_options(node))
+    try:
+        return constructor_check(lambda: hypergradient_method(solver, **method_options(node)))
+    except ConfigError as error:  # the method's message names its argument: name the key
+        raise ConfigError(f"solver.{error}") from error
 
 
 def inner_weight_decay(node: DictConfig) -> float:

@@ -60,6 +60,7 @@ class RunSettings:
     max_skipped_fraction: float
     resume: bool
     progress: bool
+    precision: str | None  # autocast of inner and hyper-steps (runner/loop/precision.py)
 
 
 @dataclass

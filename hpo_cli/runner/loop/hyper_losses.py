@@ -12,6 +12,7 @@ from hpo_cli.data import Batch
 from hpo_cli.hyper import training_terms
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment
+from hpo_cli.runner.loop.precision import in_precision
 
 
 def output_losses(
@@ -27,15 +28,29 @@ def output_losses(
 def hyper_losses(exp: Experiment, train_batch: Batch, val_batch: Batch) -> HyperLosses:
     """L_t on ``train_batch``, L_v on ``val_batch``, λ's penalty, and k ↦ L_t on training batch k
     for the method's ``inner_batches`` batches, drawn now (none for the IFT), so that a
-    recomputed step (checkpointing) sees the same one."""
+    recomputed step (checkpointing) sees the same one; the losses under the run's ``precision``
+    (:mod:`hpo_cli.runner.loop.precision`)."""
     batches = [
         exp.data.train.sample(exp.settings.batch_size, exp.batches)
         for _ in range(exp.joint.method.inner_batches)
     ]
+    precision, device = exp.settings.precision, exp.device
     return HyperLosses(
-        training_loss=lambda: exp.hyper.training_loss(exp.model, train_batch, exp.criterion),
-        validation_loss=lambda: exp.hyper.validation_loss(exp.model, val_batch, exp.criterion),
-        inner_training_loss=lambda k: exp.hyper.training_loss(exp.model, batches[k], exp.criterion),
+        training_loss=in_precision(
+            precision,
+            device,
+            lambda: exp.hyper.training_loss(exp.model, train_batch, exp.criterion),
+        ),
+        validation_loss=in_precision(
+            precision,
+            device,
+            lambda: exp.hyper.validation_loss(exp.model, val_batch, exp.criterion),
+        ),
+        inner_training_loss=in_precision(
+            precision,
+            device,
+            lambda k: exp.hyper.training_loss(exp.model, batches[k], exp.criterion),
+        ),
         penalty=lambda: exp.hyper.penalty(exp.model),
     )
 

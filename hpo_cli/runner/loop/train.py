@@ -18,17 +18,19 @@ checkpoint lets ``resume=<run dir>`` continue after an interruption, bit for bit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hpo_cli.core.hvp import NoSecondDerivative
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.data import Split
 from hpo_cli.runner.loop import solver_health
@@ -45,6 +47,7 @@ from hpo_cli.runner.loop.diagnostics import (
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.export import export_hyperparameters
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
+from hpo_cli.runner.loop.precision import in_precision
 from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted, phase
 from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import eta_text, log_due
@@ -59,14 +62,22 @@ log = logging.getLogger(__name__)
 def inner_step(exp: Experiment) -> torch.Tensor:
     """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
     batch = exp.data.train.sample(exp.settings.batch_size, exp.batches)
-    return exp.joint.inner_step(lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion))
+    return exp.joint.inner_step(
+        in_precision(
+            exp.settings.precision,
+            exp.device,
+            lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion),
+        )
+    )
 
 
 def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted. Every
     solve is counted by status (:mod:`hpo_cli.runner.loop.solver_health`), which warns once
-    when most are doubtful. Returns the hypergradient (``failure`` set when skipped)."""
+    when most are doubtful. A training loss autograd cannot differentiate twice stops the run
+    naming ``solver.products=finite_difference``. Returns the hypergradient (``failure`` set
+    when skipped)."""
     train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)
     val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
     try:
@@ -74,6 +85,12 @@ def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     except HypergradientError as error:
         solver_health.record(progress.solves, error.info.status, None)
         raise RunFailed(f"outer step {progress.outer_step}: {error}", progress) from error
+    except NoSecondDerivative as error:
+        raise RunFailed(
+            f"outer step {progress.outer_step}: {error}; set solver.products=finite_difference "
+            "(central differences of first-order gradients)",
+            progress,
+        ) from error
     solver_health.record(progress.solves, result.solve.status, result.residual)
     warning = solver_health.warning_due(progress.solves)
     if warning is not None:
@@ -98,6 +115,22 @@ def check_finite(value: torch.Tensor, what: str, progress: Progress) -> None:
         raise RunFailed(message, progress)
 
 
+@contextlib.contextmanager
+def diagnostics_of(progress: Progress) -> Iterator[None]:
+    """A diagnostic (Hessian, solver comparison, quality probe) on a model autograd cannot
+    differentiate twice stops the run in one line naming the diagnostics: they use autograd's
+    products whatever ``solver.products`` is."""
+    try:
+        yield
+    except NoSecondDerivative as error:
+        raise RunFailed(
+            f"outer step {progress.outer_step}: {error}; the diagnostics hessian_every, "
+            "solver_comparison.every and quality_every differentiate twice whatever "
+            "solver.products is: turn them off for this model",
+            progress,
+        ) from error
+
+
 def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | None = None) -> None:
     """One outer step: the inner phase, the optional solver comparison (into ``comparisons``),
     and the hyper-step (unless ``hyper_steps=false``).
@@ -115,12 +148,12 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
         progress.total_inner_steps += settings.inner_steps
     check_finite(loss, "training loss", progress)
     if comparisons is not None and solver_comparison_due(settings, progress.outer_step):
-        with phase(progress, "solver_comparison", exp.device):
+        with phase(progress, "solver_comparison", exp.device), diagnostics_of(progress):
             comparisons.extend(solver_comparison_rows(exp, progress))
     if settings.hyper_steps:
         reference = None
         if quality_due(settings, progress.outer_step):
-            with phase(progress, "quality", exp.device):
+            with phase(progress, "quality", exp.device), diagnostics_of(progress):
                 reference = quality_reference(exp)
         with phase(progress, "hypergradient", exp.device):
             result = hyper_step(exp, progress)
@@ -169,7 +202,8 @@ def evaluation_row(exp: Experiment, progress: Progress, wall_time_s: float) -> d
     )
     every = exp.settings.hessian_every
     if every and progress.outer_step % every == 0:
-        row.update(hessian_row(exp))
+        with diagnostics_of(progress):
+            row.update(hessian_row(exp))
     return row
 
 
