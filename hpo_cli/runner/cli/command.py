@@ -33,6 +33,7 @@ from omegaconf import DictConfig, open_dict
 
 from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
+from hpo_cli.runner.cli.ranks import follow, join, rank_zero
 from hpo_cli.runner.cli.signals import SIGINT, SIGTERM, StopRequest, stop_on_sigterm
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
@@ -98,8 +99,11 @@ def train(
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str], multirun: bool) -> float:
     """Validate ``cfg``, then hold ``run_dir``'s lock (:mod:`hpo_cli.runner.rundir.lock`) and
     :func:`train_and_report` there; a directory another process writes is refused in one line
-    (exit 2; NaN in a multirun, with nothing written).
+    (exit 2; NaN in a multirun, with nothing written). Ranks ≠ 0 of a data-parallel run
+    :func:`~hpo_cli.runner.cli.ranks.follow` instead, writing nothing.
     """
+    if not rank_zero():
+        return follow(cfg)
     try:
         validate(cfg)
     except ConfigError as error:
@@ -248,7 +252,7 @@ def main() -> None:
             groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
             print_help(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
             return
-        arguments = prepare(arguments)
+        arguments = join(prepare(arguments))  # torchrun's N processes: one process group
     except ConfigError as error:  # before Hydra has set up logging: stderr only
         print(f"hpo-run: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -12,6 +12,7 @@ from hpo_cli.data import Batch
 from hpo_cli.hyper import training_terms
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment
+from hpo_cli.runner.loop.shards import draw
 
 
 def output_losses(
@@ -29,7 +30,7 @@ def hyper_losses(exp: Experiment, train_batch: Batch, val_batch: Batch) -> Hyper
     for the method's ``inner_batches`` batches, drawn now (none for the IFT), so that a
     recomputed step (checkpointing) sees the same one."""
     batches = [
-        exp.data.train.sample(exp.settings.batch_size, exp.batches)
+        draw(exp.data.train, exp.settings.batch_size, exp.batches)
         for _ in range(exp.joint.method.inner_batches)
     ]
     return HyperLosses(
