@@ -18,13 +18,15 @@ negative curvature, a divergence) is taken on the same numbers everywhere.
 :func:`all_reduce_mean_` is the all-reduce of DDP (one flat buffer, one collective per call);
 :func:`averaged` wraps a matvec; :func:`differentiable_mean` is the all-reduce that autograd
 differentiates through (unrolled differentiation's inner gradients); :func:`agree` compares a
-checksum of tensors across ranks.
+checksum of tensors across ranks. A collective that fails (another process died, or did not
+answer within the process group's timeout) raises :class:`ProcessGroupError`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -32,6 +34,25 @@ import torch.distributed as dist
 
 from hpo_cli.core.hvp import MatVec
 from hpo_cli.core.vectors import TensorList
+
+
+class ProcessGroupError(RuntimeError):
+    """A collective failed: another process of the group stopped (died, was killed, failed) or
+    did not answer within the process group's timeout. The message is one line."""
+
+
+@contextmanager
+def collective() -> Iterator[None]:
+    """Turn the backend's error of a failed collective (gloo's, NCCL's) into a one-line
+    :class:`ProcessGroupError`."""
+    try:
+        yield
+    except RuntimeError as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise ProcessGroupError(
+            f"a collective across the {dist.get_world_size()} processes failed (another process "
+            f"stopped, or did not answer in time): {first}"
+        ) from error
 
 
 def active() -> bool:
@@ -55,7 +76,8 @@ def all_reduce_mean_(tensors: TensorList) -> TensorList:
     if not active() or not tensors:
         return tensors
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    with collective():
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat.div_(dist.get_world_size())
     offset = 0
     for tensor in tensors:
@@ -90,7 +112,8 @@ def differentiable_mean(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     from torch.distributed.nn.functional import all_reduce
 
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    flat = all_reduce(flat, op=dist.ReduceOp.SUM) / dist.get_world_size()
+    with collective():
+        flat = all_reduce(flat, op=dist.ReduceOp.SUM) / dist.get_world_size()
     parts = flat.split([t.numel() for t in tensors])
     return [part.view_as(t) for part, t in zip(parts, tensors, strict=True)]
 
@@ -112,7 +135,8 @@ def agree(tensors: TensorList) -> bool:
     if not active():
         return True
     sums: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(sums, checksum(tensors))
+    with collective():
+        dist.all_gather_object(sums, checksum(tensors))
     return len(set(sums)) == 1
 
 
@@ -122,5 +146,6 @@ def from_rank_zero(value: Any) -> Any:
     if not active():
         return value
     box = [value if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(box, src=0)
+    with collective():
+        dist.broadcast_object_list(box, src=0)
     return box[0]

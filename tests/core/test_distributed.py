@@ -5,6 +5,7 @@ steps of a single process on the whole batches, to 1e-10, and the same bits on b
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -146,6 +147,19 @@ def worker(rank: int, port: int, out: Path, chosen: list[str]) -> None:
         dist.destroy_process_group()
 
 
+def dying_worker(rank: int, port: int, out: Path) -> None:
+    """Rank 1 leaves at once; rank 0's next all-reduce must fail in one line, not hang."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=PROCESSES
+    )
+    if rank == 1:
+        os._exit(0)
+    try:
+        distributed.all_reduce_mean_([torch.ones(3)])
+    except distributed.ProcessGroupError as error:
+        (out / "error.txt").write_text(str(error))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -175,6 +189,13 @@ def test_helpers_are_the_identity_in_one_process() -> None:
     assert not distributed.active() and distributed.world_size() == 1
     assert distributed.all_reduce_mean_(x) is x and torch.equal(x[0], torch.arange(3.0))
     assert distributed.agree(x) and distributed.from_rank_zero("a") == "a"
+
+
+def test_a_process_that_leaves_fails_the_next_collective_in_one_line(tmp_path: Path) -> None:
+    mp.spawn(dying_worker, args=(free_port(), tmp_path), nprocs=PROCESSES, join=True)
+    message = (tmp_path / "error.txt").read_text()
+    assert message.startswith("a collective across the 2 processes failed (another process")
+    assert "\n" not in message
 
 
 def test_shards_are_equal_and_their_union_is_the_batch() -> None:

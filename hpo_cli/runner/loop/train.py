@@ -244,7 +244,8 @@ def run(
     Raises:
         RunInterrupted: ``stop_requested`` gave a reason; the checkpoint is on disk.
         RunFailed: a non-finite loss or hypergradient, or a diverged solver (unless
-            ``on_failure=skip``); metrics and the last checkpoint stay on disk.
+            ``on_failure=skip``), or (data parallel) processes that no longer agree or a failed
+            collective (another process stopped); metrics and the last checkpoint stay on disk.
     """
     settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
@@ -333,6 +334,9 @@ def run(
         if warning is not None:
             log.warning("%s", warning)
         check_skipped(settings, progress)
+    except distributed.ProcessGroupError as error:  # the checkpoint on disk is whole
+        again = f"; torchrun ... resume={files.path} continues it" if files is not None else ""
+        raise RunFailed(f"outer step {progress.outer_step}: {error}{again}", progress) from error
     finally:
         progress.elapsed_s = elapsed()
         if files is not None:
