@@ -86,12 +86,6 @@ def all_reduce_mean_(tensors: TensorList) -> TensorList:
     return tensors
 
 
-def all_reduce_mean(tensors: TensorList) -> list[torch.Tensor]:
-    """The mean over the ranks of every tensor, as new tensors (``tensors`` unchanged)."""
-    copies = [t.detach().clone() for t in tensors]
-    return list(all_reduce_mean_(copies))
-
-
 def averaged(matvec: MatVec) -> MatVec:
     """v ↦ (1/N) Σ_r A_r v: ``matvec`` itself without a process group."""
     if not active():

@@ -37,7 +37,7 @@ from torch import nn
 
 from hpo_cli.core import distributed
 from hpo_cli.core.curvature import loss_and_outputs
-from hpo_cli.core.distributed import all_reduce_mean, all_reduce_mean_
+from hpo_cli.core.distributed import all_reduce_mean_
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.core.methods import (
     HypergradientMethod,
@@ -165,8 +165,9 @@ class JointOptimizer:
             loss.backward(inputs=params)
             if not distributed.active():
                 return loss
-            all_reduce_mean_([p.grad for p in params if p.grad is not None])
-            return all_reduce_mean([loss])[0]
+            mean_loss = loss.detach().clone()  # averaged with the gradients, in one collective
+            all_reduce_mean_([*(p.grad for p in params if p.grad is not None), mean_loss])
+            return mean_loss
 
         return self.optimizer.step(closure).detach()
 
