@@ -14,6 +14,11 @@ H ∈ R^{d×d}, ∂²L_t/∂λ∂w ∈ R^{d×p}. Neither matrix is formed: H⁻�
 Hessian-vector products (:mod:`hpo_cli.core.solvers`) and the mixed term is one vector-Jacobian
 product, both by double backward (:class:`hpo_cli.core.hvp.TrainingCurvature`) or by central
 differences of first-order gradients (:mod:`hpo_cli.core.finite_difference`).
+
+Data parallel (:mod:`hpo_cli.core.distributed`): with a process group, each rank's losses are on
+its shard of the batches, and ∂L_v/∂w, ∂L_v/∂λ, every product with H (or A) and the mixed term
+are averaged over the ranks, which gives the single-process values on the union of the shards;
+the solver then runs in lock-step on every rank. Without one, nothing changes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hpo_cli.core.distributed import all_reduce_mean_, averaged
 from hpo_cli.core.hvp import CurvatureProducts, MatVec, TrainingCurvature
 from hpo_cli.core.solvers.base import InverseHVPSolver, SolveInfo, SolverState
 from hpo_cli.core.vectors import TensorList, add_, all_finite, norm, scale_
@@ -146,6 +152,9 @@ def hypergradient(
     ]
     direct = val_grads[len(params) :]  # ∂L_v/∂λ, None where λ does not enter L_v
     del val_grads
+    all_reduce_mean_(val_grad_params)  # data parallel: the means over the ranks' shards
+    direct = [None if g is None else g.detach() for g in direct]
+    all_reduce_mean_([g for g in direct if g is not None])
     training = products
     try:
         if training is None:
@@ -157,7 +166,7 @@ def hypergradient(
             "hypergradient: train_loss and val_loss share part of their autograd graph, which "
             "was freed with val_loss's; pass retain_val_graph=True"
         ) from error
-    matvec = training.hvp if curvature is None else curvature
+    matvec = averaged(training.hvp if curvature is None else curvature)
     matvecs = [0]
 
     def counted(vector: TensorList) -> list[torch.Tensor]:
@@ -176,10 +185,11 @@ def hypergradient(
         residual = float(norm(mismatch)) / b_norm if b_norm > 0 else 0.0
         del mismatch
     mixed = training.mixed_vjp(inverse_hvp)  # (∂²L_t/∂λ∂w)ᵀ x
+    all_reduce_mean_(mixed)
     scale_(mixed, -1.0)
     for grad, partial in zip(mixed, direct, strict=True):
         if partial is not None:
-            grad.add_(partial.detach())
+            grad.add_(partial)
     grads = tuple(mixed)
 
     failure = None

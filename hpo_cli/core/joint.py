@@ -35,7 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from hpo_cli.core import distributed
 from hpo_cli.core.curvature import loss_and_outputs
+from hpo_cli.core.distributed import all_reduce_mean_
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.core.methods import (
     HypergradientMethod,
@@ -146,10 +148,14 @@ class JointOptimizer:
         """One step of the inner optimiser on ``training_loss()`` = L_t(w, λ) of a mini-batch.
 
         Uses ``optimizer.step(closure)``, so optimisers that re-evaluate the loss (L-BFGS, line
-        searches) work unchanged. Returns the loss, detached.
+        searches) work unchanged. Returns the loss, detached. Data parallel
+        (:mod:`hpo_cli.core.distributed`): the gradients and the loss the closure returns are
+        averaged over the ranks after ``backward``, as DDP does, so every rank takes the same step.
         """
         params = list(self.model.parameters())
         returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
+        if returns_graph and distributed.active():
+            raise ValueError(f"{type(self.optimizer).__name__} is not data parallel")
 
         def closure() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
             if returns_graph:  # Hessian-free differentiates the loss itself
@@ -157,7 +163,11 @@ class JointOptimizer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = training_loss()
             loss.backward(inputs=params)
-            return loss
+            if not distributed.active():
+                return loss
+            mean_loss = loss.detach().clone()  # averaged with the gradients, in one collective
+            all_reduce_mean_([*(p.grad for p in params if p.grad is not None), mean_loss])
+            return mean_loss
 
         return self.optimizer.step(closure).detach()
 

@@ -24,6 +24,27 @@ class Batch:
     targets: torch.Tensor
     index: torch.Tensor
 
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def shard(self, rank: int, world_size: int) -> Batch:
+        """Examples [r·b/N, (r+1)·b/N) of the b drawn, for rank r of N (data parallelism:
+        the N shards are equal and their union, in rank order, is this batch, so the mean of
+        the shards' mean losses is the batch's mean loss); the batch itself when N = 1.
+
+        Raises:
+            ValueError: b is not a multiple of N (unequal shards would weight examples unequally).
+        """
+        if world_size == 1:
+            return self
+        if len(self) % world_size:
+            raise ValueError(
+                f"a batch of {len(self)} examples cannot be cut into {world_size} equal shards"
+            )
+        size = len(self) // world_size
+        part = slice(rank * size, (rank + 1) * size)
+        return Batch(self.inputs[part], self.targets[part], self.index[part])
+
 
 @dataclass
 class Split:

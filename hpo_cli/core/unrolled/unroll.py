@@ -23,6 +23,11 @@ step instead of the activations (4× less on the default MLP, at about 3× the t
 ``benchmarks/unrolled_memory.py``). The weights are substituted with
 ``torch.func.functional_call``: the model's parameters, the caller's optimiser and the model's
 buffers (batch-norm statistics, restored) are unchanged.
+
+Data parallel (:mod:`hpo_cli.core.distributed`): each g_k is the ranks' mean (a differentiable
+all-reduce, whose reverse pass all-reduces the adjoints), so every rank unrolls the same
+trajectory; the reverse pass of rank r then holds r's part of d(Σ_r L_v,r)/dλ, and their mean
+is dL_v/dλ on the union of the validation shards.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as checkpointed
 
+from hpo_cli.core.distributed import all_reduce_mean_, differentiable_mean
 from hpo_cli.core.unrolled.updates import InnerUpdate, State
 
 TrainingLoss = Callable[[int], torch.Tensor]
@@ -99,6 +105,7 @@ def unroll(
             grads = torch.autograd.grad(
                 loss, weights, create_graph=create_graph, materialize_grads=True
             )
+            grads = differentiable_mean(grads)  # data parallel: the ranks' mean
         new_weights, new_state = update(weights, grads, current)
         new_keys, new_buffers = _flatten_state(new_state)
         if not create_graph:
@@ -170,7 +177,7 @@ def unrolled_hypergradient(
         with torch.no_grad():
             for buffer, saved in zip(model.buffers(), saved_buffers, strict=True):
                 buffer.copy_(saved)
-    grads = tuple(
-        torch.zeros_like(h) if g is None else g for h, g in zip(hparams, grads, strict=True)
-    )
-    return grads, float(val_loss.detach())
+    grads = all_reduce_mean_(
+        [torch.zeros_like(h) if g is None else g for h, g in zip(hparams, grads, strict=True)]
+    )  # data parallel: each rank's part of d(Σ_r L_v,r)/dλ, summed and divided by N
+    return tuple(grads), float(all_reduce_mean_([val_loss.detach()])[0])

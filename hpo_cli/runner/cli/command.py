@@ -34,6 +34,7 @@ from omegaconf import DictConfig, open_dict
 
 from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
+from hpo_cli.runner.cli.ranks import follow, join, rank_zero
 from hpo_cli.runner.cli.signals import SIGINT, SIGTERM, StopRequest, stop_on_sigterm
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
@@ -130,8 +131,11 @@ def execute(
     in ``.hydra/`` with Hydra's ``hydra_record``, the log file) and :func:`train_and_report`
     there. A directory that holds another run or that another process writes is refused in one
     line (exit 2; NaN in a multirun, with nothing written). In a multirun, a job whose directory
-    holds its own unfinished run (a requeued job) resumes it.
+    holds its own unfinished run (a requeued job) resumes it. Ranks ≠ 0 of a data-parallel run
+    :func:`~hpo_cli.runner.cli.ranks.follow` instead, claiming and writing nothing.
     """
+    if not rank_zero():
+        return follow(cfg)
     files = RunDirectory(run_dir)
     if multirun and not cfg.resume and files.interrupted_with(overrides):
         log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
@@ -314,7 +318,7 @@ def main() -> None:
             groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
             print_help(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
             return
-        arguments = prepare(arguments)
+        arguments = join(prepare(arguments))  # torchrun's N processes: one process group
     except ConfigError as error:  # before Hydra has set up logging: stderr only
         print(f"hpo-run: error: {error}", file=sys.stderr)
         sys.exit(2)

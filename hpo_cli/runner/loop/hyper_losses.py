@@ -13,6 +13,7 @@ from hpo_cli.hyper import training_terms
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.precision import in_precision
+from hpo_cli.runner.loop.shards import draw
 
 
 def output_losses(
@@ -31,7 +32,7 @@ def hyper_losses(exp: Experiment, train_batch: Batch, val_batch: Batch) -> Hyper
     recomputed step (checkpointing) sees the same one; the losses under the run's ``precision``
     (:mod:`hpo_cli.runner.loop.precision`)."""
     batches = [
-        exp.data.train.sample(exp.settings.batch_size, exp.batches)
+        draw(exp.data.train, exp.settings.batch_size, exp.batches)
         for _ in range(exp.joint.method.inner_batches)
     ]
     precision, device = exp.settings.precision, exp.device

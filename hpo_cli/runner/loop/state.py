@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from hpo_cli.core import distributed
 from hpo_cli.core.methods import ImplicitDifferentiation
 from hpo_cli.core.solvers import Neumann
 from hpo_cli.runner.loop.experiment import Experiment
@@ -42,7 +43,7 @@ RUN_STATE_KEYS = (
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
     """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
     optimisers, the solver's warm-start state (when it keeps one), the batch generator, streamed
-    data's samplers and the global RNG states."""
+    data's samplers, the global RNG states and the number of processes that trained it."""
     return {
         "format": CHECKPOINT_FORMAT,
         "progress": {
@@ -59,6 +60,7 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
         "data": exp.data.state_dict(),  # streamed splits' sampler positions (plain ints)
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
+        "processes": distributed.world_size(),
     }
 
 
@@ -70,6 +72,7 @@ def check_fits(exp: Experiment, state: dict[str, Any]) -> None:
         CheckpointError: naming the file and the first mismatch.
     """
     require_keys(state, RUN_STATE_KEYS)
+    refuse_other_processes(state)
     check_module(state, "model", exp.model, state["model"])
     check_module(state, "hyperparameters", exp.hyper, state["hyper"])
 
@@ -85,6 +88,7 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
             architecture's weights.
     """
     require_keys(state, RUN_STATE_KEYS)
+    refuse_other_processes(state)
     refuse_old_neumann(exp, state)
     refuse_before_renames(state)
     load_into(exp.model, state["model"], state, "model")
@@ -101,6 +105,19 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     progress.phase_s = defaultdict(float, progress.phase_s)
     exp.joint.skipped_hyper_steps = progress.skipped_hyper_steps
     return progress
+
+
+def refuse_other_processes(state: dict[str, Any]) -> None:
+    """Refuse a checkpoint written by another number of processes (data parallelism): its
+    batches were cut into other shards, so the resumed run would not be the run it continues
+    (older checkpoints, without the count, were written by one)."""
+    written, now = state.get("processes", 1), distributed.world_size()
+    if written != now:
+        raise CheckpointError(
+            f"this checkpoint was written by a run of {written} process(es), not {now}: resume "
+            f"it with the same number (torchrun --nproc_per_node={written}, or plain hpo-run "
+            "for 1)"
+        )
 
 
 def refuse_old_neumann(exp: Experiment, state: dict[str, Any]) -> None:

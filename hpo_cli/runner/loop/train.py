@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from hpo_cli.core import distributed
 from hpo_cli.core.hvp import NoSecondDerivative
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.data import Split
@@ -49,6 +50,7 @@ from hpo_cli.runner.loop.export import export_hyperparameters
 from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
 from hpo_cli.runner.loop.precision import in_precision
 from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted, phase
+from hpo_cli.runner.loop.shards import check_shards, draw
 from hpo_cli.runner.loop.state import checkpoint_state, restore
 from hpo_cli.runner.report.console import eta_text, log_due
 from hpo_cli.runner.rundir.directory import RunDirectory
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 def inner_step(exp: Experiment) -> torch.Tensor:
     """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
-    batch = exp.data.train.sample(exp.settings.batch_size, exp.batches)
+    batch = draw(exp.data.train, exp.settings.batch_size, exp.batches)
     return exp.joint.inner_step(
         in_precision(
             exp.settings.precision,
@@ -78,8 +80,8 @@ def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     when most are doubtful. A training loss autograd cannot differentiate twice stops the run
     naming ``solver.products=finite_difference``. Returns the hypergradient (``failure`` set
     when skipped)."""
-    train_batch = exp.data.train.sample(exp.settings.hyper_train_batch, exp.batches)
-    val_batch = exp.data.val.sample(exp.settings.hyper_val_batch, exp.batches)
+    train_batch = draw(exp.data.train, exp.settings.hyper_train_batch, exp.batches)
+    val_batch = draw(exp.data.val, exp.settings.hyper_val_batch, exp.batches)
     try:
         result = exp.joint.hyper_step(hyper_losses(exp, train_batch, val_batch))
     except HypergradientError as error:
@@ -221,21 +223,29 @@ def log_row(row: dict[str, Any], eta: str = "") -> None:
 
 
 def start_or_resume(
-    exp: Experiment, files: RunDirectory, metrics: MetricsLog, comparisons: MetricsLog | None
+    exp: Experiment,
+    files: RunDirectory | None,
+    metrics: MetricsLog | None,
+    comparisons: MetricsLog | None,
 ) -> tuple[Progress, bool]:
     """The progress of a resumed run (its files cut back to its checkpoint), or of a fresh one
-    after ``warmup_inner_steps``; and whether the run is fresh."""
-    logs = [metrics] if comparisons is None else [metrics, comparisons]
-    checkpoint = files.load_checkpoint() if exp.settings.resume else None
+    after ``warmup_inner_steps``; and whether the run is fresh. Without ``files`` (rank ≠ 0 of a
+    data-parallel run) the checkpoint is rank 0's and nothing is read or written here."""
+    logs = [file for file in (metrics, comparisons) if file is not None]
+    checkpoint = None
+    if exp.settings.resume:
+        checkpoint = distributed.from_rank_zero(files.load_checkpoint() if files else None)
     if checkpoint is not None:
         progress = restore(exp, checkpoint)
         progress.device = str(exp.device)
-        metrics.keep_until(progress.outer_step, progress.metrics_rows)
+        if metrics is not None:
+            metrics.keep_until(progress.outer_step, progress.metrics_rows)
         if comparisons is not None:
             comparisons.keep_until(progress.outer_step)
-        log.info("resuming %s after outer step %d", files.path, progress.outer_step)
+        if files is not None:
+            log.info("resuming %s after outer step %d", files.path, progress.outer_step)
         return progress, False
-    if not exp.settings.resume:
+    if not exp.settings.resume and files is not None:
         files.refuse_existing_run()
     for file in logs:
         file.keep_until(-1)
@@ -252,7 +262,7 @@ def never() -> str | None:
 
 def run(
     exp: Experiment,
-    files: RunDirectory,
+    files: RunDirectory | None,
     trackers: Trackers | None = None,
     stop_requested: Callable[[], str | None] = never,
 ) -> Progress:
@@ -263,20 +273,27 @@ def run(
     however the run ends. ``stop_requested`` is asked before every outer step: a reason (e.g.
     SIGTERM) ends the run there, the last completed step checkpointed, by :class:`RunInterrupted`.
 
+    Data parallel (:mod:`hpo_cli.core.distributed`): every rank runs this loop in lock-step on
+    its shards (:mod:`hpo_cli.runner.loop.shards`); rank 0 alone has ``files`` and ``trackers``
+    and writes, the others pass ``None`` and write nothing; rank 0's stop request and checkpoint
+    are every rank's, and a checkpoint is written only once every rank holds the same w and λ.
+
     Raises:
         RunInterrupted: ``stop_requested`` gave a reason; the checkpoint is on disk.
         RunFailed: a non-finite loss or hypergradient, a diverged solver (unless
-            ``on_failure=skip``), or a run file the disk refused (full, a file-size limit:
-            :class:`hpo_cli.runner.rundir.writes.RunFileNotWritten`); metrics and the last
-            checkpoint stay on disk.
+            ``on_failure=skip``), a run file the disk refused (full, a file-size limit:
+            :class:`hpo_cli.runner.rundir.writes.RunFileNotWritten`), or (data parallel)
+            processes that no longer agree or a failed collective (another process stopped);
+            metrics and the last checkpoint stay on disk.
     """
     settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
     check_quality(exp)
     check_unrolled(exp)
-    metrics = files.metrics_log()
+    check_shards(exp)
+    metrics = files.metrics_log() if files is not None else None
     comparisons = None
-    if settings.solver_comparison.every:
+    if settings.solver_comparison.every and files is not None:
         comparisons = files.comparison_log()
     started = time.perf_counter()
     progress, fresh = start_or_resume(exp, files, metrics, comparisons)
@@ -286,8 +303,14 @@ def run(
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - started
 
+    def save_checkpoint() -> None:
+        check_ranks_agree(exp, progress)
+        if files is not None:
+            files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
+
     def record(row: dict[str, Any]) -> None:
-        metrics.append(row)
+        if metrics is not None:
+            metrics.append(row)
         if progress.metrics_rows is not None:
             progress.metrics_rows += 1
         if trackers is not None and trackers.active:
@@ -295,14 +318,14 @@ def run(
                 trackers.log_row(row)
         if progress.outer_step % settings.eval_every != 0:
             return  # the last step's row: early stopping watches the eval_every grid only
-        if stopping.update(progress.early_stopping, row) and stopping.enabled:
+        if stopping.update(progress.early_stopping, row) and stopping.enabled and files:
             state = checkpoint_state(exp, progress, elapsed())
             files.save_best_checkpoint(state)
 
     try:
         if fresh:
             record(evaluation_row(exp, progress, elapsed()))
-        elif stopping.stopped(progress.early_stopping):
+        elif stopping.stopped(progress.early_stopping) and files is not None:
             log.warning(
                 "%s stopped at outer step %d by %s; nothing to continue (raise "
                 "early_stopping.patience, or set it to null, to train on)",
@@ -323,10 +346,10 @@ def run(
             while progress.outer_step < settings.outer_steps and not stopping.stopped(
                 progress.early_stopping
             ):
-                reason = stop_requested()
+                reason = distributed.from_rank_zero(stop_requested())
                 if reason is not None:  # between two steps: the last completed one is kept
                     if checkpointed != progress.outer_step:
-                        files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
+                        save_checkpoint()
                     raise RunInterrupted(reason, progress)
                 outer_step(exp, progress, comparisons)
                 last = progress.outer_step == settings.outer_steps
@@ -345,7 +368,7 @@ def run(
                         seconds = time.perf_counter() - loop_started
                         log_row(row, eta_text(done, total - first_step, seconds))
                 if progress.outer_step % settings.checkpoint_every == 0 or last:
-                    files.save_checkpoint(checkpoint_state(exp, progress, elapsed()))
+                    save_checkpoint()
                     checkpointed = progress.outer_step
                 bar.update(1)
         warning = solver_health.warning_due(progress.solves, final=True)
@@ -354,12 +377,33 @@ def run(
         check_skipped(settings, progress)
     except RunFileNotWritten as error:  # a full disk: the run fails, its files so far kept
         raise RunFailed(str(error), progress) from error
+    except distributed.ProcessGroupError as error:  # the checkpoint on disk is whole
+        again = f"; torchrun ... resume={files.path} continues it" if files is not None else ""
+        raise RunFailed(f"outer step {progress.outer_step}: {error}{again}", progress) from error
     finally:
         progress.elapsed_s = elapsed()
-        export_hyperparameters(exp, progress, files)  # completed, failed or interrupted
+        if files is not None:
+            export_hyperparameters(exp, progress, files)  # completed, failed or interrupted
     stopped = stopping.stopped(progress.early_stopping)
     progress.stop_reason = stopping.reason(progress.early_stopping) if stopped else "completed"
     return progress
+
+
+def check_ranks_agree(exp: Experiment, progress: Progress) -> None:
+    """Refuse to go on when the ranks of a data-parallel run no longer hold bit-identical
+    weights and λ (a checksum compared across ranks; nothing to check in one process).
+
+    Raises:
+        RunFailed: the ranks diverged; the last checkpoint on disk is the last that agreed.
+    """
+    tensors = [*exp.model.state_dict().values(), *exp.hyper.state_dict().values()]
+    if not distributed.agree(tensors):
+        raise RunFailed(
+            f"outer step {progress.outer_step}: the {distributed.world_size()} processes no "
+            "longer hold the same weights and hyperparameters (a non-deterministic kernel?); "
+            "not checkpointed",
+            progress,
+        )
 
 
 def check_skipped(settings: RunSettings, progress: Progress) -> None:

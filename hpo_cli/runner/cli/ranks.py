@@ -1,0 +1,111 @@
+"""The processes of a data-parallel run: ``hpo-run`` started N times by ``torchrun`` (or ``srun``).
+
+    torchrun --nproc_per_node=2 $(which hpo-run) hydra.run.dir=outputs/dp dtype=float64
+
+``torchrun`` gives every process ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``. With ``WORLD_SIZE`` > 1, :func:`join` makes the process group (gloo on the CPU,
+NCCL for CUDA tensors, each process on GPU ``LOCAL_RANK``) once every process has passed the
+command line's checks, and :func:`follow` is what ranks ≠ 0 run instead of rank 0's
+:func:`hpo_cli.runner.cli.command.execute`: the same checks, experiment and loop in lock-step,
+writing nothing (no lock, no ``.hydra/``, no log file, no metrics, checkpoints, trackers or
+plots: Hydra is told to write nothing for them). The maths is :mod:`hpo_cli.core.distributed`.
+
+A process that dies ends the others: ``torchrun`` stops the whole group as soon as one worker
+exits with an error, and a collective whose peer is gone fails at once; one that hangs is left
+behind after :data:`TIMEOUT`, the process group's. A multirun of distributed runs is refused:
+each run is one ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import signal
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from hpo_cli.core import distributed
+from hpo_cli.runner.cli.preflight import MULTIRUN_FLAGS
+from hpo_cli.runner.cli.signals import SIGTERM, stop_on_sigterm
+from hpo_cli.runner.config.build import build_experiment
+from hpo_cli.runner.config.validation import validate
+from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop import train as loop
+from hpo_cli.runner.loop.progress import RunFailed, RunInterrupted
+
+TIMEOUT = timedelta(minutes=10)
+"""How long a collective waits for a process that neither answers nor dies."""
+
+FOLLOWER_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled")
+"""What Hydra is told in ranks ≠ 0: no run directory of their own, no ``.hydra/``, no log file
+(their errors still reach stderr)."""
+
+
+def processes() -> int:
+    """N, from ``torchrun``'s ``WORLD_SIZE`` (1 when started otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join(arguments: list[str]) -> list[str]:
+    """With N > 1 processes: join the process group, wait until every process has passed its
+    checks (nothing has been written yet), and return the arguments Hydra gets in this process
+    (rank 0's unchanged, the others' with :data:`FOLLOWER_HYDRA`). One process: ``arguments``.
+
+    Raises:
+        ConfigError: ``--multirun`` under ``torchrun``.
+    """
+    count = processes()
+    if count <= 1:
+        return arguments
+    if any(flag in MULTIRUN_FLAGS for flag in arguments):
+        raise ConfigError(
+            f"--multirun under torchrun ({count} processes) is not supported: start one torchrun "
+            "per run (docs/distributed.md)"
+        )
+    backend = "gloo"
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    atexit.register(dist.destroy_process_group)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        return arguments
+    own = tuple(option.split("=")[0] + "=" for option in FOLLOWER_HYDRA)
+    return [*(a for a in arguments if not a.startswith(own)), *FOLLOWER_HYDRA]
+
+
+def follow(cfg: DictConfig) -> float:
+    """Rank r ≠ 0: validate ``cfg``, build its experiment and run the loop without files
+    (:func:`hpo_cli.runner.loop.train.run` with ``files=None``), SIGTERM handled as rank 0
+    handles it. How the run ended is rank 0's to say: a refusal, a failure or an interruption,
+    which rank 0 meets as well, ends this process with the same exit code and no line of its
+    own. Returns NaN (Hydra ignores it)."""
+    code = 0
+    try:
+        validate(cfg)
+        with stop_on_sigterm() as stop:
+            stop.training = True
+            loop.run(build_experiment(cfg), None, None, stop)
+    except (ConfigError, InstantiationException):
+        code = 2
+    except RunFailed:
+        code = 1
+    except RunInterrupted as error:
+        code = 128 + signal.SIGTERM if str(error) == SIGTERM else 130
+    except KeyboardInterrupt:
+        code = 130
+    if code:
+        sys.exit(code)
+    return math.nan
+
+
+def rank_zero() -> bool:
+    """Whether this process writes the run (rank 0, or the only process)."""
+    return distributed.rank() == 0
