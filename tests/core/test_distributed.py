@@ -108,7 +108,7 @@ def one_case(
     def loss_on(batch: Batch) -> torch.Tensor:
         return hyper.training_loss(model, batch, criterion)
 
-    method = hypergradient_method(solver, curvature)
+    method = hypergradient_method(solver, curvature=curvature)
     hparams = list(hyper.parameters())
     joint = JointOptimizer(model, hparams, optimizer, torch.optim.SGD(hparams), method)
     for _ in range(3):
