@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import platform
 import statistics
 from dataclasses import dataclass
@@ -169,24 +170,26 @@ def refused(table: pd.DataFrame) -> list[str]:
 
 
 def candidate_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per candidate over the cells that trained: runs completed and failed, runs whose
-    health is ``ok``, doubtful hyper-steps of all, the median over cells of the median residual
-    and of the median cosine, and the cells whose median cosine is below 0.1."""
+    """One row per candidate over the cells that trained: runs, runs that failed (a diverged
+    solve stops a run), completed runs whose health is ``ok``, doubtful hyper-steps of all, the
+    median over cells of the median residual and of the median cosine, and the cells whose
+    median cosine is below 0.1 (or missing: a run that failed before its first probe)."""
     trained = table[~table["refused"]]
     out = []
     for name, cells in trained.groupby("candidate", sort=False):
         cosine = cells["median_cosine"].dropna()
+        completed = cells["status"] == "completed"
         out.append(
             {
                 "candidate": name,
                 "runs": len(cells),
                 "failed": int((cells["status"] != "completed").sum()),
-                "health ok": int((cells["health"] == "ok").sum()),
+                "health ok": int(((cells["health"] == "ok") & completed).sum()),
                 "doubtful hyper-steps": f"{int(cells['doubtful'].sum())} of "
                 f"{int(cells['hyper_steps'].sum())}",
                 "median residual": statistics.median(cells["median_residual"].dropna()),
                 "median cosine": statistics.median(cosine) if len(cosine) else math.nan,
-                "cosine < 0.1": int((cosine < 0.1).sum()),
+                "cosine < 0.1": int((~(cells["median_cosine"] >= 0.1)).sum()),
             }
         )
     return pd.DataFrame(out)
@@ -199,7 +202,7 @@ def markdown(table: pd.DataFrame, scale: Scale) -> str:
         f"{scale.outer_steps} outer steps, a probe every {scale.quality_every}, seeds "
         f"{', '.join(map(str, scale.seeds))}; {len(MODELS)} models × {len(HYPERS)} hyperparameter "
         f"modules on digits; torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.get_num_threads()} thread(s). Refused: {'; '.join(refused(table)) or 'none'}.",
+        f"{os.cpu_count()} cores, threads=1. Refused: {'; '.join(refused(table)) or 'none'}.",
         "",
         "| " + " | ".join(summary.columns) + " |",
         "| " + " | ".join("---" for _ in summary.columns) + " |",

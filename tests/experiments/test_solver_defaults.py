@@ -78,7 +78,8 @@ def test_the_candidates_table_sums_the_cells_and_names_the_refused_pair(study):
         row = summary.loc[candidate.name]
         assert row["runs"] == 3
         assert row["doubtful hyper-steps"] == f"{cells['doubtful'].sum()} of 9"
-        assert row["health ok"] == (cells["health"] == "ok").sum()
+        completed_ok = (cells["status"] == "completed") & (cells["health"] == "ok")
+        assert row["health ok"] == completed_ok.sum()
         assert row["median cosine"] == pytest.approx(statistics.median(cells["median_cosine"]))
     text = (study / "solver_defaults.md").read_text()
     assert "Refused: linear × dropout (hyper=dropout needs a model with hidden activation" in text

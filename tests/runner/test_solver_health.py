@@ -17,8 +17,9 @@ from hpo_cli.runner.loop.solver_health import doubtful, initial_counts, record, 
 from hpo_cli.runner.report import plots
 from tests.support.tiny_runs import interrupt_at, run
 
-CG = ["solver=cg"]
-"""On the tiny run, CG meets negative curvature at every hyper-step (‖Hx − b‖/‖b‖ about 2)."""
+CG = ["solver=cg", "solver.curvature=hessian", "solver.damping=0.0"]
+"""On the tiny run, undamped CG on H (not solver=cg's defaults) meets negative curvature at every
+hyper-step (‖Hx − b‖/‖b‖ about 2)."""
 ADVICE = (
     "their hypergradients may point anywhere; try solver.damping=0.1 (or larger), "
     "solver.curvature=ggn, or with solver=neumann a smaller solver.alpha or fewer solver.terms; "
