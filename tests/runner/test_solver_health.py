@@ -123,6 +123,17 @@ def test_a_doubtful_run_completes_warns_once_at_the_end_and_says_so(tmp_path, ca
     )
 
 
+def test_solver_cg_as_configured_is_healthy_where_undamped_cg_on_h_is_not(tmp_path, caplog):
+    """conf/solver/cg.yaml's Gauss-Newton curvature and damping (docs/solvers.md, the defaults by
+    evidence): on the tiny run where :data:`CG` meets negative curvature at every hyper-step,
+    ``solver=cg`` has no doubtful one and gives no warning."""
+    with caplog.at_level(logging.WARNING):
+        run(tmp_path, "solver=cg")
+    summary = summary_of(tmp_path)
+    assert summary["solver_health"] == "ok" and summary["solves"]["doubtful"] == {}
+    assert summary["solves"]["hyper_steps"] == 4 and solver_warnings(caplog) == []
+
+
 def test_a_longer_doubtful_run_warns_once_as_soon_as_most_of_five_steps_are(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         run(tmp_path, *CG, "outer_steps=8")
