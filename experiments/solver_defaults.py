@@ -213,23 +213,33 @@ def markdown(table: pd.DataFrame, scale: Scale) -> str:
     return "\n".join(lines) + "\n"
 
 
+def grid(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The figure's two tables over the cells that trained, candidates (rows, in
+    :data:`CANDIDATES`' order) by pairs (columns, ``model × hyper``): the median cosine (mean
+    over seeds; NaN for a run that failed before its first probe) and whether any seed's run
+    was doubtful or failed."""
+    trained = table[~table["refused"]].assign(
+        pair=lambda t: t["model"] + " × " + t["hyper"],
+        bad=lambda t: (t["health"] == "doubtful") | (t["status"] != "completed"),
+    )
+    order = [c.name for c in CANDIDATES if c.name in set(trained["candidate"])]
+    pairs = sorted(set(trained["pair"]))
+    cosine = trained.pivot_table("median_cosine", "candidate", "pair", "mean", dropna=False)
+    bad = trained.pivot_table("bad", "candidate", "pair", "max", dropna=False)
+    return cosine.reindex(index=order, columns=pairs), bad.reindex(index=order, columns=pairs)
+
+
 def plot(study_dir: Path, out_dir: Path) -> list[Path]:
     """Median probe cosine of every candidate (rows) on every pair (columns), seeds averaged;
-    a doubtful run's cell is marked with a cross."""
-    table = pd.read_csv(study_dir / FILES[0])
-    table["pair"] = table["model"] + " × " + table["hyper"]
-    order = [c.name for c in CANDIDATES if c.name in set(table["candidate"])]
-    cosine = table.pivot_table("median_cosine", "candidate", "pair", "mean").reindex(order)
-    doubtful = (table["health"] == "doubtful") | (table["status"] != "completed")
-    marks = table.assign(d=doubtful).pivot_table("d", "candidate", "pair", "max").reindex(order)
-    figure, axis = plt.subplots(figsize=(0.42 * cosine.shape[1] + 3, 0.4 * len(order) + 2.5))
+    a doubtful or failed run's cell is marked with a cross."""
+    cosine, bad = grid(pd.read_csv(study_dir / FILES[0]))
+    figure, axis = plt.subplots(figsize=(0.42 * cosine.shape[1] + 3, 0.4 * len(cosine) + 2.5))
     image = axis.imshow(cosine.to_numpy(float), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
-    for (i, j), mark in pd.DataFrame(marks.to_numpy()).stack().items():
-        if bool(mark):
-            axis.text(j, i, "×", ha="center", va="center", fontsize=8)
+    for i, j in zip(*bad.to_numpy(bool).nonzero(), strict=True):
+        axis.text(j, i, "×", ha="center", va="center", fontsize=8)
     axis.set_xticks(range(cosine.shape[1]), cosine.columns, rotation=90, fontsize=7)
-    axis.set_yticks(range(len(order)), order, fontsize=8)
-    figure.colorbar(image, label="median cosine with the next phase's unrolled hypergradient")
+    axis.set_yticks(range(len(cosine)), cosine.index, fontsize=8)
+    figure.colorbar(image, label="median probe cosine")
     axis.set_title("Solver candidates on every (model, hyper) pair (×: doubtful or failed)")
     return save(figure, out_dir, EXPERIMENT)
 

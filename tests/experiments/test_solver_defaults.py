@@ -99,6 +99,19 @@ def test_a_finished_study_is_read_back_and_drawn_without_running(study, tmp_path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
 
 
+def test_the_figures_grid_puts_each_cells_numbers_at_its_candidate_and_pair(study):
+    table = pd.read_csv(study / "solver_defaults.csv")
+    cosine, bad = solver_defaults.grid(table)
+    assert list(cosine.index) == list(bad.index) == [c.name for c in CANDIDATES]
+    assert list(cosine.columns) == list(bad.columns)
+    assert "linear × dropout" not in cosine.columns  # refused: no cell
+    for row in table[~table["refused"]].itertuples():
+        pair = f"{row.model} × {row.hyper}"
+        assert cosine.loc[row.candidate, pair] == pytest.approx(row.median_cosine)
+        failed = row.health == "doubtful" or row.status != "completed"
+        assert bad.loc[row.candidate, pair] == failed
+
+
 def test_every_candidate_spells_out_every_key_a_candidate_of_its_solver_changes():
     """A cell measures its setting whatever conf/solver's defaults are at the time."""
     keys: dict[str, set[str]] = {}
