@@ -7,7 +7,8 @@ Every cell is one ``hpo-run`` of the default experiment (50 training and 50 vali
 Adam inside, RMSprop outside, ``threads=1``) with ``model=M hyper=H``, one candidate's solver
 overrides and the quality probe on (``quality_every``: the cosine of each hyper-step's
 hypergradient with the unrolled hypergradient through the next inner phase of the real
-training). It is run in this process into ``STUDY_DIR/<candidate>/<model>-<hyper>/<seed>``; a
+training). It is run in this process into
+``STUDY_DIR/<scale>/<candidate>/<model>-<hyper>/<seed>`` (scale: ``small`` or ``full``); a
 cell whose ``summary.json`` is there already (completed, failed or refused) is read, not run
 again. ResNet-18 is left out (seconds per inner step on a CPU); a pair the runner refuses
 (dropout without hidden activations) is listed as such.
@@ -87,8 +88,9 @@ measures its setting whatever the YAML defaults of the day are."""
 @dataclass(frozen=True)
 class Scale:
     """How long each cell trains, how often it is probed, which seeds, and any other overrides
-    (the tests' tiny data)."""
+    (the tests' tiny data); ``name`` is the cells' folder, so that no scale reuses another's."""
 
+    name: str
     outer_steps: int
     quality_every: int
     seeds: tuple[int, ...]
@@ -99,12 +101,15 @@ class Scale:
         return [*steps, *self.extra]
 
 
-SMALL = Scale(outer_steps=10, quality_every=5, seeds=(0,))
-FULL = Scale(outer_steps=30, quality_every=5, seeds=(0, 1, 2))
+SMALL = Scale("small", outer_steps=10, quality_every=5, seeds=(0,))
+FULL = Scale("full", outer_steps=30, quality_every=5, seeds=(0, 1, 2))
 
 
-def cell_dir(study_dir: Path, candidate: Candidate, model: str, hyper: str, seed: int) -> Path:
-    return study_dir / candidate.name.replace(" ", "_") / f"{model}-{hyper}" / str(seed)
+def cell_dir(
+    study_dir: Path, scale: Scale, candidate: Candidate, model: str, hyper: str, seed: int
+) -> Path:
+    name = candidate.name.replace(" ", "_")
+    return study_dir / scale.name / name / f"{model}-{hyper}" / str(seed)
 
 
 def run_cell(run_dir: Path, overrides: list[str]) -> None:
@@ -148,7 +153,7 @@ def run_study(study_dir: Path, full: bool = False) -> pd.DataFrame:
         for model in MODELS:
             for hyper in HYPERS:
                 for seed in scale.seeds:
-                    run_dir = cell_dir(study_dir, candidate, model, hyper, seed)
+                    run_dir = cell_dir(study_dir, scale, candidate, model, hyper, seed)
                     if not RunDirectory(run_dir).summary.exists():
                         overrides = [
                             f"model={model}", f"hyper={hyper}", *candidate.overrides,

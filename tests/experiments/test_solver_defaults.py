@@ -4,6 +4,7 @@ spells out the keys it is compared on."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -15,7 +16,11 @@ from experiments.common import MissingRun
 from tests.support.tiny_runs import DATA
 
 TINY = solver_defaults.Scale(
-    outer_steps=3, quality_every=1, seeds=(0,), extra=(*DATA, "inner_steps=5", "eval_every=1")
+    "tiny",
+    outer_steps=3,
+    quality_every=1,
+    seeds=(0,),
+    extra=(*DATA, "inner_steps=5", "eval_every=1"),
 )
 CANDIDATES = tuple(c for c in solver_defaults.CANDIDATES if c.name in ("cg", "neumann"))
 
@@ -58,7 +63,7 @@ def test_the_table_counts_what_the_metrics_files_hold(study):
     assert len(trained) == len(CANDIDATES) * 3 and (trained["status"] == "completed").all()
     for row in trained.itertuples():
         candidate = next(c for c in CANDIDATES if c.name == row.candidate)
-        cell = solver_defaults.cell_dir(study, candidate, row.model, row.hyper, row.seed)
+        cell = solver_defaults.cell_dir(study, TINY, candidate, row.model, row.hyper, row.seed)
         metrics = pd.read_csv(cell / "metrics.csv")
         steps = metrics[metrics["outer_step"] > 0]
         assert row.hyper_steps == len(steps) == TINY.outer_steps
@@ -97,6 +102,20 @@ def test_a_finished_study_is_read_back_and_drawn_without_running(study, tmp_path
     assert (study / "solver_defaults.csv").read_text() == before
     png, pdf = solver_defaults.plot(study, tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_the_full_scale_reuses_no_cell_of_the_small_one(study, monkeypatch):
+    class Ran(Exception):
+        pass
+
+    def ran(*args, **kwargs):
+        raise Ran
+
+    tiny_grid(monkeypatch, ("linear", "mlp"), ("weight_decay", "dropout"))
+    monkeypatch.setattr(solver_defaults, "FULL", dataclasses.replace(TINY, name="tiny_full"))
+    monkeypatch.setattr(solver_defaults, "run_cell", ran)
+    with pytest.raises(Ran):
+        solver_defaults.run_study(study, full=True)
 
 
 def test_the_figures_grid_puts_each_cells_numbers_at_its_candidate_and_pair(study):
