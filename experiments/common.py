@@ -40,18 +40,20 @@ def check_run(
     files: Sequence[str] = RUN_FILES,
     overrides: Sequence[str] = (),
     program: str = "hpo-run",
+    command: str | None = None,
 ) -> None:
     """Raise :class:`MissingRun` (one line) unless ``run_dir`` holds ``files`` and, when one of
     them is ``summary.json``, its status is ``completed``.
 
-    The message says what to run: the experiment's command for a missing run, ``hpo-run
-    resume=<run dir>`` for one that failed or was interrupted.
+    The message says what to run: ``command`` (by default the experiment's ``program``
+    command) for a missing run, ``hpo-run resume=<run dir>`` for one that failed or was
+    interrupted.
     """
     missing = [file for file in files if not (run_dir / file).exists()]
     if missing:
         raise MissingRun(
             f"{run_dir} holds no run of {name} (no {', '.join(missing)}); run: "
-            f"{run_command(name, run_dir, overrides, program)}"
+            f"{command or run_command(name, run_dir, overrides, program)}"
         )
     if "summary.json" in files:
         status = read_summary(run_dir)["status"]

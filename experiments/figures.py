@@ -25,6 +25,7 @@ from experiments import (
     neumann_divergence,
     overfit_validation,
     ridge_closed_form,
+    solver_defaults,
 )
 from experiments.common import RUN_FILES, MissingRun, check_run, read_summary
 
@@ -52,6 +53,8 @@ class Figure:
         files: what a finished run leaves that the figure needs.
         program: ``hpo-run`` or ``hpo-hessian``.
         describe: one sentence of the run's own numbers for REPORT.md.
+        study: a study of many runs, ``study(run_dir, full)``, run in this process instead of
+            one ``program`` run (``python -m experiments.<name> RUN_DIR [--full]``).
     """
 
     name: str
@@ -61,13 +64,21 @@ class Figure:
     files: Sequence[str] = RUN_FILES
     program: str = "hpo-run"
     describe: Callable[[Path], str] = final_errors
+    study: Callable[[Path, bool], object] | None = None
 
     def overrides(self, full: bool) -> list[str]:
         return [] if full else list(self.small)
 
+    def study_command(self, run_dir: Path, full: bool) -> str | None:
+        """The command line of the figure's study, or None for one ``program`` run."""
+        if self.study is None:
+            return None
+        return f"python -m experiments.{self.name} {run_dir}" + (" --full" if full else "")
+
     def check(self, run_dir: Path, full: bool) -> None:
         """Raise :class:`MissingRun` unless ``run_dir`` holds a finished run of this figure."""
-        check_run(run_dir, self.name, self.files, self.overrides(full), self.program)
+        command = self.study_command(run_dir, full)
+        check_run(run_dir, self.name, self.files, self.overrides(full), self.program, command)
 
 
 CATALOGUE = [
@@ -87,6 +98,9 @@ CATALOGUE = [
     Figure("hypergradient_quality_ridge", hypergradient_quality.RIDGE_CAPTION,
            hypergradient_quality.plot, ["outer_steps=30", "solver_comparison.horizons=[1,5]"],
            hypergradient_quality.FILES, describe=hypergradient_quality.describe),
+    Figure("solver_defaults", solver_defaults.CAPTION, solver_defaults.plot,
+           files=solver_defaults.FILES, describe=solver_defaults.describe,
+           study=solver_defaults.run_study),
 ]  # fmt: skip
 
 
@@ -97,6 +111,10 @@ def ensure_run(figure: Figure, run_dir: Path, full: bool) -> Path:
         return run_dir
     except MissingRun:
         pass
+    if figure.study is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        figure.study(run_dir, full)
+        return run_dir
     command = [str(BIN / figure.program), f"experiment={figure.name}", *figure.overrides(full)]
     if figure.program == "hpo-run":
         command.append("progress=false")

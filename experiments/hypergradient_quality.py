@@ -29,9 +29,10 @@ FILES = (*RUN_FILES, "solver_comparison.csv")
 CAPTION = (
     "Per-weight decay on a digits MLP (Adam inside, float64): every solver's hypergradient "
     "against the dense IFT solve (top row: cosine) and against what the real Adam training does "
-    "over the next 1, 5 and 20 inner phases (lower rows: correlation of predicted and measured "
-    "changes of the validation loss along random directions of λ), against Hessian-vector "
-    "products, at early, middle and late outer steps."
+    "over the next 1, 5 and 20 inner phases (1 and 5 in the small build; lower rows: "
+    "correlation of predicted and measured changes of the validation loss along random "
+    "directions of λ), against Hessian-vector products, at early, middle and late outer steps "
+    "(15 and 30 in the small build)."
 )
 RIDGE_CAPTION = CAPTION.replace(
     "Per-weight decay on a digits MLP", "Ridge regression on diabetes (closed-form minimiser)"

@@ -30,6 +30,7 @@ from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.rundir.summary import write_summary
+from tests.experiments.test_solver_defaults import run_tiny_study
 from tests.support.composed import run_config
 
 CATALOGUE = Path(hpo_cli.__file__).parent / "conf" / "experiment"
@@ -110,7 +111,7 @@ CHEAPER = {
 }
 
 
-RUN_IN_CATALOGUE = {f.name for f in figures.CATALOGUE if f.program == "hpo-run"}
+RUN_IN_CATALOGUE = {f.name for f in figures.CATALOGUE if f.program == "hpo-run" and f.study is None}
 """The experiments whose short run the ``catalogue`` fixture makes anyway (checked there)."""
 
 
@@ -202,6 +203,8 @@ def catalogue(tmp_path_factory) -> Path:
         run_dir = out / "runs" / figure.name
         if figure.program == "hpo-hessian":
             make_hessian_run(run_dir, figure.name)
+        elif figure.study is not None:
+            run_tiny_study(run_dir)
         else:
             make_run(run_dir, figure.name, "outer_steps=2", *SMALL_RUNS.get(figure.name, []))
     return out

@@ -13,6 +13,7 @@ import inspect
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+from hpo_cli.core.methods import ImplicitDifferentiation
 from hpo_cli.runner.config.schemas import METHOD_OPTIONS
 from tests.support.option_configs import CONF, option_node, options
 
@@ -30,6 +31,7 @@ DELIBERATE = [
     ("optimizer", "rmsprop", "lr", 0.001, 0.01),
     ("optimizer", "sgd", "lr", 0.01, 0.001),
     ("optimizer", "sgd", "momentum", 0.9, 0),
+    ("solver", "cg", "damping", 0.1, 0.0),
 ]
 
 
@@ -56,8 +58,23 @@ def test_yaml_values_equal_constructor_defaults_except_the_deliberate_ones():
     assert sorted(differences(), key=str) == sorted(DELIBERATE, key=str)
 
 
+CURVATURE_CHOICES = {"cg": "ggn"}
+"""The solver options whose ``curvature`` is not ImplicitDifferentiation's default (hessian)."""
+
+
+def test_a_solver_yaml_chooses_its_curvature_only_where_listed():
+    default = inspect.signature(ImplicitDifferentiation).parameters["curvature"].default
+    chosen = {}
+    for name in options("solver"):
+        curvature = option_node("solver", name).get("curvature", default)
+        if curvature != default:
+            chosen[name] = curvature
+    assert chosen == CURVATURE_CHOICES
+
+
 def test_every_deliberate_difference_is_commented_in_its_yaml():
-    for group, option, key, _, _ in DELIBERATE:
+    solvers = [("solver", name, "curvature", None, None) for name in CURVATURE_CHOICES]
+    for group, option, key, _, _ in [*DELIBERATE, *solvers]:
         lines = (CONF / group / f"{option}.yaml").read_text().splitlines()
         (line,) = [line for line in lines if line.startswith(f"{key}:")]
         assert "#" in line, f"{group}/{option}.yaml: say why {key} differs from its constructor"

@@ -124,7 +124,7 @@ def test_a_chosen_option_and_overrides_are_what_help_shows():
 
 def test_a_group_key_has_its_constructors_description():
     text = run_help("solver=cg")
-    assert "damping        [0.0] μ ≥ 0 added to the diagonal" in text
+    assert "damping        [0.1] μ ≥ 0 added to the diagonal" in text  # conf/solver/cg.yaml's
 
 
 def test_a_help_that_does_not_compose_is_one_line_and_exit_2():

@@ -17,8 +17,9 @@ from hpo_cli.runner.loop.solver_health import doubtful, initial_counts, record, 
 from hpo_cli.runner.report import plots
 from tests.support.tiny_runs import interrupt_at, run
 
-CG = ["solver=cg"]
-"""On the tiny run, CG meets negative curvature at every hyper-step (‖Hx − b‖/‖b‖ about 2)."""
+CG = ["solver=cg", "solver.curvature=hessian", "solver.damping=0.0"]
+"""On the tiny run, undamped CG on H (not solver=cg's defaults) meets negative curvature at every
+hyper-step (‖Hx − b‖/‖b‖ about 2)."""
 ADVICE = (
     "their hypergradients may point anywhere; try solver.damping=0.1 (or larger), "
     "solver.curvature=ggn, or with solver=neumann a smaller solver.alpha or fewer solver.terms; "
@@ -120,6 +121,17 @@ def test_a_doubtful_run_completes_warns_once_at_the_end_and_says_so(tmp_path, ca
         "  solver health: doubtful (4 of 4 hyper-steps doubtful: their hypergradients may point "
         "anywhere; see the warning)"
     )
+
+
+def test_solver_cg_as_configured_is_healthy_where_undamped_cg_on_h_is_not(tmp_path, caplog):
+    """conf/solver/cg.yaml's Gauss-Newton curvature and damping (docs/solvers.md, the defaults by
+    evidence): on the tiny run where :data:`CG` meets negative curvature at every hyper-step,
+    ``solver=cg`` has no doubtful one and gives no warning."""
+    with caplog.at_level(logging.WARNING):
+        run(tmp_path, "solver=cg")
+    summary = summary_of(tmp_path)
+    assert summary["solver_health"] == "ok" and summary["solves"]["doubtful"] == {}
+    assert summary["solves"]["hyper_steps"] == 4 and solver_warnings(caplog) == []
 
 
 def test_a_longer_doubtful_run_warns_once_as_soon_as_most_of_five_steps_are(tmp_path, caplog):
