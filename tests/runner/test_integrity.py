@@ -96,6 +96,21 @@ def test_a_resume_that_would_change_the_run_is_refused_and_touches_nothing(
         assert hpo_run(f"resume={run_copy}") == 0
 
 
+def test_a_default_changed_since_the_run_started_is_named_with_the_overrides_that_keep_it(
+    run_copy, capsys
+):
+    """A resume composes the run's own overrides with today's defaults; a default hpo-cli has
+    changed since (here solver.lanczos_iterations, 10 in this install, 12 when the run started)
+    is refused with the overrides that continue the run as it was, and those work."""
+    saved = run_copy / ".hydra" / "config.yaml"
+    saved.write_text(saved.read_text().replace("lanczos_iterations: 10", "lanczos_iterations: 12"))
+    assert hpo_run(f"resume={run_copy}", "outer_steps=5") == 2
+    line = error_lines(capsys)[0]
+    assert "hpo-cli's defaults changed since the run started" in line
+    assert line.endswith(f"hpo-run resume={run_copy} solver.lanczos_iterations=12")
+    assert hpo_run(f"resume={run_copy}", "outer_steps=5", "solver.lanczos_iterations=12") == 0
+
+
 def test_a_resume_may_extend_the_run_and_change_its_cadence(run_copy):
     assert hpo_run(f"resume={run_copy}", "outer_steps=6", "eval_every=2") == 0
     assert pd.read_csv(run_copy / "metrics.csv")["outer_step"].tolist() == [0, 1, 2, 3, 4, 6]

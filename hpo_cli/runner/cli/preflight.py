@@ -507,9 +507,11 @@ def check_resume_groups(run_dir: Path, overrides: list[str]) -> None:
             )
 
 
-def check_resume(run_dir: Path, cfg: DictConfig) -> None:
+def check_resume(run_dir: Path, cfg: DictConfig, overrides: list[str] = ()) -> None:
     """Refuse a resume of ``run_dir`` with ``cfg`` (the task configuration) that would change
-    the run, or that could not continue it whole.
+    the run, or that could not continue it whole. Changes that none of the new ``overrides``
+    asked for come from hpo-cli's own defaults, changed since the run started: the refusal
+    then gives the overrides that continue the run as it was.
 
     Raises:
         ConfigError: a key outside :data:`RESUME_MAY_CHANGE` differs from the saved
@@ -520,6 +522,16 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> None:
     files = RunDirectory(run_dir)
     saved = files.read_saved_config()
     changes = [c for c in changed_keys(saved, cfg) if not resume_may_change(*c)]
+    asked = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if changes and not any(
+        key == a or key.startswith(f"{a}.") for key, _, _ in changes for a in asked
+    ):
+        was = " ".join(f"{key}={old}" for key, old, _ in changes if old != "<missing>")
+        raise ConfigError(
+            f"resume={run_dir}: hpo-cli's defaults changed since the run started "
+            f"({', '.join(f'{key}: {old} -> {new}' for key, old, new in changes)}); continue "
+            f"it as it was with: hpo-run resume={run_dir} {was}"
+        )
     if changes:
         key, old, new = changes[0]
         others = f" (and {len(changes) - 1} other keys)" if len(changes) > 1 else ""
@@ -586,6 +598,6 @@ def prepare(arguments: list[str]) -> list[str]:
         return [*kept, *[o for o in merged if o not in overrides]]
     check_resume_groups(run_dir, overrides)
     cfg = compose_run(merged)
-    check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), overrides)
     validate(cfg)
     return [*flags, *merged]
