@@ -27,17 +27,18 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from hpo_cli.core.methods import HypergradientMethod, ImplicitDifferentiation
-from hpo_cli.data.protocol import DataOptions
+from hpo_cli.data.options import DataOptions
+from hpo_cli.runner.config import signatures
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.comparison_settings import SolverComparisonConfig
 from hpo_cli.runner.loop.early_stopping import EarlyStopping
-from hpo_cli.runner.loop.experiment import SolverComparisonConfig
-from hpo_cli.runner.tracking import TrackingSettings
+from hpo_cli.runner.tracking.base import TrackingSettings
 
 
 # ---------------------------------------------------------------- schemas from signatures
@@ -47,11 +48,24 @@ def checkable_type(kind: Any, name: str, default: Any) -> Any:
     arguments = [a for a in typing.get_args(kind) if a is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(arguments) > 1:
         return Any
+    if default is None or isinstance(default, bool | int | float | str):  # the common case, once
+        return _checkable_literal(kind, type(default), default)
+    return kind if _omegaconf_accepts(kind, name, default) else Any
+
+
+@functools.cache
+def _checkable_literal(kind: Any, default_type: type, default: Any) -> Any:
+    """:func:`checkable_type` for a literal default, kept per (type, default) for hpo-run's start:
+    ``default_type`` keeps ``1`` and ``True`` (equal, of one hash) apart."""
+    return kind if _omegaconf_accepts(kind, "value", default) else Any
+
+
+def _omegaconf_accepts(kind: Any, name: str, default: Any) -> bool:
     try:
         OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
     except ValidationError:
-        return Any
-    return kind
+        return False
+    return True
 
 
 def schema_for(target: Callable[..., Any]) -> type:
@@ -64,24 +78,57 @@ def schema_for(target: Callable[..., Any]) -> type:
     """
     function = target.__init__ if isinstance(target, type) else target
     hints = typing.get_type_hints(function)
-    fields: list[tuple[str, Any, Any]] = [
-        ("_target_", str, f"{target.__module__}.{target.__qualname__}")
-    ]
     factories = {
         f.name: f.default_factory
         for f in (dataclasses.fields(target) if dataclasses.is_dataclass(target) else ())
         if f.default_factory is not dataclasses.MISSING
     }
-    for name, parameter in inspect.signature(target).parameters.items():
-        if parameter.default is inspect.Parameter.empty:
-            continue
+    parameters = [
+        signatures.Parameter(
+            name,
+            hints.get(name, Any),
+            field(default_factory=factories[name]) if name in factories else parameter.default,
+        )
+        for name, parameter in inspect.signature(target).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    ]
+    return make_schema(f"{target.__module__}.{target.__qualname__}", parameters)
+
+
+def make_schema(target: str, parameters: list[signatures.Parameter]) -> type:
+    """The dataclass :func:`schema_for` describes, from ``target``'s path and its parameters with
+    a default (a list or dict default becomes a factory of copies; a dataclass's
+    ``field(default_factory=...)`` stays one)."""
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, target)]
+    for parameter in parameters:
         default = parameter.default
-        if name in factories:  # a dataclass's field(default_factory=...)
-            default = field(default_factory=factories[name])
-        elif isinstance(default, list):
-            default = field(default_factory=functools.partial(list, default))
-        fields.append((name, checkable_type(hints.get(name, Any), name, default), default))
-    return make_dataclass(f"{target.__name__}Config", fields)
+        if isinstance(default, list | dict):
+            default = field(default_factory=functools.partial(type(default), default))
+        kind = checkable_type(parameter.annotation, parameter.name, default)
+        fields.append((parameter.name, kind, default))
+    return make_dataclass(f"{target.rpartition('.')[2]}Config", fields)
+
+
+def target_schema(target: str, group: str) -> type:
+    """:func:`schema_for` the ``_target_`` path ``target`` of a YAML file of ``group`` (a solver:
+    :func:`solver_schema`), read from its source without importing it
+    (:mod:`hpo_cli.runner.config.signatures`: ``hpo-run --help`` and a refused command import no
+    torch), or, where the source cannot be read so, from the imported target."""
+    try:
+        schema = make_schema(target, signatures.parameters(target))
+    except signatures.Unreadable:
+        return (
+            solver_schema(get_object(target))
+            if group == "solver"
+            else schema_for(target=get_object(target))
+        )
+    if group != "solver" or METHOD in signatures.ancestors(target):
+        return schema
+    return with_curvature(schema)
+
+
+METHOD = "hpo_cli.core.methods.HypergradientMethod"
+IMPLICIT = "hpo_cli.core.methods.ImplicitDifferentiation"
 
 
 def solver_schema(target: Callable[..., Any]) -> type:
@@ -90,9 +137,17 @@ def solver_schema(target: Callable[..., Any]) -> type:
     (:data:`hpo_cli.core.curvature.CURVATURES`), the implicit method's constructor argument,
     with that constructor's default."""
     schema = schema_for(target)
-    if isinstance(target, type) and issubclass(target, HypergradientMethod):
+    method = get_object(METHOD)
+    if isinstance(target, type) and issubclass(target, method):
         return schema
-    default = inspect.signature(ImplicitDifferentiation).parameters["curvature"].default
+    return with_curvature(schema)
+
+
+def with_curvature(schema: type) -> type:
+    """``schema`` with ``curvature``, the argument of the implicit method
+    (:class:`hpo_cli.core.methods.ImplicitDifferentiation`) that wraps the solver, at that
+    constructor's default (read from its source)."""
+    default = next(p.default for p in signatures.parameters(IMPLICIT) if p.name == "curvature")
     return make_dataclass(schema.__name__, [("curvature", str, default)], bases=(schema,))
 
 
@@ -209,18 +264,14 @@ def yaml_schemas(conf_dir: Path = CONF_DIR) -> dict[tuple[str, str], type]:
     """
     schemas: dict[tuple[str, str], type] = {}
     for path in sorted(conf_dir.glob("*/*.yaml")):
-        group, node = path.parent.name, OmegaConf.load(path)
-        bases = [
-            d for d in node.get("defaults", []) if isinstance(d, str) and d.startswith("base_")
-        ]
+        group, node = path.parent.name, yaml.safe_load(path.read_text()) or {}
+        defaults = node.get("defaults") or []
+        bases = [d for d in defaults if isinstance(d, str) and d.startswith("base_")]
         if not bases or bases[0][5:] in GROUP_SCHEMAS.get(group, {}):
             continue
         if "_target_" not in node:
             raise ConfigError(f"{path} extends {bases[0]} but names no _target_ to derive it from")
-        target = get_object(node._target_)
-        schemas[group, bases[0]] = (
-            solver_schema(target) if group == "solver" else schema_for(target)
-        )
+        schemas[group, bases[0]] = target_schema(node["_target_"], group)
     return schemas
 
 
