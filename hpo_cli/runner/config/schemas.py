@@ -5,6 +5,8 @@ list names ``base_<name>``), so a value of the wrong type or a misspelt key fail
 Hydra's own message. The schemas of hpo-cli's solvers, data sets, models and hyperparameter
 modules are derived from the signature of the ``_target_`` their YAML names (:func:`schema_for`,
 :func:`yaml_schemas`): a new one is its Python file and its YAML file, no registration line.
+The signature is read from the target's source (:mod:`hpo_cli.runner.config.signatures`), so
+that composing the configuration imports no torch.
 A user's own YAML files (in their own config directory) need no schema: every node is also
 checked against its ``_target_``'s signature when it is built
 (:mod:`hpo_cli.runner.config.targets`).
@@ -109,6 +111,12 @@ def make_schema(target: str, parameters: list[signatures.Parameter]) -> type:
     return make_dataclass(f"{target.rpartition('.')[2]}Config", fields)
 
 
+METHOD = "hpo_cli.core.methods.HypergradientMethod"
+"""A solver of this class is a hypergradient method of its own: it takes no ``curvature``."""
+IMPLICIT = "hpo_cli.core.methods.ImplicitDifferentiation"
+"""The method that wraps every other solver; its ``curvature`` default is the solver's."""
+
+
 def target_schema(target: str, group: str) -> type:
     """:func:`schema_for` the ``_target_`` path ``target`` of a YAML file of ``group`` (a solver:
     :func:`solver_schema`), read from its source without importing it
@@ -117,18 +125,11 @@ def target_schema(target: str, group: str) -> type:
     try:
         schema = make_schema(target, signatures.parameters(target))
     except signatures.Unreadable:
-        return (
-            solver_schema(get_object(target))
-            if group == "solver"
-            else schema_for(target=get_object(target))
-        )
+        imported = get_object(target)
+        return solver_schema(imported) if group == "solver" else schema_for(imported)
     if group != "solver" or METHOD in signatures.ancestors(target):
         return schema
     return with_curvature(schema)
-
-
-METHOD = "hpo_cli.core.methods.HypergradientMethod"
-IMPLICIT = "hpo_cli.core.methods.ImplicitDifferentiation"
 
 
 def solver_schema(target: Callable[..., Any]) -> type:
