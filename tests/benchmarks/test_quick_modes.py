@@ -145,3 +145,13 @@ def test_quick_streaming_times_both_paths(tmp_path):
     table = pd.read_csv(tmp_path / "streamed_data_cpu_quick.csv").set_index("data")
     assert list(table.index) == ["in memory", "streamed, 0 workers", "streamed, 2 workers"]
     assert (table["median_ms"] > 0).all() and float(table.loc["in memory", "ratio"]) == 1.0
+
+
+@pytest.mark.slow  # a whole benchmark module (fresh interpreters); make test-slow runs it
+def test_quick_startup_times_every_command_against_import_torch(tmp_path):
+    run_quick("benchmarks.startup", tmp_path)
+    table = pd.read_csv(tmp_path / "startup_cpu_quick.csv").set_index("case")
+    assert float(table.loc['python -c "import torch"', "ratio"]) == 1.0
+    commands = [case for case in table.index if case.startswith("hpo-run")]
+    assert len(commands) == 4 and (table.loc[commands, "median_ms"] > 0).all()
+    assert (table["rounds"] == 2).all()

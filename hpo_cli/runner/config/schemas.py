@@ -50,24 +50,13 @@ def checkable_type(kind: Any, name: str, default: Any) -> Any:
     arguments = [a for a in typing.get_args(kind) if a is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(arguments) > 1:
         return Any
-    if default is None or isinstance(default, bool | int | float | str):  # the common case, once
-        return _checkable_literal(kind, type(default), default)
-    return kind if _omegaconf_accepts(kind, name, default) else Any
-
-
-@functools.cache
-def _checkable_literal(kind: Any, default_type: type, default: Any) -> Any:
-    """:func:`checkable_type` for a literal default, kept per (type, default) for hpo-run's start:
-    ``default_type`` keeps ``1`` and ``True`` (equal, of one hash) apart."""
-    return kind if _omegaconf_accepts(kind, "value", default) else Any
-
-
-def _omegaconf_accepts(kind: Any, name: str, default: Any) -> bool:
+    if kind in (int, float, str, bool) and type(default) is kind:  # accepted: no probe needed
+        return kind
     try:
         OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
     except ValidationError:
-        return False
-    return True
+        return Any
+    return kind
 
 
 def schema_for(target: Callable[..., Any]) -> type:
