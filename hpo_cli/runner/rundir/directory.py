@@ -333,6 +333,7 @@ class RunDirectory:
                 CSV, has no ``outer_step`` column or (with ``rows``) holds only its header.
         """
         import pandas as pd
+
         if not self.path.is_dir():
             raise RunDirectoryDamaged(self.path, "is not a run directory (no such folder)")
         if not self.metrics.is_file():
@@ -353,6 +354,7 @@ class RunDirectory:
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
         from hpo_cli.runner.rundir import summary
+
         return summary.read_metrics(self.path)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -362,11 +364,13 @@ class RunDirectory:
             CheckpointError: no readable checkpoint, or an unsafe one.
         """
         from hpo_cli.runner.rundir import checkpoint
+
         return checkpoint.load_checkpoint(self.path)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` atomically, keeping the one it replaces as the previous."""
         from hpo_cli.runner.rundir import checkpoint
+
         checkpoint.save_checkpoint(self.path, state)
 
     def load_best_checkpoint(self) -> dict[str, Any] | None:
@@ -376,6 +380,7 @@ class RunDirectory:
             CheckpointError: the file is damaged or unsafe.
         """
         from hpo_cli.runner.rundir import checkpoint
+
         if not self.best_checkpoint.exists():
             return None
         return checkpoint.read_checkpoint(self.best_checkpoint)
@@ -388,11 +393,13 @@ class RunDirectory:
     ) -> None:
         """Write λ in full (:func:`.hyperparameters.write_hyperparameters`)."""
         from hpo_cli.runner.rundir import hyperparameters
+
         hyperparameters.write_hyperparameters(self.path, last, best, about)
 
     def save_best_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint_best.pt`` atomically (early stopping's best weights)."""
         from hpo_cli.runner.rundir import checkpoint
+
         checkpoint.save_checkpoint(self.path, state, BEST_CHECKPOINT)
 
     def write_summary(
@@ -400,6 +407,7 @@ class RunDirectory:
     ) -> dict[str, Any]:
         """Write ``summary.json`` (:func:`.summary.write_summary`); return its content."""
         from hpo_cli.runner.rundir import summary
+
         return summary.write_summary(
             self.path, status=status, progress=progress, overrides=overrides, error=error
         )
