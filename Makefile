@@ -70,6 +70,7 @@ bench: install
 	$(BIN)/python -m benchmarks.streamed_data $(ARGS)
 	$(BIN)/python -m benchmarks.finite_difference_products $(ARGS)
 	$(BIN)/python -m benchmarks.mixed_precision $(ARGS)
+	$(BIN)/python -m benchmarks.startup $(ARGS)
 
 # The peer comparisons with the peers required: exit 1 in one line when one is not installed.
 .PHONY: bench-peers

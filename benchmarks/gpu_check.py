@@ -56,7 +56,7 @@ class Check:
 
 def checks(out: Path) -> list[Check]:
     python = sys.executable
-    cli = "import sys; from hpo_cli.runner.cli.command import main; sys.exit(main())"
+    cli = "import sys; from hpo_cli.runner.cli import main; sys.exit(main())"
     hpo_run = [python, "-c", cli, "device=cuda", "plots=false", "progress=false"]
     runs = [
         Check("default experiment", [*hpo_run, "outer_steps=20"], out / "default"),

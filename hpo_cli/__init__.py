@@ -21,28 +21,55 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
-from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, damped, dense_matrix
-from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
-from hpo_cli.core.joint import JointOptimizer
-from hpo_cli.core.methods import (
-    HypergradientMethod,
-    HyperLosses,
-    ImplicitDifferentiation,
-)
-from hpo_cli.core.solvers import (
-    ConjugateGradient,
-    Exact,
-    Identity,
-    InverseHVPSolver,
-    Neumann,
-    SingularSystemError,
-    SolveInfo,
-    Status,
-)
+from hpo_cli.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from hpo_cli.core.constraints import CONSTRAINTS, Constraint, constrained_parameter, constraint
+    from hpo_cli.core.hvp import GaussNewtonCurvature, TrainingCurvature, damped, dense_matrix
+    from hpo_cli.core.hypergradient import Hypergradient, HypergradientError, hypergradient
+    from hpo_cli.core.joint import JointOptimizer
+    from hpo_cli.core.methods import (
+        HypergradientMethod,
+        HyperLosses,
+        ImplicitDifferentiation,
+    )
+    from hpo_cli.core.solvers import (
+        ConjugateGradient,
+        Exact,
+        Identity,
+        InverseHVPSolver,
+        Neumann,
+        SingularSystemError,
+        SolveInfo,
+        Status,
+    )
     from hpo_cli.runner.results import LoadedRun
+
+_EXPORTS = {
+    "hpo_cli.core.constraints": (
+        "CONSTRAINTS",
+        "Constraint",
+        "constrained_parameter",
+        "constraint",
+    ),
+    "hpo_cli.core.hvp": ("GaussNewtonCurvature", "TrainingCurvature", "damped", "dense_matrix"),
+    "hpo_cli.core.hypergradient": ("Hypergradient", "HypergradientError", "hypergradient"),
+    "hpo_cli.core.joint": ("JointOptimizer",),
+    "hpo_cli.core.methods": ("HypergradientMethod", "HyperLosses", "ImplicitDifferentiation"),
+    "hpo_cli.core.solvers": (
+        "ConjugateGradient",
+        "Exact",
+        "Identity",
+        "InverseHVPSolver",
+        "Neumann",
+        "SingularSystemError",
+        "SolveInfo",
+        "Status",
+    ),
+}
+"""Module → the names ``hpo_cli`` re-exports from it, imported on first use
+(:mod:`hpo_cli.lazy`): ``import hpo_cli`` imports no torch until a name is used."""
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def load_run(run_dir: str | Path, which: str = "best", **options: Any) -> LoadedRun:

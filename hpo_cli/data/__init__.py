@@ -19,10 +19,32 @@ instead (:mod:`hpo_cli.data.protocol`); large ones are streamed (:mod:`hpo_cli.d
 | ``cifar100`` | :func:`load_cifar100` | (3, 32, 32) | 100 classes |
 """
 
-from hpo_cli.data.digits import load_digits
-from hpo_cli.data.regression import load_diabetes, load_linreg, load_regression1d
-from hpo_cli.data.splits import Batch, Split, Splits, split_sizes, split_tensors
-from hpo_cli.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+from typing import TYPE_CHECKING
+
+from hpo_cli.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from hpo_cli.data.digits import load_digits
+    from hpo_cli.data.regression import load_diabetes, load_linreg, load_regression1d
+    from hpo_cli.data.splits import Batch, Split, Splits, split_sizes, split_tensors
+    from hpo_cli.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "hpo_cli.data.digits": ("load_digits",),
+        "hpo_cli.data.regression": ("load_diabetes", "load_linreg", "load_regression1d"),
+        "hpo_cli.data.splits": ("Batch", "Split", "Splits", "split_sizes", "split_tensors"),
+        "hpo_cli.data.vision": (
+            "load_cifar10",
+            "load_cifar100",
+            "load_fashion_mnist",
+            "load_mnist",
+        ),
+    },
+)
+"""Imported on first use (:mod:`hpo_cli.lazy`), so that :mod:`hpo_cli.data.options` (the
+``data`` block of the configuration) imports no torch."""
 
 __all__ = [
     "Batch",

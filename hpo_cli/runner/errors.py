@@ -36,3 +36,9 @@ def log_to_files(message: str) -> None:
             if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
                 handler.handle(record)
         logger = logger.parent if logger.propagate else None
+
+
+def require(condition: bool, key: str, value: object, requirement: str) -> None:
+    """Raise :class:`ConfigError` ``key=value is invalid: requirement`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(f"{key}={value} is invalid: {requirement}")

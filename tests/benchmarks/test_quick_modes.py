@@ -160,3 +160,13 @@ def test_quick_mixed_precision_keeps_the_hypergradients_direction(tmp_path):
     table = pd.read_csv(tmp_path / "mixed_precision_cpu_quick.csv")
     assert len(table) == 1 and (table["hyper_bf16_median_ms"] > 0).all()
     assert (table["cosine"] > 0.99).all() and (table["rel_error"] > 0).all()
+
+
+@pytest.mark.slow  # a whole benchmark module (fresh interpreters); make test-slow runs it
+def test_quick_startup_times_every_command_against_import_torch(tmp_path):
+    run_quick("benchmarks.startup", tmp_path)
+    table = pd.read_csv(tmp_path / "startup_cpu_quick.csv").set_index("case")
+    assert float(table.loc['python -c "import torch"', "ratio"]) == 1.0
+    commands = [case for case in table.index if case.startswith("hpo-run")]
+    assert len(commands) == 4 and (table.loc[commands, "median_ms"] > 0).all()
+    assert (table["rounds"] == 2).all()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.cli import entry
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.lock import run_lock
@@ -33,7 +34,7 @@ def everything(path: Path) -> dict[str, bytes]:
 
 def hpo_run(*arguments: str) -> tuple[int, list[str]]:
     """``hpo-run ARGUMENTS`` in this process: its exit status and its error lines."""
-    result = call_main(cli.main, "hpo-run", list(arguments))
+    result = call_main(entry.main, "hpo-run", list(arguments))
     return result.returncode, [line for line in result.stderr.splitlines() if "error" in line]
 
 

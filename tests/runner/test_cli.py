@@ -285,7 +285,7 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
         capture_output=True,
     )
     script = (
-        "import sys, hpo_cli.runner.cli.command as cli; "
+        "import sys, hpo_cli.runner.cli.entry as cli; "
         f"assert cli.__file__.startswith({str(target)!r}), cli.__file__; "
         "sys.argv = ['hpo-run', *sys.argv[1:]]; cli.main()"
     )

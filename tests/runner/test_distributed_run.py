@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from hpo_cli.core import distributed
-from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.cli import entry
 from tests.support.cli_runs import call_main
 from tests.support.tiny_runs import tiny
 
@@ -28,7 +28,7 @@ RUN = tiny(*FLOAT64)
 
 def hpo_run(*arguments: str) -> tuple[int, list[str]]:
     """``hpo-run ARGUMENTS`` in this process: its exit status and its error lines."""
-    result = call_main(cli.main, "hpo-run", list(arguments))
+    result = call_main(entry.main, "hpo-run", list(arguments))
     return result.returncode, [line for line in result.stderr.splitlines() if "error:" in line]
 
 

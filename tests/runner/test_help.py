@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.hpo_hessian import cli as hessian_cli
-from hpo_cli.runner.cli import command
+from hpo_cli.runner.cli import entry
 from hpo_cli.runner.cli.help import REFERENCE, REGENERATE, reference_markdown
 from hpo_cli.runner.config.schemas import GROUP_SCHEMAS, RunConfig
 from tests.support.cli_runs import call_main
@@ -84,7 +84,7 @@ def disagreements(shown: dict[str, object], expected: dict[str, object]) -> list
 
 
 def run_help(*arguments: str) -> str:
-    result = call_main(command.main, "hpo-run", [*arguments, "--help"])
+    result = call_main(entry.main, "hpo-run", [*arguments, "--help"])
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -128,7 +128,7 @@ def test_a_group_key_has_its_constructors_description():
 
 
 def test_a_help_that_does_not_compose_is_one_line_and_exit_2():
-    result = call_main(command.main, "hpo-run", ["solver=newton", "--help"])
+    result = call_main(entry.main, "hpo-run", ["solver=newton", "--help"])
     assert result.returncode == 2 and "Could not find 'solver/newton'" in result.stderr
 
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from hpo_cli import hpo_hessian as hessian_cli
-from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.cli import entry as cli
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.rundir.checkpoint import (
     CheckpointError,

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hpo_cli.runner.cli import command as cli
+from hpo_cli.runner.cli import entry
 from hpo_cli.runner.cli.preflight import RESUME_MAY_CHANGE
 from tests.support.cli_runs import call_main
 from tests.support.tiny_runs import interrupt_at, tiny
@@ -59,7 +59,7 @@ TIMING = {"wall_time_s"}
 
 
 def hpo_run(*arguments: str) -> int:
-    return call_main(cli.main, "hpo-run", list(arguments)).returncode
+    return call_main(entry.main, "hpo-run", list(arguments)).returncode
 
 
 def reference_overrides(key: str) -> list[str]:
@@ -144,7 +144,7 @@ def test_eval_every_is_refused_on_resume_while_early_stopping_is_on(tmp_path, mo
         interrupt_at(patch, INTERRUPT_AT)
         hpo_run(*BASE, f"hydra.run.dir={run_dir}")
     before = (run_dir / "metrics.csv").read_bytes()
-    result = call_main(cli.main, "hpo-run", [f"resume={run_dir}", "eval_every=1"])
+    result = call_main(entry.main, "hpo-run", [f"resume={run_dir}", "eval_every=1"])
     lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "cannot change eval_every (2 -> 1) while early stopping is on" in lines[0]
@@ -160,6 +160,6 @@ def test_a_patience_may_only_grow_on_resume(tmp_path, patience):
     assert hpo_run(*tiny(start), f"hydra.run.dir={run_dir}") == 0
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    result = call_main(cli.main, "hpo-run", [f"resume={copy}", "early_stopping.patience=2"])
+    result = call_main(entry.main, "hpo-run", [f"resume={copy}", "early_stopping.patience=2"])
     assert result.returncode == 2, result.stderr
     assert "early_stopping.patience may only grow on resume" in result.stderr

@@ -65,7 +65,7 @@ def call_main(main: Callable[[], None], program: str, arguments: list[str]) -> R
 def hpo_run(run_dir: Path | None, *overrides: str) -> Result:
     """``hpo-run OVERRIDES hydra.run.dir=RUN_DIR`` (no ``hydra.run.dir`` when ``run_dir`` is
     None, e.g. for ``resume=`` or ``-m``)."""
-    from hpo_cli.runner.cli import command as cli
+    from hpo_cli.runner import cli
 
     directory = [] if run_dir is None else [f"hydra.run.dir={run_dir}"]
     return call_main(cli.main, "hpo-run", [*overrides, *directory])

@@ -22,7 +22,6 @@ import math
 import os
 import shlex
 import signal
-import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,12 +31,10 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from hpo_cli.runner.cli.help import group_options, help_text, print_help
-from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
-from hpo_cli.runner.cli.ranks import follow, join, rank_zero
+from hpo_cli.runner.cli.ranks import follow, rank_zero
 from hpo_cli.runner.cli.signals import SIGINT, SIGTERM, StopRequest, stop_on_sigterm
 from hpo_cli.runner.config.build import build_experiment
-from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
+from hpo_cli.runner.config.schemas import register_configs
 from hpo_cli.runner.config.tracking import trackers_for
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError, fail
@@ -53,7 +50,6 @@ from hpo_cli.runner.tracking import Trackers
 
 log = logging.getLogger("hpo_cli")
 register_configs()
-SUMMARY = "gradient-based hyperparameter optimisation by implicit differentiation"
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -303,24 +299,3 @@ def run(cfg: DictConfig) -> float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
     return execute(cfg, run_dir, overrides, multirun, HydraConfig.instance().cfg)
-
-
-def main() -> None:
-    """Console-script entry point: :func:`hpo_cli.runner.cli.preflight.prepare` checks the command
-    line (one line and exit 2 when refused, before anything is written), then Hydra runs it.
-    ``--help`` is hpo-run's own (:mod:`hpo_cli.runner.cli.help`; ``hpo-run solver=cg --help``
-    adds the keys of ``solver=cg``), with the values the command would run with; Hydra's other
-    flags (``--cfg``, ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see
-    ``prepare``)."""
-    arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
-    try:
-        if "--help" in arguments or "-h" in arguments:
-            groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
-            print_help(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
-            return
-        arguments = join(prepare(arguments))  # torchrun's N processes: one process group
-    except ConfigError as error:  # before Hydra has set up logging: stderr only
-        print(f"hpo-run: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    sys.argv = [sys.argv[0], *arguments]
-    run()

@@ -10,8 +10,8 @@ experiment is listed for hpo-hessian only when it fits (:func:`experiment_misfit
 key is described by the comment on its line in the schema's source, and a group's key by its
 constructor's docstring (``Args:``), else by the comment on its line in the option's YAML.
 
-    hpo-run --help                  # groups, and every top-level key with its value
-    hpo-run solver=cg --help        # and the keys of solver=cg
+    hpo-run --help                  # groups, and every top-level key with its value (no torch)
+    hpo-run solver=cg --help        # and the keys of solver=cg (their docstrings: torch)
     hpo-run --help solver           # the keys of the default solver
     make docs                       # docs/configuration.md, from reference_markdown()
 """
@@ -33,7 +33,6 @@ from typing import Any
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from hpo_cli.core.methods import ImplicitDifferentiation
 from hpo_cli.runner.cli.preflight import (
     RENAMED_COLUMNS,
     RENAMED_KEYS,
@@ -130,6 +129,8 @@ def node_descriptions(node: DictConfig, schema: type | None, yaml_file: Path | N
         described.update({k: v for k, v in field_comments(schema).items() if k not in described})
     target = node.get("_target_") if OmegaConf.is_dict(node) else None
     if "curvature" in node and target:  # a solver's: the implicit method's argument
+        from hpo_cli.core.methods import ImplicitDifferentiation  # torch: for group=... --help
+
         described.update(docstring_args(ImplicitDifferentiation))
     if isinstance(target, str):
         with contextlib.suppress(ImportError, AttributeError, ValueError):  # a user's target

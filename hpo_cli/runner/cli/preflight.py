@@ -62,8 +62,6 @@ from hpo_cli.runner.config.targets import did_you_mean
 from hpo_cli.runner.config.trust import check_trusted, trust_argument
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames
-from hpo_cli.runner.rundir.checkpoint import require_keys
 from hpo_cli.runner.rundir.directory import (
     RunDirectory,
     RunDirectoryDamaged,
@@ -547,6 +545,9 @@ def check_resume(run_dir: Path, cfg: DictConfig, overrides: list[str] = ()) -> N
     files.read_tracking()  # damaged: refused here, before Hydra writes anything
     state = files.load_checkpoint(warn=False)  # the run's own load says it, once
     if state is not None:
+        from hpo_cli.runner.loop.state import RUN_STATE_KEYS, refuse_before_renames  # torch
+        from hpo_cli.runner.rundir.checkpoint import require_keys
+
         require_keys(state, RUN_STATE_KEYS)
         try:
             refuse_before_renames(state)

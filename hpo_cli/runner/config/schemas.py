@@ -5,6 +5,8 @@ list names ``base_<name>``), so a value of the wrong type or a misspelt key fail
 Hydra's own message. The schemas of hpo-cli's solvers, data sets, models and hyperparameter
 modules are derived from the signature of the ``_target_`` their YAML names (:func:`schema_for`,
 :func:`yaml_schemas`): a new one is its Python file and its YAML file, no registration line.
+The signature is read from the target's source (:mod:`hpo_cli.runner.config.signatures`), so
+that composing the configuration imports no torch.
 A user's own YAML files (in their own config directory) need no schema: every node is also
 checked against its ``_target_``'s signature when it is built
 (:mod:`hpo_cli.runner.config.targets`).
@@ -27,17 +29,18 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from hpo_cli.core.methods import HypergradientMethod, ImplicitDifferentiation
-from hpo_cli.data.protocol import DataOptions
+from hpo_cli.data.options import DataOptions
+from hpo_cli.runner.config import signatures
 from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.loop.comparison_settings import SolverComparisonConfig
 from hpo_cli.runner.loop.early_stopping import EarlyStopping
-from hpo_cli.runner.loop.experiment import SolverComparisonConfig
-from hpo_cli.runner.tracking import TrackingSettings
+from hpo_cli.runner.tracking.base import TrackingSettings
 
 
 # ---------------------------------------------------------------- schemas from signatures
@@ -47,6 +50,8 @@ def checkable_type(kind: Any, name: str, default: Any) -> Any:
     arguments = [a for a in typing.get_args(kind) if a is not type(None)]
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(arguments) > 1:
         return Any
+    if kind in (int, float, str, bool) and type(default) is kind:  # accepted: no probe needed
+        return kind
     try:
         OmegaConf.structured(make_dataclass("Probe", [(name, kind, default)]))
     except ValidationError:
@@ -64,24 +69,56 @@ def schema_for(target: Callable[..., Any]) -> type:
     """
     function = target.__init__ if isinstance(target, type) else target
     hints = typing.get_type_hints(function)
-    fields: list[tuple[str, Any, Any]] = [
-        ("_target_", str, f"{target.__module__}.{target.__qualname__}")
-    ]
     factories = {
         f.name: f.default_factory
         for f in (dataclasses.fields(target) if dataclasses.is_dataclass(target) else ())
         if f.default_factory is not dataclasses.MISSING
     }
-    for name, parameter in inspect.signature(target).parameters.items():
-        if parameter.default is inspect.Parameter.empty:
-            continue
+    parameters = [
+        signatures.Parameter(
+            name,
+            hints.get(name, Any),
+            field(default_factory=factories[name]) if name in factories else parameter.default,
+        )
+        for name, parameter in inspect.signature(target).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    ]
+    return make_schema(f"{target.__module__}.{target.__qualname__}", parameters)
+
+
+def make_schema(target: str, parameters: list[signatures.Parameter]) -> type:
+    """The dataclass :func:`schema_for` describes, from ``target``'s path and its parameters with
+    a default (a list or dict default becomes a factory of copies; a dataclass's
+    ``field(default_factory=...)`` stays one)."""
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, target)]
+    for parameter in parameters:
         default = parameter.default
-        if name in factories:  # a dataclass's field(default_factory=...)
-            default = field(default_factory=factories[name])
-        elif isinstance(default, list):
-            default = field(default_factory=functools.partial(list, default))
-        fields.append((name, checkable_type(hints.get(name, Any), name, default), default))
-    return make_dataclass(f"{target.__name__}Config", fields)
+        if isinstance(default, list | dict):
+            default = field(default_factory=functools.partial(type(default), default))
+        kind = checkable_type(parameter.annotation, parameter.name, default)
+        fields.append((parameter.name, kind, default))
+    return make_dataclass(f"{target.rpartition('.')[2]}Config", fields)
+
+
+METHOD = "hpo_cli.core.methods.HypergradientMethod"
+"""A solver of this class is a hypergradient method of its own: it takes no ``curvature``."""
+IMPLICIT = "hpo_cli.core.methods.ImplicitDifferentiation"
+"""The method that wraps every other solver; its ``curvature`` default is the solver's."""
+
+
+def target_schema(target: str, group: str) -> type:
+    """:func:`schema_for` the ``_target_`` path ``target`` of a YAML file of ``group`` (a solver:
+    :func:`solver_schema`), read from its source without importing it
+    (:mod:`hpo_cli.runner.config.signatures`: ``hpo-run --help`` and a refused command import no
+    torch), or, where the source cannot be read so, from the imported target."""
+    try:
+        schema = make_schema(target, signatures.parameters(target))
+    except signatures.Unreadable:
+        imported = get_object(target)
+        return solver_schema(imported) if group == "solver" else schema_for(imported)
+    if group != "solver" or METHOD in signatures.ancestors(target):
+        return schema
+    return with_method_options(schema)
 
 
 METHOD_OPTIONS = ("curvature", "products")
@@ -95,10 +132,18 @@ def solver_schema(target: Callable[..., Any]) -> type:
     (the matrix it inverts, :data:`hpo_cli.core.curvature.CURVATURES`) and ``products`` (how its
     products are made, :data:`hpo_cli.core.hvp.PRODUCTS`), with that constructor's defaults."""
     schema = schema_for(target)
-    if isinstance(target, type) and issubclass(target, HypergradientMethod):
+    method = get_object(METHOD)
+    if isinstance(target, type) and issubclass(target, method):
         return schema
-    parameters = inspect.signature(ImplicitDifferentiation).parameters
-    added = [(name, str, parameters[name].default) for name in METHOD_OPTIONS]
+    return with_method_options(schema)
+
+
+def with_method_options(schema: type) -> type:
+    """``schema`` with :data:`METHOD_OPTIONS`, the arguments of the implicit method
+    (:class:`hpo_cli.core.methods.ImplicitDifferentiation`) that wraps the solver, at that
+    constructor's defaults (read from its source)."""
+    defaults = {p.name: p.default for p in signatures.parameters(IMPLICIT)}
+    added = [(name, str, defaults[name]) for name in METHOD_OPTIONS]
     return make_dataclass(schema.__name__, added, bases=(schema,))
 
 
@@ -216,18 +261,14 @@ def yaml_schemas(conf_dir: Path = CONF_DIR) -> dict[tuple[str, str], type]:
     """
     schemas: dict[tuple[str, str], type] = {}
     for path in sorted(conf_dir.glob("*/*.yaml")):
-        group, node = path.parent.name, OmegaConf.load(path)
-        bases = [
-            d for d in node.get("defaults", []) if isinstance(d, str) and d.startswith("base_")
-        ]
+        group, node = path.parent.name, yaml.safe_load(path.read_text()) or {}
+        defaults = node.get("defaults") or []
+        bases = [d for d in defaults if isinstance(d, str) and d.startswith("base_")]
         if not bases or bases[0][5:] in GROUP_SCHEMAS.get(group, {}):
             continue
         if "_target_" not in node:
             raise ConfigError(f"{path} extends {bases[0]} but names no _target_ to derive it from")
-        target = get_object(node._target_)
-        schemas[group, bases[0]] = (
-            solver_schema(target) if group == "solver" else schema_for(target)
-        )
+        schemas[group, bases[0]] = target_schema(node["_target_"], group)
     return schemas
 
 

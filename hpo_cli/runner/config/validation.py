@@ -1,14 +1,12 @@
 """Range checks of a composed configuration, in one line naming the key, before anything runs.
 
-A range has one home. A constructor that can be called before training (the solver, cheap and
-data-free) checks its own arguments: :func:`validate_solver` calls it on the solver's node, so
-``solver.max_iter=0`` is refused by ``ConjugateGradient`` itself, early. The keys no constructor
-owns (the top level, ``solver_comparison``, ``tracking``, ``early_stopping``) are
-checked here with :func:`require`. The data set, model and hyperparameter module check their
-own arguments when :func:`hpo_cli.runner.config.build.build` builds them (they need the data);
-the model's keys are checked against its ``_target_``'s signature here already
-(:func:`hpo_cli.runner.config.targets.check_keys`), so that a key a user's own model does not
-take is refused before anything is written.
+A range has one home. The keys no constructor owns (the top level, ``solver_comparison``,
+``tracking``, ``early_stopping``) are checked here with :func:`require`, without importing any
+target or torch (:func:`validate_values`), so that ``hpo-run optimizer.lr=-1`` is refused at
+once. Then :mod:`hpo_cli.runner.config.constructors` hands the solver's node to its constructor
+(which owns its ranges) and checks the model's keys against its ``_target_``'s signature. The
+data set, model and hyperparameter module check their own arguments when
+:func:`hpo_cli.runner.config.build.build` builds them (they need the data).
 
 ``hpo-run`` calls :func:`validate` in its preflight (:mod:`hpo_cli.runner.cli.preflight`), before
 Hydra writes the run directory, and again in each job of a multirun.
@@ -16,44 +14,28 @@ Hydra writes the run directory, and again in each job of a multirun.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
-
-from hydra.utils import get_object
 from omegaconf import DictConfig
 
-from hpo_cli.analysis.solver_comparison import SOLVER_FAMILIES
-from hpo_cli.core.joint import check_inner_weight_decay, check_on_failure
-from hpo_cli.core.methods import HypergradientMethod, hypergradient_method
-from hpo_cli.core.solvers.diagonal import MOMENT_OPTIMIZERS
-from hpo_cli.runner.config.build import (
-    SHAPE_NAMES,
-    build,
-    first_line,
-    method_options,
-    solver_without_method_options,
-)
 from hpo_cli.runner.config.schemas import tracker_names
-from hpo_cli.runner.config.targets import check_keys
-from hpo_cli.runner.errors import ConfigError
+from hpo_cli.runner.errors import ConfigError, require
 from hpo_cli.runner.loop.early_stopping import MONITORS
-from hpo_cli.runner.loop.precision import precision_problem
 from hpo_cli.runner.tracking import TRACKER_NAMES
 
 
-def require(condition: bool, key: str, value: object, requirement: str) -> None:
-    """Raise :class:`ConfigError` ``key=value is invalid: requirement`` unless ``condition``."""
-    if not condition:
-        raise ConfigError(f"{key}={value} is invalid: {requirement}")
-
-
 def validate(cfg: DictConfig) -> None:
-    """Range checks that the schemas' types cannot express, and the solver's node given to its
-    constructor (which owns its ranges); raises :class:`ConfigError`."""
+    """Range checks that the schemas' types cannot express, then the checks that build or import
+    a target (:func:`hpo_cli.runner.config.constructors.validate_constructors`: the solver's
+    node given to its constructor, which owns its ranges); raises :class:`ConfigError`. The
+    first import no torch, so that a value out of range is refused at once."""
+    validate_values(cfg)
+    from hpo_cli.runner.config.constructors import validate_constructors  # imports torch
+
+    validate_constructors(cfg)
+
+
+def validate_values(cfg: DictConfig) -> None:
+    """The range checks of :func:`validate` that import no target (and so no torch)."""
     validate_problem(cfg)
-    if cfg.get("model") is not None:  # its keys against its target's signature, before any write
-        check_keys(cfg.model, supplied=SHAPE_NAMES)
     for key in (
         "outer_steps",
         "inner_steps",
@@ -76,10 +58,6 @@ def validate(cfg: DictConfig) -> None:
         require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
     for group in ("optimizer", "hyper_optimizer"):  # torch refuses lr < 0 only, and late
         require(cfg[group].lr > 0, f"{group}.lr", cfg[group].lr, "must be > 0")
-    method = validate_solver(cfg.solver)
-    constructor_check(check_inner_weight_decay, method, inner_weight_decay(cfg.optimizer))
-    validate_preconditioner(cfg)
-    constructor_check(check_on_failure, cfg.on_failure)
     fraction = cfg.max_skipped_fraction
     require(0 <= fraction <= 1, "max_skipped_fraction", fraction, "must be in [0, 1]")
     validate_tracking(cfg)
@@ -88,19 +66,31 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(problem)
 
 
-def validate_preconditioner(cfg: DictConfig) -> None:
-    """``solver.preconditioner=adam`` reads the inner optimiser's second moments: it needs
-    Adam, AdamW or RMSprop (:data:`hpo_cli.core.solvers.diagonal.MOMENT_OPTIMIZERS`)."""
-    if cfg.solver.get("preconditioner") != "adam":
-        return
-    target = cfg.optimizer._target_
-    optimizer = get_object(target)
-    require(
-        isinstance(optimizer, type) and issubclass(optimizer, MOMENT_OPTIMIZERS),
-        "solver.preconditioner",
-        "adam",
-        f"needs optimizer=adam or rmsprop (second moments), not {target}",
-    )
+PRECISIONS = ("32", "64", "bf16-mixed", "16-mixed")
+"""The values of ``precision`` besides ``null`` (:mod:`hpo_cli.runner.loop.precision`)."""
+
+WEIGHT_DTYPES = {"32": "float32", "64": "float64", "bf16-mixed": "float32", "16-mixed": "float32"}
+"""The ``dtype`` each precision needs."""
+
+
+def precision_problem(precision: str | None, dtype: str) -> str | None:
+    """Why ``precision`` cannot run with ``dtype`` (one line), else ``None``."""
+    if precision is None:
+        return None
+    if precision not in PRECISIONS:
+        return f"precision={precision} is invalid: null or one of {', '.join(PRECISIONS)}"
+    if precision == "16-mixed":
+        return (
+            "precision=16-mixed is not supported yet: float16 needs a gradient scaler through "
+            "the inner steps and the hyper-steps' products; use precision=bf16-mixed"
+        )
+    needed = WEIGHT_DTYPES[precision]
+    if dtype != needed:
+        return (
+            f"precision={precision} contradicts dtype={dtype}: precision={precision} needs "
+            f"dtype={needed} (dtype is the weights' dtype; precision adds autocast only)"
+        )
+    return None
 
 
 MAX_SEED = 2**63 - 1
@@ -141,51 +131,15 @@ def validate_tracking(cfg: DictConfig) -> None:
 
 
 def validate_solver_comparison(comparison: DictConfig) -> None:
-    """Range checks of the ``solver_comparison`` block; raises :class:`ConfigError`."""
-    every, solvers = comparison.every, list(comparison.solvers)
-    key = "solver_comparison"
+    """Range checks of the ``solver_comparison`` block (its ``solvers``: in
+    :func:`hpo_cli.runner.config.constructors.validate_constructors`, beside the list of
+    families); raises :class:`ConfigError`."""
+    every, key = comparison.every, "solver_comparison"
     require(every is None or every > 0, f"{key}.every", every, "must be > 0 or null")
     require(comparison.budget >= 0, f"{key}.budget", comparison.budget, "must be >= 0")
-    require(
-        bool(solvers) and set(solvers) <= set(SOLVER_FAMILIES),
-        f"{key}.solvers",
-        solvers,
-        f"a non-empty list of {', '.join(SOLVER_FAMILIES)}",
-    )
     alpha = comparison.neumann_alpha
     require(alpha is None or alpha > 0, f"{key}.neumann_alpha", alpha, "must be > 0 or null")
     horizons = list(comparison.horizons)
     require(all(h > 0 for h in horizons), f"{key}.horizons", horizons, "phases must be > 0")
     require(comparison.directions >= 2, f"{key}.directions", comparison.directions, "must be >= 2")
     require(comparison.fd_eps > 0, f"{key}.fd_eps", comparison.fd_eps, "must be > 0")
-
-
-def validate_solver(node: DictConfig) -> HypergradientMethod:
-    """Build the solver of ``node`` (``cfg.solver``) and its hypergradient method, so that its
-    constructor's range checks (and those of ``curvature`` and ``products``) refuse a bad value
-    before anything runs; raises :class:`ConfigError` with the constructor's one-line message.
-    Returns the method."""
-    solver = build(solver_without_method_options(node))
-    try:
-        return constructor_check(lambda: hypergradient_method(solver, **method_options(node)))
-    except ConfigError as error:  # the method's message names its argument: name the key
-        raise ConfigError(f"solver.{error}") from error
-
-
-def inner_weight_decay(node: DictConfig) -> float:
-    """The inner optimiser's ``weight_decay``: the node's, else its ``_target_``'s default
-    (``torch.optim.AdamW``'s is 0.01), else 0 (an optimiser without one)."""
-    if "weight_decay" in node:
-        return node.weight_decay
-    parameter = inspect.signature(get_object(node._target_)).parameters.get("weight_decay")
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return 0.0
-    return parameter.default
-
-
-def constructor_check(check: Callable[..., Any], *args: Any) -> Any:
-    """``check(*args)``, its ``ValueError`` turned into a one-line :class:`ConfigError`."""
-    try:
-        return check(*args)
-    except ValueError as error:
-        raise ConfigError(first_line(error)) from error

@@ -23,6 +23,9 @@ through it (``tests/test_layers.py`` checks that no module outside this package 
 names). Formats and atomic writes live beside it: :mod:`.metrics`, :mod:`.checkpoint`,
 :mod:`.summary`, :mod:`.lock`; a damaged file is one :class:`hpo_cli.runner.errors.ConfigError`
 line (``MetricsDamaged``, ``CheckpointError``, :class:`RunDirectoryDamaged` for the others).
+The modules that need torch or pandas (:mod:`.checkpoint`, :mod:`.hyperparameters`,
+:mod:`.summary`) are imported by the methods that use them, so that ``hpo-run``'s checks
+before a run (a fresh directory, a lock) start without either.
 """
 
 from __future__ import annotations
@@ -34,15 +37,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir import checkpoint, hyperparameters, lock, summary
+from hpo_cli.runner.rundir import lock
 from hpo_cli.runner.rundir.claim import Claim, entries, run_log
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.rundir.names import (
@@ -61,6 +63,9 @@ from hpo_cli.runner.rundir.names import (
     TRACKING,
 )
 from hpo_cli.runner.rundir.writes import RunFileNotWritten, replacing
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RunDirectoryDamaged(ConfigError):
@@ -414,6 +419,8 @@ class RunDirectory:
             RunDirectoryDamaged: the folder or the file is missing, or the file is empty, is not
                 CSV, has no ``outer_step`` column or (with ``rows``) holds only its header.
         """
+        import pandas as pd
+
         if not self.path.is_dir():
             raise RunDirectoryDamaged(self.path, "is not a run directory (no such folder)")
         if not self.metrics.is_file():
@@ -433,6 +440,8 @@ class RunDirectory:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The rows of ``metrics.csv`` with their types (missing values as ``None``)."""
+        from hpo_cli.runner.rundir import summary
+
         return summary.read_metrics(self.path)
 
     def load_checkpoint(self, *, warn: bool = True) -> dict[str, Any] | None:
@@ -442,10 +451,14 @@ class RunDirectory:
         Raises:
             CheckpointError: no readable checkpoint, or an unsafe one.
         """
+        from hpo_cli.runner.rundir import checkpoint
+
         return checkpoint.load_checkpoint(self.path, warn=warn)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint.pt`` atomically, keeping the one it replaces as the previous."""
+        from hpo_cli.runner.rundir import checkpoint
+
         checkpoint.save_checkpoint(self.path, state)
 
     def load_best_checkpoint(self) -> dict[str, Any] | None:
@@ -454,6 +467,8 @@ class RunDirectory:
         Raises:
             CheckpointError: the file is damaged or unsafe.
         """
+        from hpo_cli.runner.rundir import checkpoint
+
         if not self.best_checkpoint.exists():
             return None
         return checkpoint.read_checkpoint(self.best_checkpoint)
@@ -465,16 +480,22 @@ class RunDirectory:
         about: dict[str, Any],
     ) -> None:
         """Write λ in full (:func:`.hyperparameters.write_hyperparameters`)."""
+        from hpo_cli.runner.rundir import hyperparameters
+
         hyperparameters.write_hyperparameters(self.path, last, best, about)
 
     def save_best_checkpoint(self, state: dict[str, Any]) -> None:
         """Write ``checkpoint_best.pt`` atomically (early stopping's best weights)."""
+        from hpo_cli.runner.rundir import checkpoint
+
         checkpoint.save_checkpoint(self.path, state, BEST_CHECKPOINT)
 
     def write_summary(
         self, *, status: str, progress: Any, overrides: list[str], error: str | None = None
     ) -> dict[str, Any]:
         """Write ``summary.json`` (:func:`.summary.write_summary`); return its content."""
+        from hpo_cli.runner.rundir import summary
+
         return summary.write_summary(
             self.path, status=status, progress=progress, overrides=overrides, error=error
         )
