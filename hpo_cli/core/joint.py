@@ -116,6 +116,7 @@ class JointOptimizer:
             decay (:func:`check_inner_weight_decay`; put the L2 term in L_t instead).
 
     Attributes:
+        params: the weights w, ``model``'s parameters listed once.
         method: the hypergradient method.
         method_state: its state between hyper-steps (a solver's warm start; ``None``: none).
     """
@@ -132,6 +133,7 @@ class JointOptimizer:
     ) -> None:
         check_on_failure(on_failure)
         self.model = model
+        self.params = list(model.parameters())
         self.hparams = list(hparams)
         self.optimizer = optimizer
         self.hyper_optimizer = hyper_optimizer
@@ -148,7 +150,7 @@ class JointOptimizer:
         Uses ``optimizer.step(closure)``, so optimisers that re-evaluate the loss (L-BFGS, line
         searches) work unchanged. Returns the loss, detached.
         """
-        params = list(self.model.parameters())
+        params = self.params
         returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
 
         def closure() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
