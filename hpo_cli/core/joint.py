@@ -148,9 +148,13 @@ class JointOptimizer:
         """One step of the inner optimiser on ``training_loss()`` = L_t(w, λ) of a mini-batch.
 
         Uses ``optimizer.step(closure)``, so optimisers that re-evaluate the loss (L-BFGS, line
-        searches) work unchanged. Returns the loss, detached.
+        searches) work unchanged. Gradients go to w only: while λ requires grad, ``backward`` is
+        restricted to w (``inputs=``), leaving λ.grad alone; while it does not (λ held constant,
+        :meth:`hpo_cli.hyper.HyperModule.held_constant`), a plain ``backward`` does the same work
+        without the restriction's bookkeeping. Returns the loss, detached.
         """
         params = self.params
+        inputs = params if any(hparam.requires_grad for hparam in self.hparams) else None
         returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
 
         def closure() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +162,7 @@ class JointOptimizer:
                 return loss_and_outputs(self.model, training_loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss = training_loss()
-            loss.backward(inputs=params)
+            loss.backward(inputs=inputs)
             return loss
 
         return self.optimizer.step(closure).detach()
