@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python -m benchmarks.solvers_in_the_loop $(ARGS)
 	$(BIN)/python -m benchmarks.compiled_hvp $(ARGS)
 	$(BIN)/python -m benchmarks.streamed_data $(ARGS)
+	$(BIN)/python -m benchmarks.end_to_end $(ARGS)
 
 # The peer comparisons with the peers required: exit 1 in one line when one is not installed.
 .PHONY: bench-peers
