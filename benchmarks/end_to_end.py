@@ -285,11 +285,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind in kinds:
             log(f"end to end: {kind}, seed {seed}")
             rows.append({"kind": kind, "seed": seed, **spawn(kind, run_overrides(args, seed))})
+    for row in rows:
+        row["above_setup_mib"] = row["peak_rss_mib"] - setup["peak_rss_mib"]
     for kind in KINDS:
         own = pd.DataFrame([row for row in rows if row["kind"] == kind]).drop(columns="seed")
         rows.append({"kind": kind, "seed": "median", **own.median(numeric_only=True)})
     end = CpuSnapshot.now()
     cfg = compose_config(run_overrides(args, args.seeds[0]))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # the children's count, for the machine table
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     table = Table(
         section="9",
@@ -302,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             Column("best_val_loss", "best val loss", lambda v: f"{v:.4f}"),
             Column("test_error", "test error", lambda v: f"{v:.3f}"),
             Column("peak_rss_mib", "peak RSS MiB", lambda v: f"{v:.0f}"),
+            Column("above_setup_mib", "above setup MiB", lambda v: f"{v:.0f}"),
         ],
         rows=rows,
         notes=[
