@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python -m benchmarks.finite_difference_products $(ARGS)
 	$(BIN)/python -m benchmarks.mixed_precision $(ARGS)
 	$(BIN)/python -m benchmarks.startup $(ARGS)
+	$(BIN)/python -m benchmarks.end_to_end $(ARGS)
 
 # The peer comparisons with the peers required: exit 1 in one line when one is not installed.
 .PHONY: bench-peers

@@ -18,6 +18,16 @@ Sections, one Markdown table each:
    ``hyper_steps=false``, the same inner steps and no hypergradient. The ratio of the two times
    per inner step is the overhead (target ≤ 1.5×).
    Evaluation, logging and checkpoints are left out of both (the runner does them either way).
+4b. The inner phase under the runner (``hpo_cli.runner.loop.train.inner_phase``, what an outer
+   step with ``hyper_steps=false`` runs) against a bare PyTorch loop written by hand: a copy of
+   the same model, inner optimiser (class and settings), training split, batch size, batch draws
+   and penalty Σ c·w² with c = softplus(θ) computed once per outer step (target ≤ 1.05×;
+   ``tests/benchmarks/test_bare_loop.py`` checks that it trains the weights as the runner
+   does); and the
+   runner's inner steps taken one by one, λ's graph rebuilt at every step (as before λ was held
+   constant through the inner phase). Timed twice, side by side: in wall time, and in this
+   thread's CPU time (``time.thread_time``), which on a shared machine leaves out the time spent
+   waiting for a core. Only for per-weight weight decay on a classification data set.
 5. Peak memory of one hyper-step divided by that of one training step (target ≤ 3×). On the
    GPU: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step. On the
    CPU: (a) the CPU allocator's running total, which ``torch.profiler`` (``profile_memory=True``)
@@ -33,15 +43,18 @@ medians and IQR). Output: ``<out>/overhead_<device>[_quick].{md,csv}``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from torch.nn import functional as F
 
 from benchmarks.common.harness import (
     DEFAULT_SIZES,
@@ -62,14 +75,18 @@ from benchmarks.common.harness import (
 )
 from benchmarks.common.machine import CpuSnapshot
 from benchmarks.common.run_config import compose_config
+from hpo_cli.hyper import WeightDecay
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.loop.experiment import Experiment
 from hpo_cli.runner.loop.progress import Progress
-from hpo_cli.runner.loop.train import hyper_step, inner_step, outer_step
+from hpo_cli.runner.loop.train import hyper_step, inner_phase, inner_step, outer_step
 
 QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
-TARGET_TIME = 1.5
+TARGET_TIME = 1.10
+TARGET_BARE = 1.05
 TARGET_MEMORY = 3.0
+BARE = "bare PyTorch loop"
+BARE_ROUNDS = 10  # interleaved rounds of section 4b (the load of a shared machine drifts)
 
 
 def synchronized_outer_step(exp: Experiment, progress: Progress) -> None:
@@ -132,6 +149,104 @@ def section_overhead(cfg: DictConfig, sizes: Sizes) -> Table:
             "The last two rows are in units of one inner step of the 'off' row.",
         ],
     )
+
+
+def bare_loop(exp: Experiment) -> Callable[[], torch.Tensor]:
+    """``inner_steps`` steps of a plain PyTorch loop on ``exp``'s model, no hpo-cli code inside:
+    a new optimiser of the same class and settings, the same training split, batch size and
+    batch draws (a generator seeded as the runner's), and the penalty Σ c·w² with c =
+    softplus(θ) of ``exp``'s λ computed once per call (once per outer step)."""
+    model = exp.model
+    params = list(model.parameters())
+    optimizer = type(exp.joint.optimizer)(params, **exp.joint.optimizer.defaults)
+    inputs, targets = exp.data.train.inputs, exp.data.train.targets
+    thetas = list(exp.hyper.parameters())
+    generator = torch.Generator().manual_seed(exp.settings.seed)
+    batch, steps = exp.settings.batch_size, exp.settings.inner_steps
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            decay = [F.softplus(theta) for theta in thetas]
+        for _ in range(steps):
+            index = torch.randperm(len(targets), generator=generator)[:batch].to(inputs.device)
+            x, y = inputs[index], targets[index]
+            optimizer.zero_grad(set_to_none=True)
+            penalty = torch.stack(
+                [(c * w.square()).sum() for c, w in zip(decay, params, strict=True)]
+            ).sum()
+            loss = F.cross_entropy(model(x), y) + penalty
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
+
+    return run
+
+
+def single_steps(exp: Experiment) -> None:
+    """The runner's inner steps one by one, outside ``inner_phase``: λ's graph every step."""
+    for _ in range(exp.settings.inner_steps):
+        inner_step(exp)
+
+
+def section_bare(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
+    """The runner's inner phase against :func:`bare_loop`, in wall and in thread CPU time."""
+    without = cfg.copy()
+    without.hyper_steps = False
+    runner, stepwise, reference = (build_experiment(without) for _ in range(3))
+    title = "4b. The inner step under hpo-run (hyper_steps=false) against a bare PyTorch loop"
+    hyper = runner.hyper
+    if not (isinstance(hyper, WeightDecay) and hyper.granularity == "weight") or (
+        runner.data.task != "classification"
+    ):
+        return Table(
+            "4b",
+            title,
+            [Column("case", "case")],
+            notes=["Skipped: only for per-weight weight decay on a classification data set."],
+        )
+    steps = cfg.inner_steps
+    if not quick:
+        sizes = dataclasses.replace(sizes, rounds=BARE_ROUNDS)  # finer interleaving
+    statements = {
+        "hpo-run: inner_phase (λ held constant)": lambda: inner_phase(runner, steps),
+        BARE: bare_loop(reference),
+        "hpo-run: inner steps one by one (λ's graph every step)": lambda: single_steps(stepwise),
+    }
+    clocks = {"wall": None}
+    if runner.device.type == "cpu" and torch.get_num_threads() == 1:
+        clocks["cpu"] = time.thread_time
+    rows = {label: {"case": label} for label in statements}
+    for name, clock in clocks.items():
+        log(f"section 4b: inner steps against a bare loop ({name} time)")
+        timed = measure_group(statements, sizes, clock)
+        base = timed[BARE][0].median_ms
+        for label, (timing, _) in timed.items():
+            rows[label][f"{name}_ms"] = timing.median_ms / steps
+            rows[label][f"{name}_iqr_ms"] = timing.iqr_ms / steps
+            rows[label][f"{name}_ratio"] = timing.median_ms / base
+    first = rows[next(iter(statements))]
+    verdicts = [
+        f"{name} time {first[f'{name}_ratio']:.2f}× ("
+        + ("meets" if first[f"{name}_ratio"] <= TARGET_BARE else "misses")
+        + f" the target ≤ {TARGET_BARE}×)"
+        for name in clocks
+    ]
+    columns = [Column("case", "statement timed")]
+    for name, header in (("wall", "wall"), ("cpu", "thread CPU")):
+        if name in clocks:
+            columns += [
+                Column(f"{name}_ms", f"{header} ms per inner step", fmt_ms),
+                Column(f"{name}_iqr_ms", "IQR ms", fmt_ms),
+                Column(f"{name}_ratio", "× bare loop", fmt_ratio),
+            ]
+    notes = [
+        f"The runner's inner phase over the bare loop: {'; '.join(verdicts)}.",
+        f"Each statement: {steps} inner steps (one outer step's); the bare loop uses "
+        "F.cross_entropy (mean) where the runner averages its per-example criterion.",
+    ]
+    if "cpu" not in clocks:
+        notes.append("Thread CPU time only on the CPU with --threads 1.")
+    return Table("4b", title, columns, list(rows.values()), notes)
 
 
 def describe(cfg: DictConfig) -> str:
@@ -293,7 +408,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     command = benchmark_command("overhead", argv)
     start = CpuSnapshot.now()
-    tables = [section_overhead(cfg, sizes), section_memory(cfg)]
+    tables = [
+        section_overhead(cfg, sizes),
+        section_bare(cfg, sizes, args.quick),
+        section_memory(cfg),
+    ]
     end = CpuSnapshot.now()
     device = build_experiment(cfg).device
     run = BenchmarkRun(command, device, sizes, args.quick, start, end)

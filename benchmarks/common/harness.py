@@ -121,18 +121,27 @@ def summarise(measurements: Sequence[benchmark.Measurement]) -> Timing:
 
 
 def measure_group(
-    statements: dict[str, Callable[[], Any]], sizes: Sizes
+    statements: dict[str, Callable[[], Any]],
+    sizes: Sizes,
+    clock: Callable[[], float] | None = None,
 ) -> dict[str, tuple[Timing, Any]]:
     """Time statements side by side, after one warm-up call of each.
 
     ``sizes.rounds`` rounds each run ``Timer.adaptive_autorange`` on every statement in turn,
     so that a change of machine load during the group hits all of them alike; the blocks of all
-    rounds are merged. Returns each statement's timing and the result of its warm-up call.
+    rounds are merged. ``clock``: ``None`` for torch's (wall time, the device synchronised);
+    ``time.thread_time`` counts the CPU time of this thread only (on a shared machine, not the
+    time spent waiting for a core; CPU statements in one thread only). Returns
+    each statement's timing and the result of its warm-up call.
     """
     results = {label: fn() for label, fn in statements.items()}
     timers = {
         label: benchmark.Timer(
-            stmt="fn()", globals={"fn": fn}, label=label, num_threads=torch.get_num_threads()
+            stmt="fn()",
+            globals={"fn": fn},
+            label=label,
+            num_threads=torch.get_num_threads(),
+            **({} if clock is None else {"timer": clock}),
         )
         for label, fn in statements.items()
     }

@@ -118,6 +118,7 @@ class JointOptimizer:
             decay (:func:`check_inner_weight_decay`; put the L2 term in L_t instead).
 
     Attributes:
+        params: the weights w, ``model``'s parameters listed once.
         method: the hypergradient method.
         method_state: its state between hyper-steps (a solver's warm start; ``None``: none).
     """
@@ -134,6 +135,7 @@ class JointOptimizer:
     ) -> None:
         check_on_failure(on_failure)
         self.model = model
+        self.params = list(model.parameters())
         self.hparams = list(hparams)
         self.optimizer = optimizer
         self.hyper_optimizer = hyper_optimizer
@@ -148,11 +150,15 @@ class JointOptimizer:
         """One step of the inner optimiser on ``training_loss()`` = L_t(w, λ) of a mini-batch.
 
         Uses ``optimizer.step(closure)``, so optimisers that re-evaluate the loss (L-BFGS, line
-        searches) work unchanged. Returns the loss, detached. Data parallel
+        searches) work unchanged. Gradients go to w only: while λ requires grad, ``backward`` is
+        restricted to w (``inputs=``), leaving λ.grad alone; while it does not (λ held constant,
+        :meth:`hpo_cli.hyper.HyperModule.held_constant`), a plain ``backward`` does the same work
+        without the restriction's bookkeeping. Returns the loss, detached. Data parallel
         (:mod:`hpo_cli.core.distributed`): the gradients and the loss the closure returns are
         averaged over the ranks after ``backward``, as DDP does, so every rank takes the same step.
         """
-        params = list(self.model.parameters())
+        params = self.params
+        inputs = params if any(hparam.requires_grad for hparam in self.hparams) else None
         returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
         if returns_graph and distributed.active():
             raise ValueError(f"{type(self.optimizer).__name__} is not data parallel")
@@ -162,7 +168,7 @@ class JointOptimizer:
                 return loss_and_outputs(self.model, training_loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss = training_loss()
-            loss.backward(inputs=params)
+            loss.backward(inputs=inputs)
             if not distributed.active():
                 return loss
             mean_loss = loss.detach().clone()  # averaged with the gradients, in one collective

@@ -86,7 +86,9 @@ class Split:
         if size is None or size >= len(self):
             index = torch.arange(len(self), device=self.inputs.device)
             return Batch(self.inputs, self.targets, index)
-        index = torch.randperm(len(self), generator=generator)[:size].to(self.inputs.device)
+        index = torch.randperm(len(self), generator=generator)[:size]
+        if index.device != self.inputs.device:
+            index = index.to(self.inputs.device)
         return Batch(self.inputs[index], self.targets[index], index)
 
 

@@ -16,12 +16,15 @@ The contract for a module of one's own (named by ``hyper._target_``, inside hpo-
 * its parameters (``nn.Parameter``) are λ, on the model's device and dtype;
 * :meth:`penalty` (or :meth:`training_loss` / :meth:`validation_loss`, overridden) says how λ
   enters the losses; everything must be differentiable in w and λ (twice in w);
-* :meth:`constrained_values` returns λ's values for ``metrics.csv``.
+* :meth:`constrained_values` returns λ's values for ``metrics.csv``;
+* :meth:`held_constant` (optional to override) may compute, once for a whole inner phase, what
+  the training loss needs of λ, without a graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -51,6 +54,23 @@ class HyperModule(nn.Module):
     def constrained_values(self) -> torch.Tensor:
         """Every hyperparameter's constrained value, flattened (for summary statistics)."""
         raise NotImplementedError
+
+    @contextmanager
+    def held_constant(self, model: nn.Module) -> Iterator[None]:
+        """Within the block λ is a constant of the inner problem min_w L_t(w, λ) on ``model``:
+        the inner optimiser never needs ∂/∂λ, so no graph to λ is built (λ's parameters do not
+        require grad inside; their flags are restored on leaving). Loss values and the gradients
+        in w are the same as outside. Hypergradients are taken outside the block, with their own
+        graph. A module may override it to compute what its losses need of λ once (e.g.
+        softplus(θ)), for every inner step of the block."""
+        flags = [(parameter, parameter.requires_grad) for parameter in self.parameters()]
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
 
 
 def training_terms(

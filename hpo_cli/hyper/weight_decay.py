@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -58,20 +61,38 @@ class WeightDecay(HyperModule):
             with torch.no_grad():
                 parameter.add_(init_noise * torch.rand(shape).to(parameter))
             self.raw.append(parameter)
+        self._held: tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def coefficients(self) -> list[torch.Tensor]:
         """The constrained coefficients c, one tensor per raw parameter."""
         transform = constraint(self.constraint)
         return [transform(raw) for raw in self.raw]
 
-    def penalty(self, model: nn.Module) -> torch.Tensor:
+    def pairs(self, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(c_t, w_t) for every parameter tensor t of ``model`` (the scalar c repeated)."""
         coefficients = self.coefficients()
+        weights = list(model.parameters())
         if self.granularity == "scalar":
-            coefficients = coefficients * len(list(model.parameters()))
-        terms = [
-            (c * w.square()).sum() for c, w in zip(coefficients, model.parameters(), strict=True)
-        ]
-        return torch.stack(terms).sum()
+            coefficients = coefficients * len(weights)
+        return list(zip(coefficients, weights, strict=True))
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        held = self._held
+        pairs = held[1] if held is not None and held[0] is model else self.pairs(model)
+        return torch.stack([(c * w.square()).sum() for c, w in pairs]).sum()
+
+    @contextmanager
+    def held_constant(self, model: nn.Module) -> Iterator[None]:
+        """c = f(θ) computed once for the block, without a graph, and paired with ``model``'s
+        parameter tensors: the penalty of ``model`` inside is R(w, c) with c a constant (the
+        same values and gradients in w as outside; no softplus or parameter walk per step)."""
+        with super().held_constant(model):
+            with torch.no_grad():
+                self._held = (model, self.pairs(model))
+            try:
+                yield
+            finally:
+                self._held = None
 
     def constrained_values(self) -> torch.Tensor:
         return torch.cat([c.detach().reshape(-1) for c in self.coefficients()])

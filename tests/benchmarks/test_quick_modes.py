@@ -67,11 +67,23 @@ def test_quick_benchmark_runs_every_section(tmp_path):
 @pytest.mark.slow  # a whole benchmark module; make test-slow runs it
 def test_quick_overhead_measures_time_and_memory(tmp_path):
     run_quick("benchmarks.overhead", tmp_path)
-    table = pd.read_csv(tmp_path / "overhead_cpu_quick.csv")
-    on = table[(table["section"] == 4) & (table["case"] == "hyper-steps on")]
+    table = pd.read_csv(tmp_path / "overhead_cpu_quick.csv", dtype={"section": str})
+    on = table[(table["section"] == "4") & (table["case"] == "hyper-steps on")]
     assert float(on["ratio"].iloc[0]) > 1.0, "hyper-steps cost something"
-    memory = table[table["section"] == 5]
+    bare = table[table["section"] == "4b"]
+    assert len(bare) == 3 and (bare["wall_ms"] > 0).all() and (bare["cpu_ms"] > 0).all()
+    memory = table[table["section"] == "5"]
     assert (memory["hyper_kib"] > 0).all() and (memory["train_kib"] > 0).all()
+
+
+@pytest.mark.slow  # three child processes; make test-slow runs it
+def test_quick_end_to_end_runs_both_sides_from_the_same_start(tmp_path):
+    run_quick("benchmarks.end_to_end", tmp_path)
+    table = pd.read_csv(tmp_path / "end_to_end_default_cpu_quick.csv")
+    assert (table["wall_s"] > 0).all() and (table["peak_rss_mib"] > 0).all()
+    median = table[table["seed"] == "median"].set_index("kind")["final_val_loss"]
+    # the same data, start and inner steps; the hypergradients differ (Lanczos or power α)
+    assert abs(median["hpo-run"] - median["plain PyTorch"]) < 0.05 * median["hpo-run"]
 
 
 @pytest.mark.slow  # a whole benchmark module; make test-slow runs it

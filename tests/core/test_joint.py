@@ -227,3 +227,31 @@ def test_the_older_two_tensor_call_still_works_and_warns_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         joint.hyper_step(train_loss(), val_loss())  # once only
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["lambda_requires_grad", "lambda_held"])
+def test_an_inner_step_moves_w_by_its_gradient_and_leaves_lambda_grad_alone(held):
+    """L_t = ‖w − a‖² + Σ e^θ w², one SGD step of size η: w ← w − η(2(w − a) + 2e^θ w), whether
+    λ requires grad (λ's graph built, ``backward`` restricted to w) or not (held constant)."""
+    model = nn.Linear(3, 1, bias=False).to(DT)
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=DT)
+    theta = torch.tensor([-1.0, 0.0, 1.0], dtype=DT, requires_grad=True)
+    lr = 0.1
+    joint = JointOptimizer(
+        model,
+        [theta],
+        torch.optim.SGD(model.parameters(), lr=lr),
+        torch.optim.SGD([theta], lr=lr),
+        Neumann(terms=2, alpha=0.1),
+    )
+    w = model.weight.detach().squeeze(0).clone()
+    expected = w - lr * (2 * (w - target) + 2 * theta.detach().exp() * w)
+    theta.requires_grad_(not held)
+    joint.inner_step(
+        lambda: (
+            (model.weight.squeeze(0) - target).square().sum()
+            + (theta.exp() * model.weight.squeeze(0).square()).sum()
+        )
+    )
+    torch.testing.assert_close(model.weight.detach().squeeze(0), expected, rtol=1e-14, atol=0)
+    assert theta.grad is None

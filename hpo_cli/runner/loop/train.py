@@ -73,6 +73,18 @@ def inner_step(exp: Experiment) -> torch.Tensor:
     )
 
 
+def inner_phase(exp: Experiment, steps: int) -> torch.Tensor | None:
+    """``steps`` inner steps with λ held constant (:meth:`hpo_cli.hyper.HyperModule.held_constant`:
+    what the training loss needs of λ, e.g. softplus(θ), computed once and without a graph);
+    returns the last (detached) loss, ``None`` for no steps. Nothing here reads the device: the
+    caller checks the loss once per phase."""
+    loss = None
+    with exp.hyper.held_constant(exp.model):
+        for _ in range(steps):
+            loss = inner_step(exp)
+    return loss
+
+
 def hyper_step(exp: Experiment, progress: Progress) -> Hypergradient:
     """Hypergradient on training/validation batches, then one outer-optimiser step on λ; a
     failed hyper-step stops the run (``on_failure=stop``) or is skipped and counted. Every
@@ -145,8 +157,7 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
     if settings.reset_inner_optimizer:
         exp.joint.optimizer = exp.new_optimizer()
     with phase(progress, "inner", exp.device):
-        for _ in range(settings.inner_steps):
-            loss = inner_step(exp)
+        loss = inner_phase(exp, settings.inner_steps)
         progress.total_inner_steps += settings.inner_steps
     check_finite(loss, "training loss", progress)
     if comparisons is not None and solver_comparison_due(settings, progress.outer_step):
@@ -250,8 +261,7 @@ def start_or_resume(
     for file in logs:
         file.keep_until(-1)
     progress = Progress(device=str(exp.device), metrics_rows=0)
-    for _ in range(exp.settings.warmup_inner_steps):
-        inner_step(exp)
+    inner_phase(exp, exp.settings.warmup_inner_steps)
     progress.total_inner_steps = exp.settings.warmup_inner_steps
     return progress, True
 

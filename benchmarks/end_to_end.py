@@ -1,0 +1,342 @@
+"""End to end: one HPO problem run to the same budget by ``hpo-run`` and by a plain PyTorch loop.
+
+Run from the repository root::
+
+    python -m benchmarks.end_to_end                       # hpo-run's default experiment, 3 seeds
+    python -m benchmarks.end_to_end --quick               # a smoke run in seconds
+    python -m benchmarks.end_to_end --problem mlp         # MLP 784-256-256-10, per-weight decay
+    python -m benchmarks.end_to_end --seeds 0 1 --threads 1 --out /tmp/bench
+
+Both sides solve the same problem from the same start: the data, the initial weights and θ are
+built by ``hpo_cli.runner.config.build.build_problem`` from the same configuration and seed, the
+inner mini-batches are drawn by a generator seeded alike, and both take ``outer_steps`` ×
+``inner_steps`` inner steps (Adam on L_t = mean cross-entropy + Σ softplus(θ)·w²) and
+``outer_steps`` hyper-steps (RMSprop on θ) on the whole training and validation splits.
+
+* ``hpo-run``: the runner itself (``hpo_cli.runner.cli.command.train``, as ``hpo-run`` calls it,
+  ``plots=false``): Neumann with 4 terms, α = 1/λ̂max from 10 Lanczos steps, the residual check,
+  every split evaluated after every outer step, a checkpoint every 10, ``metrics.csv``.
+* plain PyTorch: the loop one writes by hand, no hpo-cli code inside: the same inner steps; the
+  IFT hypergradient −(∂²L_t/∂θ∂w)·p with p = α Σ_{k<4} (I − αH)^k ∂L_v/∂w (3 Hessian-vector
+  products), α = 1/λ̂max from 10 steps of power iteration; the validation split evaluated after
+  every outer step, the test split at the end. With torchopt installed, its implicit
+  differentiation would be a third row; it is listed as missing otherwise.
+
+Each run is a child process of its own, so its peak resident memory (``ru_maxrss``) is its own;
+the "setup" row is a child that only builds the problem (interpreter, torch, data, model), the
+floor under both. Wall time runs from before the build to the end of training, after torch's
+lazy imports (the first optimiser imports ``torch._dynamo``: seconds on a busy machine). Runs
+alternate hpo-run / plain seed by seed. Output:
+``<out>/end_to_end_<problem>_<device>[_quick].{md,csv}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn import functional as F
+
+from benchmarks.common.harness import (
+    DEFAULT_SIZES,
+    QUICK_SIZES,
+    BenchmarkRun,
+    Column,
+    Table,
+    benchmark_command,
+    benchmark_parser,
+    log,
+    parse_benchmark_args,
+    write_report,
+)
+from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.run_config import compose_config
+from hpo_cli.runner.cli.command import train
+from hpo_cli.runner.config.build import build_problem
+
+PROBLEMS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "mlp": (
+        "dataset._target_=benchmarks.common.synthetic.synthetic_mnist",
+        "dataset.train_size=1000",
+        "dataset.val_size=1000",
+        "model.hidden_sizes=[256,256]",
+        "model.activation=relu",
+        "batch_size=128",
+        "hyper_train_batch=128",
+        "hyper_val_batch=128",
+        "outer_steps=20",
+        "inner_steps=20",
+    ),
+}
+"""Each problem's hpo-run overrides; "mlp" is the MLP 784-256-256-10 of ``benchmarks.peers`` on
+synthetic MNIST-sized data, its hyper-steps on batches of 128, at a budget a CPU runs in minutes."""
+
+QUICK = ("outer_steps=3", "inner_steps=5", "model.hidden_sizes=[8]")
+POWER_STEPS = 10  # power iterations for the plain loop's α (hpo-run: 10 Lanczos steps)
+TERMS = 4  # Neumann terms, as hpo-run's default solver
+KINDS = ("hpo-run", "plain PyTorch")
+
+
+# --------------------------------------------------------------------------------------------
+# The plain loop
+# --------------------------------------------------------------------------------------------
+
+Vector = list[torch.Tensor]
+
+
+def dot(a: Vector, b: Vector) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b, strict=True))
+
+
+def plain_hypergradient(
+    params: Vector, thetas: Vector, train_loss: torch.Tensor, val_loss: torch.Tensor
+) -> Vector | None:
+    """−(∂²L_t/∂θ∂w)·p, p = α Σ_{k<TERMS} (I − αH)^k v, v = ∂L_v/∂w, α = 1/λ̂max by power
+    iteration from v; ``None`` when λ̂max is not a positive number (the step is skipped)."""
+    v = list(torch.autograd.grad(val_loss, params))
+    g = torch.autograd.grad(train_loss, params, create_graph=True)
+
+    def hvp(x: Vector) -> Vector:
+        return list(torch.autograd.grad(g, params, x, retain_graph=True))
+
+    x, largest = v, torch.zeros(())
+    for _ in range(POWER_STEPS):
+        norm = dot(x, x).sqrt()
+        x = [xi / norm for xi in x]
+        hx = hvp(x)
+        largest, x = dot(x, hx), hx
+    if not math.isfinite(float(largest)) or float(largest) <= 0:
+        return None
+    alpha = 1.0 / largest
+    term, total = v, list(v)
+    for _ in range(TERMS - 1):
+        term = [t - alpha * h for t, h in zip(term, hvp(term), strict=True)]
+        total = [s + t for s, t in zip(total, term, strict=True)]
+    mixed = torch.autograd.grad(g, thetas, [alpha * s for s in total])
+    return [-m for m in mixed]
+
+
+@torch.no_grad()
+def loss_and_error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
+    model.eval()
+    outputs = model(inputs)
+    model.train()
+    loss = float(F.cross_entropy(outputs, targets))
+    return loss, float((outputs.argmax(dim=1) != targets).float().mean())
+
+
+def plain_run(cfg: DictConfig) -> dict[str, float]:
+    """The hand-written loop (see the module docstring); its validation losses and test error."""
+    problem = build_problem(cfg)
+    model, data = problem.model, problem.data
+    params, thetas = list(model.parameters()), list(problem.hyper.parameters())
+    optimizer = torch.optim.Adam(params, **options(cfg.optimizer))
+    hyper_optimizer = torch.optim.RMSprop(thetas, **options(cfg.hyper_optimizer))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    train, val = data.train, data.val
+
+    def batch(split: Any, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if size is None or size >= len(split.targets):
+            return split.inputs, split.targets
+        index = torch.randperm(len(split.targets), generator=generator)[:size]
+        index = index.to(split.inputs.device)
+        return split.inputs[index], split.targets[index]
+
+    def training_loss(x: torch.Tensor, y: torch.Tensor, decay: Vector) -> torch.Tensor:
+        penalty = torch.stack([(c * w.square()).sum() for c, w in zip(decay, params, strict=True)])
+        return F.cross_entropy(model(x), y) + penalty.sum()
+
+    val_losses = [loss_and_error(model, val.inputs, val.targets)[0]]
+    for _ in range(cfg.outer_steps):
+        with torch.no_grad():
+            decay = [F.softplus(theta) for theta in thetas]
+        for _ in range(cfg.inner_steps):
+            x, y = batch(train, cfg.batch_size)
+            optimizer.zero_grad(set_to_none=True)
+            training_loss(x, y, decay).backward()
+            optimizer.step()
+        x_train, y_train = batch(train, cfg.hyper_train_batch)
+        x_val, y_val = batch(val, cfg.hyper_val_batch)
+        decay = [F.softplus(theta) for theta in thetas]
+        grads = plain_hypergradient(
+            params,
+            thetas,
+            training_loss(x_train, y_train, decay),
+            F.cross_entropy(model(x_val), y_val),
+        )
+        if grads is not None:
+            hyper_optimizer.zero_grad(set_to_none=True)
+            for theta, grad in zip(thetas, grads, strict=True):
+                theta.grad = grad
+            hyper_optimizer.step()
+        val_losses.append(loss_and_error(model, val.inputs, val.targets)[0])
+    test_error = loss_and_error(model, data.test.inputs, data.test.targets)[1]
+    return {
+        "final_val_loss": val_losses[-1],
+        "best_val_loss": min(val_losses),
+        "test_error": test_error,
+    }
+
+
+def options(node: DictConfig) -> dict[str, Any]:
+    """An optimiser group's keyword arguments (without ``_target_``)."""
+    values = OmegaConf.to_container(node, resolve=True)
+    return {key: value for key, value in values.items() if not key.startswith("_")}
+
+
+def hpo_run(cfg: DictConfig) -> dict[str, float]:
+    """``hpo-run`` in a temporary run directory; its metrics read back from ``metrics.csv``."""
+    with tempfile.TemporaryDirectory() as folder:
+        train(cfg, Path(folder))
+        metrics = pd.read_csv(Path(folder) / "metrics.csv")
+    return {
+        "final_val_loss": float(metrics["val_loss"].iloc[-1]),
+        "best_val_loss": float(metrics["val_loss"].min()),
+        "test_error": float(metrics["test_error"].iloc[-1]),
+    }
+
+
+def setup_only(cfg: DictConfig) -> dict[str, float]:
+    build_problem(cfg)
+    return {}
+
+
+CHILDREN: dict[str, Callable[[DictConfig], dict[str, float]]] = {
+    "setup": setup_only,
+    "hpo-run": hpo_run,
+    "plain PyTorch": plain_run,
+}
+
+
+def child(kind: str, overrides: Sequence[str]) -> None:
+    """One run in this process; one JSON line on stdout: its results, wall time and peak RSS."""
+    cfg = compose_config(list(overrides))
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch's lazy imports (torch._dynamo)
+    start = time.perf_counter()
+    results = CHILDREN[kind](cfg)
+    wall = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({**results, "wall_s": wall, "peak_rss_mib": peak_mib}))
+
+
+def spawn(kind: str, overrides: Sequence[str]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "benchmarks.end_to_end", "--child", kind, *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed: {done.stderr.strip().splitlines()[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = benchmark_parser(
+        "end_to_end", "One HPO problem to the same budget by hpo-run and by a plain PyTorch loop."
+    )
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="default")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--override", action="append", default=[], help="an hpo-run override")
+    return parse_benchmark_args(parser, argv)
+
+
+def run_overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    chosen = [f"device={args.device}", "progress=false", "plots=false", f"seed={seed}"]
+    if args.threads is not None:
+        chosen.append(f"threads={args.threads}")
+    chosen += PROBLEMS[args.problem]
+    if args.quick:
+        chosen += QUICK
+    return chosen + list(args.override)
+
+
+def torchopt_status() -> str:
+    return "installed" if importlib.util.find_spec("torchopt") else "not installed: no row"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3:])
+        return 0
+    args = parse_args(argv)
+    command = benchmark_command("end_to_end", argv)
+    start = CpuSnapshot.now()
+    rows = []
+    setup = spawn("setup", run_overrides(args, args.seeds[0]))
+    rows.append({"kind": "setup (build only)", "seed": args.seeds[0], **setup})
+    for seed in args.seeds:
+        kinds = KINDS if seed % 2 == 0 else KINDS[::-1]
+        for kind in kinds:
+            log(f"end to end: {kind}, seed {seed}")
+            rows.append({"kind": kind, "seed": seed, **spawn(kind, run_overrides(args, seed))})
+    for row in rows:
+        row["above_setup_mib"] = row["peak_rss_mib"] - setup["peak_rss_mib"]
+    for kind in KINDS:
+        own = pd.DataFrame([row for row in rows if row["kind"] == kind]).drop(columns="seed")
+        rows.append({"kind": kind, "seed": "median", **own.median(numeric_only=True)})
+    end = CpuSnapshot.now()
+    cfg = compose_config(run_overrides(args, args.seeds[0]))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # the children's count, for the machine table
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    table = Table(
+        section="9",
+        title=f"9. End to end, {args.problem}: {describe(cfg)}",
+        columns=[
+            Column("kind", "run"),
+            Column("seed", "seed"),
+            Column("wall_s", "wall s", lambda v: f"{v:.1f}"),
+            Column("final_val_loss", "final val loss", lambda v: f"{v:.4f}"),
+            Column("best_val_loss", "best val loss", lambda v: f"{v:.4f}"),
+            Column("test_error", "test error", lambda v: f"{v:.3f}"),
+            Column("peak_rss_mib", "peak RSS MiB", lambda v: f"{v:.0f}"),
+            Column("above_setup_mib", "above setup MiB", lambda v: f"{v:.0f}"),
+        ],
+        rows=rows,
+        notes=[
+            "Wall time: the build and the training in the child process (not the interpreter's "
+            "start). hpo-run also evaluates every split after every outer step, checkpoints "
+            "every 10 and writes metrics.csv; the plain loop evaluates the validation split "
+            "after every outer step and the test split at the end.",
+            "Peak RSS: the child's maximum resident memory (interpreter and torch included; "
+            "the setup row is the floor).",
+            f"torchopt: {torchopt_status()}.",
+        ],
+    )
+    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    run = BenchmarkRun(command, device, sizes, args.quick, start, end)
+    stem = f"end_to_end_{args.problem}_{device.type}" + ("_quick" if args.quick else "")
+    timer = "one run per child process, time.perf_counter around the build and the training"
+    write_report(
+        args.out, stem, "hpo-run against a plain PyTorch loop", run, [table], cfg.dtype, timer
+    )
+    return 0
+
+
+def describe(cfg: DictConfig) -> str:
+    hidden = "-".join(str(h) for h in cfg.model.hidden_sizes)
+    return (
+        f"{cfg.dataset._target_.rsplit('.', 1)[-1]} (train {cfg.dataset.train_size}, val "
+        f"{cfg.dataset.val_size}), MLP hidden {hidden}, per-weight decay, {cfg.outer_steps} outer "
+        f"× {cfg.inner_steps} inner steps, batch {cfg.batch_size}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
