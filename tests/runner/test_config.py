@@ -237,7 +237,7 @@ def test_solver_options_reach_the_solver():
     cfg = run_config("solver=cg", "solver.max_iter=7", "solver.damping=0.5", *SMALL)
     method = build_experiment(cfg).joint.method
     solver = method.solver
-    assert (solver.max_iter, solver.damping, method.curvature) == (7, 0.5, "hessian")
+    assert (solver.max_iter, solver.damping, method.curvature) == (7, 0.5, "ggn")  # cg.yaml
     assert OmegaConf.select(cfg, "solver.tol") == solver.tol
 
 
