@@ -148,7 +148,20 @@ def run_study(study_dir: Path, full: bool = False) -> pd.DataFrame:
     cells' table."""
     scale = FULL if full else SMALL
     study_dir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("hpo_cli").setLevel(logging.WARNING)
+    quiet, level = logging.getLogger("hpo_cli"), logging.getLogger("hpo_cli").level
+    quiet.setLevel(logging.WARNING)  # 224 runs' progress lines: the study's table says it all
+    try:
+        rows = cells(study_dir, scale)
+    finally:
+        quiet.setLevel(level)
+    table = pd.DataFrame(rows)
+    table.to_csv(study_dir / FILES[0], index=False)
+    (study_dir / FILES[1]).write_text(markdown(table, scale))
+    return table
+
+
+def cells(study_dir: Path, scale: Scale) -> list[dict[str, object]]:
+    """Every cell's row, each run here first unless its summary.json is there."""
     rows = []
     for candidate in CANDIDATES:
         for model in MODELS:
@@ -163,10 +176,7 @@ def run_study(study_dir: Path, full: bool = False) -> pd.DataFrame:
                         run_cell(run_dir, overrides)
                     row = {"candidate": candidate.name, "model": model, "hyper": hyper}
                     rows.append({**row, "seed": seed, **cell_row(run_dir)})
-    table = pd.DataFrame(rows)
-    table.to_csv(study_dir / FILES[0], index=False)
-    (study_dir / FILES[1]).write_text(markdown(table, scale))
-    return table
+    return rows
 
 
 def refused(table: pd.DataFrame) -> list[str]:
