@@ -88,6 +88,26 @@ def references(tmp_path_factory):
     return reference
 
 
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """Runs interrupted at :data:`INTERRUPT_AT`, one per distinct first-run configuration, made
+    on first use; each test resumes a copy of its own."""
+    made: dict[tuple[str, ...], Path] = {}
+
+    def interrupted_copy(overrides: list[str], copy: Path) -> Path:
+        key = tuple(overrides)
+        if key not in made:
+            run_dir = tmp_path_factory.mktemp("interrupted") / "run"
+            with pytest.MonkeyPatch.context() as patch:
+                interrupt_at(patch, INTERRUPT_AT)
+                assert hpo_run(*BASE, *overrides, f"hydra.run.dir={run_dir}") in (0, 130)
+            made[key] = run_dir
+        shutil.copytree(made[key], copy)
+        return copy
+
+    return interrupted_copy
+
+
 def final_state(run_dir: Path) -> tuple[dict, dict, dict]:
     """The final checkpoint's weights and λ, and summary.json."""
     state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
@@ -107,14 +127,11 @@ def test_every_key_a_resume_may_change_has_a_change_to_test():
 
 @pytest.mark.parametrize("key", RESUME_MAY_CHANGE)
 def test_a_resume_changing_the_key_continues_the_uninterrupted_run(
-    key, references, tmp_path, monkeypatch
+    key, references, interrupted, tmp_path
 ):
     assert key in CHANGES, f"{key} is in RESUME_MAY_CHANGE but the test has no change for it"
     first, resumed = CHANGES[key]
-    run_dir = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        interrupt_at(patch, INTERRUPT_AT)
-        assert hpo_run(*BASE, *first, f"hydra.run.dir={run_dir}") in (0, 130)
+    run_dir = interrupted(first, tmp_path / "run")
     assert hpo_run(f"resume={run_dir}", *resumed) == 0
     reference = references(reference_overrides(key))
 
