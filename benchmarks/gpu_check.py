@@ -7,7 +7,10 @@ Run from the repository root on a machine with CUDA::
 
 Checks, each in its own process with a time limit:
 
-1. ``hpo-run device=cuda`` on the default experiment (20 outer steps).
+1. ``hpo-run device=cuda`` on the default experiment (20 outer steps), and the same with
+   ``precision=bf16-mixed`` (autocast) and with ``solver.products=finite_difference`` (products
+   without double backward); with two GPUs or more, the same run in 2 processes under
+   ``torchrun`` (data parallel, NCCL).
 2. ResNet-18 with one weight-decay hyperparameter per weight on CIFAR-shaped synthetic data
    (``benchmarks.common.synthetic.synthetic_cifar``), 3 outer steps of 5 inner steps, batch 128.
 3. The quick benchmarks with ``--device cuda``: hypergradient_cost, overhead, scaling, peers,
@@ -60,8 +63,23 @@ def checks(out: Path) -> list[Check]:
     hpo_run = [python, "-c", cli, "device=cuda", "plots=false", "progress=false"]
     runs = [
         Check("default experiment", [*hpo_run, "outer_steps=20"], out / "default"),
+        Check(
+            "default experiment, bf16-mixed",
+            [*hpo_run, "outer_steps=20", "precision=bf16-mixed"],
+            out / "bf16_mixed",
+        ),
+        Check(
+            "default experiment, finite-difference products",
+            [*hpo_run, "outer_steps=20", "solver.products=finite_difference"],
+            out / "finite_difference",
+        ),
         Check("ResNet-18, per-weight decay", [*hpo_run, *RESNET], out / "resnet18"),
     ]
+    if torch.cuda.device_count() >= 2:
+        torchrun = [python, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+        script = str(Path(python).parent / "hpo-run")
+        command = [*torchrun, script, *hpo_run[3:], "outer_steps=20"]
+        runs.append(Check("default experiment, 2 GPUs (torchrun)", command, out / "two_gpus"))
     for check in runs:
         check.command.append(f"hydra.run.dir={check.summary}")
     bench = [

@@ -26,8 +26,23 @@ def test_the_resnet_check_composes_with_cifar_shaped_synthetic_data():
 
 
 @pytest.mark.parametrize(
-    "name", ["default experiment", "quick solvers_in_the_loop", "scaling, 10^7 weights"]
+    "name",
+    [
+        "default experiment",
+        "default experiment, bf16-mixed",
+        "default experiment, finite-difference products",
+        "quick solvers_in_the_loop",
+        "scaling, 10^7 weights",
+    ],
 )
 def test_every_check_runs_on_cuda(tmp_path, name):
     check = next(c for c in gpu_check.checks(tmp_path) if c.name == name)
     assert any("cuda" in part for part in check.command)
+
+
+def test_two_gpus_add_a_torchrun_run_of_the_default_experiment(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check = next(c for c in gpu_check.checks(tmp_path) if "torchrun" in c.name)
+    assert "--nproc_per_node=2" in check.command and "device=cuda" in check.command
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert not any("torchrun" in c.name for c in gpu_check.checks(tmp_path))
