@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from hpo_cli.runner.cli import command
 from tests.support import tiny_runs
 from tests.support.cli_runs import Result, hpo_run
 from tests.support.tiny_runs import TINY, interrupt_at
@@ -317,3 +318,15 @@ def test_a_requeued_multirun_job_resumes_its_interrupted_run(tmp_path, monkeypat
     columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
     pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(job)[columns])
     assert json.loads((job / "summary.json").read_text())["status"] == "completed"
+
+
+def test_the_suggested_resume_of_a_run_of_two_processes_is_a_torchrun(monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    expected = "torchrun --nproc_per_node=2 $(which hpo-run) 'resume=/runs/a b'"
+    assert command.resume_command(Path("/runs/a b")) == expected
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # 2 nodes of 1: the launch's own options
+    assert command.resume_command(Path("/r")).startswith("torchrun <the same options> ")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert command.resume_command(Path("/r")) == "hpo-run resume=/r"

@@ -175,8 +175,14 @@ def kept_files(run_dir: Path, failed: bool) -> str:
 
 def resume_command(run_dir: Path) -> str:
     """``hpo-run resume=<run dir>``, quoted for the shell (a path with spaces or quotes), after
-    the ``PYTHONPATH`` the run had, if any (a user's own package is found through it)."""
+    the ``PYTHONPATH`` the run had, if any (a user's own package is found through it); for a
+    run of N processes, under ``torchrun`` with as many (a checkpoint resumes at its count)."""
     command = f"hpo-run {shlex.quote(f'resume={run_dir}')}"
+    processes = os.environ.get("WORLD_SIZE", "1")
+    if processes != "1":
+        local = os.environ.get("LOCAL_WORLD_SIZE", processes)
+        launch = f"--nproc_per_node={local}" if local == processes else "<the same options>"
+        command = f"torchrun {launch} $(which hpo-run) {shlex.quote(f'resume={run_dir}')}"
     python_path = os.environ.get("PYTHONPATH")
     return f"PYTHONPATH={shlex.quote(python_path)} {command}" if python_path else command
 
