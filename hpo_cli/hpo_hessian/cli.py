@@ -31,7 +31,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hpo_cli.analysis.hessian import CurvatureReport, analyse, ggn_operator, hessian_operator
 from hpo_cli.analysis.hessian.analysis import json_safe
@@ -46,6 +46,7 @@ from hpo_cli.runner.cli.preflight import (
     MULTIRUN_FLAGS,
     argument,
     compose_jobs,
+    literal_prefix,
     refuse_renamed_run,
 )
 from hpo_cli.runner.config.build import Problem, build_problem
@@ -348,7 +349,9 @@ def fitting_experiments() -> dict[str, str | None]:
 
 def check_arguments(arguments: list[str], trusted: bool = False) -> None:
     """Refuse, before Hydra runs, an experiment that sets what hpo-hessian does not take,
-    anything Hydra cannot compose, and a ``run_dir`` whose saved configuration is not trusted
+    anything Hydra cannot compose, an output directory that cannot be one (a file in its place
+    or in its path, :meth:`RunDirectory.check_creatable`), and a ``run_dir`` whose saved
+    configuration is not trusted
     (:func:`hpo_cli.runner.config.trust.check_trusted`; ``trusted``: ``trust_run_dir=true``)
     (one line, exit 2).
 
@@ -363,7 +366,12 @@ def check_arguments(arguments: list[str], trusted: bool = False) -> None:
             f"experiment={experiment} sets {misfits[experiment]}, which hpo-hessian does not "
             f"take (it is an hpo-run experiment); hpo-hessian's experiments: {fitting}"
         )
-    for cfg in compose_jobs(arguments, "hessian", HessianConfig):
+    configs = compose_jobs(arguments, "hessian", HessianConfig)
+    multirun = any(a in MULTIRUN_FLAGS for a in arguments)
+    node = configs[0].hydra.sweep if multirun else configs[0].hydra.run
+    output_dir = OmegaConf.to_container(node, resolve=False)["dir"]
+    RunDirectory(literal_prefix(output_dir)).check_creatable()
+    for cfg in configs:
         if cfg.run_dir:
             check_trusted(Path(cfg.run_dir).expanduser().resolve(), "run_dir", trusted)
 

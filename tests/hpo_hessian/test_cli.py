@@ -138,6 +138,13 @@ def test_an_analysis_aimed_at_a_run_or_an_analysis_is_refused_and_changes_nothin
     assert files(out) == analysis
 
 
+def test_an_output_directory_under_a_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    result = hpo_hessian(tmp_path / "afile" / "out", "train_steps=0", "plots=false")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hpo-hessian: error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "is a file" in lines[0]
+
+
 def test_an_unknown_parameter_fails_in_one_line(tmp_path):
     result = hpo_hessian(tmp_path, "train_steps=0", "params=[3.wieght]", "plots=false")
     assert result.returncode == 2
