@@ -22,7 +22,7 @@ from hpo_cli.core.methods import HyperLosses, hypergradient_method
 from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, Neumann
 from hpo_cli.core.unrolled import Unrolled
 from hpo_cli.data import Batch, Split, Splits
-from hpo_cli.hyper import LossWeights, WeightDecay
+from hpo_cli.hyper import AugmentNet, Distill, LossWeights, WeightDecay
 
 DT = torch.float64
 PROCESSES = 2
@@ -63,6 +63,10 @@ def problem(hyper_name: str) -> tuple[nn.Module, nn.Module, Splits]:
         hyper: nn.Module = LossWeights(model, data=splits)
         with torch.no_grad():
             hyper.raw.copy_(torch.randn(16, generator=gen, dtype=DT))
+    elif hyper_name == "augment_net":  # one augmentation of every training input
+        hyper = AugmentNet(model, width=4, init_scale=0.1, data=splits).to(DT)
+    elif hyper_name == "distill":  # the synthetic set, the same on every rank: not sharded
+        hyper = Distill(model, images_per_class=1, data=splits).to(DT)
     else:
         hyper = WeightDecay(model, init=1e-2, init_noise=1.0, data=splits)
     return model, hyper, splits
@@ -75,9 +79,11 @@ holding one λ per training example); the slow group runs every case."""
 
 def cases() -> list[str]:
     """Every (hyperparameter module, method) case: each method on weight decay, two on loss
-    weights."""
+    weights, CG on the augmentation network and on distilled data (the modules that hold the
+    whole training split or train on data of their own)."""
     names = [f"weight_decay/{name}" for name in methods()]
-    return [*names, "loss_weights/cg", "loss_weights/unrolled"]
+    others = ["loss_weights/cg", "loss_weights/unrolled", "augment_net/cg", "distill/cg"]
+    return [*names, *others]
 
 
 def compute(rank: int, world: int, chosen: list[str]) -> dict[str, list[torch.Tensor]]:
