@@ -173,3 +173,14 @@ def test_two_launches_into_one_directory_at_once_leave_one_run(tmp_path):
     loser = next(seed for seed, code in codes.items() if code == 2)
     assert len(processes[loser].stderr.read().strip().splitlines()) == 1
     assert f"seed: {winner}" in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
+def test_a_resume_keeps_the_runs_record_of_how_it_was_started(tmp_path):
+    """Hydra's record (``.hydra/hydra.yaml``: choices, search path, the command's Hydra keys) is
+    the fresh run's; a resume rewrites only the configuration and overrides it continues with."""
+    run_dir = tmp_path / "run"
+    assert hpo_run(*TINY, f"hydra.run.dir={run_dir}")[0] == 0
+    record = (run_dir / ".hydra" / "hydra.yaml").read_bytes()
+    assert hpo_run(f"resume={run_dir}", "outer_steps=5")[0] == 0
+    assert (run_dir / ".hydra" / "hydra.yaml").read_bytes() == record
+    assert "outer_steps: 5" in (run_dir / ".hydra" / "config.yaml").read_text()

@@ -64,3 +64,28 @@ def test_a_constructor_check_runs_after_the_range_checks(tmp_path):
     assert outcome["code"] == 2 and "torch" in outcome["heavy"]
     assert stderr.startswith("hpo-run: error: ") and "max_iter" in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_one_run_composes_its_configuration_once(tmp_path, monkeypatch):
+    """The preflight's composition is the run's: Hydra's ``main`` (which would compose it twice
+    more) is not entered for one run in one process, and the run completes as through it."""
+    from hpo_cli.runner.cli import command, preflight
+    from tests.support.cli_runs import hpo_run
+    from tests.support.tiny_runs import TINY
+
+    calls = []
+    compose = preflight.compose
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return compose(*args, **kwargs)
+
+    def hydra_main() -> None:
+        pytest.fail("Hydra's main composed the configuration again")
+
+    monkeypatch.setattr(preflight, "compose", counted)
+    monkeypatch.setattr(command, "run", hydra_main)
+    result = hpo_run(tmp_path / "run", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1
+    assert (tmp_path / "run" / "summary.json").exists()

@@ -17,6 +17,7 @@ exits with status 1.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -27,9 +28,10 @@ from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hpo_cli.runner.cli.ranks import follow, rank_zero
 from hpo_cli.runner.cli.signals import SIGINT, SIGTERM, StopRequest, stop_on_sigterm
@@ -71,8 +73,9 @@ def _refused(
     if not multirun:
         _fail(message, 2)
     log.error("job refused: %s", message)
+    fresh = not cfg.resume
     try:
-        with files.claimed(cfg, overrides, hydra_record, fresh=not cfg.resume):
+        with files.claimed(cfg, overrides, hydra_record if fresh else None, fresh=fresh):
             files.write_summary(status="failed", progress=None, overrides=overrides, error=message)
     except ConfigError as error:
         log.error("job refused: %s", error)
@@ -145,9 +148,9 @@ def execute(
     except ConfigError as error:
         return _refused(str(error), files, cfg, overrides, multirun, hydra_record)
     try:
-        fresh = not cfg.resume
+        fresh = not cfg.resume  # a resume keeps the run's own record of how it was started
         with (
-            files.claimed(cfg, overrides, hydra_record, fresh=fresh) as claim,
+            files.claimed(cfg, overrides, hydra_record if fresh else None, fresh=fresh) as claim,
             stop_on_sigterm() as stop,
         ):
             return train_and_report(cfg, experiment, files, overrides, multirun, stop, claim)
@@ -305,3 +308,24 @@ def run(cfg: DictConfig) -> float:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
     return execute(cfg, run_dir, overrides, multirun, HydraConfig.instance().cfg)
+
+
+def run_composed(cfg: DictConfig) -> float:
+    """One run from ``cfg`` as the preflight composed it (its ``hydra`` node included), as Hydra's
+    run mode runs its task but without composing the configuration again: the mode and the
+    output directory (``hydra.run.dir``, resolved once) recorded in the ``hydra`` node, which
+    :class:`HydraConfig` then holds, Hydra's job logging configured, and :func:`execute` on the
+    task configuration. ``.hydra/`` and the log file are the run's claim's, as in Hydra's path."""
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.mode = RunMode.RUN
+        cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+        cfg.hydra.runtime.output_dir = os.path.abspath(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    HydraConfig.instance().set_config(cfg)
+    configure_log(cfg.hydra.job_logging, cfg.hydra.verbose)
+    task = copy.deepcopy(cfg)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    return execute(task, run_dir, overrides, False, HydraConfig.instance().cfg)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from omegaconf import DictConfig, OmegaConf
+
 from hpo_cli.runner.cli.help import group_options, help_text, print_help
 from hpo_cli.runner.cli.preflight import config_dir_arguments, prepare
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig, register_configs
@@ -20,7 +22,9 @@ def main() -> None:
     (:func:`hpo_cli.runner.cli.command.run`). ``--help`` is hpo-run's own
     (:mod:`hpo_cli.runner.cli.help`; ``hpo-run solver=cg --help`` adds the keys of
     ``solver=cg``), with the values the command would run with; Hydra's other flags (``--cfg``,
-    ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``)."""
+    ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``). One run in
+    one process starts from the preflight's composition (one Hydra composition per command); a
+    sweep, a Hydra flag or a ``torchrun`` launch goes through Hydra's own ``main``."""
     register_configs()
     arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
     try:
@@ -28,14 +32,29 @@ def main() -> None:
             groups = {group: group_options(group) for group in [*GROUPS, "experiment"]}
             print_help(help_text("hpo-run", SUMMARY, RunConfig, groups, "config", arguments))
             return
-        arguments = prepare(arguments)
-        from hpo_cli.runner.cli.ranks import join  # the run's processes: torch, from here on
+        arguments, composed = prepare(arguments)
+        from hpo_cli.runner.cli.ranks import join, processes  # the run: torch, from here on
 
-        arguments = join(arguments)  # torchrun's N processes: one process group
+        if processes() == 1 and composed is not None and runs_as_composed(composed):
+            composed_run = composed
+        else:
+            composed_run = None
+            arguments = join(arguments)  # torchrun's N processes: one process group
     except ConfigError as error:  # before Hydra has set up logging: stderr only
         print(f"hpo-run: error: {error}", file=sys.stderr)
         sys.exit(2)
-    from hpo_cli.runner.cli.command import run  # the runner: torch, from here on
+    from hpo_cli.runner.cli import command
 
+    if composed_run is not None:
+        command.run_composed(composed_run)
+        return
     sys.argv = [sys.argv[0], *arguments]
-    run()
+    command.run()
+
+
+def runs_as_composed(cfg: DictConfig) -> bool:
+    """Whether one run can start from the preflight's composition (:func:`command.run_composed`)
+    instead of Hydra's second one: nothing of Hydra's own run machinery is asked for (callbacks
+    beyond the sweep's aggregation, which acts at the end of a multirun only)."""
+    callbacks = OmegaConf.select(cfg, "hydra.callbacks", default=None) or {}
+    return set(callbacks) <= {"aggregate_sweep"}

@@ -560,11 +560,13 @@ def check_resume(run_dir: Path, cfg: DictConfig, overrides: list[str] = ()) -> N
 
 
 # ---------------------------------------------------------------- the whole check
-def prepare(arguments: list[str]) -> list[str]:
+def prepare(arguments: list[str]) -> tuple[list[str], DictConfig | None]:
     """Check an ``hpo-run`` command line before Hydra runs it; returns the arguments to hand
-    to Hydra (a resume: the saved overrides updated by the new ones, ``.hydra/`` left alone).
-    With Hydra flags other than ``-m`` (``--cfg job``, ``--info``: nothing is run), a resume's
-    overrides are merged but nothing is checked.
+    to Hydra (a resume: the saved overrides updated by the new ones, ``.hydra/`` left alone)
+    and, for one run (no sweep, no Hydra flag), the configuration composed for the checks, with
+    its ``hydra`` node: the run needs no second composition. With Hydra flags other than ``-m``
+    (``--cfg job``, ``--info``: nothing is run), a resume's overrides are merged but nothing is
+    checked.
 
     Raises:
         ConfigError: the command is refused; nothing has been written.
@@ -587,7 +589,8 @@ def prepare(arguments: list[str]) -> list[str]:
                 validate(configs[0])
                 if "${" not in run_dir:
                     check_fresh(Path(run_dir).expanduser().resolve())
-        return arguments
+                return arguments, configs[0]
+        return arguments, None
     if multirun:
         raise ConfigError("resume= continues one run; it cannot be combined with --multirun")
     run_dir = Path(resume).expanduser().resolve()
@@ -596,9 +599,9 @@ def prepare(arguments: list[str]) -> list[str]:
     merged = resume_overrides(run_dir, overrides)
     if not checked:  # flags may take values (--cfg job): keep the command line's order
         kept = [a for a in arguments if argument([a], "resume") is None]
-        return [*kept, *[o for o in merged if o not in overrides]]
+        return [*kept, *[o for o in merged if o not in overrides]], None
     check_resume_groups(run_dir, overrides)
     cfg = compose_run(merged)
     check_resume(run_dir, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), overrides)
     validate(cfg)
-    return [*flags, *merged]
+    return [*flags, *merged], None if multirun else cfg
