@@ -50,6 +50,20 @@ from hpo_cli.core.solvers import InverseHVPSolver
 ON_FAILURE = ("stop", "skip")
 
 
+def check_scalable(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an inner optimiser that re-evaluates the loss inside ``step`` (L-BFGS,
+    Hessian-free) for a gradient scaler, which scales a loss computed before the step.
+
+    Raises:
+        ValueError: naming the optimiser.
+    """
+    if isinstance(optimizer, torch.optim.LBFGS | GraphClosureOptimizer):
+        raise ValueError(
+            f"{type(optimizer).__name__} re-evaluates the loss inside its step, which a "
+            "gradient scaler cannot scale (float16 needs one): use another optimizer"
+        )
+
+
 def check_on_failure(on_failure: str) -> None:
     """Raise ``ValueError`` unless ``on_failure`` is one of :data:`ON_FAILURE` (the one check of
     the policy: :class:`JointOptimizer` and hpo-run's early validation both call it)."""
@@ -132,8 +146,11 @@ class JointOptimizer:
         solver: HypergradientMethod | InverseHVPSolver,
         *,
         on_failure: str = "stop",
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         check_on_failure(on_failure)
+        if grad_scaler is not None:
+            check_scalable(optimizer)
         self.model = model
         self.params = list(model.parameters())
         self.hparams = list(hparams)
@@ -145,6 +162,7 @@ class JointOptimizer:
         self.method_state = self.method.init_state()
         self.on_failure = on_failure
         self.skipped_hyper_steps = 0
+        self.grad_scaler = grad_scaler
 
     def inner_step(self, training_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One step of the inner optimiser on ``training_loss()`` = L_t(w, λ) of a mini-batch.
@@ -159,6 +177,8 @@ class JointOptimizer:
         """
         params = self.params
         inputs = params if any(hparam.requires_grad for hparam in self.hparams) else None
+        if self.grad_scaler is not None:
+            return self._scaled_inner_step(training_loss, inputs)
         returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
         if returns_graph and distributed.active():
             raise ValueError(f"{type(self.optimizer).__name__} is not data parallel")
@@ -176,6 +196,22 @@ class JointOptimizer:
             return mean_loss
 
         return self.optimizer.step(closure).detach()
+
+    def _scaled_inner_step(
+        self, training_loss: Callable[[], torch.Tensor], inputs: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """The inner step with a gradient scaler (float16): the gradients of s·L_t, divided by
+        s before the step, which is skipped, with s halved, when one of them is not finite
+        (``torch.amp.GradScaler``'s rule; s doubles after its ``growth_interval`` finite steps).
+        Not data parallel: each process would decide on its own gradients whether to skip."""
+        if distributed.active():
+            raise ValueError("a gradient scaler (precision=16-mixed) is not data parallel")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = training_loss()
+        self.grad_scaler.scale(loss).backward(inputs=inputs)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        return loss.detach()
 
     def inner_diagnostics(self) -> dict[str, Any] | None:
         """The inner optimiser's last-step diagnostics as a dict (a

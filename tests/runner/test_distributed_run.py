@@ -65,6 +65,7 @@ def test_a_batch_that_two_processes_cannot_share_is_refused(monkeypatch, tmp_pat
     ("override", "needle"),
     [
         ("optimizer=hessian_free", "the HessianFree inner optimiser is not data parallel"),
+        ("precision=16-mixed", "precision=16-mixed is not data parallel"),
         ("solver_comparison.every=2", "solver_comparison.every=2 runs in one process only"),
     ],
 )

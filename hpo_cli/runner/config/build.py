@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hpo_cli.core.joint import JointOptimizer
+from hpo_cli.core.joint import JointOptimizer, check_scalable
 from hpo_cli.core.methods import hypergradient_method
 from hpo_cli.data import Splits
 from hpo_cli.data.protocol import DataOptions, as_splits
@@ -30,6 +30,7 @@ from hpo_cli.runner.config.schemas import METHOD_OPTIONS
 from hpo_cli.runner.config.targets import check_node, node_key, offered_arguments
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
+from hpo_cli.runner.loop.precision import gradient_scaler
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -224,15 +225,25 @@ def build_experiment(cfg: DictConfig) -> Experiment:
     def new_optimizer() -> torch.optim.Optimizer:
         return build(cfg.optimizer, model.parameters())
 
+    optimizer = new_optimizer()
+    hyper_optimizer = build(cfg.hyper_optimizer, hyper.parameters())
+    solver = hypergradient_method(
+        build(solver_without_method_options(cfg.solver)), **method_options(cfg.solver)
+    )
+    scaler = gradient_scaler(cfg.precision, problem.device)
+    if scaler is not None:
+        try:
+            check_scalable(optimizer)
+        except ValueError as error:
+            raise ConfigError(f"precision={cfg.precision}: {error}") from error
     joint = JointOptimizer(
         model,
         list(hyper.parameters()),
-        optimizer=new_optimizer(),
-        hyper_optimizer=build(cfg.hyper_optimizer, hyper.parameters()),
-        solver=hypergradient_method(
-            build(solver_without_method_options(cfg.solver)), **method_options(cfg.solver)
-        ),
+        optimizer=optimizer,
+        hyper_optimizer=hyper_optimizer,
+        solver=solver,
         on_failure=cfg.on_failure,
+        grad_scaler=scaler,
     )
     return Experiment(
         settings=run_settings(cfg),

@@ -79,11 +79,6 @@ def precision_problem(precision: str | None, dtype: str) -> str | None:
         return None
     if precision not in PRECISIONS:
         return f"precision={precision} is invalid: null or one of {', '.join(PRECISIONS)}"
-    if precision == "16-mixed":
-        return (
-            "precision=16-mixed is not supported yet: float16 needs a gradient scaler through "
-            "the inner steps and the hyper-steps' products; use precision=bf16-mixed"
-        )
     needed = WEIGHT_DTYPES[precision]
     if dtype != needed:
         return (

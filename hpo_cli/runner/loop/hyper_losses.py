@@ -12,7 +12,7 @@ from hpo_cli.data import Batch
 from hpo_cli.hyper import training_terms
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment
-from hpo_cli.runner.loop.precision import in_precision
+from hpo_cli.runner.loop.precision import hyper_step_precision, in_precision
 from hpo_cli.runner.loop.shards import draw
 
 
@@ -29,13 +29,13 @@ def output_losses(
 def hyper_losses(exp: Experiment, train_batch: Batch, val_batch: Batch) -> HyperLosses:
     """L_t on ``train_batch``, L_v on ``val_batch``, λ's penalty, and k ↦ L_t on training batch k
     for the method's ``inner_batches`` batches, drawn now (none for the IFT), so that a
-    recomputed step (checkpointing) sees the same one; the losses under the run's ``precision``
-    (:mod:`hpo_cli.runner.loop.precision`)."""
+    recomputed step (checkpointing) sees the same one; the losses under the hyper-steps'
+    precision (:func:`hpo_cli.runner.loop.precision.hyper_step_precision`)."""
     batches = [
         draw(exp.data.train, exp.settings.batch_size, exp.batches)
         for _ in range(exp.joint.method.inner_batches)
     ]
-    precision, device = exp.settings.precision, exp.device
+    precision, device = hyper_step_precision(exp.settings.precision), exp.device
     return HyperLosses(
         training_loss=in_precision(
             precision,

@@ -10,9 +10,13 @@ they need ``dtype=float32``. ``null`` (the default) is ``dtype``'s full precisio
 precision runs with which ``dtype`` is checked before anything runs
 (:func:`hpo_cli.runner.config.validation.precision_problem`).
 
-What runs under autocast: the training loss of every inner step, and the training and
-validation losses of every hyper-step (so the Hessian-vector and mixed products and ∂L_v/∂w are
-differentiated through the low-precision forward). The evaluation rows, the Hessian and
+What runs under autocast: the training loss of every inner step and, with ``bf16-mixed``, the
+training and validation losses of every hyper-step (so the Hessian-vector and mixed products and
+∂L_v/∂w are differentiated through the low-precision forward). ``16-mixed`` autocasts the inner
+steps only, each through a gradient scaler (:meth:`hpo_cli.core.joint.JointOptimizer.inner_step`:
+float16's range would flush small gradients to zero); its hyper-steps run in float32, since
+scaling L_t would scale H and break the solvers' damping and step sizes, and float16's 10-bit
+mantissa would leave little of the products' accuracy. The evaluation rows, the Hessian and
 solver-comparison diagnostics and the quality probe stay in ``dtype``.
 """
 
@@ -24,7 +28,10 @@ from typing import ParamSpec, TypeVar
 import torch
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-"""The dtype autocast computes in, for the mixed precisions."""
+"""The dtype autocast computes the inner steps in, for the mixed precisions."""
+
+HYPER_STEP_PRECISIONS = ("bf16-mixed",)
+"""The mixed precisions whose hyper-steps are autocast too."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,3 +51,14 @@ def in_precision(
             return compute(*args, **kwargs)
 
     return computed
+
+
+def hyper_step_precision(precision: str | None) -> str | None:
+    """The precision a hyper-step's losses are computed in: ``precision`` for those of
+    :data:`HYPER_STEP_PRECISIONS`, else full precision (``None``)."""
+    return precision if precision in HYPER_STEP_PRECISIONS else None
+
+
+def gradient_scaler(precision: str | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """The inner steps' gradient scaler: one for ``16-mixed`` on ``device``, else ``None``."""
+    return torch.amp.GradScaler(device.type) if precision == "16-mixed" else None

@@ -25,8 +25,9 @@ def draw(split: Split, size: int | None, generator: torch.Generator) -> Batch:
 def check_shards(exp: Experiment) -> None:
     """Refuse, before training, a data-parallel run whose batches its N processes cannot share
     equally (b drawn examples, b not a multiple of N), whose inner optimiser differentiates the
-    loss itself (Hessian-free: its products are not averaged), or that asks for the solver
-    comparison (it writes its own file as it goes and runs in one process only).
+    loss itself (Hessian-free: its products are not averaged), whose inner steps go through a
+    gradient scaler (``precision=16-mixed``), or that asks for the solver comparison (it writes
+    its own file as it goes and runs in one process only).
 
     Raises:
         ConfigError: naming the key and N.
@@ -51,6 +52,11 @@ def check_shards(exp: Experiment) -> None:
         raise ConfigError(
             f"the {type(exp.joint.optimizer).__name__} inner optimiser is not data parallel: "
             f"run it in one process, not {processes}"
+        )
+    if exp.joint.grad_scaler is not None:
+        raise ConfigError(
+            f"precision={settings.precision} is not data parallel (each process would decide "
+            f"alone whether to skip a step): use precision=bf16-mixed with {processes} processes"
         )
     if settings.solver_comparison.every:
         raise ConfigError(

@@ -43,7 +43,8 @@ RUN_STATE_KEYS = (
 def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> dict[str, Any]:
     """Everything :func:`restore` needs: progress (with ``elapsed_s`` so far), the model, λ, both
     optimisers, the solver's warm-start state (when it keeps one), the batch generator, streamed
-    data's samplers, the global RNG states and the number of processes that trained it."""
+    data's samplers, the global RNG states, the number of processes that trained it and the
+    inner steps' gradient scaler (``precision=16-mixed``)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "progress": {
@@ -61,6 +62,7 @@ def checkpoint_state(exp: Experiment, progress: Progress, elapsed_s: float) -> d
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if exp.device.type == "cuda" else None,
         "processes": distributed.world_size(),
+        "grad_scaler": scaler.state_dict() if (scaler := exp.joint.grad_scaler) else None,
     }
 
 
@@ -96,6 +98,8 @@ def restore(exp: Experiment, state: dict[str, Any]) -> Progress:
     load_into(exp.joint.optimizer, state["optimizer"], state, "optimizer")
     load_into(exp.joint.hyper_optimizer, state["hyper_optimizer"], state, "hyper-optimizer")
     exp.joint.load_method_state_dict(state.get("solver"))  # None before warm starts
+    if exp.joint.grad_scaler is not None and state.get("grad_scaler"):  # precision=16-mixed
+        exp.joint.grad_scaler.load_state_dict(state["grad_scaler"])
     exp.batches.set_state(state["batches"])
     exp.data.load_state_dict(state.get("data", {}))
     torch.set_rng_state(state["torch_rng"])
