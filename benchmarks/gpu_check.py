@@ -8,7 +8,8 @@ Run from the repository root on a machine with CUDA::
 Checks, each in its own process with a time limit:
 
 1. ``hpo-run device=cuda`` on the default experiment (20 outer steps), and the same with
-   ``precision=bf16-mixed`` (autocast) and with ``solver.products=finite_difference`` (products
+   ``precision=bf16-mixed`` and ``16-mixed`` (autocast; float16 through a gradient scaler) and
+   with ``solver.products=finite_difference`` (products
    without double backward); with two GPUs or more, the same run in 2 processes under
    ``torchrun`` (data parallel, NCCL).
 2. ResNet-18 with one weight-decay hyperparameter per weight on CIFAR-shaped synthetic data
@@ -67,6 +68,11 @@ def checks(out: Path) -> list[Check]:
             "default experiment, bf16-mixed",
             [*hpo_run, "outer_steps=20", "precision=bf16-mixed"],
             out / "bf16_mixed",
+        ),
+        Check(
+            "default experiment, 16-mixed",
+            [*hpo_run, "outer_steps=20", "precision=16-mixed"],
+            out / "fp16_mixed",
         ),
         Check(
             "default experiment, finite-difference products",

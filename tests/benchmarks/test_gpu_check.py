@@ -30,6 +30,7 @@ def test_the_resnet_check_composes_with_cifar_shaped_synthetic_data():
     [
         "default experiment",
         "default experiment, bf16-mixed",
+        "default experiment, 16-mixed",
         "default experiment, finite-difference products",
         "quick solvers_in_the_loop",
         "scaling, 10^7 weights",
