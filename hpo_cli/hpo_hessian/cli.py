@@ -47,8 +47,8 @@ from hpo_cli.runner.cli.preflight import (
     argument,
     compose_jobs,
     literal_prefix,
-    refuse_renamed_run,
 )
+from hpo_cli.runner.cli.renames import refuse_renamed_run
 from hpo_cli.runner.config.build import Problem, build_problem
 from hpo_cli.runner.config.schemas import ProblemConfig, register_configs
 from hpo_cli.runner.config.trust import check_trusted, trust_argument

@@ -1,4 +1,4 @@
-"""Renamed keys and columns (``RENAMED_KEYS`` in hpo_cli.runner.cli.preflight): an old key on the
+"""Renamed keys and columns (``RENAMED_KEYS`` in hpo_cli.runner.cli.renames): an old key on the
 command line or in a config file is one line naming the new key (exit 2, nothing written), and a
 run directory written before the renames is not resumed: refused in one line, its files untouched.
 """
@@ -14,7 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hpo_cli.runner.cli.preflight import RENAMED_COLUMNS, RENAMED_KEYS, compose_run
+from hpo_cli.runner.cli.preflight import compose_run
+from hpo_cli.runner.cli.renames import RENAMED_COLUMNS, RENAMED_KEYS
 from hpo_cli.runner.rundir.metrics import COLUMNS
 from tests.support.cli_runs import hpo_hessian, hpo_run
 from tests.support.tiny_runs import TINY

@@ -33,12 +33,8 @@ from typing import Any
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from hpo_cli.runner.cli.preflight import (
-    RENAMED_COLUMNS,
-    RENAMED_KEYS,
-    RESUME_MAY_CHANGE,
-    compose_run,
-)
+from hpo_cli.runner.cli.preflight import RESUME_MAY_CHANGE, compose_run
+from hpo_cli.runner.cli.renames import RENAMED_COLUMNS, RENAMED_KEYS
 from hpo_cli.runner.config.schemas import GROUP_SCHEMAS, GROUPS, RunConfig, register_configs
 
 CONF = files("hpo_cli.conf")

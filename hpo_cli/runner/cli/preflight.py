@@ -7,8 +7,8 @@ its directory: :meth:`hpo_cli.runner.rundir.directory.RunDirectory.claimed`). So
 composes the configuration first, as Hydra will, and refuses in one line (exit 2) what cannot
 run:
 
-* a key that hpo-cli renamed (:data:`RENAMED_KEYS`: ``logger=mlflow``), on the command line or
-  in a config file, with the new key on the same line;
+* a key that hpo-cli renamed (:mod:`hpo_cli.runner.cli.renames`: ``logger=mlflow``), on the
+  command line or in a config file, with the new key on the same line;
 * Hydra's composition errors, with the valid choices of a group on the same line, and a config
   file of the user's own that is not YAML, named with the line of the fault;
 * an internal schema used as an option (``solver=base_cg``) and unknown top-level keys
@@ -41,9 +41,7 @@ value); continuous sweeps (``interval(...)``) are left to the sweeper.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import difflib
 import itertools
 import re
 from collections.abc import Iterator
@@ -53,21 +51,18 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hpo_cli.runner.cli.hydra_errors import hydra_error_line
+from hpo_cli.runner.cli.renames import leaves, refuse_renamed_run, renamed_key_line
 from hpo_cli.runner.config.schemas import GROUPS, RunConfig
-from hpo_cli.runner.config.targets import did_you_mean
 from hpo_cli.runner.config.trust import check_trusted, trust_argument
 from hpo_cli.runner.config.validation import validate
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir.directory import (
-    RunDirectory,
-    RunDirectoryDamaged,
-    read_yaml,
-    yaml_problem,
-)
+from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.reading import RunDirectoryDamaged, read_yaml, yaml_problem
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 RESUME_MAY_CHANGE = (
@@ -91,22 +86,6 @@ every key), within :func:`resume_restriction`: ``outer_steps`` may only grow, ``
 change only with early stopping off (it counts evaluations), and ``early_stopping.patience`` may
 only grow, on purpose: a larger patience trains on a stopped run (as the uninterrupted run with
 that patience would have)."""
-
-
-RENAMED_KEYS = {
-    "logger": "tracking.trackers",
-    "solver.checkpoint": "solver.gradient_checkpointing",
-    "data.train_size": "data.split_train",
-    "data.val_size": "data.split_val",
-    "data.test_size": "data.split_test",
-}
-"""Configuration keys hpo-cli renamed, old → new. An old key on the command line or in a config
-file is refused in one line naming the new one (:func:`renamed_key_line`), and a run directory
-whose saved configuration holds one is not resumed (:func:`refuse_renamed_run`)."""
-
-RENAMED_COLUMNS = {"inner_steps": "total_inner_steps"}
-"""metrics.csv columns (and summary.json and checkpoint keys) renamed with :data:`RENAMED_KEYS`:
-the cumulative count; ``inner_steps`` is the configuration's count per outer step."""
 
 
 ADDED_KEYS = {"solver.products": "autograd", "precision": None}
@@ -159,133 +138,7 @@ def resume_restriction(saved: DictConfig, new: DictConfig) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- renamed keys
-def renamed_key_line(overrides: list[str], error: Exception | None = None) -> str | None:
-    """One line for the first renamed key (:data:`RENAMED_KEYS`) among ``overrides`` or, failing
-    that, named by Hydra's ``error`` (a config file that sets it); ``None`` when there is none."""
-    for override in overrides:
-        key, _, value = override.partition("=")
-        key = key.lstrip("+~")
-        if key in RENAMED_KEYS:
-            return _renamed(key, value)
-    text = f"{error} {getattr(error, '__cause__', '')}" if error is not None else ""
-    for key in re.findall(r"full_key: (\S+)|Could not override '([^']+)'", text):
-        key = next(k for k in key if k)
-        if key in RENAMED_KEYS:
-            return _renamed(key, None)
-    return None
-
-
-def _renamed(key: str, value: str | None) -> str:
-    new = RENAMED_KEYS[key]
-    if new == "tracking.trackers":
-        names = [n.strip(" '\"") for n in (value or "").strip("[]").split(",")]
-        use = f"[{','.join(n for n in names if n and n != 'csv')}]"
-        note = "; metrics.csv and summary.json are always written"
-        return f"{key}= is now {new}=[...]" + (f": use {new}={use}{note}" if value else note)
-    line = f"{key}= is now {new}=..." + (f": use {new}={value}" if value else "")
-    if key.startswith("data."):
-        line += f" (the {key[5:]} of a loader's own arguments stays dataset.{key[5:]})"
-    return line
-
-
-def refuse_renamed_run(run_dir: Path, flag: str = "resume") -> None:
-    """Refuse a run directory written before the renames: its saved configuration or overrides
-    hold a key of :data:`RENAMED_KEYS`, or its metrics.csv a column of :data:`RENAMED_COLUMNS`.
-    Continuing it would mix old and new names in one run (its checkpoint, of format 1 or 2, is
-    refused as well: :func:`hpo_cli.runner.loop.state.refuse_before_renames`).
-
-    Raises:
-        ConfigError: one line saying why and what to do.
-    """
-    files = RunDirectory(run_dir)
-    found: list[str] = []
-    if files.saved_config.exists():
-        saved = OmegaConf.to_container(files.read_saved_config(), resolve=False)
-        found += [k for k, _ in _leaves(saved) if k in RENAMED_KEYS]
-    if files.saved_overrides.exists():
-        keys = [o.split("=", 1)[0].lstrip("+~") for o in files.overrides()]
-        found += [k for k in keys if k in RENAMED_KEYS]
-    found = list(dict.fromkeys(found))
-    renames = [f"{k} is now {RENAMED_KEYS[k]}" for k in found]
-    if files.has_metrics():
-        with files.metrics.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        renames += [
-            f"metrics.csv's {c} is now {n}" for c, n in RENAMED_COLUMNS.items() if c in header
-        ]
-    if renames:
-        raise ConfigError(
-            f"{flag}={run_dir} was written before hpo-cli renamed its keys ({'; '.join(renames)}), "
-            "so it cannot be continued without changing the run; start a new run with the new "
-            "names (the old run's files stay readable), or finish it with the hpo-cli that wrote it"
-        )
-
-
 # ---------------------------------------------------------------- composition
-def hydra_error_line(error: Exception) -> str:
-    """One line for one of Hydra's composition errors, saying how to fix it: a missing option
-    keeps the group's valid choices (without the internal ``base_*`` schemas) with the closest
-    one, or, when none is close, how to add a config directory of one's own; a misspelt key the
-    closest key and the valid keys of its node."""
-    text = str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(error, MissingConfigException) and "Available options" in text:
-        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
-        end = next((i for i, line in enumerate(lines) if line.startswith("Config search")), None)
-        options = [o for o in lines[start + 1 : end] if not o.startswith("base_")]
-        first = lines[0].removeprefix("In 'config': ")
-        line = f"{first}; {lines[start].rstrip(':').lower()}: {', '.join(options)}"
-        return line + _missing_option_hint(first, options, lines[end or len(lines) :])
-    cause = error.__cause__
-    if cause is not None and str(cause).strip():
-        line = f"{lines[0].rstrip('.')}: {str(cause).strip().splitlines()[0]}"
-        return line + _misspelt_key_hint(lines[0], cause)
-    return "; ".join(line.rstrip(".") for line in lines[:4])
-
-
-def _missing_option_hint(first: str, options: list[str], search_path: list[str]) -> str:
-    """``; did you mean neumann?`` for a misspelt option; for one that no option resembles
-    (``model=wide``: the user's own?), the flag that adds a config directory, or, where one was
-    given, where its file must be."""
-    found = re.search(r"Could not find '([^'/]+)/([^']+)'", first)
-    if found is None:
-        return ""
-    group, name = found.groups()
-    guess = did_you_mean(name, options)
-    if guess:
-        return f"; {guess}"
-    dirs = [p.split("path=file://", 1)[1].rstrip(")") for p in search_path if "path=file://" in p]
-    if dirs:
-        where = " or ".join(dirs)
-        return f"; if {group}={name} is your own, it must be {group}/{name}.yaml in {where}"
-    return (
-        f"; if {group}={name} is your own, name its config directory: "
-        f"hpo-run --config-dir DIR {group}={name} (DIR holding {group}/{name}.yaml)"
-    )
-
-
-def _misspelt_key_hint(first: str, cause: BaseException) -> str:
-    """``; did you mean solver.tol? valid keys of solver: ...`` for a key that the node of an
-    override does not have (a top-level key: the closest one only, with the rest of the
-    override's key: ``did you mean optimizer.lr?``)."""
-    key, full_key, parent = (getattr(cause, a, None) for a in ("key", "full_key", "parent_node"))
-    if not isinstance(key, str) or not isinstance(full_key, str):
-        return ""
-    if not isinstance(parent, DictConfig) or key in parent:  # a bad value, not a bad key
-        return ""
-    path = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-    valid = [str(k) for k in parent if not str(k).startswith("_")]
-    close = difflib.get_close_matches(key, valid, n=1)
-    overridden = re.search(r"Could not override '([^']+)'", first)
-    rest = overridden.group(1) if overridden else full_key
-    rest = rest[len(full_key) :] if rest.startswith(full_key) else ""
-    line = f"; did you mean {path + '.' if path else ''}{close[0]}{rest}?" if close else ";"
-    if path:
-        line += f" valid keys of {path}: {', '.join(sorted(valid))}"
-    return line if line != ";" else ""
-
-
 def compose_run(
     overrides: list[str], config_name: str = "config", schema: type = RunConfig
 ) -> DictConfig:
@@ -470,19 +323,11 @@ def quoted(value: str) -> str:
     return f"'{escaped}'"
 
 
-def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, f"{prefix}{key}.")
-    else:
-        yield prefix[:-1], node
-
-
 def changed_keys(saved: DictConfig, new: DictConfig) -> list[tuple[str, Any, Any]]:
     """(key, saved value, new value) for every leaf that differs, in the new config's order;
     a key missing on one side has the value ``<missing>``."""
-    old = dict(_leaves(OmegaConf.to_container(saved, resolve=False)))
-    now = dict(_leaves(OmegaConf.to_container(new, resolve=False)))
+    old = dict(leaves(OmegaConf.to_container(saved, resolve=False)))
+    now = dict(leaves(OmegaConf.to_container(new, resolve=False)))
     keys = list(now) + [k for k in old if k not in now]
     return [
         (k, old.get(k, "<missing>"), now.get(k, "<missing>"))

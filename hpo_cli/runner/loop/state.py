@@ -25,7 +25,7 @@ from hpo_cli.runner.rundir.checkpoint import (
 CHECKPOINT_FORMAT = 3
 """2: Neumann's terms=K sums K terms (format 1, unmarked: K + 1); 3: the progress counts
 ``total_inner_steps`` (formats 1 and 2: ``inner_steps``), written by the hpo-cli that renamed
-its configuration keys (:data:`hpo_cli.runner.cli.preflight.RENAMED_KEYS`)."""
+its configuration keys (:data:`hpo_cli.runner.cli.renames.RENAMED_KEYS`)."""
 
 RUN_STATE_KEYS = (
     "model",

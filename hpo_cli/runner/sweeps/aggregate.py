@@ -40,7 +40,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from hpo_cli.runner.errors import ConfigError
-from hpo_cli.runner.rundir.directory import RunDirectory, RunDirectoryDamaged
+from hpo_cli.runner.rundir.directory import RunDirectory
+from hpo_cli.runner.rundir.reading import RunDirectoryDamaged
 from hpo_cli.runner.sweeps import ranking
 from hpo_cli.runner.tracking import log_sweep
 
