@@ -30,7 +30,6 @@ before a run (a fresh directory, a lock) start without either.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -44,7 +43,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.rundir import lock
-from hpo_cli.runner.rundir.claim import Claim, entries, run_log
+from hpo_cli.runner.rundir.claim import Claim, check_creatable, entries, run_log
 from hpo_cli.runner.rundir.metrics import SOLVER_COMPARISON_COLUMNS, MetricsLog
 from hpo_cli.runner.rundir.names import (
     BEST_CHECKPOINT,
@@ -160,35 +159,12 @@ class RunDirectory:
         return self.has_metrics() or self.checkpoint.exists()
 
     def check_creatable(self) -> None:
-        """Refuse a path that cannot become a run directory: a file where the folder or one of
-        the folders above it should be, or a folder that cannot be created (``/proc/x``) or
-        written. Nothing is left behind: the first missing folder is created and removed again.
+        """Refuse a path that cannot become a run directory (:func:`.claim.check_creatable`).
 
         Raises:
             ConfigError: naming the path and what stands in the way.
         """
-        existing = self.path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            where = "it" if existing == self.path else existing
-            raise ConfigError(f"{self.path} cannot be a run directory: {where} is a file")
-        if existing == self.path:
-            if not os.access(existing, os.W_OK | os.X_OK):
-                raise ConfigError(f"{self.path} cannot be a run directory: it is not writable")
-            return
-        first = existing / self.path.relative_to(existing).parts[0]
-        try:
-            first.mkdir()
-        except FileExistsError:  # another process created it meanwhile
-            return
-        except OSError as error:
-            raise ConfigError(
-                f"{self.path} cannot be a run directory: {first} cannot be created "
-                f"({error.strerror or error})"
-            ) from error
-        with contextlib.suppress(OSError):  # another run may have filled it meanwhile
-            first.rmdir()
+        check_creatable(self.path)
 
     def refuse_existing_run(self, *, claimed: bool = False) -> None:
         """Refuse a new run into a directory that holds a run (:meth:`holds_run`) or, with
