@@ -149,6 +149,7 @@ def worker(rank: int, port: int, out: Path, chosen: list[str]) -> None:
             distributed.from_rank_zero(rank),
         ]
         torch.save(helpers, out / f"helpers{rank}.pt")
+        dist.barrier()  # both done before either destroys the group (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()
 

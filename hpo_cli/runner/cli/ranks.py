@@ -19,6 +19,7 @@ each run is one ``torchrun``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import signal
@@ -41,6 +42,20 @@ from hpo_cli.runner.loop.progress import RunFailed, RunInterrupted
 
 TIMEOUT = timedelta(minutes=10)
 """How long a collective waits for a process that neither answers nor dies."""
+
+LEAVE_TIMEOUT = timedelta(seconds=60)
+"""How long a process waits at exit for the others to reach theirs."""
+
+
+def leave() -> None:
+    """At exit: wait for the other processes (at most :data:`LEAVE_TIMEOUT`; one that has died
+    fails the wait at once), then destroy the process group. Destroying it while a peer still
+    talks to it makes gloo abort the process (``terminate called without an active
+    exception``, SIGABRT) after a run whose files are complete."""
+    with contextlib.suppress(RuntimeError, ValueError):  # a process died or hangs: leave alone
+        dist.monitored_barrier(timeout=LEAVE_TIMEOUT)  # gloo's (CPU tensors, or cpu:gloo)
+    dist.destroy_process_group()
+
 
 FOLLOWER_HYDRA = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=disabled")
 """What Hydra is told in ranks ≠ 0: no run directory of their own, no ``.hydra/``, no log file
@@ -73,7 +88,7 @@ def join(arguments: list[str]) -> list[str]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend, timeout=TIMEOUT)
-    atexit.register(dist.destroy_process_group)
+    atexit.register(leave)
     dist.barrier()
     if dist.get_rank() == 0:
         return arguments
