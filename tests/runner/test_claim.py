@@ -4,13 +4,11 @@ and a command refused before training writes nothing at all (no ``.hydra/``, log
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from hpo_cli.runner.cli import command as cli
@@ -20,7 +18,7 @@ from hpo_cli.runner.rundir.directory import RunDirectory
 from hpo_cli.runner.rundir.lock import run_lock
 from tests.support import tiny_runs
 from tests.support.cli_runs import call_main
-from tests.support.tiny_runs import TINY, interrupt_at, metrics
+from tests.support.tiny_runs import TINY
 
 pytestmark = pytest.mark.xdist_group("claim")
 
@@ -135,22 +133,6 @@ def test_a_refused_resume_writes_nothing(tmp_path):
     with pytest.raises(SystemExit, match="2"):
         cli.execute(cfg, run_dir, ["model.hidden_sizes=[16]"], multirun=False)
     assert everything(run_dir) == before
-
-
-def test_a_requeued_job_killed_without_a_summary_resumes_its_run(tmp_path, monkeypatch):
-    """A job killed outright (kill -9: no summary.json) and started again with its own overrides
-    continues its run from the checkpoint; the metrics equal an uninterrupted job's."""
-    whole, job = tmp_path / "whole", tmp_path / "job"
-    assert math.isfinite(tiny_runs.run(whole, multirun=True))
-    interrupt_at(monkeypatch, 4)
-    with pytest.raises(SystemExit, match="130"):
-        tiny_runs.run(job, multirun=True)
-    monkeypatch.undo()
-    (job / "summary.json").unlink()  # as kill -9 leaves it
-    assert math.isfinite(tiny_runs.run(job, multirun=True))
-    columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
-    pd.testing.assert_frame_equal(metrics(whole)[columns], metrics(job)[columns])
-    assert json.loads((job / "summary.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.slow

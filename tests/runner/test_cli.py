@@ -302,10 +302,12 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     assert (tmp_path / "run" / "metrics.csv").exists()
 
 
-def test_a_requeued_multirun_job_resumes_its_interrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("killed", [False, True], ids=["interrupted", "killed"])
+def test_a_requeued_multirun_job_resumes_its_interrupted_run(tmp_path, monkeypatch, killed):
     """A job of a multirun run again in its own folder (submitit's requeue after SIGTERM or its
-    preemption signal) continues its interrupted run instead of refusing the folder; the metrics
-    equal an uninterrupted job's. A job with other overrides is still refused."""
+    preemption signal, or after a kill -9 that left no summary.json) continues its run instead
+    of refusing the folder; the metrics equal an uninterrupted job's. A job with other
+    overrides is still refused."""
     whole, job = tmp_path / "whole", tmp_path / "job"
     assert math.isfinite(tiny_runs.run(whole, multirun=True))
     interrupt_at(monkeypatch, 4)
@@ -313,6 +315,8 @@ def test_a_requeued_multirun_job_resumes_its_interrupted_run(tmp_path, monkeypat
         tiny_runs.run(job, multirun=True)
     monkeypatch.undo()
     assert json.loads((job / "summary.json").read_text())["status"] == "interrupted"
+    if killed:
+        (job / "summary.json").unlink()  # as kill -9 leaves it
     assert math.isnan(tiny_runs.run(job, "seed=1", multirun=True))  # not its run: refused
     assert math.isfinite(tiny_runs.run(job, multirun=True))
     columns = [c for c in metrics(whole).columns if c != "wall_time_s"]
