@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from hpo_cli import Exact, hypergradient
 from hpo_cli.core.finite_difference import FiniteDifferenceCurvature
@@ -17,6 +16,7 @@ from hpo_cli.core.methods import HyperLosses, ImplicitDifferentiation
 from hpo_cli.core.vectors import flatten
 from hpo_cli.hyper import WeightDecay
 from tests.core import test_mlp
+from tests.support.no_double_backward import OnceTanh
 
 DT = torch.float64
 
@@ -73,22 +73,6 @@ def test_hypergradient_matches_the_dense_solve():
     )
     test_mlp.assert_close(result.grads[0], reference, rtol=1e-8)
     assert result.residual < 1e-8
-
-
-class OnceTanh(torch.autograd.Function):
-    """tanh whose backward autograd cannot differentiate (a kernel without double backward)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        return grad * (1 - y * y)
 
 
 class Activation(nn.Module):
