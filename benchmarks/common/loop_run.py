@@ -258,7 +258,8 @@ def families(
 @dataclass
 class Record:
     products: list[int] = field(default_factory=list)
-    times_ms: list[float] = field(default_factory=list)
+    times_ms: list[float] = field(default_factory=list)  # wall
+    cpu_ms: list[float] = field(default_factory=list)  # this thread's CPU time
     errors: list[float] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     lambda_ratios: list[float] = field(default_factory=list)  # λ̂max used / ARPACK's λmax
@@ -279,12 +280,26 @@ def hyper_step_with(exp: Experiment, grads: Vector) -> None:
 
 def run_problem(
     problem: LoopProblem, available: set[str], compiled: bool = False
-) -> tuple[list[Family], dict]:
-    """The run; ``compiled`` adds the row of CG with ``compile=True``."""
+) -> tuple[list[Family], dict[str, Record]]:
+    """The run with :func:`families`; ``compiled`` adds the row of CG with ``compile=True``."""
+    return run_families(
+        problem, lambda alpha, damping: families(alpha, damping, available, compiled)
+    )
+
+
+def run_families(
+    problem: LoopProblem, build: Callable[[float, float], list[Family]]
+) -> tuple[list[Family], dict[str, Record]]:
+    """hpo-run's loop on ``problem``, driven by hpo-cli's cold Neumann (hpo-run's default
+    solver, untimed); at every hyper-step each method of ``build(1/λ̂max, μ)`` (λ̂max and μ from
+    the first state, :meth:`State.extreme_eigenvalues` and :meth:`State.damping`) is timed once,
+    wall and thread CPU time, in an order rotated every step, and compared with its family's
+    reference at that state."""
     exp = build_experiment(compose_config(problem.overrides))
     cfg = exp.settings
     records: dict[str, Record] = {}
     chosen: list[Family] = []
+    drive = hpo_cli_method(Neumann(TERMS + 1))
     for step in range(problem.outer_steps):
         for _ in range(cfg.inner_steps):
             inner_step(exp)
@@ -293,28 +308,27 @@ def run_problem(
         state = State(exp, train_batch, val_batch)
         if not chosen:
             largest, smallest = state.extreme_eigenvalues()
-            chosen = families(1.0 / largest, state.damping(largest, smallest), available, compiled)
-        driving = None
+            chosen = build(1.0 / largest, state.damping(largest, smallest))
         for family in chosen:
             reference = family.reference(state)(state)[0]
             labels = list(family.methods)
             shift = step % len(labels)
             for label in labels[shift:] + labels[:shift]:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.thread_time()
                 grads, products, status, estimate = family.methods[label](state)
                 if exp.device.type == "cuda":
                     torch.cuda.synchronize(exp.device)
                 elapsed = (time.perf_counter() - start) * 1e3
                 record = records.setdefault(label, Record())
+                record.cpu_ms.append((time.thread_time() - start_cpu) * 1e3)
                 record.products.append(products)
                 record.times_ms.append(elapsed)
                 record.errors.append(relative_error(grads, reference))
                 record.statuses.append(status)
                 if family.name == "neumann" and math.isfinite(estimate):
                     record.lambda_ratios.append(estimate / state.lanczos_largest_eigenvalue)
-                if label == "hpo-cli: neumann, cold":  # hpo-run's default solver drives the run
-                    driving = grads
-        if driving is not None and all(bool(torch.isfinite(g).all()) for g in driving):
+        driving = drive(state)[0]
+        if all(bool(torch.isfinite(g).all()) for g in driving):
             hyper_step_with(exp, driving)  # else skipped, as hpo-run's on_failure=skip does
-        log(f"section 8: {problem.name}, hyper-step {step + 1}/{problem.outer_steps}")
+        log(f"{problem.title}: hyper-step {step + 1}/{problem.outer_steps}")
     return chosen, records

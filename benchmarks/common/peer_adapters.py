@@ -271,10 +271,9 @@ def higher_method(problem: Problem, k: int, alpha: float) -> Method:
 Counted = Callable[[Losses], tuple[Vector, int]]  # problem -> (hypergradient, products)
 
 
-def torchopt_damped_cg(damping: float, max_iter: int, tol: float) -> Counted:
-    from torchopt import linear_solve
-
-    solve = linear_solve.solve_cg(maxiter=max_iter, rtol=tol, atol=0.0)
+def torchopt_damped(solve: Callable[..., Vector], damping: float) -> Counted:
+    """A torchopt ``linear_solve`` solver (``solve_cg``, ``solve_normal_cg``,
+    ``solve_inv(ns=True)``) given the damped, counted product and ∂L_v/∂w."""
 
     def run(problem: Losses) -> tuple[Vector, int]:
         pieces = CountingPieces(ift_pieces(problem), damping)
@@ -283,20 +282,68 @@ def torchopt_damped_cg(damping: float, max_iter: int, tol: float) -> Counted:
     return run
 
 
-def curvlinops_damped_cg(damping: float, max_iter: int, tol: float) -> Counted:
-    from curvlinops import CGInverseLinearOperator
+def torchopt_damped_cg(damping: float, max_iter: int, tol: float) -> Counted:
+    from torchopt import linear_solve
 
+    return torchopt_damped(linear_solve.solve_cg(maxiter=max_iter, rtol=tol, atol=0.0), damping)
+
+
+def curvlinops_damped(inverse_type: Callable[..., Any], damping: float, **kwargs: Any) -> Counted:
+    """``inverse_type(operator, **kwargs) @ b`` for a curvlinops inverse
+    (``CGInverseLinearOperator``, ``NeumannInverseLinearOperator``) of the damped, counted
+    product."""
     operator_type = curvlinops_operator()
 
     def run(problem: Losses) -> tuple[Vector, int]:
         pieces = CountingPieces(ift_pieces(problem), damping)
-        inverse = CGInverseLinearOperator(
-            operator_type(pieces.matvec, pieces.pieces.params),
-            max_iter=max_iter,
-            max_tridiag_iter=max_iter,
-            tolerance=tol,
-        )
+        inverse = inverse_type(operator_type(pieces.matvec, pieces.pieces.params), **kwargs)
         solution = inverse @ [r.detach() for r in pieces.pieces.rhs]
         return pieces.pieces.finish(solution), pieces.products
+
+    return run
+
+
+def curvlinops_damped_cg(damping: float, max_iter: int, tol: float) -> Counted:
+    from curvlinops import CGInverseLinearOperator
+
+    return curvlinops_damped(
+        CGInverseLinearOperator,
+        damping,
+        max_iter=max_iter,
+        max_tridiag_iter=max_iter,
+        tolerance=tol,
+    )
+
+
+@dataclass
+class DampedLosses:
+    """``losses`` with (μ/2)‖w‖² added to the training loss: its Hessian is H + μI and its mixed
+    derivative ∂²L_t/∂λ∂w is unchanged (for a peer that builds its products from the loss)."""
+
+    losses: Losses
+    damping: float
+
+    @property
+    def params(self) -> Vector:
+        return self.losses.params
+
+    @property
+    def hparams(self) -> Vector:
+        return self.losses.hparams
+
+    def train_loss(self) -> torch.Tensor:
+        squares = sum(p.square().sum() for p in self.params)
+        return self.losses.train_loss() + 0.5 * self.damping * squares
+
+    def val_loss(self) -> torch.Tensor:
+        return self.losses.val_loss()
+
+
+def betty_damped(kind: str, damping: float, iterations: int, alpha: float) -> Counted:
+    """betty's ``neumann`` or ``cg`` with ``iterations`` products (``neumann_iterations``,
+    ``cg_iterations``) on the damped losses; ``alpha`` is ``neumann_alpha`` (``cg_alpha`` is 1)."""
+
+    def run(problem: Losses) -> tuple[Vector, int]:
+        return betty_method(DampedLosses(problem, damping), kind, iterations, alpha)(), iterations
 
     return run
