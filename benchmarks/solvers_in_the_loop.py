@@ -6,6 +6,14 @@ Run from the repository root::
     python -m benchmarks.solvers_in_the_loop --quick      # tiny sizes: a smoke run in seconds
     python -m benchmarks.solvers_in_the_loop --peers      # fail (exit 1, one line) without a peer
     python -m benchmarks.solvers_in_the_loop --threads 1 --out /tmp/bench
+    python -m benchmarks.solvers_in_the_loop --frontier --threads 1 --clock cpu  # frontiers
+
+With ``--frontier`` the run sweeps each library's own knobs instead (Neumann products, α or
+its estimate, warm starts, Krylov series, CG tolerances; ``benchmarks.common.frontier_grid``),
+every configuration on the same damped system, and reports each library's frontier of time
+against error, hpo-cli's speed-up over each peer where the frontiers overlap and the lowest error
+each library reaches (``benchmarks.common.frontier_report``), with a plot:
+``<out>/solvers_in_the_loop_frontier_<device>[_quick].{md,csv,png}``.
 
 Section 8, one table per problem: (a) hpo-run's default experiment (digits, MLP 64-64-10,
 per-weight weight decay, Adam inside, RMSprop outside); (b) the MLP 784-256-256-10 (ReLU) with
@@ -48,8 +56,18 @@ import argparse
 import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
+from benchmarks.common.frontier_grid import FULL, QUICK, frontier_family
+from benchmarks.common.frontier_report import (
+    config_table,
+    frontier_table,
+    fronts,
+    plot_frontiers,
+    points,
+    speedup_table,
+)
 from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
@@ -67,7 +85,15 @@ from benchmarks.common.harness import (
     resolve_device,
     write_report,
 )
-from benchmarks.common.loop_run import COMPILED, Family, LoopProblem, Record, problems, run_problem
+from benchmarks.common.loop_run import (
+    COMPILED,
+    Family,
+    LoopProblem,
+    Record,
+    problems,
+    run_families,
+    run_problem,
+)
 from benchmarks.common.machine import CpuSnapshot
 from benchmarks.common.peer_adapters import add_peers_flag, peer_status, require_peers
 
@@ -215,12 +241,56 @@ def section_loop(
     return table
 
 
+def section_frontier(
+    problem: LoopProblem, available: set[str], quick: bool, clock: str
+) -> tuple[list[Table], tuple[str, list, dict]]:
+    """The frontier run on ``problem``: its three tables and its plot panel."""
+    log(f"frontiers: {problem.title}")
+    grid = QUICK if quick else FULL
+    _, records = run_families(
+        problem, lambda alpha, damping: frontier_family(grid, alpha, damping, available)
+    )
+    all_points = points(records, clock)
+    front = fronts(all_points)
+    tables = [
+        frontier_table(problem, records, front, clock),
+        speedup_table(problem, front, clock),
+        config_table(problem, records, front, clock),
+    ]
+    tables[0].notes.append(
+        f"{problem.outer_steps} hyper-steps of hpo-run's loop (overrides: "
+        f"{' '.join(problem.overrides) or 'none'}), driven by hpo-cli's cold Neumann (the "
+        "default); every configuration solves (H + μI)x = ∂L_v/∂w at each hyper-step's state; "
+        "errors ‖g − g*‖/‖g*‖ against CG to 10⁻⁶ on that system; medians over the hyper-steps."
+    )
+    return tables, (problem.title, all_points, front)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
         "solvers_in_the_loop", "Cold vs warm hypergradients over a run, and the peers."
     )
     add_peers_flag(parser)
-    return parse_benchmark_args(parser, argv)
+    parser.add_argument(
+        "--frontier",
+        action="store_true",
+        help="sweep each library's knobs and report its frontier of time against error",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="the frontier's time: wall, or this thread's CPU time (needs --threads 1)",
+    )
+    parser.add_argument(
+        "--hyper-steps", type=int, default=None, help="hyper-steps per problem (default: 30, 20)"
+    )
+    args = parse_benchmark_args(parser, argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu measures one thread's CPU time: it needs --threads 1")
+    if args.hyper_steps is not None and args.hyper_steps < 1:
+        parser.error("--hyper-steps must be >= 1")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,21 +301,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     available = set(status) - set(missing)
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     command = benchmark_command("solvers_in_the_loop", argv)
+    chosen = problems(args.quick, f"device={device.type}")
+    if args.hyper_steps is not None:
+        chosen = [replace(problem, outer_steps=args.hyper_steps) for problem in chosen]
     start = CpuSnapshot.now()
-    tables = [
-        section_loop(problem, available, missing, compiled=not args.quick)
-        for problem in problems(args.quick, f"device={device.type}")
-    ]
+    if args.frontier:
+        stem = report_stem("solvers_in_the_loop_frontier", device, args.quick)
+        results = [section_frontier(p, available, args.quick, args.clock) for p in chosen]
+        tables = [table for problem_tables, _ in results for table in problem_tables]
+        figure = args.out / f"{stem}.png"
+        plot_frontiers([panel for _, panel in results], figure, args.clock)
+        tables[0].notes.append(f"The frontiers, both problems: ![frontiers]({figure.name})")
+        if missing:
+            tables[0].notes.append(f"Peers not available (no frontier): {', '.join(missing)}.")
+        title = "hpo-cli and its peers in the loop: time to accuracy"
+    else:
+        stem = report_stem("solvers_in_the_loop", device, args.quick)
+        tables = [
+            section_loop(problem, available, missing, compiled=not args.quick) for problem in chosen
+        ]
+        title = "hpo-cli hypergradients in the loop"
     run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
     write_report(
         args.out,
-        report_stem("solvers_in_the_loop", device, args.quick),
-        "hpo-cli hypergradients in the loop",
+        stem,
+        title,
         run,
         tables,
         dtype="float32",
-        timer="time.perf_counter around one call per method and hyper-step (warm state changes "
-        "between calls, so none is repeated); order rotated every step",
+        timer="time.perf_counter (wall) and time.thread_time (CPU) around one call per method "
+        "and hyper-step (warm state changes between calls, so none is repeated); order rotated "
+        "every step",
     )
     return 0
 
