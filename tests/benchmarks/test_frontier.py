@@ -32,6 +32,7 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points():
         pt(5, 0.02, "dominated by accurate"),
         pt(1, 0.7, "as fast, worse"),
         pt(0.5, math.nan, "diverged"),
+        pt(0.4, math.inf, "overflowed"),
         pt(0.2, 0.0, "exact zero: off log axes"),
     ]
     front = pareto_front(points)
