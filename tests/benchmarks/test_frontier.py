@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks.common.frontier import (
     Point,
@@ -75,7 +76,11 @@ def test_speedups_are_peer_time_over_ours_at_shared_errors():
 def test_quick_frontier_run_writes_fronts_speedups_and_plot(tmp_path):
     from benchmarks.solvers_in_the_loop import main
 
-    assert main(["--frontier", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--frontier", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     stem = "solvers_in_the_loop_frontier_cpu_quick"
     table = pd.read_csv(tmp_path / f"{stem}.csv")
     assert (tmp_path / f"{stem}.png").stat().st_size > 0
