@@ -72,6 +72,23 @@ def test_speedups_are_peer_time_over_ours_at_shared_errors():
     assert speedups(ours, [pt(1, 1e-7), pt(2, 1e-8)]) == []
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--frontier", "--clock", "cpu"], "error: --clock cpu"),
+        (["--frontier", "--clock", "cpu", "--threads", "2"], "error: --clock cpu"),
+        (["--frontier", "--hyper-steps", "0"], "error: --hyper-steps must be >= 1"),
+    ],
+)
+def test_bad_frontier_flags_exit_2_in_one_line(argv, message, capsys):
+    from benchmarks.solvers_in_the_loop import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 @pytest.mark.slow  # the whole quick frontier run (~30 s on 2 loaded cores)
 def test_quick_frontier_run_writes_fronts_speedups_and_plot(tmp_path):
     from benchmarks.common.frontier_report import ERROR_FLOOR
