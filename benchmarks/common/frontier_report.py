@@ -183,7 +183,7 @@ def plot_frontiers(
     clock: str,
 ) -> None:
     """One log-log panel per problem: every configuration as a faint dot, each library's
-    frontier as a line, in the library's colour."""
+    frontier as a line, in the library's colour, and the error floor (``ERROR_FLOOR``)."""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -207,6 +207,7 @@ def plot_frontiers(
                 color=colour[name],
                 label=name,
             )
+        ax.axhline(ERROR_FLOOR, color="grey", linestyle=":", label="the reference's accuracy")
         ax.set_xlabel(f"median {CLOCKS[clock]} time per hyper-step (ms)")
         ax.set_ylabel("median relative error vs tight CG")
         ax.set_title(title, fontsize=10)
