@@ -46,11 +46,28 @@ def numbers(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "metrics.csv").drop(columns=["wall_time_s"])
 
 
-def test_multirun_under_torchrun_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setenv("WORLD_SIZE", "2")
+@pytest.mark.parametrize(
+    ("variables", "launcher"),
+    [
+        ({"WORLD_SIZE": "2"}, "torchrun"),
+        ({"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0", "SLURM_STEP_NODELIST": "n1"}, "srun"),
+    ],
+)
+def test_multirun_under_torchrun_or_srun_is_refused(monkeypatch, tmp_path, variables, launcher):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     code, lines = hpo_run("-m", *RUN, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert code == 2 and len(lines) == 1 and "--multirun under torchrun" in lines[0], lines
+    assert code == 2 and len(lines) == 1 and f"--multirun under {launcher} (2" in lines[0], lines
+    assert "hydra.launcher.tasks_per_node=N" in lines[0]
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_launchers_variable_that_makes_no_sense_is_refused_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    code, lines = hpo_run(*RUN, f"hydra.run.dir={tmp_path}")
+    assert code == 2 and len(lines) == 1 and "rank 2 of 2 processes" in lines[0], lines
+    assert not tmp_path.joinpath("metrics.csv").exists()
 
 
 def test_a_batch_that_two_processes_cannot_share_is_refused(monkeypatch, tmp_path):
