@@ -9,6 +9,7 @@ patched); the ``torchrun`` runs start processes and are in the slow group.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,36 @@ def torchrun(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*command, hpo, *arguments], cwd=cwd, capture_output=True, text=True, timeout=600
     )
+
+
+def srun(cwd: Path, *arguments: str) -> list[subprocess.CompletedProcess]:
+    """``srun --ntasks=2 hpo-run ARGUMENTS`` on this machine, as srun starts it: two ``hpo-run``
+    processes with the variables srun gives the tasks of a job step (no torchrun's), the
+    rendezvous on the step's first host (127.0.0.1) at the port derived from the job's id."""
+    hpo = str(Path(sys.executable).parent / "hpo-run")
+    step = {
+        "SLURM_JOB_ID": str(os.getpid()),
+        "SLURM_STEP_ID": "0",
+        "SLURM_NTASKS": "2",
+        "SLURM_STEP_NUM_TASKS": "2",
+        "SLURM_STEP_NODELIST": "127.0.0.1",
+    }
+    tasks = [
+        subprocess.Popen(
+            [hpo, *arguments],
+            cwd=cwd,
+            env={**os.environ, **step, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    ended = []
+    for task in tasks:
+        out, err = task.communicate(timeout=600)
+        ended.append(subprocess.CompletedProcess(task.args, task.returncode, out, err))
+    return ended
 
 
 def numbers(run_dir: Path) -> pd.DataFrame:
@@ -118,3 +149,45 @@ def test_two_processes_write_the_one_process_run_and_resume_it(tmp_path):
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
     code, lines = hpo_run(f"resume={two}", "outer_steps=8")
     assert code == 2 and "written by a run of 2 process(es), not 1" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_two_srun_tasks_write_the_one_process_run(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert hpo_run(*RUN, f"hydra.run.dir={one}")[0] == 0
+    tasks = srun(tmp_path, *RUN, f"hydra.run.dir={two}")
+    assert [t.returncode for t in tasks] == [0, 0], [t.stderr[-3000:] for t in tasks]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # rank 1 wrote nothing
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    pd.testing.assert_frame_equal(numbers(two), numbers(one), check_exact=False, rtol=0, atol=1e-12)
+    code, lines = hpo_run(f"resume={two}", "outer_steps=6")  # it was a run of 2 processes
+    assert code == 2 and "written by a run of 2 process(es), not 1" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_a_sweep_through_submitit_runs_each_job_in_its_tasks(tmp_path):
+    """``hydra/launcher=submitit_local`` with ``tasks_per_node=2``: each job of the sweep is one
+    run of 2 processes, whose metrics are the one-process job's."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    sweep = ("-m", *RUN, "seed=0,1")
+    assert hpo_run(*sweep, f"hydra.sweep.dir={one}")[0] == 0
+    launcher = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
+    hpo = str(Path(sys.executable).parent / "hpo-run")
+    launched = subprocess.run(
+        [hpo, *sweep, *launcher, f"hydra.sweep.dir={two}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    logs = "".join(p.read_text() for p in sorted((two / ".submitit").rglob("*.err")))
+    assert launched.returncode == 0, launched.stderr[-2000:] + logs[-3000:]
+    for job in ("0", "1"):
+        assert sorted(p.name for p in (two / job).iterdir()) == sorted(
+            p.name for p in (one / job).iterdir()
+        )
+        got, expected = numbers(two / job), numbers(one / job)
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+        code, lines = hpo_run(f"resume={two / job}", "outer_steps=6")
+        assert code == 2 and "written by a run of 2 process(es), not 1" in lines[0], lines
+    assert not numbers(two / "0").equals(numbers(two / "1"))  # two seeds, two runs
