@@ -9,6 +9,7 @@ patched); the ``torchrun`` runs start processes and are in the slow group.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -167,21 +168,25 @@ def test_two_srun_tasks_write_the_one_process_run(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_through_submitit_runs_each_job_in_its_tasks(tmp_path):
     """``hydra/launcher=submitit_local`` with ``tasks_per_node=2``: each job of the sweep is one
-    run of 2 processes, whose metrics are the one-process job's."""
+    run of 2 processes, whose metrics are the one-process job's; a job started again on its
+    killed run (no summary.json: a requeue) resumes it in both tasks."""
     one, two = tmp_path / "one", tmp_path / "two"
-    sweep = ("-m", *RUN, "seed=0,1")
-    assert hpo_run(*sweep, f"hydra.sweep.dir={one}")[0] == 0
-    launcher = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
-    hpo = str(Path(sys.executable).parent / "hpo-run")
-    launched = subprocess.run(
-        [hpo, *sweep, *launcher, f"hydra.sweep.dir={two}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    logs = "".join(p.read_text() for p in sorted((two / ".submitit").rglob("*.err")))
-    assert launched.returncode == 0, launched.stderr[-2000:] + logs[-3000:]
+    assert hpo_run("-m", *RUN, "seed=0,1", f"hydra.sweep.dir={one}")[0] == 0
+
+    def submitit_sweep(seeds: str) -> None:
+        launcher = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
+        hpo = str(Path(sys.executable).parent / "hpo-run")
+        launched = subprocess.run(
+            [hpo, "-m", *RUN, f"seed={seeds}", *launcher, f"hydra.sweep.dir={two}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        logs = "".join(p.read_text() for p in sorted((two / ".submitit").rglob("*.err")))
+        assert launched.returncode == 0, launched.stderr[-2000:] + logs[-3000:]
+
+    submitit_sweep("0,1")
     for job in ("0", "1"):
         assert sorted(p.name for p in (two / job).iterdir()) == sorted(
             p.name for p in (one / job).iterdir()
@@ -191,3 +196,11 @@ def test_a_sweep_through_submitit_runs_each_job_in_its_tasks(tmp_path):
         code, lines = hpo_run(f"resume={two / job}", "outer_steps=6")
         assert code == 2 and "written by a run of 2 process(es), not 1" in lines[0], lines
     assert not numbers(two / "0").equals(numbers(two / "1"))  # two seeds, two runs
+    for job in ("0", "1"):
+        (two / job / "summary.json").unlink()  # killed after its last checkpoint
+    submitit_sweep("0,1")  # both jobs requeued
+    said = [p.read_text().count("resuming the interrupted run") for p in two.rglob("*_log.out")]
+    assert sorted(said) == [0] * 4 + [1] * 4, said  # in both tasks of each job, the second time
+    for job in ("0", "1"):
+        assert json.loads((two / job / "summary.json").read_text())["status"] == "completed"
+        pd.testing.assert_frame_equal(numbers(two / job), numbers(one / job), rtol=0, atol=1e-12)
