@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -176,15 +177,22 @@ def test_a_sweep_through_submitit_runs_each_job_in_its_tasks(tmp_path):
     def submitit_sweep(seeds: str) -> None:
         launcher = ("hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2")
         hpo = str(Path(sys.executable).parent / "hpo-run")
-        launched = subprocess.run(
+        launched = subprocess.Popen(
             [hpo, "-m", *RUN, f"seed={seeds}", *launcher, f"hydra.sweep.dir={two}"],
             cwd=tmp_path,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
+            start_new_session=True,  # submitit's processes too, for the kill below
         )
+        try:
+            stderr = launched.communicate(timeout=600)[1]
+        except subprocess.TimeoutExpired:
+            os.killpg(launched.pid, signal.SIGKILL)  # hung tasks: none left behind
+            launched.communicate()
+            stderr = "timed out after 600 s\n"
         logs = "".join(p.read_text() for p in sorted((two / ".submitit").rglob("*.err")))
-        assert launched.returncode == 0, launched.stderr[-2000:] + logs[-3000:]
+        assert launched.returncode == 0, stderr[-2000:] + logs[-3000:]
 
     submitit_sweep("0,1")
     for job in ("0", "1"):
