@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_cli.runner.cli.launch import PORTS, Launch, default_port, from_environment, hostnames
+from hpo_cli.runner.cli.launch import (
+    PORTS,
+    Launch,
+    default_port,
+    from_environment,
+    from_submitit,
+    hostnames,
+)
 from hpo_cli.runner.errors import ConfigError
 
 TORCHRUN = {
@@ -110,3 +117,19 @@ def test_variables_that_make_no_sense_are_refused_in_one_line(environ, needle):
     with pytest.raises(ConfigError) as refused:
         from_environment(environ)
     assert needle in str(refused.value), refused.value
+
+
+def test_a_task_of_a_submitit_local_job_meets_the_others_on_this_machine(monkeypatch):
+    assert from_submitit() == Launch()  # not started by submitit
+    local = {  # what submitit's local executor gives task 1 of a job of 2 tasks
+        "SUBMITIT_EXECUTOR": "local",
+        "SUBMITIT_LOCAL_JOB_ID": "31337",
+        "SUBMITIT_LOCAL_NTASKS": "2",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_GLOBALID": "1",
+        "SUBMITIT_LOCAL_LOCALID": "1",
+    }
+    for name, value in local.items():
+        monkeypatch.setenv(name, value)
+    assert from_submitit() == Launch(1, 2, 1, "127.0.0.1", default_port("31337"), "submitit")
