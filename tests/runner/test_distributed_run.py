@@ -1,10 +1,13 @@
-"""``hpo-run`` under ``torchrun`` (data parallelism, docs/distributed.md): two processes write the
-metrics of the one-process run (float64, to rounding), rank 1 writes nothing, a checkpoint
-resumes with the same number of processes and is refused with another, and what N processes
-cannot do is refused in one line before anything is written.
+"""``hpo-run`` under ``torchrun``, ``srun`` and submitit's launcher (data parallelism,
+docs/distributed.md): two processes write the metrics of the one-process run (float64, to
+rounding), rank 1 writes nothing, a checkpoint resumes with the same number of processes and is
+refused with another, a sweep's job of two submitit tasks is one run of two processes (and
+resumes as one when requeued), and what N processes cannot do is refused in one line before
+anything is written.
 
-The refusals run in this process with N faked (``WORLD_SIZE``, or ``distributed.world_size``
-patched); the ``torchrun`` runs start processes and are in the slow group.
+The refusals run in this process with N faked (``WORLD_SIZE``, SLURM's step variables, or
+``distributed.world_size`` patched); the runs of several processes start them and are in the
+slow group.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_an_srun_step_takes_the_rendezvous_given_in_the_environment():
     assert (launch.address, launch.port) == ("head", 12345)
 
 
-def test_without_the_step_node_list_the_jobs_is_used():
+def test_without_the_steps_node_list_the_jobs_is_used():
     environ = {k: v for k, v in SRUN.items() if k != "SLURM_STEP_NODELIST"}
     assert from_environment(environ).address == "gpu01"
 
