@@ -334,3 +334,12 @@ def test_the_suggested_resume_of_a_run_of_two_processes_is_a_torchrun(monkeypatc
     assert command.resume_command(Path("/r")).startswith("torchrun <the same options> ")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert command.resume_command(Path("/r")) == "hpo-run resume=/r"
+
+
+def test_the_suggested_resume_of_a_run_of_srun_tasks_is_an_srun(monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    for name, value in {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert command.resume_command(Path("/r")) == "srun --ntasks=4 hpo-run resume=/r"
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert command.resume_command(Path("/r")) == "hpo-run resume=/r"

@@ -17,6 +17,7 @@ exits with status 1.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -33,7 +34,9 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hpo_cli.runner.cli.ranks import follow, rank_zero
+from hpo_cli.core import distributed
+from hpo_cli.runner.cli.launch import from_environment
+from hpo_cli.runner.cli.ranks import follow, job_group, rank_zero
 from hpo_cli.runner.cli.signals import SIGINT, SIGTERM, StopRequest, stop_on_sigterm
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.config.schemas import register_configs
@@ -130,16 +133,19 @@ def execute(
     in ``.hydra/`` with Hydra's ``hydra_record``, the log file) and :func:`train_and_report`
     there. A directory that holds another run or that another process writes is refused in one
     line (exit 2; NaN in a multirun, with nothing written). In a multirun, a job whose directory
-    holds its own unfinished run (a requeued job) resumes it. Ranks ≠ 0 of a data-parallel run
+    holds its own unfinished run (a requeued job) resumes it, in every process of the job as
+    rank 0 finds it. Ranks ≠ 0 of a data-parallel run
     :func:`~hpo_cli.runner.cli.ranks.follow` instead, claiming and writing nothing.
     """
-    if not rank_zero():
-        return follow(cfg)
     files = RunDirectory(run_dir)
-    if multirun and not cfg.resume and files.interrupted_with(overrides):
-        log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
-        with open_dict(cfg):
-            cfg.resume = str(run_dir)
+    if multirun and not cfg.resume:
+        requeued = rank_zero() and files.interrupted_with(overrides)
+        if distributed.from_rank_zero(requeued):
+            log.info("resuming the interrupted run in %s (a requeued job)", run_dir)
+            with open_dict(cfg):
+                cfg.resume = str(run_dir)
+    if not rank_zero():
+        return follow(cfg, multirun)
     try:
         experiment = checked_experiment(cfg, files)
     except InstantiationException as error:
@@ -179,13 +185,17 @@ def kept_files(run_dir: Path, failed: bool) -> str:
 def resume_command(run_dir: Path) -> str:
     """``hpo-run resume=<run dir>``, quoted for the shell (a path with spaces or quotes), after
     the ``PYTHONPATH`` the run had, if any (a user's own package is found through it); for a
-    run of N processes, under ``torchrun`` with as many (a checkpoint resumes at its count)."""
+    run of N processes, under ``torchrun`` or ``srun`` with as many (a checkpoint resumes at its
+    count)."""
     command = f"hpo-run {shlex.quote(f'resume={run_dir}')}"
-    processes = os.environ.get("WORLD_SIZE", "1")
-    if processes != "1":
+    launch = from_environment(os.environ)
+    if launch.launcher == "srun":
+        command = f"srun --ntasks={launch.world_size} {command}"
+    elif launch.launcher == "torchrun" and launch.world_size > 1:
+        processes = str(launch.world_size)
         local = os.environ.get("LOCAL_WORLD_SIZE", processes)
-        launch = f"--nproc_per_node={local}" if local == processes else "<the same options>"
-        command = f"torchrun {launch} $(which hpo-run) {shlex.quote(f'resume={run_dir}')}"
+        options = f"--nproc_per_node={local}" if local == processes else "<the same options>"
+        command = f"torchrun {options} $(which hpo-run) {shlex.quote(f'resume={run_dir}')}"
     python_path = os.environ.get("PYTHONPATH")
     return f"PYTHONPATH={shlex.quote(python_path)} {command}" if python_path else command
 
@@ -302,12 +312,15 @@ def draw_plots(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def run(cfg: DictConfig) -> float:
-    """``hpo-run``'s Hydra task: :func:`execute` in Hydra's output directory."""
+    """``hpo-run``'s Hydra task: :func:`execute` in Hydra's output directory; a sweep's job of
+    N tasks started by submitit (``hydra.launcher.tasks_per_node``) as one run of N processes
+    (:func:`~hpo_cli.runner.cli.ranks.job_group`)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
-    return execute(cfg, run_dir, overrides, multirun, HydraConfig.instance().cfg)
+    with job_group() if multirun else contextlib.nullcontext():  # a submitit job of N tasks
+        return execute(cfg, run_dir, overrides, multirun, HydraConfig.instance().cfg)
 
 
 def run_composed(cfg: DictConfig) -> float:

@@ -24,7 +24,8 @@ def main() -> None:
     ``solver=cg``), with the values the command would run with; Hydra's other flags (``--cfg``,
     ``--hydra-help``, ...) go to Hydra (a resume's overrides merged, see ``prepare``). One run in
     one process starts from the preflight's composition (one Hydra composition per command); a
-    sweep, a Hydra flag or a ``torchrun`` launch goes through Hydra's own ``main``."""
+    sweep, a Hydra flag or a launch of N processes (``torchrun``, ``srun``) goes through
+    Hydra's own ``main``."""
     register_configs()
     arguments = config_dir_arguments(sys.argv[1:])  # --config-dir: one recorded searchpath
     try:
@@ -39,7 +40,7 @@ def main() -> None:
             composed_run = composed
         else:
             composed_run = None
-            arguments = join(arguments)  # torchrun's N processes: one process group
+            arguments = join(arguments)  # torchrun's or srun's N processes: one process group
     except ConfigError as error:  # before Hydra has set up logging: stderr only
         print(f"hpo-run: error: {error}", file=sys.stderr)
         sys.exit(2)
