@@ -239,6 +239,9 @@ def build_experiment(cfg: DictConfig) -> Experiment:
             raise ConfigError(f"precision={cfg.precision}: {error}") from error
     if cfg.compile:
         check_compile(optimizer, scaler, problem.device)
+        # Each run compiles afresh: the code compiled for an earlier run in this process (a
+        # multirun's jobs) would count towards Dynamo's recompile limit, past which it runs eager.
+        torch._dynamo.reset()
     joint = JointOptimizer(
         model,
         list(hyper.parameters()),
