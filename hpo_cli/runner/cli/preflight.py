@@ -83,10 +83,10 @@ RESUME_MAY_CHANGE = (
 )
 """Keys (and the keys under them) a resume may change: the run continues with the weights, λ,
 stop step and metrics values of the uninterrupted run (``compile``: to rounding;
-tests/runner/test_resume_keys.py checks every key), within :func:`resume_restriction`: ``outer_steps`` may only grow, ``eval_every`` may
-change only with early stopping off (it counts evaluations), and ``early_stopping.patience`` may
-only grow, on purpose: a larger patience trains on a stopped run (as the uninterrupted run with
-that patience would have)."""
+tests/runner/test_resume_keys.py checks every key), within :func:`resume_restriction`:
+``outer_steps`` may only grow, ``eval_every`` may change only with early stopping off (it counts
+evaluations), and ``early_stopping.patience`` may only grow, on purpose: a larger patience trains
+on a stopped run (as the uninterrupted run with that patience would have)."""
 
 
 ADDED_KEYS = {"solver.products": "autograd", "precision": None}

@@ -322,6 +322,8 @@ def run(
     comparisons = None
     if settings.solver_comparison.every and files is not None:
         comparisons = files.comparison_log()
+    if exp.joint.compile and files is not None:
+        log.info("compile=true: the first inner step compiles it, once (seconds to minutes)")
     started = time.perf_counter()
     progress, fresh = start_or_resume(exp, files, metrics, comparisons)
     checkpointed = None if fresh else progress.outer_step  # the step checkpoint.pt holds
