@@ -45,9 +45,10 @@ class CompiledOptimizerStep:
     (float32) and, eagerly, reads it back as a Python float, so bias corrections such as
     1 − β₁ᵗ are computed in double; compiled, they would be computed in the counter's dtype. The
     counters are therefore made (under a float64 default dtype) and kept in float64: in a
-    float64 run the compiled step then equals the eager one to rounding (a float32 counter moves
-    the weights by ~1e-7 relative). Counters restored in float32 (a checkpoint of an eager run)
-    are converted once, before the first call; their values are whole numbers, exact in both.
+    float64 run the compiled step then equals the eager one to rounding (a float32 counter
+    changes each step by float32's rounding, ~1e-7 of its size). Counters restored in float32
+    (a checkpoint of an eager run, loaded before or after the first call) are converted before
+    the next call; their values are whole numbers, exact in both.
 
     Args:
         optimizer: any ``torch.optim`` optimiser that needs no closure
@@ -57,6 +58,10 @@ class CompiledOptimizerStep:
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
         self._step = compiled(optimizer.step)
+        self._counters_checked = False
+        optimizer.register_load_state_dict_post_hook(self._counters_loaded)
+
+    def _counters_loaded(self, optimizer: torch.optim.Optimizer) -> None:
         self._counters_checked = False
 
     def __call__(self) -> None:

@@ -5,6 +5,8 @@ refused. The compiling test is slow (Inductor compiles C++)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -77,4 +79,28 @@ def test_the_compiled_step_is_the_eager_step(optimizer, options):
     (eager_losses, eager_weights), (losses, weights) = runs
     torch.testing.assert_close(torch.stack(losses), torch.stack(eager_losses), rtol=1e-12, atol=0)
     for got, want in zip(weights, eager_weights, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.slow
+def test_float32_step_counters_loaded_after_the_first_call_are_made_float64():
+    """An eager checkpoint (Adam's counters in float32) loaded into a compiled run that has
+    already stepped: the next steps are the eager ones still, to float64 rounding."""
+    eager_model, eager_decay, eager_loss = linear_problem()
+    eager = joint_of(eager_model, eager_decay, torch.optim.Adam(eager_model.parameters(), lr=0.05))
+    model, decay, loss = linear_problem()
+    joint = joint_of(model, decay, torch.optim.Adam(model.parameters(), lr=0.05), compile=True)
+    for _ in range(3):
+        eager.inner_step(eager_loss)
+        joint.inner_step(loss)
+    counters = [state["step"].dtype for state in eager.optimizer.state.values()]
+    assert counters == [torch.float32, torch.float32]
+    joint.optimizer.load_state_dict(copy.deepcopy(eager.optimizer.state_dict()))  # unshared
+    with torch.no_grad():
+        for got, want in zip(model.parameters(), eager_model.parameters(), strict=True):
+            got.copy_(want)
+    for _ in range(10):
+        want = eager.inner_step(eager_loss)
+        torch.testing.assert_close(joint.inner_step(loss), want, rtol=1e-12, atol=0)
+    for got, want in zip(model.parameters(), eager_model.parameters(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
