@@ -101,3 +101,15 @@ def test_two_processes_write_the_one_process_run_and_resume_it(tmp_path):
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
     code, lines = hpo_run(f"resume={two}", "outer_steps=8")
     assert code == 2 and "written by a run of 2 process(es), not 1" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_two_processes_with_a_compiled_inner_step_write_the_one_process_eager_run(tmp_path):
+    """compile=true under torchrun: each process compiles its inner step; the gradients are
+    still averaged between backward and the compiled optimiser step (core/compiled.py)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert hpo_run(*RUN, f"hydra.run.dir={one}")[0] == 0
+    launched = torchrun(tmp_path, *RUN, "compile=true", f"hydra.run.dir={two}")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    expected, got = numbers(one), numbers(two)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
