@@ -281,7 +281,7 @@ def check_compile(
     try:
         check_compilable(optimizer)
     except ValueError as error:
-        raise ConfigError(f"compile=true: {error}") from error
+        raise ConfigError(f"compile=true: {error} or compile=false") from error
     if scaler is not None:
         raise ConfigError(
             "compile=true cannot compile the gradient scaler of precision=16-mixed: use "
