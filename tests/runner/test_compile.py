@@ -81,13 +81,18 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_a_compiled_run_equals_the_eager_run_to_rounding(tmp_path):
     """The default experiment, tiny, in float64: 50 warm-up and 4 × 5 inner steps, 4 hyper-steps
-    moving λ (the compiled loss must read λ's new values at every outer step)."""
+    moving λ (the compiled loss must read λ's new values at every outer step), compiled once:
+    two graphs (the loss, the optimiser's step), none recompiled at a later outer step."""
+    from torch._dynamo.utils import counters
+
     runs = {}
     for compile in ("false", "true"):
         run_dir = tmp_path / compile
+        counters.clear()
         result = hpo_run(run_dir, *tiny("dtype=float64", f"compile={compile}"))
         assert result.returncode == 0, result.stderr
         runs[compile] = run_dir
+    assert counters["stats"]["unique_graphs"] == 2
     eager, compiled = (pd.read_csv(runs[c] / "metrics.csv") for c in ("false", "true"))
     assert eager["hyper_mean"].iloc[-1] > 2 * eager["hyper_mean"].iloc[0]  # λ moved
     columns = [c for c in eager if c != "wall_time_s" and eager[c].notna().all()]
