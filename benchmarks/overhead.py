@@ -7,6 +7,7 @@ Run from the repository root::
     python -m benchmarks.overhead --device cuda            # the same on the GPU
     python -m benchmarks.overhead --threads 1 --out /tmp/bench
     python -m benchmarks.overhead --override solver=cg     # any hpo-run override, repeatable
+    python -m benchmarks.overhead --threads 1 --sections 4c  # the compiled inner step only
 
 Sections, one Markdown table each:
 
@@ -28,6 +29,15 @@ Sections, one Markdown table each:
    constant through the inner phase). Timed twice, side by side: in wall time, and in this
    thread's CPU time (``time.thread_time``), which on a shared machine leaves out the time spent
    waiting for a core. Only for per-weight weight decay on a classification data set.
+4c. A compiled inner step (``compile=true``: :mod:`hpo_cli.core.compiled`) against the eager one
+   and the bare loop of 4b, side by side as in 4b (wall and thread CPU time); and the one-off
+   compilation: the first inner step of a freshly built ``compile=true`` experiment less one
+   compiled step, with Inductor's cache empty (``cold``: a first run of this model) and filled
+   by the cold one (``warm``: the same model again, Dynamo's in-memory caches cleared by the
+   build), in wall time and in CPU time of this process and the C++ compiler it waits for
+   (``getrusage``; Inductor compiles in this process, ``compile_threads=1``). From these, the
+   break-even: the inner steps after which compile=true has saved its compilation,
+   compile time / (eager − compiled time per inner step). ``--sections`` picks sections.
 5. Peak memory of one hyper-step divided by that of one training step (target ≤ 3×). On the
    GPU: ``torch.cuda.max_memory_allocated`` above the memory allocated before the step. On the
    CPU: (a) the CPU allocator's running total, which ``torch.profiler`` (``profile_memory=True``)
@@ -45,6 +55,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import resource
 import sys
 import tempfile
 import time
@@ -249,6 +261,118 @@ def section_bare(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
     return Table("4b", title, columns, list(rows.values()), notes)
 
 
+COMPILED = "hpo-run: inner_phase, compile=true"
+EAGER = "hpo-run: inner_phase, compile=false"
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this process and of the children it waited for (the C++ compiler)."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def first_compiled_step(cfg: DictConfig) -> tuple[Experiment, float, float]:
+    """A ``compile=true`` experiment built afresh, and the wall and CPU seconds of its first
+    inner step (compilation of the loss and of the optimiser's step, and one step) less those
+    of its second (one compiled step)."""
+    exp = build_experiment(cfg)  # resets Dynamo: nothing compiled before is reused in memory
+    costs = []
+    for _ in range(2):
+        wall, cpu = time.perf_counter(), process_cpu_s()
+        inner_phase(exp, 1)
+        costs.append((time.perf_counter() - wall, process_cpu_s() - cpu))
+    (wall, cpu), (step_wall, step_cpu) = costs
+    return exp, wall - step_wall, cpu - step_cpu
+
+
+def section_compiled(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
+    """The compiled inner phase against the eager one and :func:`bare_loop`, and its one-off
+    compilation, cold and warm (see the module's doc)."""
+    from torch._inductor import config as inductor
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    without = cfg.copy()
+    without.hyper_steps = False
+    compiled_cfg = without.copy()
+    compiled_cfg.compile = True
+    title = "4c. A compiled inner step (compile=true) against the eager one and a bare loop"
+    inductor.compile_threads = 1
+    compile_rows = []
+    with tempfile.TemporaryDirectory() as cache, temporary_cache_dir(cache):
+        for kind in ("cold", "warm"):
+            log(f"section 4c: compiling the inner step ({kind} Inductor cache)")
+            compiled, wall, cpu = first_compiled_step(compiled_cfg)
+            compile_rows.append(
+                {"case": f"compilation, {kind} cache", "compile_wall_s": wall, "compile_cpu_s": cpu}
+            )
+        eager, reference = build_experiment(without), build_experiment(without)
+        steps = cfg.inner_steps
+        if not quick:
+            sizes = dataclasses.replace(sizes, rounds=BARE_ROUNDS)
+        statements = {
+            COMPILED: lambda: inner_phase(compiled, steps),
+            EAGER: lambda: inner_phase(eager, steps),
+            BARE: bare_loop(reference),
+        }
+        clocks = {"wall": None}
+        if compiled.device.type == "cpu" and torch.get_num_threads() == 1:
+            clocks["cpu"] = time.thread_time
+        rows = {label: {"case": label} for label in statements}
+        for name, clock in clocks.items():
+            log(f"section 4c: compiled and eager inner steps ({name} time)")
+            timed = measure_group(statements, sizes, clock)
+            base = timed[BARE][0].median_ms
+            for label, (timing, _) in timed.items():
+                rows[label][f"{name}_ms"] = timing.median_ms / steps
+                rows[label][f"{name}_iqr_ms"] = timing.iqr_ms / steps
+                rows[label][f"{name}_ratio"] = timing.median_ms / base
+    clock = "cpu" if "cpu" in clocks else "wall"
+    saved = {
+        label: rows[label][f"{clock}_ms"] - rows[COMPILED][f"{clock}_ms"] for label in (EAGER, BARE)
+    }
+    for row in compile_rows:
+        seconds = row[f"compile_{clock}_s"]
+        for label, key in ((EAGER, "break_even_eager"), (BARE, "break_even_bare")):
+            row[key] = math.ceil(1000 * seconds / saved[label]) if saved[label] > 0 else None
+    columns = [Column("case", "statement timed")]
+    for name, header in (("wall", "wall"), ("cpu", "thread CPU")):
+        if name in clocks:
+            columns += [
+                Column(f"{name}_ms", f"{header} ms per inner step", fmt_ms),
+                Column(f"{name}_iqr_ms", "IQR ms", fmt_ms),
+                Column(f"{name}_ratio", "× bare loop", fmt_ratio),
+            ]
+    columns += [
+        Column("compile_wall_s", "compile wall s", fmt_seconds),
+        Column("compile_cpu_s", "compile CPU s", fmt_seconds),
+        Column("break_even_eager", "break-even steps vs hpo-run eager", fmt_count),
+        Column("break_even_bare", "break-even steps vs bare loop", fmt_count),
+    ]
+    cold = compile_rows[0]
+    notes = [
+        f"Per inner step ({clock} time): compiled {rows[COMPILED][f'{clock}_ms']:.3f} ms, eager "
+        f"{rows[EAGER][f'{clock}_ms']:.3f} ms, bare loop {rows[BARE][f'{clock}_ms']:.3f} ms; "
+        f"compile=true repays a cold compilation after {fmt_count(cold['break_even_eager'])} "
+        f"inner steps against the eager runner, {fmt_count(cold['break_even_bare'])} against "
+        "the bare loop (break-even = compile time / time saved per step, in the "
+        f"{'thread CPU' if clock == 'cpu' else 'wall'} times above; compile CPU time for it).",
+        f"Each statement: {steps} inner steps (one outer step's), λ held constant; compilation "
+        "rows: the first inner step of a fresh build less one compiled step.",
+    ]
+    return Table("4c", title, columns, [*rows.values(), *compile_rows], notes)
+
+
+def fmt_seconds(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def fmt_count(value: int | None) -> str:
+    return "never" if value is None else f"{value:,}"
+
+
 def describe(cfg: DictConfig) -> str:
     solver = cfg.solver.get("_target_", "?").rsplit(".", 1)[-1]
     details = ", ".join(
@@ -390,6 +514,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "overhead", "Time and memory that hyper-steps add to hpo-run's default training."
     )
     parser.add_argument("--override", action="append", default=[], help="an hpo-run override")
+    parser.add_argument(
+        "--sections", nargs="+", choices=("4", "4b", "4c", "5"), help="only these (default: all)"
+    )
     return parse_benchmark_args(parser, argv)
 
 
@@ -408,11 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     command = benchmark_command("overhead", argv)
     start = CpuSnapshot.now()
-    tables = [
-        section_overhead(cfg, sizes),
-        section_bare(cfg, sizes, args.quick),
-        section_memory(cfg),
-    ]
+    sections = {
+        "4": lambda: section_overhead(cfg, sizes),
+        "4b": lambda: section_bare(cfg, sizes, args.quick),
+        "4c": lambda: section_compiled(cfg, sizes, args.quick),
+        "5": lambda: section_memory(cfg),
+    }
+    tables = [sections[name]() for name in args.sections or sections]
     end = CpuSnapshot.now()
     device = build_experiment(cfg).device
     run = BenchmarkRun(command, device, sizes, args.quick, start, end)

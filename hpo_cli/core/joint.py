@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hpo_cli.core import distributed
+from hpo_cli.core.compiled import CompiledOptimizerStep
 from hpo_cli.core.curvature import loss_and_outputs
 from hpo_cli.core.distributed import all_reduce_mean_
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
@@ -61,6 +62,21 @@ def check_scalable(optimizer: torch.optim.Optimizer) -> None:
         raise ValueError(
             f"{type(optimizer).__name__} re-evaluates the loss inside its step, which a "
             "gradient scaler cannot scale (float16 needs one): use another optimizer"
+        )
+
+
+def check_compilable(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse an inner optimiser that evaluates the loss inside ``step`` (L-BFGS, Hessian-free)
+    for a compiled step (:class:`hpo_cli.core.compiled.CompiledOptimizerStep`): its closure, a
+    backward pass inside the step, cannot be compiled with it.
+
+    Raises:
+        ValueError: naming the optimiser.
+    """
+    if isinstance(optimizer, torch.optim.LBFGS | GraphClosureOptimizer):
+        raise ValueError(
+            f"{type(optimizer).__name__} evaluates the loss inside its step (a closure), which "
+            "cannot be compiled: use another optimizer"
         )
 
 
@@ -124,12 +140,20 @@ class JointOptimizer:
         on_failure: ``"stop"`` raises :class:`HypergradientError` on an untrustworthy
             hypergradient; ``"skip"`` leaves λ unchanged and counts it in
             :attr:`skipped_hyper_steps`.
+        grad_scaler: a gradient scaler for float16 inner steps (``None``: none).
+        compile: the inner optimiser's ``step()`` through ``torch.compile``
+            (:class:`hpo_cli.core.compiled.CompiledOptimizerStep`, compiled on the first inner
+            step and again for an optimiser put in :attr:`optimizer` later); the training loss
+            is the caller's to compile (:func:`hpo_cli.core.compiled.compiled`, as ``hpo-run``
+            does with ``compile=true``). Hyper-steps stay eager.
 
     Raises:
-        ValueError: an unknown ``on_failure``, or an inner optimiser whose param groups decay the
-            weights (non-zero ``weight_decay``, e.g. ``torch.optim.AdamW``'s default 0.01) with
-            implicit differentiation, which would differentiate a training loss without that
-            decay (:func:`check_inner_weight_decay`; put the L2 term in L_t instead).
+        ValueError: an unknown ``on_failure``; ``compile`` with an optimiser that needs a
+            closure (:func:`check_compilable`) or with a gradient scaler; or an inner optimiser
+            whose param groups decay the weights (non-zero ``weight_decay``, e.g.
+            ``torch.optim.AdamW``'s default 0.01) with implicit differentiation, which would
+            differentiate a training loss without that decay (:func:`check_inner_weight_decay`;
+            put the L2 term in L_t instead).
 
     Attributes:
         params: the weights w, ``model``'s parameters listed once.
@@ -147,10 +171,15 @@ class JointOptimizer:
         *,
         on_failure: str = "stop",
         grad_scaler: torch.amp.GradScaler | None = None,
+        compile: bool = False,
     ) -> None:
         check_on_failure(on_failure)
         if grad_scaler is not None:
             check_scalable(optimizer)
+        if compile:
+            check_compilable(optimizer)
+            if grad_scaler is not None:
+                raise ValueError("a gradient scaler (float16) cannot be compiled with the step")
         self.model = model
         self.params = list(model.parameters())
         self.hparams = list(hparams)
@@ -163,6 +192,8 @@ class JointOptimizer:
         self.on_failure = on_failure
         self.skipped_hyper_steps = 0
         self.grad_scaler = grad_scaler
+        self.compile = compile
+        self._compiled_step: CompiledOptimizerStep | None = None
 
     def inner_step(self, training_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One step of the inner optimiser on ``training_loss()`` = L_t(w, λ) of a mini-batch.
@@ -174,6 +205,9 @@ class JointOptimizer:
         without the restriction's bookkeeping. Returns the loss, detached. Data parallel
         (:mod:`hpo_cli.core.distributed`): the gradients and the loss the closure returns are
         averaged over the ranks after ``backward``, as DDP does, so every rank takes the same step.
+        With ``compile``, the closure runs first and the compiled ``step()`` after it (the same
+        arithmetic for an optimiser that evaluates its closure once, as all but L-BFGS and
+        Hessian-free do).
         """
         params = self.params
         inputs = params if any(hparam.requires_grad for hparam in self.hparams) else None
@@ -195,7 +229,18 @@ class JointOptimizer:
             all_reduce_mean_([*(p.grad for p in params if p.grad is not None), mean_loss])
             return mean_loss
 
+        if self.compile:
+            loss = closure()
+            self.compiled_step()
+            return loss.detach()
         return self.optimizer.step(closure).detach()
+
+    def compiled_step(self) -> None:
+        """The compiled ``step()`` of :attr:`optimizer`, compiled anew for a new optimiser."""
+        if self._compiled_step is None or self._compiled_step.optimizer is not self.optimizer:
+            check_compilable(self.optimizer)
+            self._compiled_step = CompiledOptimizerStep(self.optimizer)
+        self._compiled_step()
 
     def _scaled_inner_step(
         self, training_loss: Callable[[], torch.Tensor], inputs: list[torch.Tensor] | None

@@ -72,6 +72,10 @@ def test_quick_overhead_measures_time_and_memory(tmp_path):
     assert float(on["ratio"].iloc[0]) > 1.0, "hyper-steps cost something"
     bare = table[table["section"] == "4b"]
     assert len(bare) == 3 and (bare["wall_ms"] > 0).all() and (bare["cpu_ms"] > 0).all()
+    compiled = table[table["section"] == "4c"].set_index("case")
+    steps = compiled.loc[["hpo-run: inner_phase, compile=true", "bare PyTorch loop"], "cpu_ms"]
+    assert (steps > 0).all() and len(compiled) == 5
+    assert compiled.loc["compilation, cold cache", "compile_cpu_s"] > 0
     memory = table[table["section"] == "5"]
     assert (memory["hyper_kib"] > 0).all() and (memory["train_kib"] > 0).all()
 

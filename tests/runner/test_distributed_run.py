@@ -215,3 +215,15 @@ def test_a_sweep_through_submitit_runs_each_job_in_its_tasks(tmp_path):
     for job in ("0", "1"):
         assert json.loads((two / job / "summary.json").read_text())["status"] == "completed"
         pd.testing.assert_frame_equal(numbers(two / job), numbers(one / job), rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_two_processes_with_a_compiled_inner_step_write_the_one_process_eager_run(tmp_path):
+    """compile=true under torchrun: each process compiles its inner step; the gradients are
+    still averaged between backward and the compiled optimiser step (core/compiled.py)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert hpo_run(*RUN, f"hydra.run.dir={one}")[0] == 0
+    launched = torchrun(tmp_path, *RUN, "compile=true", f"hydra.run.dir={two}")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    expected, got = numbers(one), numbers(two)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)

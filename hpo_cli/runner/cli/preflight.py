@@ -79,13 +79,14 @@ RESUME_MAY_CHANGE = (
     "quality_every",  # the probe leaves the trajectory as it was
     "quality_horizon",
     "data.num_workers",  # a streamed set's batches do not depend on how many workers read them
+    "compile",  # the same maths, compiled: results move by rounding only (docs/performance.md)
 )
 """Keys (and the keys under them) a resume may change: the run continues with the weights, λ,
-stop step and metrics values of the uninterrupted run (tests/runner/test_resume_keys.py checks
-every key), within :func:`resume_restriction`: ``outer_steps`` may only grow, ``eval_every`` may
-change only with early stopping off (it counts evaluations), and ``early_stopping.patience`` may
-only grow, on purpose: a larger patience trains on a stopped run (as the uninterrupted run with
-that patience would have)."""
+stop step and metrics values of the uninterrupted run (``compile``: to rounding;
+tests/runner/test_resume_keys.py checks every key), within :func:`resume_restriction`:
+``outer_steps`` may only grow, ``eval_every`` may change only with early stopping off (it counts
+evaluations), and ``early_stopping.patience`` may only grow, on purpose: a larger patience trains
+on a stopped run (as the uninterrupted run with that patience would have)."""
 
 
 ADDED_KEYS = {"solver.products": "autograd", "precision": None}

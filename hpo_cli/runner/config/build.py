@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,9 +19,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hpo_cli.core.joint import JointOptimizer, check_scalable
+from hpo_cli.core.compiled import compiled, compiler_problem
+from hpo_cli.core.joint import JointOptimizer, check_compilable, check_scalable
 from hpo_cli.core.methods import hypergradient_method
-from hpo_cli.data import Splits
+from hpo_cli.data import Batch, Splits
 from hpo_cli.data.protocol import DataOptions, as_splits
 from hpo_cli.data.streaming import StreamedSplit
 from hpo_cli.data.tasks import CRITERIA, ERRORS
@@ -236,6 +237,11 @@ def build_experiment(cfg: DictConfig) -> Experiment:
             check_scalable(optimizer)
         except ValueError as error:
             raise ConfigError(f"precision={cfg.precision}: {error}") from error
+    if cfg.compile:
+        check_compile(optimizer, scaler, problem.device)
+        # Each run compiles afresh: the code compiled for an earlier run in this process (a
+        # multirun's jobs) would count towards Dynamo's recompile limit, past which it runs eager.
+        torch._dynamo.reset()
     joint = JointOptimizer(
         model,
         list(hyper.parameters()),
@@ -244,6 +250,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         solver=solver,
         on_failure=cfg.on_failure,
         grad_scaler=scaler,
+        compile=cfg.compile,
     )
     return Experiment(
         settings=run_settings(cfg),
@@ -257,7 +264,45 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         batches=torch.Generator().manual_seed(cfg.seed),
         stopping=build(cfg.early_stopping),
         new_optimizer=new_optimizer,
+        training_loss=training_loss(hyper, model, problem.criterion, cfg.compile),
     )
+
+
+def check_compile(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, device: torch.device
+) -> None:
+    """Refuse ``compile=true`` in one line where it cannot work: an optimiser that evaluates the
+    loss in its step (L-BFGS, Hessian-free), a gradient scaler (``precision=16-mixed``), or no
+    C++ compiler for Inductor on the CPU.
+
+    Raises:
+        ConfigError: naming what to change.
+    """
+    try:
+        check_compilable(optimizer)
+    except ValueError as error:
+        raise ConfigError(f"compile=true: {error} or compile=false") from error
+    if scaler is not None:
+        raise ConfigError(
+            "compile=true cannot compile the gradient scaler of precision=16-mixed: use "
+            "compile=false or precision=bf16-mixed"
+        )
+    problem = compiler_problem(device)
+    if problem is not None:
+        raise ConfigError(f"compile=true: {problem}; or use compile=false")
+
+
+def training_loss(
+    hyper: HyperModule, model: torch.nn.Module, criterion: Criterion, compile: bool
+) -> Callable[[Batch], torch.Tensor]:
+    """L_t(w, λ) of a mini-batch, ``hyper.training_loss`` on ``model``: through
+    ``torch.compile`` with ``compile`` (:func:`hpo_cli.core.compiled.compiled`), for the inner
+    steps only (the hyper-steps call ``hyper`` eagerly)."""
+
+    def loss(batch: Batch) -> torch.Tensor:
+        return hyper.training_loss(model, batch, criterion)
+
+    return compiled(loss) if compile else loss
 
 
 def run_settings(cfg: DictConfig) -> RunSettings:

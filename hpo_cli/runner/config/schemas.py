@@ -227,6 +227,7 @@ class RunConfig(ProblemConfig):
     on_failure: str = "stop"  # stop | skip: what a diverged or non-finite hyper-step does
     max_skipped_fraction: float = 0.5  # on_failure=skip: a run skipping more hyper-steps fails
     precision: str | None = None  # null | 32 | 64 | bf16-mixed | 16-mixed (docs/precision.md)
+    compile: bool = False  # torch.compile the inner steps, hyper-steps eager (docs/performance.md)
     resume: str | None = None  # a run directory to continue
     progress: bool = True  # tqdm bar on an interactive terminal
     log_every: int = 10  # outer steps between console lines (and one at the end)

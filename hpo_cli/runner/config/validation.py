@@ -54,6 +54,13 @@ def validate_values(cfg: DictConfig) -> None:
     probe = cfg.quality_every
     require(not probe or cfg.hyper_steps, "quality_every", probe, "needs hyper_steps=true")
     require(cfg.warmup_inner_steps >= 0, "warmup_inner_steps", cfg.warmup_inner_steps, ">= 0")
+    require(
+        not (cfg.compile and cfg.reset_inner_optimizer),
+        "reset_inner_optimizer",
+        "true",
+        "compile=true compiles the optimiser's step once per run; a new optimiser every outer "
+        "step would be compiled anew each time (use compile=false)",
+    )
     for key in ("hyper_train_batch", "hyper_val_batch"):
         require(cfg[key] is None or cfg[key] > 0, key, cfg[key], "must be > 0 or null")
     for group in ("optimizer", "hyper_optimizer"):  # torch refuses lr < 0 only, and late

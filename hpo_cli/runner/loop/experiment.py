@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from hpo_cli.core.joint import JointOptimizer
-from hpo_cli.data import Splits
+from hpo_cli.data import Batch, Splits
 from hpo_cli.hyper import Criterion, HyperModule
 from hpo_cli.runner.loop.comparison_settings import SolverComparisonConfig
 from hpo_cli.runner.loop.early_stopping import EarlyStopping
@@ -55,7 +55,8 @@ class Experiment:
     ``joint`` holds the model, λ, both optimisers and the hypergradient method
     (:class:`hpo_cli.core.joint.JointOptimizer`); ``batches`` draws every mini-batch;
     ``new_optimizer`` makes a fresh inner optimiser over the model's parameters
-    (``reset_inner_optimizer``).
+    (``reset_inner_optimizer``); ``training_loss`` is L_t of an inner step's mini-batch
+    (``hyper.training_loss`` on ``model``), compiled with ``compile=true``.
     """
 
     settings: RunSettings
@@ -69,3 +70,4 @@ class Experiment:
     batches: torch.Generator
     stopping: EarlyStopping
     new_optimizer: Callable[[], torch.optim.Optimizer]
+    training_loss: Callable[[Batch], torch.Tensor]

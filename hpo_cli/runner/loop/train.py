@@ -31,6 +31,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hpo_cli.core import distributed
+from hpo_cli.core.compiled import is_compile_error
 from hpo_cli.core.hvp import NoSecondDerivative
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.data import Split
@@ -62,14 +63,12 @@ log = logging.getLogger(__name__)
 
 
 def inner_step(exp: Experiment) -> torch.Tensor:
-    """One inner-optimiser step on a training mini-batch; returns the (detached) loss."""
+    """One inner-optimiser step on a training mini-batch; returns the (detached) loss. With
+    ``compile=true`` its loss (forward and backward) and optimiser step are compiled
+    (:mod:`hpo_cli.core.compiled`), on the first call."""
     batch = draw(exp.data.train, exp.settings.batch_size, exp.batches)
     return exp.joint.inner_step(
-        in_precision(
-            exp.settings.precision,
-            exp.device,
-            lambda: exp.hyper.training_loss(exp.model, batch, exp.criterion),
-        )
+        in_precision(exp.settings.precision, exp.device, lambda: exp.training_loss(batch))
     )
 
 
@@ -145,6 +144,23 @@ def diagnostics_of(progress: Progress) -> Iterator[None]:
         ) from error
 
 
+@contextlib.contextmanager
+def compilation_of(progress: Progress) -> Iterator[None]:
+    """A compiled inner step (``compile=true``) that fails to compile, on its first call (e.g.
+    the C++ compiler fails), stops the run in one line naming ``compile=false``."""
+    try:
+        yield
+    except Exception as error:
+        if not is_compile_error(error):
+            raise
+        reason = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise RunFailed(
+            f"outer step {progress.outer_step}: compile=true: torch.compile failed: "
+            f"{reason.strip()}; use compile=false",
+            progress,
+        ) from error
+
+
 def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | None = None) -> None:
     """One outer step: the inner phase, the optional solver comparison (into ``comparisons``),
     and the hyper-step (unless ``hyper_steps=false``).
@@ -156,7 +172,7 @@ def outer_step(exp: Experiment, progress: Progress, comparisons: MetricsLog | No
     progress.outer_step += 1
     if settings.reset_inner_optimizer:
         exp.joint.optimizer = exp.new_optimizer()
-    with phase(progress, "inner", exp.device):
+    with phase(progress, "inner", exp.device), compilation_of(progress):
         loss = inner_phase(exp, settings.inner_steps)
         progress.total_inner_steps += settings.inner_steps
     check_finite(loss, "training loss", progress)
@@ -261,7 +277,8 @@ def start_or_resume(
     for file in logs:
         file.keep_until(-1)
     progress = Progress(device=str(exp.device), metrics_rows=0)
-    inner_phase(exp, exp.settings.warmup_inner_steps)
+    with compilation_of(progress):
+        inner_phase(exp, exp.settings.warmup_inner_steps)
     progress.total_inner_steps = exp.settings.warmup_inner_steps
     return progress, True
 
@@ -305,6 +322,8 @@ def run(
     comparisons = None
     if settings.solver_comparison.every and files is not None:
         comparisons = files.comparison_log()
+    if exp.joint.compile and files is not None:
+        log.info("compile=true: the first inner step compiles it, once (seconds to minutes)")
     started = time.perf_counter()
     progress, fresh = start_or_resume(exp, files, metrics, comparisons)
     checkpointed = None if fresh else progress.outer_step  # the step checkpoint.pt holds
