@@ -68,6 +68,9 @@ class HypergradientMethod(ABC):
     inner_batches: int = 0
     """Inner training mini-batches :meth:`hypergradient` evaluates (``inner_training_loss``)."""
 
+    name: str = "implicit"
+    """How messages name the method (``solver=<name>``)."""
+
     def init_state(self) -> SolverState | None:
         """The state before the first hyper-step (``None``: the method keeps none)."""
         return None
