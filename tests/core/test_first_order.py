@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from hpo_cli.analysis.solver_comparison import budget_sweep, compare_hypergradients
 from hpo_cli.core.first_order import FirstOrder, inner_preconditioner
 from hpo_cli.core.hypergradient import hypergradient
 from hpo_cli.core.joint import JointOptimizer
@@ -203,3 +204,31 @@ def test_before_adams_first_step_the_hyper_step_fails_and_inner_decay_is_refused
     decaying = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.01)
     with pytest.raises(ValueError, match=r"weight_decay=0\.01 is invalid"):
         JointOptimizer(model, [lam], decaying, hyper_optimizer, FirstOrder())
+
+
+def test_the_solver_comparison_scores_the_first_order_candidate_against_the_dense_solve():
+    """cos(g, g*) and ‖g − g*‖/‖g*‖ of the first_order row, against the closed forms: g with
+    P = η I, g* with the dense H = A + diag(e^λ)."""
+    model, lam, losses = quadratic_problem()
+    eta = 0.05
+    optimizer = torch.optim.SGD(model.parameters(), lr=eta)
+    train(model, optimizer, losses.training_loss, 3)
+    rows = compare_hypergradients(
+        lambda: (losses.training_loss(), losses.validation_loss()),
+        [model.w],
+        [lam],
+        budget_sweep(["first_order"], 3, None),
+        first_order=lambda: FirstOrder().hypergradient(model, [lam], optimizer, losses, None)[0],
+    )
+    assert [(row.solver, row.k, row.hvps) for row in rows] == [
+        ("exact", D, D),
+        ("first_order", 0, 0),
+    ]
+    w, t = model.w.detach(), model.t
+    hessian = model.a + torch.diag(lam.detach().exp())
+    exact = 0.2 * lam.detach() - lam.detach().exp() * w * torch.linalg.solve(hessian, w - t)
+    first_order = closed_form(model, lam, torch.full((D,), eta, dtype=torch.float64))
+    cosine = torch.nn.functional.cosine_similarity(first_order, exact, dim=0)
+    assert rows[1].cosine == pytest.approx(float(cosine), rel=1e-7)
+    error = (first_order - exact).norm() / exact.norm()
+    assert rows[1].rel_error == pytest.approx(float(error), rel=1e-7)
