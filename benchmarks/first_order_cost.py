@@ -149,9 +149,10 @@ def section(quick: bool) -> Table:
         "g*: solver=exact's dense solve at the same weights and batches (nan: not computed). "
         "Each solver as its YAML sets it; products: Hessian (or Gauss-Newton) products, the "
         "residual check included; first_order uses none, but two training gradients.",
-        "Adam inside: first_order's P = η/(√v̂ + ε) is about η/√v̂, orders of magnitude below "
-        "H⁻¹'s scale, so its relative error is near 1 even where its direction is right; the "
-        "outer optimiser (RMSprop) normalises the scale away.",
+        "A relative error near 1 with a positive cosine means ‖g‖ ≪ ‖g*‖ (‖g − g*‖² = ‖g‖² − "
+        "2‖g‖‖g*‖cos + ‖g*‖²): the scale of g is not comparable across solvers (P ≈ η/√v̂ for "
+        "Adam, H⁻¹ for the dense solve); the outer optimiser (RMSprop) normalises it away, "
+        "the cosine is what matters.",
     ]
     return table
 
