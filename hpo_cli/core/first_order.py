@@ -109,6 +109,7 @@ class Preconditioned(StatelessSolver):
         return [p * v for p, v in zip(self.diagonal, b, strict=True)], info
 
 
+@dataclass(frozen=True)
 class FirstOrder(HypergradientMethod):
     """dL_v/dλ ≈ ∂L_v/∂λ − (∂²L_t/∂λ∂w)ᵀ P ∂L_v/∂w, P the inner optimiser's diagonal
     preconditioner, the mixed term by central differences (module docstring): two training
@@ -121,9 +122,6 @@ class FirstOrder(HypergradientMethod):
 
     name = "first_order"
     inner_batches = 0
-
-    def __repr__(self) -> str:
-        return "FirstOrder()"
 
     def check(self, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
         """Raise ``ValueError`` for an inner optimiser whose P cannot be read."""
