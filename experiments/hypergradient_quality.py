@@ -5,7 +5,8 @@ experiment=hypergradient_quality``, or ``experiment=hypergradient_quality_ridge`
 ``solver_comparison.horizons`` will do). One column per compared outer step (early, middle,
 late). Top row: cosine similarity with the dense IFT solve against the number of
 Hessian-vector products, one line per solver family (identity, Neumann with K terms, CG with K
-steps on H, CG on the Gauss-Newton matrix, K unrolled inner-optimiser steps). Then one row per
+steps on H, CG on the Gauss-Newton matrix, K unrolled inner-optimiser steps, the first-order
+hypergradient with the inner optimiser's preconditioner). Then one row per
 horizon h: the correlation of each solver's predicted change of the validation loss ⟨g, d_i⟩ with
 the real training's change over the next h inner steps (central differences along random
 directions d_i); a thin grey line at the unrolled reference's own correlation (≈ 1: the
@@ -43,6 +44,7 @@ FAMILIES = {
     "cg": ("CG (H)", "C1"),
     "ggn_cg": ("CG (Gauss-Newton)", "C3"),
     "unrolled": ("unrolled", "C4"),
+    "first_order": ("first-order (SAMA)", "C5"),
     "exact": ("dense solve", "k"),
 }
 
@@ -57,7 +59,7 @@ def _lines(axis: plt.Axes, rows: pd.DataFrame, column: str, x: str = "hvps") -> 
         group = rows[rows["solver"] == name].sort_values("k")  # in order of budget
         if group.empty:
             continue
-        if name in ("identity", "exact") and x == "hvps":
+        if name in ("identity", "first_order", "exact") and x == "hvps":
             axis.axhline(group[column].iloc[0], color=color, linestyle="--", label=label)
         else:
             axis.plot(group[x], group[column], color=color, marker=".", label=label)

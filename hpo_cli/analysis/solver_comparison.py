@@ -14,10 +14,12 @@ Every g is :func:`hpo_cli.core.hypergradient` with that solver, on the same two 
 each solve, at the same weights and λ); nothing is trained and nothing is written (hpo-run's
 ``solver_comparison`` option calls this every few outer steps and writes
 ``solver_comparison.csv``). Besides the Hessian's solvers, ``ggn_cg`` is CG on the Gauss-Newton
-matrix plus the penalty's Hessian (:mod:`hpo_cli.core.curvature`) and ``unrolled`` the hypergradient
-through K steps of the inner optimiser (:mod:`hpo_cli.core.unrolled`), computed by a callable the
-caller supplies. :mod:`hpo_cli.analysis.training_response` compares the same estimates with what
-the real training does over a horizon.
+matrix plus the penalty's Hessian (:mod:`hpo_cli.core.curvature`), ``unrolled`` the hypergradient
+through K steps of the inner optimiser (:mod:`hpo_cli.core.unrolled`) and ``first_order`` the
+SAMA-style hypergradient with the inner optimiser's preconditioner in place of H⁻¹
+(:mod:`hpo_cli.core.first_order`, no products), each computed by a callable the caller
+supplies. :mod:`hpo_cli.analysis.training_response` compares the same estimates with what the
+real training does over a horizon.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from hpo_cli.analysis.training_response import agreement
 from hpo_cli.core.curvature import curvature_matvec
 from hpo_cli.core.hvp import TrainingCurvature, dense_matrix
-from hpo_cli.core.hypergradient import hypergradient
+from hpo_cli.core.hypergradient import Hypergradient, hypergradient
 from hpo_cli.core.solvers import ConjugateGradient, Exact, Identity, InverseHVPSolver, Neumann
 from hpo_cli.core.vectors import flatten
 
@@ -45,8 +47,12 @@ OutputLosses = Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
 Unroll = Callable[[int], tuple[torch.Tensor, ...]]
 """K ↦ the unrolled hypergradient through K inner steps (:mod:`hpo_cli.core.unrolled`)."""
 
-SOLVER_FAMILIES = ("identity", "neumann", "cg", "ggn_cg", "unrolled")
-"""The solvers :func:`budget_sweep` knows; ``identity`` costs no products, so it has no K."""
+FirstOrderEstimate = Callable[[], Hypergradient]
+"""() ↦ the first-order hypergradient (:class:`hpo_cli.core.first_order.FirstOrder`)."""
+
+SOLVER_FAMILIES = ("identity", "neumann", "cg", "ggn_cg", "unrolled", "first_order")
+"""The solvers :func:`budget_sweep` knows; ``identity`` and ``first_order`` cost no products, so
+they have no K."""
 
 UNROLLED_STEPS = (1, 2, 5, 10, 20, 50, 100, 200)
 """The K of ``unrolled`` up to the budget: each costs a K-step unroll, so not every K."""
@@ -58,7 +64,7 @@ class Candidate:
 
     name: str
     k: int
-    solver: InverseHVPSolver | None  # None: unrolled (K steps), computed by the caller's Unroll
+    solver: InverseHVPSolver | None  # None: unrolled or first_order, by the caller's callable
     curvature: str = "hessian"
 
 
@@ -121,7 +127,7 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
         ``ConjugateGradient(max_iter=K, tol=0)`` (K full steps, no early stop) for every K ≥ 1
         and, for K = 0, x = 0 (``Identity(scale=0)``: where CG starts, which it refuses to stop
         at);
-        ``Identity()`` once, with K = 0.
+        ``Identity()`` once, with K = 0; ``first_order`` once, with K = 0.
     ``ggn_cg``: ``ConjugateGradient(max_iter=K, tol=0)`` on the Gauss-Newton curvature;
     ``unrolled``: K steps for K in :data:`UNROLLED_STEPS` up to ``budget``.
     """
@@ -134,6 +140,8 @@ def budget_sweep(names: Sequence[str], budget: int, alpha: float | None) -> list
     for name in names:
         if name == "identity":
             candidates.append(Candidate(name, 0, Identity()))
+        if name == "first_order":
+            candidates.append(Candidate(name, 0, None))
         if name == "unrolled":
             candidates += [Candidate(name, k, None) for k in UNROLLED_STEPS if k <= budget]
         for k in range(budget + 1):
@@ -170,6 +178,7 @@ def estimate_hypergradients(
     *,
     output_losses: OutputLosses | None = None,
     unroll: Unroll | None = None,
+    first_order: FirstOrderEstimate | None = None,
 ) -> tuple[Estimate, list[Estimate]]:
     """The reference's hypergradient g* and each candidate's, flattened, with costs.
 
@@ -183,6 +192,7 @@ def estimate_hypergradients(
             H⁻¹b when H is invertible and still defined when it is not.
         output_losses: needed by ``ggn`` candidates.
         unroll: needed by ``unrolled`` candidates.
+        first_order: needed by the ``first_order`` candidate.
 
     Raises:
         ValueError: the reference failed, or a candidate lacks what it needs.
@@ -213,7 +223,13 @@ def estimate_hypergradients(
 
     def timed(candidate: Candidate) -> Estimate:
         started = time.perf_counter()
-        if candidate.solver is None:
+        if candidate.name == "first_order":
+            if first_order is None:
+                raise ValueError("the first_order candidate needs a first_order callable")
+            result = first_order()
+            grads = None if result.failure else flatten(result.grads).detach()
+            hvps, status = result.hvps, result.solve.status
+        elif candidate.solver is None:
             if unroll is None:
                 raise ValueError("unrolled candidates need an unroll callable")
             grads = flatten(unroll(candidate.k)).detach()
@@ -237,7 +253,7 @@ def compare_hypergradients(
     hparams: Sequence[torch.Tensor],
     candidates: Sequence[Candidate],
     reference: InverseHVPSolver | None = None,
-    **needs: OutputLosses | Unroll | None,
+    **needs: OutputLosses | Unroll | FirstOrderEstimate | None,
 ) -> list[SolverComparison]:
     """Each candidate's hypergradient against the reference's, by cosine and relative error
     (arguments as :func:`estimate_hypergradients`).

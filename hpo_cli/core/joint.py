@@ -39,6 +39,7 @@ from hpo_cli.core import distributed
 from hpo_cli.core.compiled import CompiledOptimizerStep
 from hpo_cli.core.curvature import loss_and_outputs
 from hpo_cli.core.distributed import all_reduce_mean_
+from hpo_cli.core.first_order import FirstOrder
 from hpo_cli.core.hypergradient import Hypergradient, HypergradientError
 from hpo_cli.core.methods import (
     HypergradientMethod,
@@ -89,7 +90,7 @@ def check_on_failure(on_failure: str) -> None:
 
 def check_inner_weight_decay(method: HypergradientMethod, weight_decay: float) -> None:
     """Raise ``ValueError`` if the inner optimiser decays the weights (``weight_decay`` ≠ 0)
-    while ``method`` is implicit differentiation.
+    while ``method`` is implicit differentiation (exact or first-order).
 
     The IFT differentiates the stationarity condition ∇_w L_t = 0 of the L_t it is given; decay
     the optimiser applies itself is not in L_t, so the weights training reaches solve another
@@ -99,7 +100,7 @@ def check_inner_weight_decay(method: HypergradientMethod, weight_decay: float) -
     differentiation differentiates the optimiser's own updates, decay included, and may keep it.
     (The one check: :class:`JointOptimizer` and hpo-run's early validation both call it.)
     """
-    if weight_decay and isinstance(method, ImplicitDifferentiation):
+    if weight_decay and isinstance(method, ImplicitDifferentiation | FirstOrder):
         raise ValueError(
             f"optimizer.weight_decay={weight_decay} is invalid with implicit differentiation: "
             "the inner optimiser's decay is not in L_t, so the IFT would differentiate another "

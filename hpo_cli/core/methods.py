@@ -9,7 +9,7 @@ solvers (:mod:`hpo_cli.core.solvers.base`)::
     state = method.init_state()
     result, state = method.hypergradient(model, hparams, optimizer, losses, state)
 
-Two implementations:
+Three implementations:
 
 * :class:`ImplicitDifferentiation` — the IFT: an inverse-HVP solver and the curvature it
   inverts (``"hessian"``: H = ∂²L_t/∂w²; ``"ggn"``: the Gauss-Newton matrix plus the penalty's
@@ -17,6 +17,8 @@ Two implementations:
   differences of gradients (:data:`hpo_cli.core.hvp.PRODUCTS`); damping is the solver's own
   (μ of A + μI).
 * :class:`hpo_cli.core.unrolled.Unrolled` — differentiating K steps of the inner optimiser.
+* :class:`hpo_cli.core.first_order.FirstOrder` — the IFT with H⁻¹ read as the inner optimiser's
+  diagonal preconditioner and the mixed term by central differences (SAMA): no products.
 
 Each declares ``inner_batches``, the training mini-batches it evaluates
 (``losses.inner_training_loss(k)`` for k < inner_batches): 0 for the IFT, K for unrolling, so a
@@ -67,6 +69,9 @@ class HypergradientMethod(ABC):
 
     inner_batches: int = 0
     """Inner training mini-batches :meth:`hypergradient` evaluates (``inner_training_loss``)."""
+
+    name: str = "implicit"
+    """How messages name the method (``solver=<name>``)."""
 
     def init_state(self) -> SolverState | None:
         """The state before the first hyper-step (``None``: the method keeps none)."""

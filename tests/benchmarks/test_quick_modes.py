@@ -186,3 +186,13 @@ def test_quick_startup_times_every_command_against_import_torch(tmp_path):
     commands = [case for case in table.index if case.startswith("hpo-run")]
     assert len(commands) == 4 and (table.loc[commands, "median_ms"] > 0).all()
     assert (table["rounds"] == 2).all()
+
+
+@pytest.mark.slow  # four solvers and a dense solve, timed in rounds (about 30 s)
+def test_quick_first_order_cost_times_every_solver_against_the_dense_solve(tmp_path):
+    run_quick_here("benchmarks.first_order_cost", tmp_path)
+    table = pd.read_csv(tmp_path / "first_order_cost_cpu_quick.csv").set_index("solver")
+    assert list(table.index) == ["identity", "neumann", "cg", "first_order"]
+    assert int(table.loc["first_order", "products"]) == 0
+    assert float(table.loc["first_order", "ratio"]) == 1.0
+    assert table["cosine"].abs().le(1).all() and (table["median_ms"] > 0).all()

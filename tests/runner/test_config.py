@@ -34,7 +34,8 @@ SMALL = [*DATA, *MODEL]  # the tiny run's data and model, without its steps
 def test_every_group_has_options():
     for group in ("dataset", "model", "hyper", "solver", "optimizer", "hyper_optimizer"):
         assert options(group), group
-    assert set(options("solver")) == {"identity", "neumann", "cg", "exact", "unrolled"}
+    solvers = {"identity", "neumann", "cg", "exact", "unrolled", "first_order"}
+    assert set(options("solver")) == solvers
     assert set(options("device")) == {"cpu", "cuda", "auto"}
 
 

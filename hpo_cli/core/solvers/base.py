@@ -19,6 +19,11 @@ passes in and gets back::
 and puts it in its ``state_dict``, so that hpo-run's checkpoints resume bit-exactly). A solver
 whose preconditioner is the inner optimiser's second moments declares ``reads_second_moments``
 and gets them per call (``second_moments=``, √v̂ + ε shaped like b), never a live optimiser.
+A hypergradient that needs more of the inner optimiser than that (its learning rates and update
+rule: ``solver=unrolled``, ``solver=first_order``) is not an inverse-HVP solver but a
+:class:`hpo_cli.core.methods.HypergradientMethod`, which is handed the optimiser at every
+hyper-step and refuses, in :meth:`~hpo_cli.core.methods.HypergradientMethod.check`, one it
+cannot read.
 
 The solver does not know where the products come from; the caller does not know how the
 solver iterates. Adding a solver means writing one such class in its own file (inside

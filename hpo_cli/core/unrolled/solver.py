@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -40,6 +41,7 @@ class Unrolled(HypergradientMethod):
         lr: the SGD step α of ``inner="sgd"``.
     """
 
+    name: ClassVar[str] = "unrolled"
     steps: int = 10
     gradient_checkpointing: bool = False
     inner: str = "configured"

@@ -20,9 +20,12 @@ from hpo_cli.analysis.solver_comparison import (
     neumann_step,
 )
 from hpo_cli.analysis.training_response import agreement
+from hpo_cli.core.first_order import FirstOrder, check_preconditioned
 from hpo_cli.core.hypergradient import Hypergradient
+from hpo_cli.core.methods import HyperLosses
 from hpo_cli.core.solvers import Exact
 from hpo_cli.core.unrolled import update_for
+from hpo_cli.data import Batch
 from hpo_cli.runner.errors import ConfigError
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.horizons import Horizon, horizon_rows, unroll_candidates
@@ -117,6 +120,7 @@ def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str
                     if "unrolled" in settings.solvers
                     else None
                 ),
+                first_order=lambda: first_order_estimate(exp, train_batch, val_batch),
             )
             rows = [compared(e, exact.grads) for e in [exact, *estimates]]
             rows += horizon_rows(exp, val_batch, exact, estimates)
@@ -126,9 +130,21 @@ def solver_comparison_rows(exp: Experiment, progress: Progress) -> list[dict[str
     return [{"outer_step": progress.outer_step, **asdict(row)} for row in rows]
 
 
+def first_order_estimate(exp: Experiment, train_batch: Batch, val_batch: Batch) -> Hypergradient:
+    """The first-order hypergradient (:class:`hpo_cli.core.first_order.FirstOrder`) on the two
+    batches with the run's inner optimiser's preconditioner as it is now."""
+    losses = HyperLosses(
+        training_loss=lambda: exp.hyper.training_loss(exp.model, train_batch, exp.criterion),
+        validation_loss=lambda: exp.hyper.validation_loss(exp.model, val_batch, exp.criterion),
+    )
+    hparams = list(exp.hyper.parameters())
+    return FirstOrder().hypergradient(exp.model, hparams, exp.joint.optimizer, losses, None)[0]
+
+
 def check_solver_comparison(exp: Experiment) -> None:
     """Refuse, before training, a comparison whose dense reference the model is too big for, or
-    whose unrolled candidates and references the inner optimiser cannot be unrolled for."""
+    whose unrolled candidates and references the inner optimiser cannot be unrolled for, or
+    whose first_order candidate cannot read its preconditioner."""
     settings = exp.settings.solver_comparison
     if not settings.every:
         return
@@ -137,6 +153,11 @@ def check_solver_comparison(exp: Experiment) -> None:
             update_for(exp.joint.optimizer)
         except ValueError as error:
             raise ConfigError(f"solver_comparison (horizons, unrolled): {error}") from error
+    if "first_order" in settings.solvers:
+        try:
+            check_preconditioned(exp.joint.optimizer)
+        except ValueError as error:
+            raise ConfigError(f"solver_comparison (first_order): {error}") from error
     size, limit = sum(p.numel() for p in exp.model.parameters()), Exact().max_dim
     if size > limit:
         raise ConfigError(

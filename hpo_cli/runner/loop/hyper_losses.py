@@ -56,10 +56,12 @@ def hyper_losses(exp: Experiment, train_batch: Batch, val_batch: Batch) -> Hyper
     )
 
 
-def check_unrolled(exp: Experiment) -> None:
+def check_method(exp: Experiment) -> None:
     """Refuse, before training, a method that cannot work with the inner optimiser
-    (``solver=unrolled`` with one it cannot unroll)."""
+    (``solver=unrolled`` with one it cannot unroll, ``solver=first_order`` with one whose
+    preconditioner it cannot read)."""
+    method = exp.joint.method
     try:
-        exp.joint.method.check(exp.joint.optimizer, list(exp.model.parameters()))
+        method.check(exp.joint.optimizer, list(exp.model.parameters()))
     except ValueError as error:
-        raise ConfigError(f"solver=unrolled: {error}") from error
+        raise ConfigError(f"solver={method.name}: {error}") from error

@@ -48,7 +48,7 @@ from hpo_cli.runner.loop.diagnostics import (
 )
 from hpo_cli.runner.loop.experiment import Experiment, RunSettings
 from hpo_cli.runner.loop.export import export_hyperparameters
-from hpo_cli.runner.loop.hyper_losses import check_unrolled, hyper_losses
+from hpo_cli.runner.loop.hyper_losses import check_method, hyper_losses
 from hpo_cli.runner.loop.precision import in_precision
 from hpo_cli.runner.loop.progress import Progress, RunFailed, RunInterrupted, phase
 from hpo_cli.runner.loop.shards import check_shards, draw
@@ -316,7 +316,7 @@ def run(
     settings, stopping = exp.settings, exp.stopping
     check_solver_comparison(exp)
     check_quality(exp)
-    check_unrolled(exp)
+    check_method(exp)
     check_shards(exp)
     metrics = files.metrics_log() if files is not None else None
     comparisons = None
