@@ -63,6 +63,7 @@ from benchmarks.common.harness import (
     write_report,
 )
 from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.plain_loop import TERMS, Loop, Vector, power_alpha
 from benchmarks.common.run_config import compose_config
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_problem
@@ -86,20 +87,12 @@ PROBLEMS: dict[str, tuple[str, ...]] = {
 synthetic MNIST-sized data, its hyper-steps on batches of 128, at a budget a CPU runs in minutes."""
 
 QUICK = ("outer_steps=3", "inner_steps=5", "model.hidden_sizes=[8]")
-POWER_STEPS = 10  # power iterations for the plain loop's α (hpo-run: 10 Lanczos steps)
-TERMS = 4  # Neumann terms, as hpo-run's default solver
 KINDS = ("hpo-run", "plain PyTorch")
 
 
 # --------------------------------------------------------------------------------------------
 # The plain loop
 # --------------------------------------------------------------------------------------------
-
-Vector = list[torch.Tensor]
-
-
-def dot(a: Vector, b: Vector) -> torch.Tensor:
-    return sum((x * y).sum() for x, y in zip(a, b, strict=True))
 
 
 def plain_hypergradient(
@@ -113,15 +106,9 @@ def plain_hypergradient(
     def hvp(x: Vector) -> Vector:
         return list(torch.autograd.grad(g, params, x, retain_graph=True))
 
-    x, largest = v, torch.zeros(())
-    for _ in range(POWER_STEPS):
-        norm = dot(x, x).sqrt()
-        x = [xi / norm for xi in x]
-        hx = hvp(x)
-        largest, x = dot(x, hx), hx
-    if not math.isfinite(float(largest)) or float(largest) <= 0:
+    alpha = power_alpha(hvp, v)
+    if alpha is None:
         return None
-    alpha = 1.0 / largest
     term, total = v, list(v)
     for _ in range(TERMS - 1):
         term = [t - alpha * h for t, h in zip(term, hvp(term), strict=True)]
@@ -130,72 +117,17 @@ def plain_hypergradient(
     return [-m for m in mixed]
 
 
-@torch.no_grad()
-def loss_and_error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
-    model.eval()
-    outputs = model(inputs)
-    model.train()
-    loss = float(F.cross_entropy(outputs, targets))
-    return loss, float((outputs.argmax(dim=1) != targets).float().mean())
+def plain_step(loop: Loop) -> Vector | None:
+    """The plain loop's hyper-step: :func:`plain_hypergradient` on the hyper-step's batches."""
+    train, val = loop.hyper_batches()
+    train_loss = loop.training_loss(train, loop.decay())
+    val_loss = F.cross_entropy(loop.model(val[0]), val[1])
+    return plain_hypergradient(loop.params, loop.thetas, train_loss, val_loss)
 
 
 def plain_run(cfg: DictConfig) -> dict[str, float]:
     """The hand-written loop (see the module docstring); its validation losses and test error."""
-    problem = build_problem(cfg)
-    model, data = problem.model, problem.data
-    params, thetas = list(model.parameters()), list(problem.hyper.parameters())
-    optimizer = torch.optim.Adam(params, **options(cfg.optimizer))
-    hyper_optimizer = torch.optim.RMSprop(thetas, **options(cfg.hyper_optimizer))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train, val = data.train, data.val
-
-    def batch(split: Any, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if size is None or size >= len(split.targets):
-            return split.inputs, split.targets
-        index = torch.randperm(len(split.targets), generator=generator)[:size]
-        index = index.to(split.inputs.device)
-        return split.inputs[index], split.targets[index]
-
-    def training_loss(x: torch.Tensor, y: torch.Tensor, decay: Vector) -> torch.Tensor:
-        penalty = torch.stack([(c * w.square()).sum() for c, w in zip(decay, params, strict=True)])
-        return F.cross_entropy(model(x), y) + penalty.sum()
-
-    val_losses = [loss_and_error(model, val.inputs, val.targets)[0]]
-    for _ in range(cfg.outer_steps):
-        with torch.no_grad():
-            decay = [F.softplus(theta) for theta in thetas]
-        for _ in range(cfg.inner_steps):
-            x, y = batch(train, cfg.batch_size)
-            optimizer.zero_grad(set_to_none=True)
-            training_loss(x, y, decay).backward()
-            optimizer.step()
-        x_train, y_train = batch(train, cfg.hyper_train_batch)
-        x_val, y_val = batch(val, cfg.hyper_val_batch)
-        decay = [F.softplus(theta) for theta in thetas]
-        grads = plain_hypergradient(
-            params,
-            thetas,
-            training_loss(x_train, y_train, decay),
-            F.cross_entropy(model(x_val), y_val),
-        )
-        if grads is not None:
-            hyper_optimizer.zero_grad(set_to_none=True)
-            for theta, grad in zip(thetas, grads, strict=True):
-                theta.grad = grad
-            hyper_optimizer.step()
-        val_losses.append(loss_and_error(model, val.inputs, val.targets)[0])
-    test_error = loss_and_error(model, data.test.inputs, data.test.targets)[1]
-    return {
-        "final_val_loss": val_losses[-1],
-        "best_val_loss": min(val_losses),
-        "test_error": test_error,
-    }
-
-
-def options(node: DictConfig) -> dict[str, Any]:
-    """An optimiser group's keyword arguments (without ``_target_``)."""
-    values = OmegaConf.to_container(node, resolve=True)
-    return {key: value for key, value in values.items() if not key.startswith("_")}
+    return Loop(cfg).run(plain_step)
 
 
 def hpo_run(cfg: DictConfig) -> dict[str, float]:
