@@ -33,21 +33,21 @@ alternate hpo-run / plain seed by seed. Output:
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
-import math
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.nn import functional as F
 
 from benchmarks.common.harness import (
@@ -63,8 +63,10 @@ from benchmarks.common.harness import (
     write_report,
 )
 from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.peer_adapters import add_peers_flag, peer_status, require_peers
 from benchmarks.common.plain_loop import TERMS, Loop, Vector, power_alpha
 from benchmarks.common.run_config import compose_config
+from benchmarks.end_to_end_peers import PEERS, betty_run, higher_run, torchopt_run
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_problem
 
@@ -87,7 +89,12 @@ PROBLEMS: dict[str, tuple[str, ...]] = {
 synthetic MNIST-sized data, its hyper-steps on batches of 128, at a budget a CPU runs in minutes."""
 
 QUICK = ("outer_steps=3", "inner_steps=5", "model.hidden_sizes=[8]")
-KINDS = ("hpo-run", "plain PyTorch")
+IFT_KINDS = ("hpo-run", "plain PyTorch", "torchopt", "betty")
+UNROLLED_KINDS = ("hpo-run unrolled", "higher")
+KINDS = IFT_KINDS + UNROLLED_KINDS
+KIND_OVERRIDES = {kind: ("solver=unrolled",) for kind in UNROLLED_KINDS}
+HPO_RUN = {"hpo-run": IFT_KINDS[1:], "hpo-run unrolled": UNROLLED_KINDS[1:]}
+"""Each hpo-run row and the rows that compute the same hypergradient by other code."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +158,10 @@ CHILDREN: dict[str, Callable[[DictConfig], dict[str, float]]] = {
     "setup": setup_only,
     "hpo-run": hpo_run,
     "plain PyTorch": plain_run,
+    "torchopt": torchopt_run,
+    "betty": betty_run,
+    "hpo-run unrolled": hpo_run,
+    "higher": higher_run,
 }
 
 
@@ -158,14 +169,18 @@ def child(kind: str, overrides: Sequence[str]) -> None:
     """One run in this process; one JSON line on stdout: its results, wall time and peak RSS."""
     cfg = compose_config(list(overrides))
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch's lazy imports (torch._dynamo)
-    start = time.perf_counter()
+    if kind in PEERS:
+        importlib.import_module(PEERS[kind])  # imported before the clock, as torch and hpo-cli
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torchopt's functorch.vjp
+    start, cpu = time.perf_counter(), time.process_time()
     results = CHILDREN[kind](cfg)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({**results, "wall_s": wall, "peak_rss_mib": peak_mib}))
+    print(json.dumps({**results, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_mib}))
 
 
 def spawn(kind: str, overrides: Sequence[str]) -> dict[str, Any]:
+    overrides = [*overrides, *KIND_OVERRIDES.get(kind, ())]
     command = [sys.executable, "-m", "benchmarks.end_to_end", "--child", kind, *overrides]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -180,11 +195,14 @@ def spawn(kind: str, overrides: Sequence[str]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
-        "end_to_end", "One HPO problem to the same budget by hpo-run and by a plain PyTorch loop."
+        "end_to_end",
+        "One HPO problem to the same budget by hpo-run, a plain PyTorch loop and the peers.",
     )
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="default")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND")
     parser.add_argument("--override", action="append", default=[], help="an hpo-run override")
+    add_peers_flag(parser)
     return parse_benchmark_args(parser, argv)
 
 
@@ -198,8 +216,52 @@ def run_overrides(args: argparse.Namespace, seed: int) -> list[str]:
     return chosen + list(args.override)
 
 
-def torchopt_status() -> str:
-    return "installed" if importlib.util.find_spec("torchopt") else "not installed: no row"
+def missing_peers(wanted: bool) -> dict[str, str]:
+    """The peer rows whose library does not import, with the reason; with ``wanted`` exit 1 in
+    one line when there are any."""
+    status = {kind: peer_status()[library] for kind, library in PEERS.items()}
+    require_peers(status, wanted)
+    return {kind: value for kind, value in status.items() if value.startswith("not available")}
+
+
+def medians(rows: list[dict[str, Any]], kinds: Sequence[str]) -> list[dict[str, Any]]:
+    """Per kind with runs, the median of each number over its seeds."""
+    summary = []
+    for kind in kinds:
+        own = [row for row in rows if row["kind"] == kind and "wall_s" in row]
+        if own:
+            numbers = pd.DataFrame(own).drop(columns=["seed"]).median(numeric_only=True)
+            summary.append({"kind": kind, "seed": "median", **numbers})
+    return summary
+
+
+def verdict(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """Per hpo-run row: its median wall time over that of the fastest row computing the same
+    hypergradient otherwise, with both median final validation losses."""
+    notes = []
+    by_kind = {row["kind"]: row for row in summary}
+    for ours, others in HPO_RUN.items():
+        rivals = [by_kind[kind] for kind in others if kind in by_kind]
+        if ours not in by_kind or not rivals:
+            continue
+        own, rival = by_kind[ours], min(rivals, key=lambda row: row["wall_s"])
+        notes.append(
+            f"{ours} ÷ fastest other ({rival['kind']}): {own['wall_s'] / rival['wall_s']:.2f}× "
+            f"wall time, {own['cpu_s'] / rival['cpu_s']:.2f}× CPU time, at final validation "
+            f"loss {own['final_val_loss']:.4f} against {rival['final_val_loss']:.4f} (medians)."
+        )
+    return notes
+
+
+METHODS = {
+    "setup (build only)": "–",
+    "hpo-run": "IFT, Neumann 4 terms, α by Lanczos",
+    "plain PyTorch": "IFT, Neumann 4 terms, α by power it.",
+    "torchopt": "IFT, custom_root + solve_inv(ns)",
+    "betty": "IFT, Engine + neumann",
+    "hpo-run unrolled": "unrolled Adam, K = solver.steps",
+    "higher": "unrolled Adam (innerloop_ctx)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,33 +269,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         child(sys.argv[2], sys.argv[3:])
         return 0
     args = parse_args(argv)
+    missing = missing_peers(args.peers)
     command = benchmark_command("end_to_end", argv)
     start = CpuSnapshot.now()
-    rows = []
+    kinds = [kind for kind in KINDS if kind in args.kinds]
+    running = [kind for kind in kinds if kind not in missing]
+    rows: list[dict[str, Any]] = []
     setup = spawn("setup", run_overrides(args, args.seeds[0]))
     rows.append({"kind": "setup (build only)", "seed": args.seeds[0], **setup})
-    for seed in args.seeds:
-        kinds = KINDS if seed % 2 == 0 else KINDS[::-1]
-        for kind in kinds:
+    for index, seed in enumerate(args.seeds):
+        shift = index % len(running)  # each kind starts a seed's round in turn
+        for kind in running[shift:] + running[:shift]:
             log(f"end to end: {kind}, seed {seed}")
             rows.append({"kind": kind, "seed": seed, **spawn(kind, run_overrides(args, seed))})
     for row in rows:
         row["above_setup_mib"] = row["peak_rss_mib"] - setup["peak_rss_mib"]
-    for kind in KINDS:
-        own = pd.DataFrame([row for row in rows if row["kind"] == kind]).drop(columns="seed")
-        rows.append({"kind": kind, "seed": "median", **own.median(numeric_only=True)})
+    rows.sort(key=lambda row: KINDS.index(row["kind"]) if row["kind"] in KINDS else -1)
+    summary = medians(rows, running)
+    rows += summary + [{"kind": kind, "seed": "missing"} for kind in kinds if kind in missing]
+    for row in rows:
+        row["method"] = METHODS[row["kind"]]
     end = CpuSnapshot.now()
     cfg = compose_config(run_overrides(args, args.seeds[0]))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # the children's count, for the machine table
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    unrolled = compose_config([*run_overrides(args, args.seeds[0]), "solver=unrolled"])
     table = Table(
         section="9",
         title=f"9. End to end, {args.problem}: {describe(cfg)}",
         columns=[
             Column("kind", "run"),
+            Column("method", "hypergradient"),
             Column("seed", "seed"),
             Column("wall_s", "wall s", lambda v: f"{v:.1f}"),
+            Column("cpu_s", "CPU s", lambda v: f"{v:.1f}"),
             Column("final_val_loss", "final val loss", lambda v: f"{v:.4f}"),
             Column("best_val_loss", "best val loss", lambda v: f"{v:.4f}"),
             Column("test_error", "test error", lambda v: f"{v:.3f}"),
@@ -242,22 +312,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         rows=rows,
         notes=[
-            "Wall time: the build and the training in the child process (not the interpreter's "
-            "start). hpo-run also evaluates every split after every outer step, checkpoints "
-            "every 10 and writes metrics.csv; the plain loop evaluates the validation split "
-            "after every outer step and the test split at the end.",
+            "Wall and CPU time (the child's, all threads): the build and the training in the "
+            "child process (not the interpreter's start nor the imports). hpo-run also "
+            "evaluates every split after every outer step, checkpoints every 10 and writes "
+            "metrics.csv; the other rows evaluate the validation split after every outer step "
+            "and the test split at the end.",
             "Peak RSS: the child's maximum resident memory (interpreter and torch included; "
             "the setup row is the floor).",
-            f"torchopt: {torchopt_status()}.",
+            f"Unrolled rows: K = {unrolled.solver.steps} differentiable Adam steps per "
+            "hyper-step (solver=unrolled).",
+            *verdict(summary),
+            "Peers missing (not installed): "
+            + (", ".join(f"{kind} ({reason})" for kind, reason in missing.items()) or "none")
+            + ".",
         ],
     )
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     run = BenchmarkRun(command, device, sizes, args.quick, start, end)
     stem = f"end_to_end_{args.problem}_{device.type}" + ("_quick" if args.quick else "")
     timer = "one run per child process, time.perf_counter around the build and the training"
-    write_report(
-        args.out, stem, "hpo-run against a plain PyTorch loop", run, [table], cfg.dtype, timer
-    )
+    title = "hpo-run against a plain PyTorch loop, torchopt, betty and higher"
+    write_report(args.out, stem, title, run, [table], cfg.dtype, timer)
     return 0
 
 

@@ -64,7 +64,9 @@ def torchopt_hypergradient(loop: Loop, train: Batch, val: Batch) -> Vector | Non
     names = [name for name, _ in loop.model.named_parameters()]
 
     def at(weights: tuple[torch.Tensor, ...]) -> Any:
-        return lambda x: torch.func.functional_call(loop.model, dict(zip(names, weights)), (x,))
+        return lambda x: torch.func.functional_call(
+            loop.model, dict(zip(names, weights, strict=True)), (x,)
+        )
 
     def objective(weights: tuple, thetas: tuple, x: torch.Tensor, y: torch.Tensor):
         decay = [F.softplus(theta) for theta in thetas]
