@@ -219,7 +219,8 @@ def run_overrides(args: argparse.Namespace, seed: int) -> list[str]:
 def missing_peers(wanted: bool) -> dict[str, str]:
     """The peer rows whose library does not import, with the reason; with ``wanted`` exit 1 in
     one line when there are any."""
-    status = {kind: peer_status()[library] for kind, library in PEERS.items()}
+    libraries = peer_status()
+    status = {kind: libraries[library] for kind, library in PEERS.items()}
     require_peers(status, wanted)
     return {kind: value for kind, value in status.items() if value.startswith("not available")}
 
