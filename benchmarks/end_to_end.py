@@ -1,4 +1,5 @@
-"""End to end: one HPO problem run to the same budget by ``hpo-run`` and by a plain PyTorch loop.
+"""End to end: one HPO problem run to the same budget by ``hpo-run``, by a plain PyTorch loop
+and by the peers (torchopt, betty, higher) as their users write it.
 
 Run from the repository root::
 
@@ -6,27 +7,34 @@ Run from the repository root::
     python -m benchmarks.end_to_end --quick               # a smoke run in seconds
     python -m benchmarks.end_to_end --problem mlp         # MLP 784-256-256-10, per-weight decay
     python -m benchmarks.end_to_end --seeds 0 1 --threads 1 --out /tmp/bench
+    python -m benchmarks.end_to_end --peers               # exit 1 in one line if a peer is missing
+    python -m benchmarks.end_to_end --kinds hpo-run torchopt
 
-Both sides solve the same problem from the same start: the data, the initial weights and θ are
+Every row solves the same problem from the same start: the data, the initial weights and θ are
 built by ``hpo_cli.runner.config.build.build_problem`` from the same configuration and seed, the
-inner mini-batches are drawn by a generator seeded alike, and both take ``outer_steps`` ×
+mini-batches are drawn by a generator seeded alike, and every row takes ``outer_steps`` ×
 ``inner_steps`` inner steps (Adam on L_t = mean cross-entropy + Σ softplus(θ)·w²) and
-``outer_steps`` hyper-steps (RMSprop on θ) on the whole training and validation splits.
+``outer_steps`` hyper-steps (RMSprop on θ) on the hyper-step's batches.
 
 * ``hpo-run``: the runner itself (``hpo_cli.runner.cli.command.train``, as ``hpo-run`` calls it,
   ``plots=false``): Neumann with 4 terms, α = 1/λ̂max from 10 Lanczos steps, the residual check,
   every split evaluated after every outer step, a checkpoint every 10, ``metrics.csv``.
-* plain PyTorch: the loop one writes by hand, no hpo-cli code inside: the same inner steps; the
-  IFT hypergradient −(∂²L_t/∂θ∂w)·p with p = α Σ_{k<4} (I − αH)^k ∂L_v/∂w (3 Hessian-vector
-  products), α = 1/λ̂max from 10 steps of power iteration; the validation split evaluated after
-  every outer step, the test split at the end. With torchopt installed, its implicit
-  differentiation would be a third row; it is listed as missing otherwise.
+* plain PyTorch: the loop one writes by hand (:mod:`benchmarks.common.plain_loop`), no hpo-cli
+  code inside: the same inner steps; the IFT hypergradient −(∂²L_t/∂θ∂w)·p with
+  p = α Σ_{k<4} (I − αH)^k ∂L_v/∂w (3 Hessian-vector products), α = 1/λ̂max from 10 steps of
+  power iteration; the validation split evaluated after every outer step, the test split at
+  the end.
+* torchopt, betty: the same IFT (4 terms, α from the same power iterations) through
+  torchopt's ``custom_root`` and betty's ``Engine`` (:mod:`benchmarks.end_to_end_peers`).
+* ``hpo-run unrolled`` and higher: ``solver=unrolled`` (K differentiable Adam steps from the
+  current state) by the runner and by ``higher.innerloop_ctx`` in the plain loop.
 
+A peer that does not import is listed as missing (``--peers``: exit 1 in one line instead).
 Each run is a child process of its own, so its peak resident memory (``ru_maxrss``) is its own;
 the "setup" row is a child that only builds the problem (interpreter, torch, data, model), the
-floor under both. Wall time runs from before the build to the end of training, after torch's
-lazy imports (the first optimiser imports ``torch._dynamo``: seconds on a busy machine). Runs
-alternate hpo-run / plain seed by seed. Output:
+floor under all. Wall and CPU time run from before the build to the end of training, after
+torch's lazy imports (the first optimiser imports ``torch._dynamo``: seconds on a busy machine)
+and the peer's import. Each seed's round starts at the next kind in turn. Output:
 ``<out>/end_to_end_<problem>_<device>[_quick].{md,csv}``.
 """
 
