@@ -3,7 +3,8 @@
 with the same α, higher the unrolled hypergradient of ``solver=unrolled`` (``Unrolled``), each on
 a tiny float64 problem after a few inner steps. The same method with the same α on the same
 batches agrees to rounding, far below the method's own error (the 4-term series against the
-exact solve: above 1e-3 here), so the IFT tests assert agreement to 1e-8 relative."""
+exact solve: above 1e-3 here), so the IFT tests assert agreement to 1e-8 relative. The peers
+are the optional bench extra (``make install-bench``): a test whose peer is missing is skipped."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def hpo_cli_neumann(loop: Loop, train: Batch, val: Batch, alpha: float | None) -
 
 
 def test_torchopts_custom_root_is_hpo_clis_neumann_hypergradient():
+    pytest.importorskip("torchopt", reason="the optional bench extra")
     loop = tiny_loop()
     train, val = loop.hyper_batches()
     alpha = neumann_alpha(
@@ -78,6 +80,7 @@ def test_torchopts_custom_root_is_hpo_clis_neumann_hypergradient():
 def test_bettys_engine_steps_theta_by_hpo_clis_neumann_hypergradient():
     """One outer step with SGD of step 1 on θ: θ moves by minus betty's hypergradient, taken on
     the inner problem's last mini-batch and the whole validation split with the α it set."""
+    pytest.importorskip("betty", reason="installed by make install-bench", exc_type=ImportError)
     loop = tiny_loop("outer_steps=1")
     loop.hyper_optimizer = torch.optim.SGD(loop.thetas, lr=1.0)
     before = [theta.detach().clone() for theta in loop.thetas]
@@ -99,6 +102,7 @@ def test_highers_unrolled_adam_is_hpo_clis_unrolled_hypergradient():
     not torch's made void: ε (higher adds it to √v before the bias correction, torch after; here
     1e-30) and the step count (torch keeps it as a float32 tensor, so higher's bias corrections
     β^t are float32: 1e-5 relative on this problem; here made float64)."""
+    pytest.importorskip("higher", reason="the optional bench extra")
     loop = tiny_loop("optimizer.eps=1e-30")
     for state in loop.optimizer.state.values():
         state["step"] = state["step"].double()
