@@ -80,6 +80,7 @@ bench-peers: install
 	$(BIN)/python -m benchmarks.peers --peers $(ARGS)
 	$(BIN)/python -m benchmarks.solvers_in_the_loop --peers $(ARGS)
 	$(BIN)/python -m benchmarks.solvers_in_the_loop --frontier --peers $(ARGS)
+	$(BIN)/python -m benchmarks.end_to_end --peers $(ARGS)
 
 # On a machine with an NVIDIA GPU: the default experiment, ResNet-18, the quick benchmarks and
 # the 10^7-weight scaling point on CUDA (exit 1 on any failure; without a GPU, one line, exit 2).

@@ -1,4 +1,5 @@
-"""End to end: one HPO problem run to the same budget by ``hpo-run`` and by a plain PyTorch loop.
+"""End to end: one HPO problem run to the same budget by ``hpo-run``, by a plain PyTorch loop
+and by the peers (torchopt, betty, higher) as their users write it.
 
 Run from the repository root::
 
@@ -6,48 +7,55 @@ Run from the repository root::
     python -m benchmarks.end_to_end --quick               # a smoke run in seconds
     python -m benchmarks.end_to_end --problem mlp         # MLP 784-256-256-10, per-weight decay
     python -m benchmarks.end_to_end --seeds 0 1 --threads 1 --out /tmp/bench
+    python -m benchmarks.end_to_end --peers               # exit 1 in one line if a peer is missing
+    python -m benchmarks.end_to_end --kinds hpo-run torchopt
 
-Both sides solve the same problem from the same start: the data, the initial weights and θ are
+Every row solves the same problem from the same start: the data, the initial weights and θ are
 built by ``hpo_cli.runner.config.build.build_problem`` from the same configuration and seed, the
-inner mini-batches are drawn by a generator seeded alike, and both take ``outer_steps`` ×
+mini-batches are drawn by a generator seeded alike, and every row takes ``outer_steps`` ×
 ``inner_steps`` inner steps (Adam on L_t = mean cross-entropy + Σ softplus(θ)·w²) and
-``outer_steps`` hyper-steps (RMSprop on θ) on the whole training and validation splits.
+``outer_steps`` hyper-steps (RMSprop on θ) on the hyper-step's batches.
 
 * ``hpo-run``: the runner itself (``hpo_cli.runner.cli.command.train``, as ``hpo-run`` calls it,
   ``plots=false``): Neumann with 4 terms, α = 1/λ̂max from 10 Lanczos steps, the residual check,
   every split evaluated after every outer step, a checkpoint every 10, ``metrics.csv``.
-* plain PyTorch: the loop one writes by hand, no hpo-cli code inside: the same inner steps; the
-  IFT hypergradient −(∂²L_t/∂θ∂w)·p with p = α Σ_{k<4} (I − αH)^k ∂L_v/∂w (3 Hessian-vector
-  products), α = 1/λ̂max from 10 steps of power iteration; the validation split evaluated after
-  every outer step, the test split at the end. With torchopt installed, its implicit
-  differentiation would be a third row; it is listed as missing otherwise.
+* plain PyTorch: the loop one writes by hand (:mod:`benchmarks.common.plain_loop`), no hpo-cli
+  code inside: the same inner steps; the IFT hypergradient −(∂²L_t/∂θ∂w)·p with
+  p = α Σ_{k<4} (I − αH)^k ∂L_v/∂w (3 Hessian-vector products), α = 1/λ̂max from 10 steps of
+  power iteration; the validation split evaluated after every outer step, the test split at
+  the end.
+* torchopt, betty: the same IFT (4 terms, α from the same power iterations) through
+  torchopt's ``custom_root`` and betty's ``Engine`` (:mod:`benchmarks.end_to_end_peers`).
+* ``hpo-run unrolled`` and higher: ``solver=unrolled`` (K differentiable Adam steps from the
+  current state) by the runner and by ``higher.innerloop_ctx`` in the plain loop.
 
+A peer that does not import is listed as missing (``--peers``: exit 1 in one line instead).
 Each run is a child process of its own, so its peak resident memory (``ru_maxrss``) is its own;
 the "setup" row is a child that only builds the problem (interpreter, torch, data, model), the
-floor under both. Wall time runs from before the build to the end of training, after torch's
-lazy imports (the first optimiser imports ``torch._dynamo``: seconds on a busy machine). Runs
-alternate hpo-run / plain seed by seed. Output:
+floor under all. Wall and CPU time run from before the build to the end of training, after
+torch's lazy imports (the first optimiser imports ``torch._dynamo``: seconds on a busy machine)
+and the peer's import. Each seed's round starts at the next kind in turn. Output:
 ``<out>/end_to_end_<problem>_<device>[_quick].{md,csv}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
-import math
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.nn import functional as F
 
 from benchmarks.common.harness import (
@@ -63,7 +71,10 @@ from benchmarks.common.harness import (
     write_report,
 )
 from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.peer_adapters import add_peers_flag, peer_status, require_peers
+from benchmarks.common.plain_loop import TERMS, Loop, Vector, power_alpha
 from benchmarks.common.run_config import compose_config
+from benchmarks.end_to_end_peers import PEERS, betty_run, higher_run, torchopt_run
 from hpo_cli.runner.cli.command import train
 from hpo_cli.runner.config.build import build_problem
 
@@ -86,20 +97,17 @@ PROBLEMS: dict[str, tuple[str, ...]] = {
 synthetic MNIST-sized data, its hyper-steps on batches of 128, at a budget a CPU runs in minutes."""
 
 QUICK = ("outer_steps=3", "inner_steps=5", "model.hidden_sizes=[8]")
-POWER_STEPS = 10  # power iterations for the plain loop's α (hpo-run: 10 Lanczos steps)
-TERMS = 4  # Neumann terms, as hpo-run's default solver
-KINDS = ("hpo-run", "plain PyTorch")
+IFT_KINDS = ("hpo-run", "plain PyTorch", "torchopt", "betty")
+UNROLLED_KINDS = ("hpo-run unrolled", "higher")
+KINDS = IFT_KINDS + UNROLLED_KINDS
+KIND_OVERRIDES = {kind: ("solver=unrolled",) for kind in UNROLLED_KINDS}
+HPO_RUN = {"hpo-run": IFT_KINDS[1:], "hpo-run unrolled": UNROLLED_KINDS[1:]}
+"""Each hpo-run row and the rows that compute the same hypergradient by other code."""
 
 
 # --------------------------------------------------------------------------------------------
 # The plain loop
 # --------------------------------------------------------------------------------------------
-
-Vector = list[torch.Tensor]
-
-
-def dot(a: Vector, b: Vector) -> torch.Tensor:
-    return sum((x * y).sum() for x, y in zip(a, b, strict=True))
 
 
 def plain_hypergradient(
@@ -113,15 +121,9 @@ def plain_hypergradient(
     def hvp(x: Vector) -> Vector:
         return list(torch.autograd.grad(g, params, x, retain_graph=True))
 
-    x, largest = v, torch.zeros(())
-    for _ in range(POWER_STEPS):
-        norm = dot(x, x).sqrt()
-        x = [xi / norm for xi in x]
-        hx = hvp(x)
-        largest, x = dot(x, hx), hx
-    if not math.isfinite(float(largest)) or float(largest) <= 0:
+    alpha = power_alpha(hvp, v)
+    if alpha is None:
         return None
-    alpha = 1.0 / largest
     term, total = v, list(v)
     for _ in range(TERMS - 1):
         term = [t - alpha * h for t, h in zip(term, hvp(term), strict=True)]
@@ -130,72 +132,17 @@ def plain_hypergradient(
     return [-m for m in mixed]
 
 
-@torch.no_grad()
-def loss_and_error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor):
-    model.eval()
-    outputs = model(inputs)
-    model.train()
-    loss = float(F.cross_entropy(outputs, targets))
-    return loss, float((outputs.argmax(dim=1) != targets).float().mean())
+def plain_step(loop: Loop) -> Vector | None:
+    """The plain loop's hyper-step: :func:`plain_hypergradient` on the hyper-step's batches."""
+    train, val = loop.hyper_batches()
+    train_loss = loop.training_loss(train, loop.decay())
+    val_loss = F.cross_entropy(loop.model(val[0]), val[1])
+    return plain_hypergradient(loop.params, loop.thetas, train_loss, val_loss)
 
 
 def plain_run(cfg: DictConfig) -> dict[str, float]:
     """The hand-written loop (see the module docstring); its validation losses and test error."""
-    problem = build_problem(cfg)
-    model, data = problem.model, problem.data
-    params, thetas = list(model.parameters()), list(problem.hyper.parameters())
-    optimizer = torch.optim.Adam(params, **options(cfg.optimizer))
-    hyper_optimizer = torch.optim.RMSprop(thetas, **options(cfg.hyper_optimizer))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    train, val = data.train, data.val
-
-    def batch(split: Any, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if size is None or size >= len(split.targets):
-            return split.inputs, split.targets
-        index = torch.randperm(len(split.targets), generator=generator)[:size]
-        index = index.to(split.inputs.device)
-        return split.inputs[index], split.targets[index]
-
-    def training_loss(x: torch.Tensor, y: torch.Tensor, decay: Vector) -> torch.Tensor:
-        penalty = torch.stack([(c * w.square()).sum() for c, w in zip(decay, params, strict=True)])
-        return F.cross_entropy(model(x), y) + penalty.sum()
-
-    val_losses = [loss_and_error(model, val.inputs, val.targets)[0]]
-    for _ in range(cfg.outer_steps):
-        with torch.no_grad():
-            decay = [F.softplus(theta) for theta in thetas]
-        for _ in range(cfg.inner_steps):
-            x, y = batch(train, cfg.batch_size)
-            optimizer.zero_grad(set_to_none=True)
-            training_loss(x, y, decay).backward()
-            optimizer.step()
-        x_train, y_train = batch(train, cfg.hyper_train_batch)
-        x_val, y_val = batch(val, cfg.hyper_val_batch)
-        decay = [F.softplus(theta) for theta in thetas]
-        grads = plain_hypergradient(
-            params,
-            thetas,
-            training_loss(x_train, y_train, decay),
-            F.cross_entropy(model(x_val), y_val),
-        )
-        if grads is not None:
-            hyper_optimizer.zero_grad(set_to_none=True)
-            for theta, grad in zip(thetas, grads, strict=True):
-                theta.grad = grad
-            hyper_optimizer.step()
-        val_losses.append(loss_and_error(model, val.inputs, val.targets)[0])
-    test_error = loss_and_error(model, data.test.inputs, data.test.targets)[1]
-    return {
-        "final_val_loss": val_losses[-1],
-        "best_val_loss": min(val_losses),
-        "test_error": test_error,
-    }
-
-
-def options(node: DictConfig) -> dict[str, Any]:
-    """An optimiser group's keyword arguments (without ``_target_``)."""
-    values = OmegaConf.to_container(node, resolve=True)
-    return {key: value for key, value in values.items() if not key.startswith("_")}
+    return Loop(cfg).run(plain_step)
 
 
 def hpo_run(cfg: DictConfig) -> dict[str, float]:
@@ -219,6 +166,10 @@ CHILDREN: dict[str, Callable[[DictConfig], dict[str, float]]] = {
     "setup": setup_only,
     "hpo-run": hpo_run,
     "plain PyTorch": plain_run,
+    "torchopt": torchopt_run,
+    "betty": betty_run,
+    "hpo-run unrolled": hpo_run,
+    "higher": higher_run,
 }
 
 
@@ -226,14 +177,18 @@ def child(kind: str, overrides: Sequence[str]) -> None:
     """One run in this process; one JSON line on stdout: its results, wall time and peak RSS."""
     cfg = compose_config(list(overrides))
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch's lazy imports (torch._dynamo)
-    start = time.perf_counter()
+    if kind in PEERS:
+        importlib.import_module(PEERS[kind])  # imported before the clock, as torch and hpo-cli
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torchopt's functorch.vjp
+    start, cpu = time.perf_counter(), time.process_time()
     results = CHILDREN[kind](cfg)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({**results, "wall_s": wall, "peak_rss_mib": peak_mib}))
+    print(json.dumps({**results, "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_mib}))
 
 
 def spawn(kind: str, overrides: Sequence[str]) -> dict[str, Any]:
+    overrides = [*overrides, *KIND_OVERRIDES.get(kind, ())]
     command = [sys.executable, "-m", "benchmarks.end_to_end", "--child", kind, *overrides]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -248,11 +203,14 @@ def spawn(kind: str, overrides: Sequence[str]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = benchmark_parser(
-        "end_to_end", "One HPO problem to the same budget by hpo-run and by a plain PyTorch loop."
+        "end_to_end",
+        "One HPO problem to the same budget by hpo-run, a plain PyTorch loop and the peers.",
     )
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="default")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), metavar="KIND")
     parser.add_argument("--override", action="append", default=[], help="an hpo-run override")
+    add_peers_flag(parser)
     return parse_benchmark_args(parser, argv)
 
 
@@ -266,8 +224,55 @@ def run_overrides(args: argparse.Namespace, seed: int) -> list[str]:
     return chosen + list(args.override)
 
 
-def torchopt_status() -> str:
-    return "installed" if importlib.util.find_spec("torchopt") else "not installed: no row"
+def missing_peers(wanted: bool) -> dict[str, str]:
+    """The peer rows whose library does not import, with the reason; with ``wanted`` exit 1 in
+    one line when there are any."""
+    libraries = peer_status()
+    status = {kind: libraries[library] for kind, library in PEERS.items()}
+    require_peers(status, wanted)
+    return {kind: value for kind, value in status.items() if value.startswith("not available")}
+
+
+def medians(rows: list[dict[str, Any]], kinds: Sequence[str]) -> list[dict[str, Any]]:
+    """Per kind with runs, the median of each number over its seeds."""
+    summary = []
+    for kind in kinds:
+        own = [row for row in rows if row["kind"] == kind and "wall_s" in row]
+        if own:
+            numbers = pd.DataFrame(own).drop(columns=["seed"]).median(numeric_only=True)
+            summary.append({"kind": kind, "seed": "median", **numbers})
+    return summary
+
+
+def verdict(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """Per hpo-run row: its median CPU and wall time over those of the row computing the same
+    hypergradient otherwise with the least median CPU time (the fairer clock on a shared
+    machine), with both median final validation losses."""
+    notes = []
+    by_kind = {row["kind"]: row for row in summary}
+    for ours, others in HPO_RUN.items():
+        rivals = [by_kind[kind] for kind in others if kind in by_kind]
+        if ours not in by_kind or not rivals:
+            continue
+        own, rival = by_kind[ours], min(rivals, key=lambda row: row["cpu_s"])
+        notes.append(
+            f"{ours} ÷ fastest other in CPU time ({rival['kind']}): "
+            f"{own['cpu_s'] / rival['cpu_s']:.2f}× CPU time, "
+            f"{own['wall_s'] / rival['wall_s']:.2f}× wall time, at final validation loss "
+            f"{own['final_val_loss']:.4f} against {rival['final_val_loss']:.4f} (medians)."
+        )
+    return notes
+
+
+METHODS = {
+    "setup (build only)": "–",
+    "hpo-run": "IFT, Neumann 4 terms, α by Lanczos",
+    "plain PyTorch": "IFT, Neumann 4 terms, α by power it.",
+    "torchopt": "IFT, custom_root + solve_inv(ns)",
+    "betty": "IFT, Engine + neumann",
+    "hpo-run unrolled": "unrolled Adam, K = solver.steps",
+    "higher": "unrolled Adam (innerloop_ctx)",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,33 +280,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         child(sys.argv[2], sys.argv[3:])
         return 0
     args = parse_args(argv)
+    missing = missing_peers(args.peers)
     command = benchmark_command("end_to_end", argv)
     start = CpuSnapshot.now()
-    rows = []
+    kinds = [kind for kind in KINDS if kind in args.kinds]
+    running = [kind for kind in kinds if kind not in missing]
+    rows: list[dict[str, Any]] = []
     setup = spawn("setup", run_overrides(args, args.seeds[0]))
     rows.append({"kind": "setup (build only)", "seed": args.seeds[0], **setup})
-    for seed in args.seeds:
-        kinds = KINDS if seed % 2 == 0 else KINDS[::-1]
-        for kind in kinds:
+    for index, seed in enumerate(args.seeds):
+        shift = index % len(running)  # each kind starts a seed's round in turn
+        for kind in running[shift:] + running[:shift]:
             log(f"end to end: {kind}, seed {seed}")
             rows.append({"kind": kind, "seed": seed, **spawn(kind, run_overrides(args, seed))})
     for row in rows:
         row["above_setup_mib"] = row["peak_rss_mib"] - setup["peak_rss_mib"]
-    for kind in KINDS:
-        own = pd.DataFrame([row for row in rows if row["kind"] == kind]).drop(columns="seed")
-        rows.append({"kind": kind, "seed": "median", **own.median(numeric_only=True)})
+    rows.sort(key=lambda row: KINDS.index(row["kind"]) if row["kind"] in KINDS else -1)
+    summary = medians(rows, running)
+    rows += summary + [{"kind": kind, "seed": "missing"} for kind in kinds if kind in missing]
+    for row in rows:
+        row["method"] = METHODS[row["kind"]]
     end = CpuSnapshot.now()
     cfg = compose_config(run_overrides(args, args.seeds[0]))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # the children's count, for the machine table
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    unrolled = compose_config([*run_overrides(args, args.seeds[0]), "solver=unrolled"])
     table = Table(
         section="9",
         title=f"9. End to end, {args.problem}: {describe(cfg)}",
         columns=[
             Column("kind", "run"),
+            Column("method", "hypergradient"),
             Column("seed", "seed"),
             Column("wall_s", "wall s", lambda v: f"{v:.1f}"),
+            Column("cpu_s", "CPU s", lambda v: f"{v:.1f}"),
             Column("final_val_loss", "final val loss", lambda v: f"{v:.4f}"),
             Column("best_val_loss", "best val loss", lambda v: f"{v:.4f}"),
             Column("test_error", "test error", lambda v: f"{v:.3f}"),
@@ -310,22 +323,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
         rows=rows,
         notes=[
-            "Wall time: the build and the training in the child process (not the interpreter's "
-            "start). hpo-run also evaluates every split after every outer step, checkpoints "
-            "every 10 and writes metrics.csv; the plain loop evaluates the validation split "
-            "after every outer step and the test split at the end.",
+            "Wall and CPU time (the child's, all threads): the build and the training in the "
+            "child process (not the interpreter's start nor the imports). hpo-run also "
+            "evaluates every split after every outer step, checkpoints every 10 and writes "
+            "metrics.csv; the other rows evaluate the validation split after every outer step "
+            "and the test split at the end.",
             "Peak RSS: the child's maximum resident memory (interpreter and torch included; "
             "the setup row is the floor).",
-            f"torchopt: {torchopt_status()}.",
+            f"Unrolled rows: K = {unrolled.solver.steps} differentiable Adam steps per "
+            "hyper-step (solver=unrolled).",
+            *verdict(summary),
+            "Peers missing (not installed): "
+            + (", ".join(f"{kind} ({reason})" for kind, reason in missing.items()) or "none")
+            + ".",
         ],
     )
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     run = BenchmarkRun(command, device, sizes, args.quick, start, end)
     stem = f"end_to_end_{args.problem}_{device.type}" + ("_quick" if args.quick else "")
     timer = "one run per child process, time.perf_counter around the build and the training"
-    write_report(
-        args.out, stem, "hpo-run against a plain PyTorch loop", run, [table], cfg.dtype, timer
-    )
+    title = "hpo-run against a plain PyTorch loop, torchopt, betty and higher"
+    write_report(args.out, stem, title, run, [table], cfg.dtype, timer)
     return 0
 
 
