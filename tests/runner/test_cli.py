@@ -205,7 +205,7 @@ OWN_MODEL = "tests.support.own_problem.WideNet"
         ),
         (["optimizer.learning_rate=0.1"], ["valid keys of optimizer: betas, eps, lr,"]),
         (["optimzer.lr=0.1"], ["did you mean optimizer.lr?"]),
-        (["solver=neuman"], ["did you mean neumann?", "cg, exact, identity, neumann"]),
+        (["solver=neuman"], ["did you mean neumann?", "cg, exact, first_order, identity, neumann"]),
         (["model=wide"], ["hpo-run --config-dir DIR model=wide", "model/wide.yaml"]),
         (["--config-dir", "CONF", "model=wide"], ["it must be model/wide.yaml in CONF"]),
         (

@@ -143,7 +143,7 @@ def test_cfg_job_shows_a_resumed_runs_configuration_and_writes_nothing(run_copy,
     [
         (["optimzer.lr=1"], "Key 'optimzer' not in 'RunConfig'"),
         (["outer_steps=abc"], "'abc' of type 'str' could not be converted to Integer"),
-        (["solver=newton"], "available options in 'solver': cg, exact, identity, neumann"),
+        (["solver=newton"], "available options in 'solver': cg, exact, first_order, identity, neumann"),
         (["solver=base_cg"], "solver=base_cg is an internal schema"),
         (["+foo=1"], "foo is not a top-level configuration key"),
         (["-m", "solver=neumann,newton"], "Could not find 'solver/newton'"),
@@ -328,7 +328,7 @@ def test_help_lists_options_without_internal_schemas_and_describes_every_key(cap
     assert hpo_run("--help") == 0
     text = capsys.readouterr().out
     assert "base_" not in text and "hessian_experiment" not in text
-    assert "solver           cg, exact, identity, neumann*" in text
+    assert "solver           cg, exact, first_order, identity, neumann*" in text
     for key in ("seed", "outer_steps", "inner_steps", "max_skipped_fraction", "plots"):
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key} "))
         assert line.split("]", 1)[1].strip(), f"{key} has no description"
