@@ -241,8 +241,8 @@ def section_bare(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
             ]
     notes = [
         f"The runner's inner phase over the bare loop: {'; '.join(verdicts)}.",
-        f"Each statement: {steps} inner steps (one outer step's); the bare loop uses "
-        "F.cross_entropy (mean) where the runner averages its per-example criterion.",
+        f"Each statement: {steps} inner steps (one outer step's); both use F.cross_entropy's "
+        "fused mean (hpo_cli.data.tasks.mean_loss).",
     ]
     if "cpu" not in clocks:
         notes.append("Thread CPU time only on the CPU with --threads 1.")

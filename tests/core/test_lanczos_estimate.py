@@ -158,8 +158,9 @@ def test_the_krylov_sum_holds_in_float32_after_orthogonality_is_lost():
     values = [*torch.linspace(0.1, 1.0, 199).tolist(), 50.0]
     matrix = symmetric(values, seed=5).float()
     b = torch.ones(200)
-    run = lanczos_extremes(matvec_of(matrix), [b], 30, keep_basis=31)
-    assert abs(float(run.basis[0][0] @ run.basis[29][0])) > 1e-4  # orthogonality lost
+    run = lanczos_extremes(matvec_of(matrix), [b], 30, keep_basis=30)
+    (q_1, *_, q_30), scales = run.leading(30)
+    assert abs(float(q_1[0] @ q_30[0]) * scales[0]) > 1e-4  # orthogonality lost
     x, info = Neumann(terms=21, lanczos_iterations=30, krylov_series=True)(matvec_of(matrix), [b])
     y, _ = classic(21, info.extras["alpha"])(matvec_of(matrix), [b])
     assert info.extras["series_from_lanczos_basis"] == 1.0
@@ -184,3 +185,15 @@ def test_only_a_cold_estimate_from_b_sums_the_series_in_its_krylov_space(krylov_
     assert cold.matvecs == (10 if krylov_series else 13)
     assert "series_from_lanczos_basis" not in warm.extras
     assert warm.matvecs == solver.refresh_iterations + 3
+
+
+def test_the_kept_basis_is_the_lanczos_vectors_without_a_copy_of_the_start():
+    """keep_basis=K keeps K − 1 weight-sized vectors, q_2..q_K: q_1 = s/‖s‖ comes from the
+    caller's s itself, and with it the first K vectors are orthonormal (float64, a small run)."""
+    matrix = symmetric(torch.linspace(1.0, 10.0, 12).tolist(), seed=3)
+    start = [torch.arange(1.0, 13.0, dtype=torch.float64)]
+    run = lanczos_extremes(matvec_of(matrix), start, 6, keep_basis=4)
+    assert run.start is start and len(run.basis) == 3
+    vectors, scales = run.leading(4)
+    q = torch.stack([vector[0] * sigma for vector, sigma in zip(vectors, scales, strict=True)])
+    torch.testing.assert_close(q @ q.T, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
