@@ -119,6 +119,7 @@ def lanczos_extremes(
         previous, vector = vector, product
         if len(basis) + 1 < keep:
             basis.append(vector)
+    del vector, previous, product  # the Ritz vector's pass makes its own
     matvecs = len(diagonal)
     a_host = torch.stack(diagonal).double().cpu()  # the one host read
     b_host = torch.stack(off_diagonal).double().cpu()
