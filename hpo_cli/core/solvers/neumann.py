@@ -89,8 +89,9 @@ class Neumann(WarmSolver):
             solver object per problem, as in a training loop, where H changes little from one
             outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
             products), then ``refresh_iterations`` Lanczos steps from the kept Ritz vector
-            refresh it (an estimate then keeps its Lanczos basis, one weight-sized vector per
-            step, to form the Ritz vector). Safety: a series that diverges with a kept α (the
+            refresh it (an estimate of m steps then takes m − 1 more products to form the Ritz
+            vector, in a second pass of the recurrence, rather than keep m Lanczos vectors;
+            one weight-sized vector is kept between calls). Safety: a series that diverges with a kept α (the
             series' own growth test) is summed once more after a refresh (its products count
             too). The kept values are the :class:`NeumannState` passed to and returned by
             :meth:`solve` (the caller keeps it; hpo-run checkpoints it).
