@@ -91,10 +91,10 @@ class Neumann(WarmSolver):
             products), then ``refresh_iterations`` Lanczos steps from the kept Ritz vector
             refresh it (an estimate of m steps then takes m − 1 more products to form the Ritz
             vector, in a second pass of the recurrence, rather than keep m Lanczos vectors;
-            one weight-sized vector is kept between calls). Safety: a series that diverges with a kept α (the
-            series' own growth test) is summed once more after a refresh (its products count
-            too). The kept values are the :class:`NeumannState` passed to and returned by
-            :meth:`solve` (the caller keeps it; hpo-run checkpoints it).
+            one weight-sized vector is kept between calls). Safety: a series that diverges
+            with a kept α (the series' own growth test) is summed once more after a refresh
+            (its products count too). The kept values are the :class:`NeumannState` passed to
+            and returned by :meth:`solve` (the caller keeps it; hpo-run checkpoints it).
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: Lanczos steps of a warm refresh.
