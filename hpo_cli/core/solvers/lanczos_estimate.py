@@ -96,7 +96,6 @@ def lanczos_extremes(
     ``ritz_vector``, the unit Ritz vector of θ_max (m − 1 more products:
     :func:`_ritz_vector`)."""
     read_each = CPU_READS_EACH_STEP and start[0].device.type == "cpu"
-    keep = keep_basis
     start_norm = norm(start)
     vector = scale(start, 1.0 / start_norm)
     previous = zeros_like(vector)
@@ -117,7 +116,7 @@ def lanczos_extremes(
             break
         scale_(product, 1.0 / beta.clamp_min(torch.finfo(beta.dtype).tiny))
         previous, vector = vector, product
-        if len(basis) + 1 < keep:
+        if len(basis) + 1 < keep_basis:
             basis.append(vector)
     del vector, previous, product  # the Ritz vector's pass makes its own
     matvecs = len(diagonal)
@@ -161,12 +160,12 @@ def _ritz_vector(
     recurrence with the first pass's coefficients a_j, β_j (the same operations, so the same
     q_j): len(weights) − 1 products, four weight-sized vectors at a time."""
     vector = scale(start, 1.0 / start_norm)
-    previous = zeros_like(vector)
+    previous: list[torch.Tensor] | None = None  # q_0 = 0
     total = scale(vector, weights[0])
     for j, weight in enumerate(weights[1:]):
         product = matvec(vector)
         add_(product, vector, alpha=-diagonal[j])
-        if j:
+        if previous is not None:
             add_(product, previous, alpha=-off_diagonal[j - 1])
         beta = off_diagonal[j]
         scale_(product, 1.0 / beta.clamp_min(torch.finfo(beta.dtype).tiny))
