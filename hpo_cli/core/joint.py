@@ -59,11 +59,18 @@ def check_scalable(optimizer: torch.optim.Optimizer) -> None:
     Raises:
         ValueError: naming the optimiser.
     """
-    if isinstance(optimizer, torch.optim.LBFGS | GraphClosureOptimizer):
+    if reevaluates_loss(optimizer):
         raise ValueError(
             f"{type(optimizer).__name__} re-evaluates the loss inside its step, which a "
             "gradient scaler cannot scale (float16 needs one): use another optimizer"
         )
+
+
+def reevaluates_loss(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` needs a closure that re-evaluates the loss (L-BFGS's line
+    search, Hessian-free's own products); every other optimiser steps on the gradients already
+    in ``.grad``."""
+    return isinstance(optimizer, torch.optim.LBFGS | GraphClosureOptimizer)
 
 
 def check_compilable(optimizer: torch.optim.Optimizer) -> None:
@@ -74,7 +81,7 @@ def check_compilable(optimizer: torch.optim.Optimizer) -> None:
     Raises:
         ValueError: naming the optimiser.
     """
-    if isinstance(optimizer, torch.optim.LBFGS | GraphClosureOptimizer):
+    if reevaluates_loss(optimizer):
         raise ValueError(
             f"{type(optimizer).__name__} evaluates the loss inside its step (a closure), which "
             "cannot be compiled: use another optimizer"
@@ -199,42 +206,47 @@ class JointOptimizer:
     def inner_step(self, training_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
         """One step of the inner optimiser on ``training_loss()`` = L_t(w, λ) of a mini-batch.
 
-        Uses ``optimizer.step(closure)``, so optimisers that re-evaluate the loss (L-BFGS, line
-        searches) work unchanged. Gradients go to w only: while λ requires grad, ``backward`` is
-        restricted to w (``inputs=``), leaving λ.grad alone; while it does not (λ held constant,
-        :meth:`hpo_cli.hyper.HyperModule.held_constant`), a plain ``backward`` does the same work
-        without the restriction's bookkeeping. Returns the loss, detached. Data parallel
-        (:mod:`hpo_cli.core.distributed`): the gradients and the loss the closure returns are
-        averaged over the ranks after ``backward``, as DDP does, so every rank takes the same step.
-        With ``compile``, the closure runs first and the compiled ``step()`` after it (the same
-        arithmetic for an optimiser that evaluates its closure once, as all but L-BFGS and
-        Hessian-free do).
+        Optimisers that re-evaluate the loss (L-BFGS, Hessian-free: :func:`reevaluates_loss`)
+        get ``optimizer.step(closure)``; the others take ``optimizer.step()`` after one
+        ``backward``, as a bare PyTorch loop does. Gradients go to w only: while λ requires
+        grad, ``backward`` is restricted to w (``inputs=``), leaving λ.grad alone; while it does
+        not (λ held constant, :meth:`hpo_cli.hyper.HyperModule.held_constant`), a plain
+        ``backward`` does the same work without the restriction's bookkeeping. Returns the loss,
+        detached. Data parallel (:mod:`hpo_cli.core.distributed`): the gradients and the loss
+        are averaged over the ranks after ``backward``, as DDP does, so every rank takes the
+        same step. With ``compile``, that ``step()`` is the compiled one (:meth:`compiled_step`).
         """
-        params = self.params
-        inputs = params if any(hparam.requires_grad for hparam in self.hparams) else None
+        inputs = self.params if any(hparam.requires_grad for hparam in self.hparams) else None
         if self.grad_scaler is not None:
             return self._scaled_inner_step(training_loss, inputs)
-        returns_graph = isinstance(self.optimizer, GraphClosureOptimizer)
-        if returns_graph and distributed.active():
-            raise ValueError(f"{type(self.optimizer).__name__} is not data parallel")
-
-        def closure() -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-            if returns_graph:  # Hessian-free differentiates the loss itself
-                return loss_and_outputs(self.model, training_loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = training_loss()
-            loss.backward(inputs=inputs)
-            if not distributed.active():
-                return loss
-            mean_loss = loss.detach().clone()  # averaged with the gradients, in one collective
-            all_reduce_mean_([*(p.grad for p in params if p.grad is not None), mean_loss])
-            return mean_loss
-
-        if self.compile:
-            loss = closure()
-            self.compiled_step()
+        if not reevaluates_loss(self.optimizer):
+            loss = self._gradients(training_loss, inputs)
+            if self.compile:
+                self.compiled_step()
+            else:
+                self.optimizer.step()
             return loss.detach()
-        return self.optimizer.step(closure).detach()
+        if self.compile:
+            check_compilable(self.optimizer)
+        if isinstance(self.optimizer, GraphClosureOptimizer):  # differentiates the loss itself
+            if distributed.active():
+                raise ValueError(f"{type(self.optimizer).__name__} is not data parallel")
+            return self.optimizer.step(lambda: loss_and_outputs(self.model, training_loss)).detach()
+        return self.optimizer.step(lambda: self._gradients(training_loss, inputs)).detach()
+
+    def _gradients(
+        self, training_loss: Callable[[], torch.Tensor], inputs: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """∇_w L_t into w's ``.grad`` (zeroed first; averaged over the ranks when data
+        parallel); returns L_t (with its graph in one process, the ranks' mean otherwise)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = training_loss()
+        loss.backward(inputs=inputs)
+        if not distributed.active():
+            return loss
+        mean_loss = loss.detach().clone()  # averaged with the gradients, in one collective
+        all_reduce_mean_([*(p.grad for p in self.params if p.grad is not None), mean_loss])
+        return mean_loss
 
     def compiled_step(self) -> None:
         """The compiled ``step()`` of :attr:`optimizer`, compiled anew for a new optimiser."""

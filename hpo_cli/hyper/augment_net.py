@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hpo_cli.data import Batch, Splits
+from hpo_cli.data.tasks import mean_loss
 from hpo_cli.hyper.base import Criterion, HyperModule
 from hpo_cli.models import ACTIVATIONS
 
@@ -104,7 +105,7 @@ class AugmentNet(HyperModule):
     def training_loss(self, model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
         """The mean data loss on augmented inputs (plus the zero penalty)."""
         outputs = model(self.augment(batch.inputs))
-        return criterion(outputs, batch.targets).mean() + self.penalty(model)
+        return mean_loss(criterion, outputs, batch.targets) + self.penalty(model)
 
     def constrained_values(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.parameters()])

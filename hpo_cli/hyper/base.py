@@ -6,7 +6,10 @@ leaves the validation loss alone (a penalty, an augmentation) has ∂L_v/∂λ =
 it gets the direct term from :func:`hpo_cli.core.hypergradient` automatically.
 
 Losses are built from a per-example ``criterion(outputs, targets) -> (b,)`` so that a module can
-weight examples (``batch.index`` says which training examples a batch holds).
+weight examples (``batch.index`` says which training examples a batch holds). A module that only
+needs the mean data loss takes it from :func:`hpo_cli.data.tasks.mean_loss` (one fused call for
+the built-in criteria, as the base class's losses do); one that needs the per-example losses
+(:class:`hpo_cli.hyper.LossWeights`) calls ``criterion`` itself.
 
 The contract for a module of one's own (named by ``hyper._target_``, inside hpo-cli or not):
 
@@ -31,6 +34,7 @@ from torch import nn
 
 from hpo_cli.core.curvature import loss_and_outputs
 from hpo_cli.data import Batch
+from hpo_cli.data.tasks import mean_loss
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Per-example loss: outputs (b, k) and targets (b,) to losses (b,)."""
@@ -41,11 +45,11 @@ class HyperModule(nn.Module):
 
     def training_loss(self, model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
         """L_t(w, λ) on a batch: the mean data loss plus the penalty."""
-        return criterion(model(batch.inputs), batch.targets).mean() + self.penalty(model)
+        return mean_loss(criterion, model(batch.inputs), batch.targets) + self.penalty(model)
 
     def validation_loss(self, model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
         """L_v(w, λ) on a batch: the plain mean data loss (λ does not enter)."""
-        return criterion(model(batch.inputs), batch.targets).mean()
+        return mean_loss(criterion, model(batch.inputs), batch.targets)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | float:
         """R(w, λ) added to the training loss; none by default."""

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from hpo_cli.data import Batch, Splits
+from hpo_cli.data.tasks import mean_loss
 from hpo_cli.hyper.base import Criterion, HyperModule
 
 LABEL_SMOOTHING = 0.1
@@ -82,7 +83,7 @@ class Distill(HyperModule):
 
     def training_loss(self, model: nn.Module, batch: Batch, criterion: Criterion) -> torch.Tensor:
         """L_t on the synthetic set; ``batch`` (real data) is ignored."""
-        return criterion(model(self.images), self.targets()).mean() + self.penalty(model)
+        return mean_loss(criterion, model(self.images), self.targets()) + self.penalty(model)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | float:
         """c Σ_t ‖w_t‖² (0 when c = 0)."""

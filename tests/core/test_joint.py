@@ -255,3 +255,54 @@ def test_an_inner_step_moves_w_by_its_gradient_and_leaves_lambda_grad_alone(held
     )
     torch.testing.assert_close(model.weight.detach().squeeze(0), expected, rtol=1e-14, atol=0)
     assert theta.grad is None
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that records the closure each ``step`` receives."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, lr=lr)
+        self.closures: list[object] = []
+
+    def step(self, closure=None):
+        self.closures.append(closure)
+        return super().step(closure)
+
+
+@pytest.mark.parametrize(
+    "optimizer, closure_expected",
+    [
+        (lambda p: RecordingSGD(p, lr=0.1), False),
+        (lambda p: torch.optim.LBFGS(p, lr=1.0, max_iter=1), True),
+    ],
+    ids=["sgd_without_closure", "lbfgs_with_closure"],
+)
+def test_only_optimisers_that_reevaluate_the_loss_get_a_closure(optimizer, closure_expected):
+    """A bare loop's ``backward(); step()`` for SGD (its step is w ← w − η∇L_t, the gradient
+    taken once), ``step(closure)`` for L-BFGS, which re-evaluates the loss itself: both end where
+    the same optimiser driven by hand ends, L_t = ‖w − a‖²."""
+    target = torch.tensor([1.0, -2.0, 0.5], dtype=DT)
+    models = [nn.Linear(3, 1, bias=False).to(DT) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    theta = torch.zeros(1, dtype=DT, requires_grad=True)
+    inner = optimizer(models[0].parameters())
+    joint = JointOptimizer(models[0], [theta], inner, torch.optim.SGD([theta], lr=0.1), Neumann())
+    by_hand = optimizer(models[1].parameters())
+
+    def loss_of(model: nn.Linear) -> torch.Tensor:
+        return (model.weight.squeeze(0) - target).square().sum()
+
+    def closure() -> torch.Tensor:
+        by_hand.zero_grad()
+        loss = loss_of(models[1])
+        loss.backward()
+        return loss
+
+    assert joint_module.reevaluates_loss(inner) == closure_expected
+    for _ in range(2):
+        loss = joint.inner_step(lambda: loss_of(models[0]))
+        by_hand.step(closure)
+        assert not loss.requires_grad
+    torch.testing.assert_close(models[0].weight, models[1].weight, rtol=1e-14, atol=0)
+    if isinstance(inner, RecordingSGD):
+        assert inner.closures == [None, None]

@@ -55,7 +55,8 @@ def test_an_invariant_krylov_space_gives_exact_eigenvalues_and_stops():
     matrix = torch.diag(torch.tensor([1.0, 3.0, 7.0, 2.0], dtype=DT))
     start = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=DT)  # spans 3 eigenvectors
     estimate = lanczos_extremes(matvec_of(matrix), [start], 10, ritz_vector=True)
-    assert estimate.matvecs == 3  # the breakdown after 3 products stops the recurrence
+    # the breakdown after 3 products stops the recurrence; the Ritz vector's pass takes 2 more
+    assert estimate.matvecs == 3 + 2
     assert (estimate.smallest, estimate.largest) == pytest.approx((1.0, 7.0), rel=1e-12)
     torch.testing.assert_close(
         estimate.vector[0].abs(), torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=DT), atol=1e-10, rtol=0
@@ -75,7 +76,8 @@ def test_reading_the_coefficients_once_gives_the_same_estimate(monkeypatch):
         monkeypatch.setattr(module, "CPU_READS_EACH_STEP", False)
         once = lanczos_extremes(matvec_of(matrix), [start], 8, ritz_vector=True)
         monkeypatch.setattr(module, "CPU_READS_EACH_STEP", True)
-        assert once.matvecs == 8 and each.matvecs == min(8, len(start))
+        ritz_pass = len(once.tridiagonal) - 1  # the Ritz vector's second pass
+        assert once.matvecs == 8 + ritz_pass and each.matvecs == min(8, len(start)) + ritz_pass
         assert (once.largest, once.smallest) == pytest.approx(
             (each.largest, each.smallest), rel=1e-12
         )
@@ -158,8 +160,9 @@ def test_the_krylov_sum_holds_in_float32_after_orthogonality_is_lost():
     values = [*torch.linspace(0.1, 1.0, 199).tolist(), 50.0]
     matrix = symmetric(values, seed=5).float()
     b = torch.ones(200)
-    run = lanczos_extremes(matvec_of(matrix), [b], 30, keep_basis=31)
-    assert abs(float(run.basis[0][0] @ run.basis[29][0])) > 1e-4  # orthogonality lost
+    run = lanczos_extremes(matvec_of(matrix), [b], 30, keep_basis=30)
+    (q_1, *_, q_30), scales = run.leading(30)
+    assert abs(float(q_1[0] @ q_30[0]) * scales[0]) > 1e-4  # orthogonality lost
     x, info = Neumann(terms=21, lanczos_iterations=30, krylov_series=True)(matvec_of(matrix), [b])
     y, _ = classic(21, info.extras["alpha"])(matvec_of(matrix), [b])
     assert info.extras["series_from_lanczos_basis"] == 1.0
@@ -174,13 +177,40 @@ def test_as_many_terms_as_lanczos_steps_take_one_product_each():
 
 @pytest.mark.parametrize("krylov_series", [False, True])
 def test_only_a_cold_estimate_from_b_sums_the_series_in_its_krylov_space(krylov_series):
-    """A warm start keeps the whole Lanczos basis (for its Ritz vector): that alone must not
-    switch the series to the Krylov sum, and a refresh from the kept Ritz vector never does."""
+    """A warm start asks for a Ritz vector (m − 1 more products): that alone must not switch the
+    series to the Krylov sum, and a refresh from the kept Ritz vector never does."""
     matrix, b = symmetric(SPECTRUM, seed=1), torch.ones(60, dtype=DT)
     solver = Neumann(terms=4, warm_start=True, refresh_every=1, krylov_series=krylov_series)
     _, cold, state = solver.solve(matvec_of(matrix), [b], solver.init_state())
     _, warm, _ = solver.solve(matvec_of(matrix), [b], state)
     assert cold.extras.get("series_from_lanczos_basis") == (1.0 if krylov_series else None)
-    assert cold.matvecs == (10 if krylov_series else 13)
+    assert cold.matvecs == (10 if krylov_series else 13) + 9
     assert "series_from_lanczos_basis" not in warm.extras
-    assert warm.matvecs == solver.refresh_iterations + 3
+    assert warm.matvecs == (solver.refresh_iterations + 2) + 3
+
+
+def test_the_kept_basis_is_the_lanczos_vectors_without_a_copy_of_the_start():
+    """keep_basis=K keeps K − 1 weight-sized vectors, q_2..q_K: q_1 = s/‖s‖ comes from the
+    caller's s itself, and with it the first K vectors are orthonormal (float64, a small run)."""
+    matrix = symmetric(torch.linspace(1.0, 10.0, 12).tolist(), seed=3)
+    start = [torch.arange(1.0, 13.0, dtype=torch.float64)]
+    run = lanczos_extremes(matvec_of(matrix), start, 6, keep_basis=4)
+    assert run.start is start and len(run.basis) == 3
+    vectors, scales = run.leading(4)
+    q = torch.stack([vector[0] * sigma for vector, sigma in zip(vectors, scales, strict=True)])
+    torch.testing.assert_close(q @ q.T, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_the_ritz_vector_is_the_combination_of_the_kept_basis():
+    """The Ritz vector from the second pass of the recurrence is Σ_j y_j q_j over the Lanczos
+    vectors the first pass would keep (y: T's top eigenvector), for m − 1 more products."""
+    matrix = symmetric(torch.linspace(1.0, 10.0, 12).tolist(), seed=4)
+    start = [torch.arange(1.0, 13.0, dtype=DT)]
+    kept = lanczos_extremes(matvec_of(matrix), start, 6, keep_basis=6)
+    ritz = lanczos_extremes(matvec_of(matrix), start, 6, ritz_vector=True)
+    vectors, scales = kept.leading(6)
+    y = torch.linalg.eigh(kept.tridiagonal).eigenvectors[:, -1]
+    expected = sum(float(w) * s * v[0] for w, s, v in zip(y, scales, vectors, strict=True))
+    expected = expected / expected.norm()
+    torch.testing.assert_close(ritz.vector[0], expected, rtol=0, atol=1e-12)
+    assert (ritz.matvecs, kept.matvecs) == (6 + 5, 6)

@@ -143,7 +143,10 @@ def test_cfg_job_shows_a_resumed_runs_configuration_and_writes_nothing(run_copy,
     [
         (["optimzer.lr=1"], "Key 'optimzer' not in 'RunConfig'"),
         (["outer_steps=abc"], "'abc' of type 'str' could not be converted to Integer"),
-        (["solver=newton"], "available options in 'solver': cg, exact, first_order, identity, neumann"),
+        (
+            ["solver=newton"],
+            "available options in 'solver': cg, exact, first_order, identity, neumann",
+        ),
         (["solver=base_cg"], "solver=base_cg is an internal schema"),
         (["+foo=1"], "foo is not a top-level configuration key"),
         (["-m", "solver=neumann,newton"], "Could not find 'solver/newton'"),

@@ -16,9 +16,13 @@ iteration's was up to 20 % low.
 
 No re-orthogonalisation: in floating point the q_j lose orthogonality as Ritz values converge,
 which duplicates converged Ritz values but does not carry the extreme ones outside the spectrum
-(Paige, 1980). So the estimate needs three weight-sized vectors; the basis is kept only when the
-Ritz vector of θ_m is asked for (a warm start for the next estimate) or its first vectors are
-(the Neumann series summed in the Krylov space, ``Neumann(krylov_series=True)``).
+(Paige, 1980). So the estimate needs three weight-sized vectors; the basis is kept only when its
+first vectors are asked for (the Neumann series summed in the Krylov space,
+``Neumann(krylov_series=True)``), and then without q₁ = s/‖s‖: the caller holds s, so the first K
+vectors cost K − 1 weight-sized vectors. The Ritz vector of θ_m (a warm start for the next
+estimate), Σ_j y_j q_j with y the eigenvector of T, is summed in a second pass of the recurrence
+with the coefficients of the first (m − 1 more products, the same q_j; one weight-sized vector
+more than the estimate, instead of the m vectors of a kept basis).
 
 The coefficients stay on the device until the end (one host read per estimate). On the CPU,
 where a read costs nothing, each β_j is read at once, so a breakdown (β_j ≈ 0: the Krylov space
@@ -29,7 +33,7 @@ elsewhere T is cut at the breakdown afterwards.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -49,8 +53,11 @@ class LanczosExtremes:
     vector: the unit Ritz vector of θ_max (a TensorList like the start), when asked for.
     tridiagonal: T (float64, on the host), cut at a breakdown; its size m is the dimension of
         the Krylov space (``matvecs`` unless it broke down).
-    basis: the leading Lanczos vectors q_1, q_2, … that were asked to be kept (at most m):
-        A q_j = β_{j−1} q_{j−1} + a_j q_j + β_j q_{j+1}, so A^k s = ‖s‖ Q T^k e₁ for k < m.
+    start: the start s itself (the caller's tensors, not a copy): q_1 = s/‖s‖.
+    start_norm: ‖s‖.
+    basis: the Lanczos vectors q_2, q_3, … after q_1 that were asked to be kept (at most
+        m − 1): A q_j = β_{j−1} q_{j−1} + a_j q_j + β_j q_{j+1}, so A^k s = ‖s‖ Q T^k e₁ for
+        k < m.
     """
 
     largest: float
@@ -58,7 +65,16 @@ class LanczosExtremes:
     matvecs: int
     vector: list[torch.Tensor] | None = None
     tridiagonal: torch.Tensor | None = None
+    start: list[torch.Tensor] | None = None
+    start_norm: float = 1.0
     basis: list[list[torch.Tensor]] = field(default_factory=list)
+
+    def leading(self, count: int) -> tuple[list[list[torch.Tensor]], list[float]]:
+        """q_1, …, q_count (at most 1 + len(basis)) as vectors v_j and scales σ_j with
+        q_j = σ_j v_j (v_1 = s, σ_1 = 1/‖s‖; then σ_j = 1): for :func:`combination` and Gram
+        matrices without a copy of s."""
+        vectors = [self.start, *self.basis[: count - 1]]
+        return vectors, [1.0 / self.start_norm] + [1.0] * (len(vectors) - 1)
 
     @property
     def dominant(self) -> float:
@@ -75,13 +91,15 @@ def lanczos_extremes(
     keep_basis: int = 0,
 ) -> LanczosExtremes:
     """``iterations`` Lanczos steps from ``start`` (a nonzero TensorList): θ_max, θ_min, the
-    products spent, T, the first ``keep_basis`` Lanczos vectors (one weight-sized vector each)
-    and, with ``ritz_vector`` (which keeps them all), the unit Ritz vector of θ_max."""
+    products spent, T, the first ``keep_basis`` Lanczos vectors (one weight-sized vector each;
+    q_1 is not copied: :meth:`LanczosExtremes.leading` gives it from ``start``) and, with
+    ``ritz_vector``, the unit Ritz vector of θ_max (m − 1 more products:
+    :func:`_ritz_vector`)."""
     read_each = CPU_READS_EACH_STEP and start[0].device.type == "cpu"
-    keep = iterations + 1 if ritz_vector else keep_basis
-    vector = scale(start, 1.0 / norm(start))
+    start_norm = norm(start)
+    vector = scale(start, 1.0 / start_norm)
     previous = zeros_like(vector)
-    basis = [vector][:keep]
+    basis: list[list[torch.Tensor]] = []  # q_2, q_3, …: q_1 is start/‖start‖
     diagonal: list[torch.Tensor] = []
     off_diagonal: list[torch.Tensor] = []
     dtype = vector[0].dtype
@@ -98,8 +116,9 @@ def lanczos_extremes(
             break
         scale_(product, 1.0 / beta.clamp_min(torch.finfo(beta.dtype).tiny))
         previous, vector = vector, product
-        if len(basis) < keep:
+        if len(basis) + 1 < keep_basis:
             basis.append(vector)
+    del vector, previous, product  # the Ritz vector's pass makes its own
     matvecs = len(diagonal)
     a_host = torch.stack(diagonal).double().cpu()  # the one host read
     b_host = torch.stack(off_diagonal).double().cpu()
@@ -112,13 +131,47 @@ def lanczos_extremes(
         + torch.diag(b_host[: size - 1], -1)
     )
     values, vectors = torch.linalg.eigh(tridiagonal)
-    ritz = None
-    if ritz_vector:
-        ritz = combination(basis[:size], vectors[:, -1].tolist())
-        scale_(ritz, 1.0 / norm(ritz))
-    return LanczosExtremes(
-        float(values[-1]), float(values[0]), matvecs, ritz, tridiagonal, basis[:size]
+    estimate = LanczosExtremes(
+        float(values[-1]),
+        float(values[0]),
+        matvecs,
+        None,
+        tridiagonal,
+        start,
+        float(start_norm),
+        basis[: size - 1],
     )
+    if not ritz_vector:
+        return estimate
+    ritz = _ritz_vector(matvec, start, start_norm, diagonal, off_diagonal, vectors[:, -1].tolist())
+    scale_(ritz, 1.0 / norm(ritz))
+    return replace(estimate, vector=ritz, matvecs=matvecs + size - 1)
+
+
+def _ritz_vector(
+    matvec: MatVec,
+    start: TensorList,
+    start_norm: torch.Tensor,
+    diagonal: list[torch.Tensor],
+    off_diagonal: list[torch.Tensor],
+    weights: list[float],
+) -> list[torch.Tensor]:
+    """Σ_j weights[j]·q_j over the first len(weights) Lanczos vectors, regenerated by the
+    recurrence with the first pass's coefficients a_j, β_j (the same operations, so the same
+    q_j): len(weights) − 1 products, four weight-sized vectors at a time."""
+    vector = scale(start, 1.0 / start_norm)
+    previous: list[torch.Tensor] | None = None  # q_0 = 0
+    total = scale(vector, weights[0])
+    for j, weight in enumerate(weights[1:]):
+        product = matvec(vector)
+        add_(product, vector, alpha=-diagonal[j])
+        if previous is not None:
+            add_(product, previous, alpha=-off_diagonal[j - 1])
+        beta = off_diagonal[j]
+        scale_(product, 1.0 / beta.clamp_min(torch.finfo(beta.dtype).tiny))
+        previous, vector = vector, product
+        add_(total, vector, alpha=weight)
+    return total
 
 
 def combination(basis: list[list[torch.Tensor]], weights: list[float]) -> list[torch.Tensor]:

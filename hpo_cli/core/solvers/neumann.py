@@ -12,7 +12,7 @@ steps with step α on a quadratic with Hessian A, so ``terms=K`` matches K unrol
 from b in m ≥ K Lanczos steps, every term already lies in that run's Krylov space, so with
 ``krylov_series=True`` the series is summed there without a product
 (:meth:`Neumann._sum_in_krylov_space`): 10 steps and 4 terms cost 10 products, not 13, for
-K more weight-sized vectors held during the estimate.
+K − 1 more weight-sized vectors held during the estimate (q₁ is b rescaled, b the caller's).
 
 Older versions summed K + 1 terms for ``terms=K`` (docs/solvers.md, migration note).
 
@@ -89,17 +89,19 @@ class Neumann(WarmSolver):
             solver object per problem, as in a training loop, where H changes little from one
             outer step to the next): the next ``refresh_every − 1`` calls reuse λ̂max (no
             products), then ``refresh_iterations`` Lanczos steps from the kept Ritz vector
-            refresh it (an estimate then keeps its Lanczos basis, one weight-sized vector per
-            step, to form the Ritz vector). Safety: a series that diverges with a kept α (the
-            series' own growth test) is summed once more after a refresh (its products count
-            too). The kept values are the :class:`NeumannState` passed to and returned by
-            :meth:`solve` (the caller keeps it; hpo-run checkpoints it).
+            refresh it (an estimate of m steps then takes m − 1 more products to form the Ritz
+            vector, in a second pass of the recurrence, rather than keep m Lanczos vectors;
+            one weight-sized vector is kept between calls). Safety: a series that diverges
+            with a kept α (the series' own growth test) is summed once more after a refresh
+            (its products count too). The kept values are the :class:`NeumannState` passed to
+            and returned by :meth:`solve` (the caller keeps it; hpo-run checkpoints it).
         growth_limit: report ``diverged`` once ‖t_k‖ > growth_limit·‖t_0‖ (> 1).
         refresh_every: calls between two eigenvalue estimates when warm (1: every call).
         refresh_iterations: Lanczos steps of a warm refresh.
         krylov_series: with ``alpha="auto"``, an estimate from b and K ≤ ``lanczos_iterations``,
             sum the series in the estimate's Krylov space from its first K Lanczos vectors
-            (kept during the estimate: K more weight-sized vectors at its peak) instead of
+            (kept during the estimate: K − 1 more weight-sized vectors at its peak, q_1 being
+            b/‖b‖) instead of
             K − 1 more products; the same sum to rounding.
         damping: μ ≥ 0: the series is summed for A + μI (every eigenvalue shifted up by μ), which
             converges for some α once μ > −λmin(A).
@@ -223,7 +225,7 @@ class Neumann(WarmSolver):
                 )
                 return [torch.full_like(x, math.nan) for x in b], info, state
             alpha = 1.0 / largest
-            if self.krylov_series and krylov is not None and len(krylov.basis) >= self.terms:
+            if self.krylov_series and krylov is not None and len(krylov.basis) + 1 >= self.terms:
                 extras["alpha"] = alpha
                 solution, info = self._sum_in_krylov_space(krylov, alpha, b_norm, matvecs, extras)
                 return solution, info, state
@@ -301,12 +303,12 @@ class Neumann(WarmSolver):
         coefficients[0][0] = alpha * b_norm
         for _ in range(size - 1):
             coefficients.append(coefficients[-1] - alpha * (block @ coefficients[-1]))
-        basis = krylov.basis[:size]
+        basis, scales = krylov.leading(size)  # q_j = scales[j]·basis[j]; basis[0] is b itself
         pairs = [(i, j) for i in range(size) for j in range(i, size)]
         dots = torch.stack([dot(basis[i], basis[j]) for i, j in pairs]).double().cpu()
         gram = torch.zeros(size, size, dtype=torch.float64)
         for (i, j), value in zip(pairs, dots.tolist(), strict=True):
-            gram[i, j] = gram[j, i] = value
+            gram[i, j] = gram[j, i] = value * scales[i] * scales[j]
         norms = [math.sqrt(abs(float(c @ gram @ c))) for c in coefficients]
         first_norm = previous_norm = alpha * b_norm
         status, message, iterations = Status.MAX_ITERATIONS, f"summed {self.terms} terms", 0
@@ -322,7 +324,8 @@ class Neumann(WarmSolver):
             if stop is not None:
                 status, message = stop
                 break
-        solution = combination(basis, included.tolist())
+        weights = [c * sigma for c, sigma in zip(included.tolist(), scales, strict=True)]
+        solution = combination(basis, weights)
         extras["series_from_lanczos_basis"] = 1.0
         return solution, self._info(status, message, iterations, matvecs, extras)
 
