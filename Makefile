@@ -50,7 +50,7 @@ $(CLUSTER): $(STAMP)
 # The slow group, skipped by make test: sweeps through the joblib launcher, submitit's local mode and
 # through Ray (a local instance and a running cluster, on 127.0.0.1 only), the Optuna baseline,
 # a run and a sweep sent to a real mlflow server on 127.0.0.1, five of the seven ResNet-18
-# combinations, four whole quick benchmarks and the torch.compile tests.
+# combinations, whole quick benchmarks and the torch.compile tests.
 .PHONY: test-slow
 test-slow: install-cluster install-tracking
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
