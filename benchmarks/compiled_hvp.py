@@ -37,19 +37,16 @@ from torch.func import functional_call, grad, jvp
 from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
-    BenchmarkRun,
     Column,
     Table,
-    benchmark_command,
     benchmark_parser,
     fmt_ms,
     fmt_sci,
     log,
     measure_group,
     parse_benchmark_args,
-    report_stem,
     resolve_device,
-    write_report,
+    write_one_table,
 )
 from benchmarks.common.machine import CpuSnapshot
 from benchmarks.common.problems import make_mlp, mlp_widths, random_batch, random_like
@@ -139,19 +136,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     start = CpuSnapshot.now()
     table = section_compiled_hvp(args.quick, device)
-    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    command = benchmark_command("compiled_hvp", argv)
-    run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
-    write_report(
-        args.out,
-        report_stem("compiled_hvp", device, args.quick),
+    return write_one_table(
+        "compiled_hvp",
+        argv,
+        args,
+        device,
+        start,
+        table,
         "torch.compile of the Hessian-vector product",
-        run,
-        [table],
         dtype="float32",
         timer="torch.utils.benchmark, statements side by side in rounds",
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,10 +30,8 @@ import torch
 from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
-    BenchmarkRun,
     Column,
     Table,
-    benchmark_command,
     benchmark_parser,
     fmt_ms,
     fmt_ratio,
@@ -41,9 +39,8 @@ from benchmarks.common.harness import (
     log,
     measure_group,
     parse_benchmark_args,
-    report_stem,
     resolve_device,
-    write_report,
+    write_one_table,
 )
 from benchmarks.common.machine import CpuSnapshot
 from benchmarks.common.run_config import compose_config
@@ -181,20 +178,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("finite-difference products: measured on the CPU only (the runner's device=cpu)")
     start = CpuSnapshot.now()
     table = section_products(args.quick)
-    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    command = benchmark_command("finite_difference_products", argv)
-    cpu = torch.device("cpu")
-    run = BenchmarkRun(command, cpu, sizes, args.quick, start, CpuSnapshot.now())
-    write_report(
-        args.out,
-        report_stem("finite_difference_products", cpu, args.quick),
+    return write_one_table(
+        "finite_difference_products",
+        argv,
+        args,
+        torch.device("cpu"),
+        start,
+        table,
         "Hypergradient products by finite differences of gradients",
-        run,
-        [table],
         dtype="float64 and float32 (per row)",
         timer="torch.utils.benchmark, both products side by side in rounds",
     )
-    return 0
 
 
 if __name__ == "__main__":

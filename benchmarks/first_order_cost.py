@@ -29,10 +29,8 @@ import torch
 from benchmarks.common.harness import (
     DEFAULT_SIZES,
     QUICK_SIZES,
-    BenchmarkRun,
     Column,
     Table,
-    benchmark_command,
     benchmark_parser,
     fmt_ms,
     fmt_ratio,
@@ -40,8 +38,7 @@ from benchmarks.common.harness import (
     log,
     measure_group,
     parse_benchmark_args,
-    report_stem,
-    write_report,
+    write_one_table,
 )
 from benchmarks.common.machine import CpuSnapshot
 from benchmarks.common.run_config import compose_config
@@ -166,20 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = CpuSnapshot.now()
     table = section(args.quick)
-    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    cpu = torch.device("cpu")
-    command = benchmark_command("first_order_cost", argv)
-    run = BenchmarkRun(command, cpu, sizes, args.quick, start, CpuSnapshot.now())
-    write_report(
-        args.out,
-        report_stem("first_order_cost", cpu, args.quick),
+    return write_one_table(
+        "first_order_cost",
+        argv,
+        args,
+        torch.device("cpu"),
+        start,
+        table,
         "The first-order hypergradient against identity, Neumann and CG",
-        run,
-        [table],
         dtype="float64",
         timer="torch.utils.benchmark, the solvers side by side in rounds",
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -358,6 +358,28 @@ def write_report(
     log(f"wrote {out / stem}.md and .csv")
 
 
+def write_one_table(
+    module: str,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    device: torch.device,
+    start: CpuSnapshot,
+    table: Table,
+    title: str,
+    dtype: str,
+    timer: str,
+) -> int:
+    """The report of a benchmark of one table measured from ``start`` until now
+    (:func:`write_report` into ``args.out``, named by ``module``, ``device`` and ``args.quick``);
+    returns 0, the benchmark's exit status."""
+    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    command = benchmark_command(module, argv)
+    run = BenchmarkRun(command, device, sizes, args.quick, start, CpuSnapshot.now())
+    stem = report_stem(module, device, args.quick)
+    write_report(args.out, stem, title, run, [table], dtype=dtype, timer=timer)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
