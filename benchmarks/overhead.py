@@ -182,6 +182,27 @@ def clocks_of(exp: Experiment) -> dict[str, Callable[[], float] | None]:
     return clocks
 
 
+def per_step_rows(
+    statements: dict[str, Callable[[], Any]],
+    sizes: Sizes,
+    clocks: dict[str, Callable[[], float] | None],
+    steps: int,
+    section: str,
+) -> dict[str, dict[str, Any]]:
+    """Each statement of ``steps`` inner steps timed side by side on every clock: per statement,
+    the median and IQR per inner step and the ratio to :data:`BARE`'s median (one row each)."""
+    rows: dict[str, dict[str, Any]] = {label: {"case": label} for label in statements}
+    for name, clock in clocks.items():
+        log(f"section {section} ({name} time)")
+        timed = measure_group(statements, sizes, clock)
+        base = timed[BARE][0].median_ms
+        for label, (timing, _) in timed.items():
+            rows[label][f"{name}_ms"] = timing.median_ms / steps
+            rows[label][f"{name}_iqr_ms"] = timing.iqr_ms / steps
+            rows[label][f"{name}_ratio"] = timing.median_ms / base
+    return rows
+
+
 def bare_loop(exp: Experiment) -> Callable[[], torch.Tensor]:
     """``inner_steps`` steps of a plain PyTorch loop on ``exp``'s model, no hpo-cli code inside:
     a new optimiser of the same class and settings, the same training split, batch size and
@@ -244,15 +265,7 @@ def section_bare(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
         "hpo-run: inner steps one by one (λ's graph every step)": lambda: single_steps(stepwise),
     }
     clocks = clocks_of(runner)
-    rows = {label: {"case": label} for label in statements}
-    for name, clock in clocks.items():
-        log(f"section 4b: inner steps against a bare loop ({name} time)")
-        timed = measure_group(statements, sizes, clock)
-        base = timed[BARE][0].median_ms
-        for label, (timing, _) in timed.items():
-            rows[label][f"{name}_ms"] = timing.median_ms / steps
-            rows[label][f"{name}_iqr_ms"] = timing.iqr_ms / steps
-            rows[label][f"{name}_ratio"] = timing.median_ms / base
+    rows = per_step_rows(statements, sizes, clocks, steps, "4b: inner steps against a bare loop")
     first = rows[next(iter(statements))]
     verdicts = [
         f"{name} time {first[f'{name}_ratio']:.2f}× ("
@@ -334,18 +347,8 @@ def section_compiled(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
             EAGER: lambda: inner_phase(eager, steps),
             BARE: bare_loop(reference),
         }
-        clocks = {"wall": None}
-        if compiled.device.type == "cpu" and torch.get_num_threads() == 1:
-            clocks["cpu"] = time.thread_time
-        rows = {label: {"case": label} for label in statements}
-        for name, clock in clocks.items():
-            log(f"section 4c: compiled and eager inner steps ({name} time)")
-            timed = measure_group(statements, sizes, clock)
-            base = timed[BARE][0].median_ms
-            for label, (timing, _) in timed.items():
-                rows[label][f"{name}_ms"] = timing.median_ms / steps
-                rows[label][f"{name}_iqr_ms"] = timing.iqr_ms / steps
-                rows[label][f"{name}_ratio"] = timing.median_ms / base
+        clocks = clocks_of(compiled)
+        rows = per_step_rows(statements, sizes, clocks, steps, "4c: compiled and eager inner steps")
     clock = "cpu" if "cpu" in clocks else "wall"
     saved = {
         label: rows[label][f"{clock}_ms"] - rows[COMPILED][f"{clock}_ms"] for label in (EAGER, BARE)
