@@ -55,19 +55,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torch.nn import functional as F
 
 from benchmarks.common.harness import (
     DEFAULT_SIZES,
@@ -86,7 +83,9 @@ from benchmarks.common.harness import (
     report_stem,
     write_report,
 )
+from benchmarks.common.inner_steps import BARE, BARE_ROUNDS, bare_loop, clocks_of, per_step_rows
 from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.memory import memory_methods
 from benchmarks.common.run_config import compose_config
 from hpo_cli.hyper import WeightDecay
 from hpo_cli.runner.config.build import build_experiment
@@ -98,8 +97,6 @@ QUICK_OVERRIDES = ("inner_steps=5", "model.hidden_sizes=[8]")
 TARGET_TIME = 1.10
 TARGET_BARE = 1.05
 TARGET_MEMORY = 3.0
-BARE = "bare PyTorch loop"
-BARE_ROUNDS = 10  # interleaved rounds of section 4b (the load of a shared machine drifts)
 
 
 def synchronized_outer_step(exp: Experiment, progress: Progress) -> None:
@@ -172,66 +169,6 @@ def section_overhead(cfg: DictConfig, sizes: Sizes) -> Table:
             "The last two rows are in units of one inner step of the 'off' row.",
         ],
     )
-
-
-def clocks_of(exp: Experiment) -> dict[str, Callable[[], float] | None]:
-    """Wall time (torch's clock), and this thread's CPU time on the CPU with one thread."""
-    clocks: dict[str, Callable[[], float] | None] = {"wall": None}
-    if exp.device.type == "cpu" and torch.get_num_threads() == 1:
-        clocks["cpu"] = time.thread_time
-    return clocks
-
-
-def per_step_rows(
-    statements: dict[str, Callable[[], Any]],
-    sizes: Sizes,
-    clocks: dict[str, Callable[[], float] | None],
-    steps: int,
-    section: str,
-) -> dict[str, dict[str, Any]]:
-    """Each statement of ``steps`` inner steps timed side by side on every clock: per statement,
-    the median and IQR per inner step and the ratio to :data:`BARE`'s median (one row each)."""
-    rows: dict[str, dict[str, Any]] = {label: {"case": label} for label in statements}
-    for name, clock in clocks.items():
-        log(f"section {section} ({name} time)")
-        timed = measure_group(statements, sizes, clock)
-        base = timed[BARE][0].median_ms
-        for label, (timing, _) in timed.items():
-            rows[label][f"{name}_ms"] = timing.median_ms / steps
-            rows[label][f"{name}_iqr_ms"] = timing.iqr_ms / steps
-            rows[label][f"{name}_ratio"] = timing.median_ms / base
-    return rows
-
-
-def bare_loop(exp: Experiment) -> Callable[[], torch.Tensor]:
-    """``inner_steps`` steps of a plain PyTorch loop on ``exp``'s model, no hpo-cli code inside:
-    a new optimiser of the same class and settings, the same training split, batch size and
-    batch draws (a generator seeded as the runner's), and the penalty Σ c·w² with c =
-    softplus(θ) of ``exp``'s λ computed once per call (once per outer step)."""
-    model = exp.model
-    params = list(model.parameters())
-    optimizer = type(exp.joint.optimizer)(params, **exp.joint.optimizer.defaults)
-    inputs, targets = exp.data.train.inputs, exp.data.train.targets
-    thetas = list(exp.hyper.parameters())
-    generator = torch.Generator().manual_seed(exp.settings.seed)
-    batch, steps = exp.settings.batch_size, exp.settings.inner_steps
-
-    def run() -> torch.Tensor:
-        with torch.no_grad():
-            decay = [F.softplus(theta) for theta in thetas]
-        for _ in range(steps):
-            index = torch.randperm(len(targets), generator=generator)[:batch].to(inputs.device)
-            x, y = inputs[index], targets[index]
-            optimizer.zero_grad(set_to_none=True)
-            penalty = torch.stack(
-                [(c * w.square()).sum() for c, w in zip(decay, params, strict=True)]
-            ).sum()
-            loss = F.cross_entropy(model(x), y) + penalty
-            loss.backward()
-            optimizer.step()
-        return loss.detach()
-
-    return run
 
 
 def single_steps(exp: Experiment) -> None:
@@ -409,59 +346,6 @@ def describe(cfg: DictConfig) -> str:
 # --------------------------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------------------------
-
-
-def profiler_peak_bytes(fn: Callable[[], Any]) -> int:
-    """Highest CPU allocator total while ``fn`` runs, above the total before it.
-
-    Every allocation and free that the profiler records is a ``[memory]`` event carrying the
-    allocator's running total (``Total Allocated``); they are read from its Chrome trace.
-    """
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
-        fn()
-    with tempfile.TemporaryDirectory() as folder:
-        trace = Path(folder) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text())["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    if not memory:
-        return 0
-    before = memory[0]["args"]["Total Allocated"] - memory[0]["args"]["Bytes"]
-    return max(e["args"]["Total Allocated"] for e in memory) - before
-
-
-def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
-    """Bytes of the distinct tensor storages autograd saves for backward while ``fn`` runs."""
-    seen: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fn()
-    return sum(seen.values())
-
-
-def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device) -> int:
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
-
-
-def memory_methods(device: torch.device) -> dict[str, Callable[[Callable[[], Any]], int]]:
-    if device.type == "cuda":
-        return {"torch.cuda.max_memory_allocated": lambda fn: cuda_peak_bytes(fn, device)}
-    return {
-        "CPU allocator total (torch.profiler)": profiler_peak_bytes,
-        "saved tensors (saved_tensors_hooks)": saved_tensor_bytes,
-    }
 
 
 def memory_rows(cfg: DictConfig, case: str) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ from benchmarks.common.harness import (
     write_report,
 )
 from benchmarks.common.machine import CpuSnapshot
+from benchmarks.common.memory import cuda_peak_bytes, profiler_peak_bytes
 from benchmarks.common.problems import (
     WEIGHT_DECAY,
     Batch,
@@ -59,7 +60,6 @@ from benchmarks.common.problems import (
     randint,
     randn,
 )
-from benchmarks.overhead import cuda_peak_bytes, profiler_peak_bytes
 from hpo_cli import ConjugateGradient, hypergradient
 
 INPUTS, CLASSES, BATCH, K = 100, 10, 128, 10

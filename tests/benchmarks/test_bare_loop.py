@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from benchmarks.common.inner_steps import bare_loop
 from benchmarks.common.run_config import compose_config
 from benchmarks.end_to_end import plain_hypergradient
-from benchmarks.overhead import bare_loop
 from hpo_cli.runner.config.build import build_experiment
 from hpo_cli.runner.loop.train import inner_phase
 
