@@ -83,7 +83,14 @@ from benchmarks.common.harness import (
     report_stem,
     write_report,
 )
-from benchmarks.common.inner_steps import BARE, BARE_ROUNDS, bare_loop, clocks_of, per_step_rows
+from benchmarks.common.inner_steps import (
+    BARE,
+    BARE_ROUNDS,
+    bare_loop,
+    clocks_of,
+    per_step_columns,
+    per_step_rows,
+)
 from benchmarks.common.machine import CpuSnapshot
 from benchmarks.common.memory import memory_methods
 from benchmarks.common.run_config import compose_config
@@ -210,14 +217,7 @@ def section_bare(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
         + f" the target ≤ {TARGET_BARE}×)"
         for name in clocks
     ]
-    columns = [Column("case", "statement timed")]
-    for name, header in (("wall", "wall"), ("cpu", "thread CPU")):
-        if name in clocks:
-            columns += [
-                Column(f"{name}_ms", f"{header} ms per inner step", fmt_ms),
-                Column(f"{name}_iqr_ms", "IQR ms", fmt_ms),
-                Column(f"{name}_ratio", "× bare loop", fmt_ratio),
-            ]
+    columns = per_step_columns(clocks)
     notes = [
         f"The runner's inner phase over the bare loop: {'; '.join(verdicts)}.",
         f"Each statement: {steps} inner steps (one outer step's); both use F.cross_entropy's "
@@ -294,14 +294,7 @@ def section_compiled(cfg: DictConfig, sizes: Sizes, quick: bool) -> Table:
         seconds = row[f"compile_{clock}_s"]
         for label, key in ((EAGER, "break_even_eager"), (BARE, "break_even_bare")):
             row[key] = math.ceil(1000 * seconds / saved[label]) if saved[label] > 0 else None
-    columns = [Column("case", "statement timed")]
-    for name, header in (("wall", "wall"), ("cpu", "thread CPU")):
-        if name in clocks:
-            columns += [
-                Column(f"{name}_ms", f"{header} ms per inner step", fmt_ms),
-                Column(f"{name}_iqr_ms", "IQR ms", fmt_ms),
-                Column(f"{name}_ratio", "× bare loop", fmt_ratio),
-            ]
+    columns = per_step_columns(clocks)
     columns += [
         Column("compile_wall_s", "compile wall s", fmt_seconds),
         Column("compile_cpu_s", "compile CPU s", fmt_seconds),

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from benchmarks.common.harness import Sizes, log, measure_group
+from benchmarks.common.harness import Column, Sizes, fmt_ms, fmt_ratio, log, measure_group
 from hpo_cli.runner.loop.experiment import Experiment
 
 BARE = "bare PyTorch loop"
@@ -75,3 +75,17 @@ def bare_loop(exp: Experiment) -> Callable[[], torch.Tensor]:
         return loss.detach()
 
     return run
+
+
+def per_step_columns(clocks: dict[str, Callable[[], float] | None]) -> list[Column]:
+    """The table columns of :func:`per_step_rows`' rows: the statement, then per clock measured
+    the time per inner step, its IQR and the ratio to the bare loop."""
+    columns = [Column("case", "statement timed")]
+    for name, header in (("wall", "wall"), ("cpu", "thread CPU")):
+        if name in clocks:
+            columns += [
+                Column(f"{name}_ms", f"{header} ms per inner step", fmt_ms),
+                Column(f"{name}_iqr_ms", "IQR ms", fmt_ms),
+                Column(f"{name}_ratio", "× bare loop", fmt_ratio),
+            ]
+    return columns
