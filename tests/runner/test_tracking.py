@@ -91,6 +91,11 @@ def test_tensorboard_resume_continues_the_same_folder_without_duplicated_steps(
         run(tmp_path, "tracking.trackers=[tensorboard]")
     assert tracking_state(tmp_path)["tensorboard"]["logged_until"] == 3
     monkeypatch.undo()
+    # TensorBoard reads a folder's event files in name order, events.out.tfevents.<whole
+    # second>.<host>.<pid>.<writer count>: in this one process within the same second the count
+    # decides, as text ("10" < "9"), so the resumed run starts in a later second, as a resume in
+    # a process of its own does.
+    time.sleep(1.0 - time.time() % 1.0)
     run(tmp_path, "tracking.trackers=[tensorboard]", f"resume={tmp_path}")
     table = metrics(tmp_path)
     read = scalars(tmp_path)
